@@ -1,0 +1,15 @@
+//! Compiles `proto/signer/v1/signer.proto` with protox (a pure-Rust protobuf compiler), so that
+//! building the workspace never needs a `protoc` binary.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/signer/v1/signer.proto"];
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Where private keys live. [`KeyBackend`] is the single joint a backend plugs into; the
+//! [`Keyring`] holds every configured backend and routes each key id to the one that holds it.
+//!
+//! Backends never hand out private key material: they create keys, report public halves and
+//! sign 32-byte hashes.
+
+pub mod pkcs11;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::keys::{KeyId, KeyInfo};
+
+/// One place that holds Ed25519 private keys.
+#[async_trait]
+pub trait KeyBackend: Send + Sync + 'static {
+    /// The name used in config and in API responses (`pkcs11`, `gcp-kms`).
+    fn name(&self) -> &'static str;
+
+    /// Creates a key with this id, or returns the existing one (`false`: it was already there).
+    async fn create_key(&self, id: &KeyId) -> Result<(KeyInfo, bool)>;
+
+    /// The key with this id, if this backend holds it. Answers from memory; no backend round trip.
+    fn get_key(&self, id: &KeyId) -> Result<Option<KeyInfo>>;
+
+    /// Every key this backend holds, in key id order. Answers from memory.
+    fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+
+    /// Signs a 32-byte hash with the key (pure Ed25519 over exactly these bytes).
+    async fn sign(&self, id: &KeyId, hash: &[u8; 32]) -> Result<[u8; 64]>;
+
+    /// Probes the backend; while it is down, tries to reconnect. `true` when it can serve.
+    async fn check_health(&self) -> bool;
+}
+
+/// Every configured backend, and the lock that makes `CreateKey` idempotent across them.
+pub struct Keyring {
+    backends: Vec<Arc<dyn KeyBackend>>,
+    default: usize,
+    /// Striped locks serialise creation per key id (two requests for the same id never race to
+    /// create two keys) without serialising creation of different ids.
+    create_locks: Vec<Mutex<()>>,
+}
+
+impl Keyring {
+    /// Builds a keyring; `default` names the backend used when `CreateKey` names none.
+    pub fn new(backends: Vec<Arc<dyn KeyBackend>>, default: &str) -> Result<Self> {
+        let default = backends
+            .iter()
+            .position(|b| b.name() == default)
+            .ok_or_else(|| Error::Config(format!("backend.default: {default:?} is not configured")))?;
+        Ok(Keyring {
+            backends,
+            default,
+            create_locks: (0..64).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// The configured backends.
+    pub fn backends(&self) -> &[Arc<dyn KeyBackend>] {
+        &self.backends
+    }
+
+    /// Finds the key and the backend that holds it.
+    pub fn find(&self, id: &KeyId) -> Result<(KeyInfo, &Arc<dyn KeyBackend>)> {
+        for backend in &self.backends {
+            if let Some(key) = backend.get_key(id)? {
+                return Ok((key, backend));
+            }
+        }
+        Err(Error::KeyNotFound(id.to_string()))
+    }
+
+    /// Creates a key in the named backend (or the default), unless a key with this id already
+    /// exists in any backend, in which case that key is returned unchanged.
+    pub async fn create_key(&self, id: &KeyId, backend: Option<&str>) -> Result<(KeyInfo, bool)> {
+        let target = match backend {
+            None => &self.backends[self.default],
+            Some(name) => self
+                .backends
+                .iter()
+                .find(|b| b.name() == name)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown backend {name:?}")))?,
+        };
+        let _guard = self.create_locks[stripe(id, self.create_locks.len())]
+            .lock()
+            .await;
+        match self.find(id) {
+            Ok((existing, _)) => Ok((existing, false)),
+            Err(Error::KeyNotFound(_)) => target.create_key(id).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key in every backend, in key id order.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut keys = Vec::new();
+        for backend in &self.backends {
+            keys.extend(backend.list_keys()?);
+        }
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    /// Probes every backend; `true` when all can serve.
+    pub async fn check_health(&self) -> bool {
+        let mut healthy = true;
+        for backend in &self.backends {
+            healthy &= backend.check_health().await;
+        }
+        healthy
+    }
+}
+
+fn stripe(id: &KeyId, stripes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    (hasher.finish() % stripes as u64) as usize
+}

@@ -1,0 +1,4 @@
+//! One module per `signerd` subcommand. `main.rs` only parses arguments and dispatches here.
+
+pub mod dev_pki;
+pub mod serve;

@@ -1,0 +1,66 @@
+//! `signerd serve --config FILE`: run the daemon until SIGTERM or SIGINT; SIGHUP reloads the
+//! server certificate and key.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, LogFormat};
+use crate::server::Signerd;
+
+/// Loads the config, connects the backends, binds the listener and serves.
+///
+/// Once ready, prints `signerd listening on ADDR` on stdout (the address is the real one when
+/// `server.listen` uses port 0), which scripts and tests wait for.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)
+        .with_context(|| format!("invalid config {}", config_path.display()))?;
+    init_logging(config.log.format, config.log.level.as_deref());
+    let listen = config.server.listen;
+    let signerd = Signerd::start(config).await.context("signerd cannot start")?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("server.listen: cannot bind {listen}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "signerd listening");
+    println!("signerd listening on {local}");
+
+    let reload = signerd.certificate_reloader();
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reload() {
+                Ok(()) => tracing::info!("SIGHUP: server certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old certificate"),
+            }
+        }
+    });
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    signerd.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+/// Logs go to stderr; stdout is kept for the readiness line.
+pub fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,353 @@
+//! signerd's configuration: one TOML file, every table `deny_unknown_fields`, cross-field rules
+//! checked at load with an error that names the field. Relative paths are resolved against the
+//! directory of the config file, so a config and its PKI can move together.
+//!
+//! `hsm-config/signerd.toml` documents every option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC listener.
+    pub server: ServerConfig,
+    /// TLS material. Mutual TLS is not optional.
+    pub tls: TlsConfig,
+    /// Where keys live.
+    pub backend: BackendConfig,
+    /// Who may do what. Empty means nobody may do anything.
+    #[serde(default)]
+    pub acl: Vec<AclEntry>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The gRPC listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// Largest request message accepted, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How long a client has to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Connections beyond this many are refused until others close.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    256 * 1024
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+
+impl ServerConfig {
+    /// The TLS handshake deadline.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+/// TLS material, PEM files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// The server private key.
+    pub key: PathBuf,
+    /// The CA (one or more certificates) that client certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
+/// Backends holding keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// The backend `CreateKey` uses when the request names none.
+    #[serde(default = "default_backend")]
+    pub default: String,
+    /// The PKCS#11 token.
+    pub pkcs11: Option<Pkcs11Config>,
+}
+
+fn default_backend() -> String {
+    "pkcs11".to_owned()
+}
+
+/// A PKCS#11 token, found by label.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (for SoftHSM: `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// Label of the token; the slot is found by this label, never by number.
+    pub token_label: String,
+    /// File holding the user PIN (trailing newline ignored). Exactly one of `pin_file`, `pin_env`.
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// Sessions in the pool; each can run one operation at a time.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// How often the token is probed, and reconnected while it is gone.
+    #[serde(default = "default_health_interval_ms")]
+    pub health_check_interval_ms: u64,
+}
+
+fn default_sessions() -> usize {
+    4
+}
+fn default_health_interval_ms() -> u64 {
+    1_000
+}
+
+impl Pkcs11Config {
+    /// Reads the PIN from its file or environment variable. Never logged.
+    pub fn read_pin(&self) -> Result<SecretString> {
+        match (&self.pin_file, &self.pin_env) {
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::io(format!("backend.pkcs11.pin_file {}", path.display()), e))?;
+                Ok(SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned()))
+            }
+            (None, Some(var)) => std::env::var(var).map(SecretString::from).map_err(|_| {
+                Error::Config(format!("backend.pkcs11.pin_env: variable {var} is not set"))
+            }),
+            _ => Err(Error::Config(
+                "backend.pkcs11: set exactly one of pin_file or pin_env".into(),
+            )),
+        }
+    }
+
+    /// The probe interval.
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_millis(self.health_check_interval_ms)
+    }
+}
+
+/// What one caller identity may do. Anything not granted is denied.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AclEntry {
+    /// The identity from the client certificate: SAN URI, else SAN DNS name, else CN.
+    pub identity: String,
+    /// May create keys (only with ids matching `keys`).
+    #[serde(default)]
+    pub create_keys: bool,
+    /// Glob patterns (`*`, `?`) of key ids this identity may see and sign with.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// May sign bare hashes with its keys (blind signing).
+    #[serde(default)]
+    pub blind_sign: bool,
+}
+
+/// Logging.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `signerd=debug`. `RUST_LOG` overrides it.
+    pub level: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
+        let mut config = Self::parse(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and checks config text (paths are left as written).
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.tls.cert);
+        resolve(&mut self.tls.key);
+        resolve(&mut self.tls.client_ca);
+        if let Some(p11) = &mut self.backend.pkcs11 {
+            if let Some(pin_file) = &mut p11.pin_file {
+                resolve(pin_file);
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let field = |name: &str, why: &str| Err(Error::Config(format!("{name}: {why}")));
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.max_message_bytes) {
+            return field("server.max_message_bytes", "must be between 1 KiB and 16 MiB");
+        }
+        if self.server.handshake_timeout_ms == 0 {
+            return field("server.handshake_timeout_ms", "must be positive");
+        }
+        if self.server.max_connections == 0 {
+            return field("server.max_connections", "must be positive");
+        }
+        match self.backend.default.as_str() {
+            "pkcs11" if self.backend.pkcs11.is_none() => {
+                return field("backend.default", "is pkcs11 but [backend.pkcs11] is missing");
+            }
+            "pkcs11" => {}
+            other => return field("backend.default", &format!("unknown backend {other:?}")),
+        }
+        if let Some(p11) = &self.backend.pkcs11 {
+            if p11.token_label.is_empty() || p11.token_label.len() > 32 {
+                return field("backend.pkcs11.token_label", "must be 1 to 32 bytes");
+            }
+            if p11.pin_file.is_some() == p11.pin_env.is_some() {
+                return field("backend.pkcs11", "set exactly one of pin_file or pin_env");
+            }
+            if !(1..=256).contains(&p11.sessions) {
+                return field("backend.pkcs11.sessions", "must be between 1 and 256");
+            }
+            if p11.health_check_interval_ms < 10 {
+                return field("backend.pkcs11.health_check_interval_ms", "must be at least 10");
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, entry) in self.acl.iter().enumerate() {
+            if entry.identity.is_empty() {
+                return field(&format!("acl[{i}].identity"), "must not be empty");
+            }
+            if !seen.insert(&entry.identity) {
+                return field(
+                    &format!("acl[{i}].identity"),
+                    &format!("{:?} appears twice", entry.identity),
+                );
+            }
+            if let Some(bad) = entry.keys.iter().find(|p| !valid_pattern(p)) {
+                return field(
+                    &format!("acl[{i}].keys"),
+                    &format!("{bad:?} is not a pattern over [A-Za-z0-9_-*?]"),
+                );
+            }
+            if (entry.create_keys || entry.blind_sign) && entry.keys.is_empty() {
+                return field(
+                    &format!("acl[{i}].keys"),
+                    "must name the keys that create_keys or blind_sign apply to",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_pattern(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern.len() <= 64
+        && pattern
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*' | '?'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [tls]
+        cert = "server.pem"
+        key = "server.key"
+        client_ca = "ca.pem"
+        [backend.pkcs11]
+        module = "/usr/lib/softhsm/libsofthsm2.so"
+        token_label = "signerd"
+        pin_env = "SIGNERD_PIN"
+        [[acl]]
+        identity = "spiffe://test/gateway"
+        create_keys = true
+        keys = ["wallet-*"]
+    "#;
+
+    fn error_of(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => panic!("config accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let config = Config::parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.server.max_message_bytes, 256 * 1024);
+        assert_eq!(config.backend.default, "pkcs11");
+        assert!(!config.acl[0].blind_sign);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = error_of(&MINIMAL.replace("[tls]", "[tls]\nciphers = \"all\""));
+        assert!(err.contains("ciphers"), "{err}");
+    }
+
+    #[test]
+    fn pin_source_must_be_exactly_one() {
+        let err = error_of(&MINIMAL.replace("pin_env = \"SIGNERD_PIN\"", ""));
+        assert!(err.contains("backend.pkcs11") && err.contains("pin_file"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_identity_is_named() {
+        let dup = format!("{MINIMAL}\n[[acl]]\nidentity = \"spiffe://test/gateway\"\n");
+        assert!(error_of(&dup).contains("acl[1].identity"));
+    }
+
+    #[test]
+    fn bad_pattern_is_named() {
+        let err = error_of(&MINIMAL.replace("wallet-*", "wallet/*"));
+        assert!(err.contains("acl[0].keys"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut config = Config::parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+        config.resolve_paths(Path::new("/etc/signerd"));
+        assert_eq!(config.tls.cert, Path::new("/etc/signerd/server.pem"));
+    }
+}

@@ -1,0 +1,30 @@
+//! signerd: a small, paranoid signing daemon for Stellar. It holds key *handles* (never key
+//! bytes), speaks only mutual-TLS gRPC, computes every transaction hash itself and signs only what
+//! the caller's ACL allows.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML config, checked at load.
+//! - [`tls`]: TLS 1.3 with mandatory client certificates; the caller identity comes from here.
+//! - [`authz`]: the ACL mapping identities to grants (deny by default).
+//! - [`keys`]: key ids and public keys, parsed once.
+//! - [`stellar`]: envelope decoding and hashing (the signer computes what it signs).
+//! - [`backend`]: the [`backend::KeyBackend`] trait and the backends behind it
+//!   ([`backend::pkcs11`]).
+//! - [`service`]: the `signer.v1.Signer` gRPC handlers.
+//! - [`server`]: accept loop, health, graceful shutdown.
+//! - [`pki`]: the development PKI behind `signerd dev-pki`.
+//! - [`commands`]: one module per CLI subcommand.
+//! - [`error`]: the crate's error type and its mapping to gRPC status.
+
+pub mod authz;
+pub mod backend;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod pki;
+pub mod server;
+pub mod service;
+pub mod stellar;
+pub mod tls;

@@ -1,0 +1,44 @@
+//! The `signerd` command line. Parsing and dispatch only; each subcommand lives in
+//! `signerd::commands`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Hardware-backed Stellar transaction signer.
+#[derive(Parser)]
+#[command(name = "signerd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the signing daemon (mutual-TLS gRPC).
+    Serve {
+        /// Config file; else $SIGNERD_CONFIG; else /etc/signerd/signerd.toml.
+        #[arg(long, env = "SIGNERD_CONFIG", default_value = "/etc/signerd/signerd.toml")]
+        config: PathBuf,
+    },
+    /// Write a development PKI: CA, localhost server certificate, client certificates.
+    DevPki {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// A client identity to issue a certificate for (CN = NAME); repeatable.
+        #[arg(long = "client")]
+        clients: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(signerd::commands::serve::run(&config)),
+        Command::DevPki { out, clients } => signerd::commands::dev_pki::run(&out, &clients),
+    }
+}

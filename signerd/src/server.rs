@@ -1,0 +1,220 @@
+//! The running daemon: connects the backends, terminates mutual TLS, serves gRPC and keeps the
+//! health service honest. `Signerd::serve(listener, shutdown)` returns once in-flight requests
+//! have drained.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use signer_proto::v1::signer_server::SignerServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::authz::Acl;
+use crate::backend::pkcs11::Pkcs11Backend;
+use crate::backend::{KeyBackend, Keyring};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::service::SignerService;
+use crate::tls::{self, AuthenticatedStream, ReloadableCertificate};
+
+/// The gRPC service name reported by the health service.
+pub const SIGNER_SERVICE_NAME: &str = "signer.v1.Signer";
+
+/// A started (backends connected, TLS loaded) but not yet serving signerd.
+pub struct Signerd {
+    config: Config,
+    keyring: Arc<Keyring>,
+    acl: Arc<Acl>,
+    certificate: Arc<ReloadableCertificate>,
+    tls: Arc<rustls::ServerConfig>,
+    health_interval: Duration,
+}
+
+impl Signerd {
+    /// Loads TLS material and connects every configured backend. Any failure here means signerd
+    /// does not start, with an error that names the problem.
+    pub async fn start(config: Config) -> Result<Self> {
+        let certificate = Arc::new(ReloadableCertificate::load(
+            &config.tls.cert,
+            &config.tls.key,
+            tls::provider(),
+        )?);
+        let tls = Arc::new(tls::server_config(&config.tls, certificate.clone())?);
+        let mut backends: Vec<Arc<dyn KeyBackend>> = Vec::new();
+        let mut health_interval = Duration::from_secs(5);
+        if let Some(p11) = &config.backend.pkcs11 {
+            backends.push(Arc::new(Pkcs11Backend::connect(p11).await?));
+            health_interval = health_interval.min(p11.health_check_interval());
+        }
+        let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
+        let acl = Arc::new(Acl::new(&config.acl));
+        Ok(Signerd {
+            config,
+            keyring,
+            acl,
+            certificate,
+            tls,
+            health_interval,
+        })
+    }
+
+    /// Re-reads the server certificate and key from the configured files. Existing connections
+    /// keep their session; new handshakes use the new certificate.
+    pub fn reload_certificate(&self) -> Result<()> {
+        self.certificate
+            .reload(&self.config.tls.cert, &self.config.tls.key)
+    }
+
+    /// A handle that reloads the certificate, for a signal handler.
+    pub fn certificate_reloader(&self) -> impl Fn() -> Result<()> + Send + Sync + 'static {
+        let certificate = self.certificate.clone();
+        let (cert, key) = (self.config.tls.cert.clone(), self.config.tls.key.clone());
+        move || certificate.reload(&cert, &key)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&health_reporter, true).await;
+        let health_task = tokio::spawn(watch_health(
+            self.keyring.clone(),
+            health_reporter,
+            self.health_interval,
+            stop_rx.clone(),
+        ));
+
+        let (conn_tx, conn_rx) = mpsc::channel(64);
+        let accept_task = tokio::spawn(accept_connections(
+            listener,
+            TlsAcceptor::from(self.tls.clone()),
+            self.config.server.handshake_timeout(),
+            Arc::new(Semaphore::new(self.config.server.max_connections)),
+            conn_tx,
+            stop_rx,
+        ));
+
+        let service = SignerServer::new(SignerService::new(self.keyring.clone(), self.acl.clone()))
+            .max_decoding_message_size(self.config.server.max_message_bytes)
+            .max_encoding_message_size(self.config.server.max_message_bytes);
+        let stop = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining in-flight requests");
+            let _ = stop_tx.send(true);
+        };
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
+            .await;
+        accept_task.abort();
+        health_task.abort();
+        served.map_err(|e| Error::Backend(format!("grpc server: {e}")))?;
+        tracing::info!("signerd stopped");
+        Ok(())
+    }
+}
+
+/// Accepts TCP connections and runs each TLS handshake in its own task, so a slow or hostile
+/// client cannot hold up the others. Only connections that present a valid client certificate
+/// naming an identity reach the gRPC server.
+async fn accept_connections(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    connection_slots: Arc<Semaphore>,
+    verified: mpsc::Sender<std::io::Result<AuthenticatedStream>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; refusing connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let verified = verified.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(%remote, error = %e, "tls handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%remote, "tls handshake timed out");
+                    return;
+                }
+            };
+            match AuthenticatedStream::new(stream, slot) {
+                Ok(stream) => {
+                    tracing::debug!(%remote, identity = %stream.identity(), "client authenticated");
+                    let _ = verified.send(Ok(stream)).await;
+                }
+                Err(e) => tracing::warn!(%remote, error = %e, "client certificate refused"),
+            }
+        });
+    }
+}
+
+/// Probes the backends on a timer and publishes the result through `grpc.health.v1`.
+async fn watch_health(
+    keyring: Arc<Keyring>,
+    reporter: HealthReporter,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_healthy = true;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let healthy = keyring.check_health().await;
+        if healthy != was_healthy {
+            if healthy {
+                tracing::info!("backends healthy again: SERVING");
+            } else {
+                tracing::error!("a backend is unavailable: NOT_SERVING");
+            }
+            was_healthy = healthy;
+        }
+        set_health(&reporter, healthy).await;
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, healthy: bool) {
+    let status = if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(SIGNER_SERVICE_NAME, status)
+        .await;
+}
