@@ -1,7 +1,10 @@
 //! Generated bindings for `signer.v1`, the API between callers (the gateway, operators' tools) and
 //! signerd. The schema lives in `proto/signer/v1/signer.proto`; this crate only compiles it.
 
-#![allow(missing_docs, reason = "generated code; the .proto file carries the documentation")]
+#![allow(
+    missing_docs,
+    reason = "generated code; the .proto file carries the documentation"
+)]
 #![allow(clippy::unwrap_used, reason = "generated code")]
 
 /// `signer.v1`: keys and signatures.

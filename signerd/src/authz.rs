@@ -82,7 +82,9 @@ impl Acl {
             Action::CreateKey(key) | Action::UseKey(key) | Action::BlindSign(key)
                 if !grant.covers(key) =>
             {
-                deny(format!("key {key} is outside the patterns of identity {caller}"))
+                deny(format!(
+                    "key {key} is outside the patterns of identity {caller}"
+                ))
             }
             _ => Ok(()),
         }
@@ -128,9 +130,18 @@ mod tests {
     #[test]
     fn grants_within_patterns() {
         let acl = acl();
-        assert!(acl.authorize(&who("gateway"), Action::CreateKey(&key("wallet-1"))).is_ok());
-        assert!(acl.authorize(&who("gateway"), Action::UseKey(&key("wallet-1"))).is_ok());
-        assert!(acl.authorize(&who("ops"), Action::BlindSign(&key("ops-1"))).is_ok());
+        assert!(
+            acl.authorize(&who("gateway"), Action::CreateKey(&key("wallet-1")))
+                .is_ok()
+        );
+        assert!(
+            acl.authorize(&who("gateway"), Action::UseKey(&key("wallet-1")))
+                .is_ok()
+        );
+        assert!(
+            acl.authorize(&who("ops"), Action::BlindSign(&key("ops-1")))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -138,9 +149,21 @@ mod tests {
         let acl = acl();
         let err = acl.authorize(&who("stranger"), Action::UseKey(&key("wallet-1")));
         assert!(matches!(err, Err(Error::PermissionDenied(m)) if m.contains("not in the acl")));
-        assert!(acl.authorize(&who("gateway"), Action::UseKey(&key("ops-1"))).is_err());
-        assert!(acl.authorize(&who("gateway"), Action::BlindSign(&key("wallet-1"))).is_err());
-        assert!(acl.authorize(&who("ops"), Action::CreateKey(&key("ops-1"))).is_err());
-        assert!(acl.authorize(&who("ops"), Action::BlindSign(&key("ops-12"))).is_err());
+        assert!(
+            acl.authorize(&who("gateway"), Action::UseKey(&key("ops-1")))
+                .is_err()
+        );
+        assert!(
+            acl.authorize(&who("gateway"), Action::BlindSign(&key("wallet-1")))
+                .is_err()
+        );
+        assert!(
+            acl.authorize(&who("ops"), Action::CreateKey(&key("ops-1")))
+                .is_err()
+        );
+        assert!(
+            acl.authorize(&who("ops"), Action::BlindSign(&key("ops-12")))
+                .is_err()
+        );
     }
 }

@@ -124,9 +124,12 @@ impl Pkcs11Config {
     pub fn read_pin(&self) -> Result<SecretString> {
         match (&self.pin_file, &self.pin_env) {
             (Some(path), None) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::io(format!("backend.pkcs11.pin_file {}", path.display()), e))?;
-                Ok(SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned()))
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::io(format!("backend.pkcs11.pin_file {}", path.display()), e)
+                })?;
+                Ok(SecretString::from(
+                    text.trim_end_matches(['\n', '\r']).to_owned(),
+                ))
             }
             (None, Some(var)) => std::env::var(var).map(SecretString::from).map_err(|_| {
                 Error::Config(format!("backend.pkcs11.pin_env: variable {var} is not set"))
@@ -219,7 +222,10 @@ impl Config {
     fn check(&self) -> Result<()> {
         let field = |name: &str, why: &str| Err(Error::Config(format!("{name}: {why}")));
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_message_bytes) {
-            return field("server.max_message_bytes", "must be between 1 KiB and 16 MiB");
+            return field(
+                "server.max_message_bytes",
+                "must be between 1 KiB and 16 MiB",
+            );
         }
         if self.server.handshake_timeout_ms == 0 {
             return field("server.handshake_timeout_ms", "must be positive");
@@ -229,7 +235,10 @@ impl Config {
         }
         match self.backend.default.as_str() {
             "pkcs11" if self.backend.pkcs11.is_none() => {
-                return field("backend.default", "is pkcs11 but [backend.pkcs11] is missing");
+                return field(
+                    "backend.default",
+                    "is pkcs11 but [backend.pkcs11] is missing",
+                );
             }
             "pkcs11" => {}
             other => return field("backend.default", &format!("unknown backend {other:?}")),
@@ -245,7 +254,10 @@ impl Config {
                 return field("backend.pkcs11.sessions", "must be between 1 and 256");
             }
             if p11.health_check_interval_ms < 10 {
-                return field("backend.pkcs11.health_check_interval_ms", "must be at least 10");
+                return field(
+                    "backend.pkcs11.health_check_interval_ms",
+                    "must be at least 10",
+                );
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -329,7 +341,10 @@ mod tests {
     #[test]
     fn pin_source_must_be_exactly_one() {
         let err = error_of(&MINIMAL.replace("pin_env = \"SIGNERD_PIN\"", ""));
-        assert!(err.contains("backend.pkcs11") && err.contains("pin_file"), "{err}");
+        assert!(
+            err.contains("backend.pkcs11") && err.contains("pin_file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,7 +18,11 @@ enum Command {
     /// Run the signing daemon (mutual-TLS gRPC).
     Serve {
         /// Config file; else $SIGNERD_CONFIG; else /etc/signerd/signerd.toml.
-        #[arg(long, env = "SIGNERD_CONFIG", default_value = "/etc/signerd/signerd.toml")]
+        #[arg(
+            long,
+            env = "SIGNERD_CONFIG",
+            default_value = "/etc/signerd/signerd.toml"
+        )]
         config: PathBuf,
     },
     /// Write a development PKI: CA, localhost server certificate, client certificates.
@@ -30,6 +34,18 @@ enum Command {
         #[arg(long = "client")]
         clients: Vec<String>,
     },
+    /// Print a key's protection attributes, read straight from the PKCS#11 token, as JSON.
+    InspectKey {
+        /// Config file; else $SIGNERD_CONFIG; else /etc/signerd/signerd.toml.
+        #[arg(
+            long,
+            env = "SIGNERD_CONFIG",
+            default_value = "/etc/signerd/signerd.toml"
+        )]
+        config: PathBuf,
+        /// The key id.
+        key_id: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +56,8 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(signerd::commands::serve::run(&config)),
         Command::DevPki { out, clients } => signerd::commands::dev_pki::run(&out, &clients),
+        Command::InspectKey { config, key_id } => {
+            signerd::commands::inspect_key::run(&config, &key_id)
+        }
     }
 }

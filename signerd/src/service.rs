@@ -35,11 +35,7 @@ impl SignerService {
     }
 
     /// Authorises `action` for `caller`; a denial is logged before it is returned.
-    fn authorize(
-        &self,
-        ctx: &CallContext,
-        action: Action<'_>,
-    ) -> Result<(), Status> {
+    fn authorize(&self, ctx: &CallContext, action: Action<'_>) -> Result<(), Status> {
         self.acl.authorize(&ctx.caller, action).map_err(|e| {
             tracing::warn!(request_id = %ctx.request_id, identity = %ctx.caller, rpc = ctx.rpc, reason = %e, "denied");
             Status::from(e)

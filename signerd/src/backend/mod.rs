@@ -51,7 +51,9 @@ impl Keyring {
         let default = backends
             .iter()
             .position(|b| b.name() == default)
-            .ok_or_else(|| Error::Config(format!("backend.default: {default:?} is not configured")))?;
+            .ok_or_else(|| {
+                Error::Config(format!("backend.default: {default:?} is not configured"))
+            })?;
         Ok(Keyring {
             backends,
             default,

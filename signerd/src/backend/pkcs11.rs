@@ -380,7 +380,9 @@ fn build_index(session: &Session) -> std::result::Result<BTreeMap<KeyId, Indexed
             (Some(id), Some(point)) => {
                 public_keys.insert(id, point);
             }
-            _ => tracing::warn!("skipping an Ed25519 public key with an unusable CKA_ID or CKA_EC_POINT"),
+            _ => tracing::warn!(
+                "skipping an Ed25519 public key with an unusable CKA_ID or CKA_EC_POINT"
+            ),
         }
     }
     let mut index = BTreeMap::new();

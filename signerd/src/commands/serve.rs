@@ -19,7 +19,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("invalid config {}", config_path.display()))?;
     init_logging(config.log.format, config.log.level.as_deref());
     let listen = config.server.listen;
-    let signerd = Signerd::start(config).await.context("signerd cannot start")?;
+    let signerd = Signerd::start(config)
+        .await
+        .context("signerd cannot start")?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
@@ -33,7 +35,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         while hangup.recv().await.is_some() {
             match reload() {
                 Ok(()) => tracing::info!("SIGHUP: server certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old certificate"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old certificate")
+                }
             }
         }
     });
