@@ -46,6 +46,10 @@ pub struct ServerConfig {
     /// Connections beyond this many are refused until others close.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Threads for the async side (TLS, HTTP/2, gRPC). Token calls run on their own session
+    /// threads, so by default the async side gets half the cores (at least one), leaving the
+    /// rest to the token.
+    pub worker_threads: Option<usize>,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -59,6 +63,14 @@ fn default_max_connections() -> usize {
 }
 
 impl ServerConfig {
+    /// The number of async worker threads to start.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / 2).max(1)
+        })
+    }
+
     /// The TLS handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
@@ -212,10 +224,13 @@ impl Config {
         resolve(&mut self.tls.cert);
         resolve(&mut self.tls.key);
         resolve(&mut self.tls.client_ca);
-        if let Some(p11) = &mut self.backend.pkcs11 {
-            if let Some(pin_file) = &mut p11.pin_file {
-                resolve(pin_file);
-            }
+        if let Some(pin_file) = self
+            .backend
+            .pkcs11
+            .as_mut()
+            .and_then(|p11| p11.pin_file.as_mut())
+        {
+            resolve(pin_file);
         }
     }
 
@@ -232,6 +247,13 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return field("server.max_connections", "must be positive");
+        }
+        if self
+            .server
+            .worker_threads
+            .is_some_and(|n| !(1..=256).contains(&n))
+        {
+            return field("server.worker_threads", "must be between 1 and 256");
         }
         match self.backend.default.as_str() {
             "pkcs11" if self.backend.pkcs11.is_none() => {

@@ -51,10 +51,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(signerd::commands::serve::run(&config)),
+        Command::Serve { config } => signerd::commands::serve::run(&config),
         Command::DevPki { out, clients } => signerd::commands::dev_pki::run(&out, &clients),
         Command::InspectKey { config, key_id } => {
             signerd::commands::inspect_key::run(&config, &key_id)

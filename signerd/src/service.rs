@@ -188,7 +188,7 @@ impl Signer for SignerService {
         let (key, backend) = self.keyring.find(&key_id)?;
         let (payload, signed_hash) = tx.payload_for(&key.public_key);
         let signature = backend.sign(&key_id, &signed_hash).await?;
-        tracing::info!(
+        tracing::debug!(
             request_id = %ctx.request_id,
             identity = %ctx.caller,
             key_id = %key_id,

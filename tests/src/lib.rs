@@ -161,6 +161,8 @@ pub struct SignerdOptions {
     pub health_check_interval_ms: Option<u64>,
     /// TOML appended to the generated config.
     pub extra_toml: String,
+    /// The signerd binary, when not [`signerd_bin`] (benches pass their release build).
+    pub binary: Option<PathBuf>,
 }
 
 /// A real `signerd serve` process with its own token, PKI and config in a temp directory.
@@ -175,6 +177,7 @@ pub struct SignerdProcess {
     pub config: PathBuf,
     /// Where the running process listens.
     pub addr: std::net::SocketAddr,
+    binary: PathBuf,
     child: Option<Child>,
 }
 
@@ -192,6 +195,7 @@ impl SignerdProcess {
             pki,
             config,
             addr: ([127, 0, 0, 1], 0).into(),
+            binary: options.binary.clone().unwrap_or_else(signerd_bin),
             child: None,
         };
         process.launch().await?;
@@ -214,7 +218,7 @@ impl SignerdProcess {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut child = Command::new(signerd_bin())
+        let mut child = Command::new(&self.binary)
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
@@ -226,7 +230,7 @@ impl SignerdProcess {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", signerd_bin().display()))?;
+            .with_context(|| format!("starting {}", self.binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(60), async {

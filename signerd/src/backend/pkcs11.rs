@@ -22,7 +22,6 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
-use tokio::sync::Semaphore;
 
 use super::KeyBackend;
 use crate::config::Pkcs11Config;
@@ -73,23 +72,67 @@ struct IndexedKey {
     public: PublicKey,
 }
 
-/// A live connection to the token: context, logged-in session pool and key index.
-struct Token {
+/// The initialised PKCS#11 library. Finalized when the last holder (the token connection or a
+/// session worker still finishing a call) lets go, never while a call may be running.
+struct Context {
     pkcs11: Pkcs11,
-    slot: Slot,
-    idle_sessions: Mutex<Vec<Session>>,
-    /// One permit per idle session: holding a permit guarantees a session to pop.
-    permits: Arc<Semaphore>,
-    index: RwLock<BTreeMap<KeyId, IndexedKey>>,
 }
 
-impl Drop for Token {
+impl Drop for Context {
     fn drop(&mut self) {
-        lock(&self.idle_sessions).clear();
         if let Err(e) = self.pkcs11.clone().finalize() {
             tracing::debug!(error = %e, "C_Finalize failed while dropping the token connection");
         }
     }
+}
+
+/// A unit of work for a session worker. Called with `last_chance = false` first; returning `true`
+/// asks for a retry on a fresh session (the first one turned out broken), which comes with
+/// `last_chance = true`. The job reports its result to the waiting request itself.
+type Job = Box<dyn FnMut(&Session, bool) -> bool + Send>;
+
+/// A live connection to the token: one worker thread per logged-in session, fed from one queue,
+/// and the key index.
+///
+/// Dedicated threads (rather than a blocking pool behind a semaphore) keep each session on one
+/// thread, and under load a worker that finishes a signature takes the next job at once instead
+/// of going to sleep and being woken again.
+struct Token {
+    context: Arc<Context>,
+    slot: Slot,
+    /// Dropping the sender stops the workers once the queue is drained.
+    jobs: crossbeam_channel::Sender<Job>,
+    index: RwLock<BTreeMap<KeyId, IndexedKey>>,
+}
+
+fn spawn_session_worker(
+    context: Arc<Context>,
+    slot: Slot,
+    mut session: Session,
+    jobs: crossbeam_channel::Receiver<Job>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("pkcs11-session".into())
+        .spawn(move || {
+            for mut job in jobs.iter() {
+                if job(&session, false) {
+                    match context.pkcs11.open_rw_session(slot) {
+                        Ok(fresh) => {
+                            tracing::warn!("replaced a broken pkcs11 session");
+                            session = fresh;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot replace a broken pkcs11 session")
+                        }
+                    }
+                    job(&session, true);
+                }
+            }
+            // Sessions close before the context they belong to can be finalized.
+            drop(session);
+            drop(context);
+        })
+        .map(|_| ())
 }
 
 /// The PKCS#11 backend.
@@ -97,6 +140,10 @@ pub struct Pkcs11Backend {
     settings: Settings,
     /// `None` while the token is unavailable.
     token: RwLock<Option<Arc<Token>>>,
+    /// The context of the previous connection: a new one is not initialised while the old one
+    /// is still alive (a worker stuck in a call), since finalizing it later would tear down the
+    /// new one too.
+    previous_context: Mutex<std::sync::Weak<Context>>,
     /// One reconnect attempt at a time.
     reconnecting: tokio::sync::Mutex<()>,
 }
@@ -114,6 +161,7 @@ impl Pkcs11Backend {
         let backend = Pkcs11Backend {
             settings,
             token: RwLock::new(None),
+            previous_context: Mutex::new(std::sync::Weak::new()),
             reconnecting: tokio::sync::Mutex::new(()),
         };
         backend.reconnect().await?;
@@ -131,6 +179,11 @@ impl Pkcs11Backend {
         if read(&self.token).is_some() {
             return Ok(());
         }
+        if lock(&self.previous_context).strong_count() > 0 {
+            return Err(Error::Unavailable(
+                "pkcs11: previous connection still finishing a call".into(),
+            ));
+        }
         let settings = Settings {
             module: self.settings.module.clone(),
             token_label: self.settings.token_label.clone(),
@@ -141,6 +194,7 @@ impl Pkcs11Backend {
             .await
             .map_err(|e| Error::Backend(format!("pkcs11 connect task: {e}")))??;
         let keys = read(&token.index).len();
+        *lock(&self.previous_context) = Arc::downgrade(&token.context);
         *write(&self.token) = Some(Arc::new(token));
         tracing::info!(keys, label = %self.settings.token_label, "pkcs11 token connected");
         Ok(())
@@ -157,7 +211,8 @@ impl Pkcs11Backend {
 
     /// Maps a cryptoki error to a signerd error, dropping the connection when the token is gone.
     fn fail(&self, token: &Arc<Token>, err: Failure) -> Error {
-        if matches!(&err, Failure::Token(e) if token_lost(e)) {
+        // A session still broken after the worker's retry on a fresh one means the token is gone.
+        if matches!(&err, Failure::Token(e) if token_lost(e) || session_broken(e)) {
             self.mark_lost(token, &err);
             Error::Unavailable("pkcs11 token unavailable".into())
         } else {
@@ -220,10 +275,10 @@ impl KeyBackend for Pkcs11Backend {
     async fn check_health(&self) -> bool {
         match self.token() {
             Ok(token) => {
-                let (pkcs11, slot) = (token.pkcs11.clone(), token.slot);
+                let (context, slot) = (token.context.clone(), token.slot);
                 let probe = run(&token, move |session| {
                     session.get_session_info()?;
-                    pkcs11.get_token_info(slot)?;
+                    context.pkcs11.get_token_info(slot)?;
                     Ok(())
                 })
                 .await;
@@ -246,47 +301,32 @@ impl KeyBackend for Pkcs11Backend {
     }
 }
 
-/// Runs one blocking PKCS#11 operation on a pooled session. A session that turns out broken is
-/// replaced and the operation retried once on the new session.
-async fn run<T, F>(token: &Arc<Token>, op: F) -> std::result::Result<T, Failure>
+/// Runs one PKCS#11 operation on the next free session worker and waits for its result.
+async fn run<T, F>(token: &Token, op: F) -> std::result::Result<T, Failure>
 where
     T: Send + 'static,
     F: Fn(&Session) -> std::result::Result<T, Failure> + Send + 'static,
 {
-    let permit = token
-        .permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| Failure::Internal("pkcs11 session pool closed".into()))?;
-    let token = token.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let Some(mut session) = lock(&token.idle_sessions).pop() else {
-            // Only reachable if the permit/session invariant broke; fail this request, not the process.
-            return Err(Failure::Internal("no idle pkcs11 session".into()));
-        };
-        let mut result = op(&session);
-        if matches!(&result, Err(Failure::Token(e)) if session_broken(e)) {
-            drop(session);
-            match token.pkcs11.open_rw_session(token.slot) {
-                Ok(fresh) => {
-                    tracing::warn!("replaced a broken pkcs11 session");
-                    session = fresh;
-                    result = op(&session);
-                }
-                Err(e) => {
-                    // The pool shrinks by one; the token-lost path rebuilds it on reconnect.
-                    permit.forget();
-                    return Err(e.into());
-                }
-            }
+    let (reply, result) = tokio::sync::oneshot::channel();
+    let mut reply = Some(reply);
+    let job: Job = Box::new(move |session, last_chance| {
+        let outcome = op(session);
+        if !last_chance && matches!(&outcome, Err(Failure::Token(e)) if session_broken(e)) {
+            return true;
         }
-        lock(&token.idle_sessions).push(session);
-        drop(permit);
-        result
+        if let Some(reply) = reply.take() {
+            // The caller may have gone away (deadline); the result is then simply dropped.
+            let _ = reply.send(outcome);
+        }
+        false
     });
-    task.await
-        .map_err(|e| Failure::Internal(format!("pkcs11 worker task failed: {e}")))?
+    token
+        .jobs
+        .send(job)
+        .map_err(|_| Failure::Internal("pkcs11 session workers stopped".into()))?;
+    result
+        .await
+        .map_err(|_| Failure::Internal("pkcs11 session worker dropped a request".into()))?
 }
 
 fn open_token(settings: &Settings) -> Result<Token> {
@@ -301,44 +341,36 @@ fn open_token(settings: &Settings) -> Result<Token> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(e) => return Err(p11_err("initialize", e)),
     }
-    // From here on, failures must finalize the context again.
-    let finalize_on_error = |err: Error| {
-        let _ = pkcs11.clone().finalize();
-        err
-    };
-    let slot = find_slot(&pkcs11, &settings.token_label).map_err(finalize_on_error)?;
+    // From here on the context finalizes itself when dropped, on success or failure.
+    let context = Arc::new(Context { pkcs11 });
+    let slot = find_slot(&context.pkcs11, &settings.token_label)?;
     let mut sessions = Vec::with_capacity(settings.sessions);
     for _ in 0..settings.sessions {
-        let session = pkcs11
+        let session = context
+            .pkcs11
             .open_rw_session(slot)
-            .map_err(|e| finalize_on_error(p11_err("open session", e)))?;
+            .map_err(|e| p11_err("open session", e))?;
         sessions.push(session);
     }
     match sessions[0].login(UserType::User, Some(&settings.pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-            drop(sessions);
-            return Err(finalize_on_error(Error::Config(
+            return Err(Error::Config(
                 "backend.pkcs11: the token refused the pin".into(),
-            )));
+            ));
         }
-        Err(e) => {
-            drop(sessions);
-            return Err(finalize_on_error(p11_err("login", e)));
-        }
+        Err(e) => return Err(p11_err("login", e)),
     }
-    let index = match build_index(&sessions[0]) {
-        Ok(index) => index,
-        Err(e) => {
-            drop(sessions);
-            return Err(finalize_on_error(p11_err("index keys", e)));
-        }
-    };
+    let index = build_index(&sessions[0]).map_err(|e| p11_err("index keys", e))?;
+    let (jobs, queue) = crossbeam_channel::unbounded();
+    for session in sessions {
+        spawn_session_worker(context.clone(), slot, session, queue.clone())
+            .map_err(|e| Error::io("starting a pkcs11 session worker", e))?;
+    }
     Ok(Token {
-        pkcs11: pkcs11.clone(),
+        context,
         slot,
-        permits: Arc::new(Semaphore::new(sessions.len())),
-        idle_sessions: Mutex::new(sessions),
+        jobs,
         index: RwLock::new(index),
     })
 }
@@ -348,10 +380,11 @@ fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot> {
         .get_slots_with_token()
         .map_err(|e| Error::Unavailable(format!("pkcs11 list slots: {e}")))?;
     for slot in slots {
-        if let Ok(info) = pkcs11.get_token_info(slot) {
-            if info.label() == label {
-                return Ok(slot);
-            }
+        if pkcs11
+            .get_token_info(slot)
+            .is_ok_and(|info| info.label() == label)
+        {
+            return Ok(slot);
         }
     }
     Err(Error::Unavailable(format!(

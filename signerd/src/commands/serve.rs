@@ -14,10 +14,18 @@ use crate::server::Signerd;
 ///
 /// Once ready, prints `signerd listening on ADDR` on stdout (the address is the real one when
 /// `server.listen` uses port 0), which scripts and tests wait for.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)
         .with_context(|| format!("invalid config {}", config_path.display()))?;
     init_logging(config.log.format, config.log.level.as_deref());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.worker_threads())
+        .enable_all()
+        .build()?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let signerd = Signerd::start(config)
         .await
