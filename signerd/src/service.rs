@@ -133,7 +133,7 @@ impl Signer for SignerService {
         let ctx = CallContext::of(&request, "GetKey")?;
         let key_id = KeyId::parse(&request.get_ref().key_id)?;
         self.authorize(&ctx, Action::UseKey(&key_id))?;
-        let (key, _) = self.keyring.find(&key_id)?;
+        let (key, _) = self.keyring.find(&key_id).await?;
         Ok(Response::new(pb::GetKeyResponse {
             key: Some(key_to_proto(&key)),
         }))
@@ -158,7 +158,8 @@ impl Signer for SignerService {
         };
         let visible = self
             .keyring
-            .list_keys()?
+            .list_keys()
+            .await?
             .into_iter()
             .filter(|key| after.as_ref().is_none_or(|after| key.id > *after))
             .filter(|key| self.acl.may_use(&ctx.caller, &key.id));
@@ -185,7 +186,7 @@ impl Signer for SignerService {
         self.authorize(&ctx, Action::UseKey(&key_id))?;
         let network = NetworkPassphrase::parse(&req.network_passphrase)?;
         let tx = ParsedTransaction::decode(&req.envelope_xdr, &network)?;
-        let (key, backend) = self.keyring.find(&key_id)?;
+        let (key, backend) = self.keyring.find(&key_id).await?;
         let (payload, signed_hash) = tx.payload_for(&key.public_key);
         let signature = backend.sign(&key_id, &signed_hash).await?;
         tracing::debug!(
@@ -220,7 +221,7 @@ impl Signer for SignerService {
                 req.hash.len()
             )))
         })?;
-        let (key, backend) = self.keyring.find(&key_id)?;
+        let (key, backend) = self.keyring.find(&key_id).await?;
         let signature = backend.sign(&key_id, &hash).await?;
         tracing::warn!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, hash = %hex::encode(hash), "SignHash: blind signature issued");
         Ok(Response::new(pb::SignHashResponse {

@@ -23,11 +23,12 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Creates a key with this id, or returns the existing one (`false`: it was already there).
     async fn create_key(&self, id: &KeyId) -> Result<(KeyInfo, bool)>;
 
-    /// The key with this id, if this backend holds it. Answers from memory; no backend round trip.
-    fn get_key(&self, id: &KeyId) -> Result<Option<KeyInfo>>;
+    /// The key with this id, if this backend holds it. Should answer from memory on the signing
+    /// path (an index or cache); a backend may go remote on a miss.
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyInfo>>;
 
-    /// Every key this backend holds, in key id order. Answers from memory.
-    fn list_keys(&self) -> Result<Vec<KeyInfo>>;
+    /// Every key this backend holds, in key id order.
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
 
     /// Signs a 32-byte hash with the key (pure Ed25519 over exactly these bytes).
     async fn sign(&self, id: &KeyId, hash: &[u8; 32]) -> Result<[u8; 64]>;
@@ -67,9 +68,9 @@ impl Keyring {
     }
 
     /// Finds the key and the backend that holds it.
-    pub fn find(&self, id: &KeyId) -> Result<(KeyInfo, &Arc<dyn KeyBackend>)> {
+    pub async fn find(&self, id: &KeyId) -> Result<(KeyInfo, &Arc<dyn KeyBackend>)> {
         for backend in &self.backends {
-            if let Some(key) = backend.get_key(id)? {
+            if let Some(key) = backend.get_key(id).await? {
                 return Ok((key, backend));
             }
         }
@@ -90,7 +91,7 @@ impl Keyring {
         let _guard = self.create_locks[stripe(id, self.create_locks.len())]
             .lock()
             .await;
-        match self.find(id) {
+        match self.find(id).await {
             Ok((existing, _)) => Ok((existing, false)),
             Err(Error::KeyNotFound(_)) => target.create_key(id).await,
             Err(e) => Err(e),
@@ -98,10 +99,10 @@ impl Keyring {
     }
 
     /// Every key in every backend, in key id order.
-    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut keys = Vec::new();
         for backend in &self.backends {
-            keys.extend(backend.list_keys()?);
+            keys.extend(backend.list_keys().await?);
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(keys)

@@ -242,13 +242,13 @@ impl KeyBackend for Pkcs11Backend {
         Ok((key_info(id, &created), true))
     }
 
-    fn get_key(&self, id: &KeyId) -> Result<Option<KeyInfo>> {
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyInfo>> {
         let token = self.token()?;
         let index = read(&token.index);
         Ok(index.get(id).map(|key| key_info(id, key)))
     }
 
-    fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+    async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let token = self.token()?;
         let index = read(&token.index);
         Ok(index.iter().map(|(id, key)| key_info(id, key)).collect())
