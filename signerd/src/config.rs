@@ -11,7 +11,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use crate::audit::log::AuditConfig;
 use crate::error::{Error, Result};
+use crate::policy::PolicyConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -26,9 +28,85 @@ pub struct Config {
     /// Who may do what. Empty means nobody may do anything.
     #[serde(default)]
     pub acl: Vec<AclEntry>,
+    /// What keys may sign (networks, sources, time bounds, operation types).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The tamper-evident audit log.
+    pub audit: AuditConfig,
+    /// Backstop velocity caps.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[limits]`: signatures per second, per caller identity and per key. A backstop against a
+/// compromised or runaway caller, far above normal use; exceeding it is `RESOURCE_EXHAUSTED`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained signatures per second per identity.
+    #[serde(default = "default_identity_rate")]
+    pub per_identity_per_second: u32,
+    /// Burst per identity.
+    #[serde(default = "default_identity_rate")]
+    pub per_identity_burst: u32,
+    /// Sustained signatures per second per key.
+    #[serde(default = "default_key_rate")]
+    pub per_key_per_second: u32,
+    /// Burst per key.
+    #[serde(default = "default_key_burst")]
+    pub per_key_burst: u32,
+}
+
+fn default_identity_rate() -> u32 {
+    10_000
+}
+fn default_key_rate() -> u32 {
+    50
+}
+fn default_key_burst() -> u32 {
+    100
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            per_identity_per_second: default_identity_rate(),
+            per_identity_burst: default_identity_rate(),
+            per_key_per_second: default_key_rate(),
+            per_key_burst: default_key_burst(),
+        }
+    }
+}
+
+/// `[metrics]`: plain-HTTP Prometheus endpoint, loopback by default.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address for `GET /metrics`; port 0 picks a free port (printed at start).
+    #[serde(default = "crate::metrics::default_listen")]
+    pub listen: SocketAddr,
+    /// Set to false to serve no metrics.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: crate::metrics::default_listen(),
+            enabled: true,
+        }
+    }
 }
 
 /// The gRPC listener.
@@ -224,6 +302,7 @@ impl Config {
         resolve(&mut self.tls.cert);
         resolve(&mut self.tls.key);
         resolve(&mut self.tls.client_ca);
+        resolve(&mut self.audit.dir);
         if let Some(pin_file) = self
             .backend
             .pkcs11
@@ -282,6 +361,22 @@ impl Config {
                 );
             }
         }
+        self.policy.check().map_err(Error::Config)?;
+        self.audit.check().map_err(Error::Config)?;
+        let limits = &self.limits;
+        for (name, value) in [
+            (
+                "limits.per_identity_per_second",
+                limits.per_identity_per_second,
+            ),
+            ("limits.per_identity_burst", limits.per_identity_burst),
+            ("limits.per_key_per_second", limits.per_key_per_second),
+            ("limits.per_key_burst", limits.per_key_burst),
+        ] {
+            if value == 0 {
+                return field(name, "must be positive");
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, entry) in self.acl.iter().enumerate() {
             if entry.identity.is_empty() {
@@ -333,6 +428,8 @@ mod tests {
         module = "/usr/lib/softhsm/libsofthsm2.so"
         token_label = "signerd"
         pin_env = "SIGNERD_PIN"
+        [audit]
+        dir = "audit"
         [[acl]]
         identity = "spiffe://test/gateway"
         create_keys = true
@@ -352,6 +449,27 @@ mod tests {
         assert_eq!(config.server.max_message_bytes, 256 * 1024);
         assert_eq!(config.backend.default, "pkcs11");
         assert!(!config.acl[0].blind_sign);
+        assert!(
+            config.policy.networks.is_empty(),
+            "no network is allowed unless configured"
+        );
+        assert!(config.policy.require_source && config.policy.require_time_bounds);
+        assert_eq!(config.policy.max_validity_secs, 300);
+        assert!(!config.policy.allow_account_merge && !config.policy.allow_signer_changes);
+        assert_eq!(config.audit.key_id, "signerd-audit");
+        assert!(config.metrics.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn missing_audit_section_is_named() {
+        let err = error_of(&MINIMAL.replace("[audit]\n        dir = \"audit\"", ""));
+        assert!(err.contains("audit"), "{err}");
+    }
+
+    #[test]
+    fn policy_errors_name_the_field() {
+        let err = error_of(&format!("{MINIMAL}\n[policy]\nmax_validity_secs = 0\n"));
+        assert!(err.contains("policy.max_validity_secs"), "{err}");
     }
 
     #[test]

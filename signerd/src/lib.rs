@@ -17,13 +17,18 @@
 //! - [`commands`]: one module per CLI subcommand.
 //! - [`error`]: the crate's error type and its mapping to gRPC status.
 
+pub mod audit;
 pub mod authz;
 pub mod backend;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod pki;
+pub mod policy;
 pub mod server;
 pub mod service;
 pub mod stellar;

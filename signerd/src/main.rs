@@ -34,6 +34,9 @@ enum Command {
         #[arg(long = "client")]
         clients: Vec<String>,
     },
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a key's protection attributes, read straight from the PKCS#11 token, as JSON.
     InspectKey {
         /// Config file; else $SIGNERD_CONFIG; else /etc/signerd/signerd.toml.
@@ -48,11 +51,99 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify a log file or a directory of rotated files; exit non-zero at the first bad record.
+    Verify {
+        /// A log file, or the audit directory.
+        path: PathBuf,
+        /// The audit public key (G...): verify checkpoint signatures and require the final one.
+        #[arg(long)]
+        audit_key: Option<String>,
+        /// The log is still being written: accept records after the last checkpoint.
+        #[arg(long)]
+        live: bool,
+        /// With --live: fail when the last checkpoint is older than this many seconds.
+        #[arg(long, requires = "live")]
+        max_checkpoint_age: Option<u64>,
+    },
+    /// List records, filtered.
+    Show {
+        /// A log file, or the audit directory.
+        path: PathBuf,
+        /// Only this key id.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Only this caller identity.
+        #[arg(long)]
+        identity: Option<String>,
+        /// Only this transaction hash (hex; matches tx, inner tx or signed hash).
+        #[arg(long)]
+        tx_hash: Option<String>,
+        /// Only this decision: signed, denied, failed, created.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => signerd::commands::serve::run(&config),
         Command::DevPki { out, clients } => signerd::commands::dev_pki::run(&out, &clients),
+        Command::Audit(AuditCommand::Verify {
+            path,
+            audit_key,
+            live,
+            max_checkpoint_age,
+        }) => {
+            let args = signerd::commands::audit_verify::VerifyArgs {
+                audit_key,
+                live,
+                max_checkpoint_age_secs: max_checkpoint_age,
+            };
+            match signerd::commands::audit_verify::run(&path, &args) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("audit log verification FAILED: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Audit(AuditCommand::Show {
+            path,
+            key_id,
+            identity,
+            tx_hash,
+            decision,
+            since,
+            until,
+            json,
+        }) => {
+            let args = signerd::commands::audit_show::ShowArgs {
+                key_id,
+                identity,
+                tx_hash,
+                decision,
+                since,
+                until,
+                json,
+            };
+            signerd::commands::audit_show::run(&path, &args, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
         Command::InspectKey { config, key_id } => {
             signerd::commands::inspect_key::run(&config, &key_id)
         }

@@ -3,7 +3,7 @@
 //! have drained.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use signer_proto::v1::signer_server::SignerServer;
@@ -14,22 +14,32 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::audit::log::AuditLog;
 use crate::authz::Acl;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::{KeyBackend, Keyring};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::guard::SequenceGuard;
+use crate::limits::VelocityCaps;
+use crate::metrics::{BackendLabels, Metrics};
+use crate::policy::PolicySet;
 use crate::service::SignerService;
 use crate::tls::{self, AuthenticatedStream, ReloadableCertificate};
 
 /// The gRPC service name reported by the health service.
 pub const SIGNER_SERVICE_NAME: &str = "signer.v1.Signer";
 
-/// A started (backends connected, TLS loaded) but not yet serving signerd.
+/// A started (backends connected, audit log verified and open, TLS loaded) but not yet serving
+/// signerd.
 pub struct Signerd {
     config: Config,
     keyring: Arc<Keyring>,
     acl: Arc<Acl>,
+    guard: Arc<Mutex<SequenceGuard>>,
+    audit: Arc<AuditLog>,
+    caps: Arc<VelocityCaps>,
+    metrics: Arc<Metrics>,
     certificate: Arc<ReloadableCertificate>,
     tls: Arc<rustls::ServerConfig>,
     health_interval: Duration,
@@ -53,14 +63,44 @@ impl Signerd {
         }
         let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
         let acl = Arc::new(Acl::new(&config.acl));
+        let metrics = Metrics::new();
+        let mut guard = SequenceGuard::new(config.audit.guard_max_entries);
+        let audit = AuditLog::open(&config.audit, &keyring, &mut guard, metrics.clone()).await?;
+        tracing::info!(
+            audit_key = %audit.public_key().account_id(),
+            "audit log open; verify with `signerd audit verify --audit-key {}`",
+            audit.public_key().account_id()
+        );
+        let caps = Arc::new(VelocityCaps::new(&config.limits));
         Ok(Signerd {
             config,
             keyring,
             acl,
+            guard: Arc::new(Mutex::new(guard)),
+            audit,
+            caps,
+            metrics,
             certificate,
             tls,
             health_interval,
         })
+    }
+
+    /// The audit public key (G...), for `signerd audit verify`.
+    pub fn audit_public_key(&self) -> String {
+        self.audit.public_key().account_id()
+    }
+
+    /// Binds the metrics listener (when enabled); returns its address.
+    pub async fn bind_metrics(&self) -> Result<Option<TcpListener>> {
+        if !self.config.metrics.enabled {
+            return Ok(None);
+        }
+        let listen = self.config.metrics.listen;
+        TcpListener::bind(listen)
+            .await
+            .map(Some)
+            .map_err(|e| Error::io(format!("metrics.listen: cannot bind {listen}"), e))
     }
 
     /// Re-reads the server certificate and key from the configured files. Existing connections
@@ -78,20 +118,43 @@ impl Signerd {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests.
+    ///
+    /// Order at shutdown: stop accepting, drain in-flight requests, stop the background tasks,
+    /// then write the final audit checkpoint and close the audit log, last.
     pub async fn serve(
         self,
         listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        set_health(&health_reporter, true).await;
+        set_health(&health_reporter, &self.metrics, true).await;
         let health_task = tokio::spawn(watch_health(
-            self.keyring.clone(),
+            HealthInputs {
+                keyring: self.keyring.clone(),
+                audit: self.audit.clone(),
+                caps: self.caps.clone(),
+                guard: self.guard.clone(),
+                metrics: self.metrics.clone(),
+            },
             health_reporter,
             self.health_interval,
             stop_rx.clone(),
         ));
+        let checkpoint_task = self.audit.spawn_checkpoints(stop_rx.clone());
+        let metrics_task = metrics_listener.map(|listener| {
+            let mut stop = stop_rx.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = crate::metrics::serve(listener, metrics, stopped).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            })
+        });
 
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let accept_task = tokio::spawn(accept_connections(
@@ -103,9 +166,17 @@ impl Signerd {
             stop_rx,
         ));
 
-        let service = SignerServer::new(SignerService::new(self.keyring.clone(), self.acl.clone()))
-            .max_decoding_message_size(self.config.server.max_message_bytes)
-            .max_encoding_message_size(self.config.server.max_message_bytes);
+        let service = SignerServer::new(SignerService::new(
+            self.keyring.clone(),
+            self.acl.clone(),
+            PolicySet::new(&self.config.policy),
+            self.guard.clone(),
+            self.audit.clone(),
+            self.caps.clone(),
+            self.metrics.clone(),
+        ))
+        .max_decoding_message_size(self.config.server.max_message_bytes)
+        .max_encoding_message_size(self.config.server.max_message_bytes);
         let stop = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, draining in-flight requests");
@@ -119,8 +190,13 @@ impl Signerd {
             .await;
         accept_task.abort();
         health_task.abort();
+        let _ = checkpoint_task.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        self.audit.close().await;
         served.map_err(|e| Error::Backend(format!("grpc server: {e}")))?;
-        tracing::info!("signerd stopped");
+        tracing::info!("signerd stopped; audit log closed with a final checkpoint");
         Ok(())
     }
 }
@@ -179,9 +255,19 @@ async fn accept_connections(
     }
 }
 
-/// Probes the backends on a timer and publishes the result through `grpc.health.v1`.
-async fn watch_health(
+/// What the health loop looks at and maintains.
+struct HealthInputs {
     keyring: Arc<Keyring>,
+    audit: Arc<AuditLog>,
+    caps: Arc<VelocityCaps>,
+    guard: Arc<Mutex<SequenceGuard>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Probes the backends and the audit log on a timer and publishes the result through
+/// `grpc.health.v1` and the metrics; also prunes idle velocity-cap state.
+async fn watch_health(
+    inputs: HealthInputs,
     reporter: HealthReporter,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -194,20 +280,41 @@ async fn watch_health(
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        let healthy = keyring.check_health().await;
+        let backends_ok = inputs.keyring.check_health().await;
+        let audit_ok = inputs.audit.writer.healthy();
+        let healthy = backends_ok && audit_ok;
+        for backend in inputs.keyring.backends() {
+            if let Ok(keys) = backend.list_keys().await {
+                inputs
+                    .metrics
+                    .keys_loaded
+                    .get_or_create(&BackendLabels {
+                        backend: backend.name(),
+                    })
+                    .set(keys.len() as i64);
+            }
+        }
+        let guard_entries = inputs.guard.lock().unwrap_or_else(|p| p.into_inner()).len();
+        inputs.metrics.guard_entries.set(guard_entries as i64);
+        inputs.caps.prune();
         if healthy != was_healthy {
             if healthy {
                 tracing::info!("backends healthy again: SERVING");
             } else {
-                tracing::error!("a backend is unavailable: NOT_SERVING");
+                tracing::error!(
+                    backends_ok,
+                    audit_ok,
+                    "a backend or the audit log is unavailable: NOT_SERVING"
+                );
             }
             was_healthy = healthy;
         }
-        set_health(&reporter, healthy).await;
+        set_health(&reporter, &inputs.metrics, healthy).await;
     }
 }
 
-async fn set_health(reporter: &HealthReporter, healthy: bool) {
+async fn set_health(reporter: &HealthReporter, metrics: &Metrics, healthy: bool) {
+    metrics.health.set(i64::from(healthy));
     let status = if healthy {
         ServingStatus::Serving
     } else {

@@ -1,18 +1,27 @@
-//! The `signer.v1.Signer` gRPC service: turns requests into typed values, asks the ACL, and calls
-//! the keyring. Every handler starts from the identity the TLS layer established.
+//! The `signer.v1.Signer` gRPC service: turns requests into typed values, asks the ACL, the
+//! velocity caps, the policy and the sequence guard, writes the decision to the audit log, and
+//! only then asks the backend for a signature. Every handler starts from the identity the TLS
+//! layer established.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use signer_proto::v1 as pb;
 use signer_proto::v1::signer_server::Signer;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
+use crate::audit::log::AuditLog;
+use crate::audit::record::{self, Decision, DecisionRecord};
 use crate::authz::{Acl, Action, CallerIdentity};
 use crate::backend::Keyring;
 use crate::error::Error;
+use crate::guard::{GuardDecision, SequenceGuard};
 use crate::keys::{KeyId, KeyInfo};
+use crate::limits::{CapHit, VelocityCaps};
+use crate::metrics::{BackendLabels, Metrics, RuleLabels};
+use crate::policy::{Denial, PolicySet, Rule};
 use crate::stellar::{NetworkPassphrase, ParsedTransaction, SignedPayload};
 use crate::tls::PeerInfo;
 
@@ -22,24 +31,157 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
 
-/// The `Signer` service.
+/// Everything a handler consults.
 pub struct SignerService {
     keyring: Arc<Keyring>,
     acl: Arc<Acl>,
+    policies: PolicySet,
+    guard: Arc<Mutex<SequenceGuard>>,
+    audit: Arc<AuditLog>,
+    caps: Arc<VelocityCaps>,
+    metrics: Arc<Metrics>,
 }
 
 impl SignerService {
-    /// Builds the service over a keyring and an ACL.
-    pub fn new(keyring: Arc<Keyring>, acl: Arc<Acl>) -> Self {
-        SignerService { keyring, acl }
+    /// Builds the service.
+    pub fn new(
+        keyring: Arc<Keyring>,
+        acl: Arc<Acl>,
+        policies: PolicySet,
+        guard: Arc<Mutex<SequenceGuard>>,
+        audit: Arc<AuditLog>,
+        caps: Arc<VelocityCaps>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        SignerService {
+            keyring,
+            acl,
+            policies,
+            guard,
+            audit,
+            caps,
+            metrics,
+        }
     }
 
-    /// Authorises `action` for `caller`; a denial is logged before it is returned.
-    fn authorize(&self, ctx: &CallContext, action: Action<'_>) -> Result<(), Status> {
-        self.acl.authorize(&ctx.caller, action).map_err(|e| {
-            tracing::warn!(request_id = %ctx.request_id, identity = %ctx.caller, rpc = ctx.rpc, reason = %e, "denied");
-            Status::from(e)
-        })
+    /// Refuses a request: logs it, records it in the audit log, counts it, and returns the
+    /// status naming the rule.
+    async fn deny(&self, ctx: &CallContext, mut record: DecisionRecord, denial: Denial) -> Status {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            identity = %ctx.caller,
+            rpc = ctx.rpc,
+            rule = denial.rule.name(),
+            reason = %denial.reason,
+            "denied"
+        );
+        record.decision = Some(Decision::Denied);
+        record.rule = Some(denial.rule.name());
+        record.reason = Some(denial.reason.clone());
+        if let Err(e) = self.audit.writer.append(record::members(&record)).await {
+            tracing::error!(error = %e, request_id = %ctx.request_id, "could not record a denial");
+        }
+        self.metrics.request(ctx.rpc, "denied");
+        self.metrics
+            .denials
+            .get_or_create(&RuleLabels {
+                rule: denial.rule.name(),
+            })
+            .inc();
+        let code = match denial.rule {
+            Rule::Velocity => Code::ResourceExhausted,
+            _ => Code::PermissionDenied,
+        };
+        Status::new(code, denial.to_string())
+    }
+
+    /// The checks every key-using RPC shares: the reserved audit key, the ACL, velocity caps.
+    async fn admit(
+        &self,
+        ctx: &CallContext,
+        action: Action<'_>,
+        key_id: &KeyId,
+        record: impl Fn() -> DecisionRecord,
+        counts_toward_velocity: bool,
+    ) -> Result<(), Status> {
+        if key_id == self.audit.key_id() {
+            let denial = Denial::new(
+                Rule::ReservedKey,
+                format!("key {key_id} is reserved for the audit log"),
+            );
+            return Err(self.deny(ctx, record(), denial).await);
+        }
+        if let Err(Error::PermissionDenied(reason)) = self.acl.authorize(&ctx.caller, action) {
+            return Err(self
+                .deny(ctx, record(), Denial::new(Rule::Acl, reason))
+                .await);
+        }
+        if counts_toward_velocity && let Err(hit) = self.caps.check(&ctx.caller.0, key_id.as_str())
+        {
+            {
+                let reason = match hit {
+                    CapHit::Identity => format!("identity {} is over its signing rate", ctx.caller),
+                    CapHit::Key => format!("key {key_id} is over its signing rate"),
+                };
+                return Err(self
+                    .deny(ctx, record(), Denial::new(Rule::Velocity, reason))
+                    .await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the `signed` decision durable. Until this returns Ok, no signature may exist.
+    async fn record_signed(
+        &self,
+        ctx: &CallContext,
+        record: &mut DecisionRecord,
+    ) -> Result<(), Status> {
+        record.decision = Some(Decision::Signed);
+        self.audit
+            .writer
+            .append(record::members(record))
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                self.metrics.request(ctx.rpc, "failed");
+                Status::from(e)
+            })
+    }
+
+    /// Signs `hash` once its `signed` record is durable; a backend failure is recorded as
+    /// `failed`.
+    async fn sign_recorded(
+        &self,
+        ctx: &CallContext,
+        key: &KeyInfo,
+        backend: &Arc<dyn crate::backend::KeyBackend>,
+        hash: &[u8; 32],
+        mut record: DecisionRecord,
+    ) -> Result<[u8; 64], Status> {
+        let started = Instant::now();
+        match backend.sign(&key.id, hash).await {
+            Ok(signature) => {
+                self.metrics
+                    .backend_sign_seconds
+                    .get_or_create(&BackendLabels {
+                        backend: key.backend,
+                    })
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.request(ctx.rpc, "signed");
+                Ok(signature)
+            }
+            Err(e) => {
+                record.decision = Some(Decision::Failed);
+                record.time = record::now_rfc3339();
+                record.reason = Some(e.to_string());
+                if let Err(audit) = self.audit.writer.append(record::members(&record)).await {
+                    tracing::error!(error = %audit, "could not record a signing failure");
+                }
+                self.metrics.request(ctx.rpc, "failed");
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -64,6 +206,35 @@ impl CallContext {
             rpc,
         })
     }
+
+    /// An audit record for this call with the common members filled in.
+    fn record(&self, key_id: Option<&str>) -> DecisionRecord {
+        DecisionRecord {
+            kind: "decision",
+            time: record::now_rfc3339(),
+            request_id: self.request_id.clone(),
+            identity: self.caller.0.clone(),
+            rpc: self.rpc,
+            key_id: key_id.map(str::to_owned),
+            ..DecisionRecord::default()
+        }
+    }
+}
+
+/// Adds what signerd knows about a decoded transaction to an audit record.
+fn describe_transaction(
+    record: &mut DecisionRecord,
+    network: &NetworkPassphrase,
+    tx: &ParsedTransaction,
+) {
+    record.network = Some(network.as_str().to_owned());
+    record.tx_hash = Some(hex::encode(tx.tx_hash));
+    record.inner_tx_hash = tx.inner_tx_hash.map(hex::encode);
+    record.source_account = Some(tx.source.account_id());
+    record.sequence = Some(tx.sequence.to_string());
+    record.fee_source = tx.fee_source.map(|k| k.account_id());
+    record.max_time = tx.time_bounds().map(|(_, max)| max).filter(|m| *m > 0);
+    record.operations = Some(tx.operation_summaries());
 }
 
 /// The caller's request id when it sent a sane one, else a fresh one.
@@ -116,9 +287,18 @@ impl Signer for SignerService {
         let ctx = CallContext::of(&request, "CreateKey")?;
         let req = request.into_inner();
         let key_id = KeyId::parse(&req.key_id)?;
-        self.authorize(&ctx, Action::CreateKey(&key_id))?;
+        let record = || ctx.record(Some(key_id.as_str()));
+        self.admit(&ctx, Action::CreateKey(&key_id), &key_id, record, false)
+            .await?;
         let backend = Some(req.backend.as_str()).filter(|b| !b.is_empty());
         let (key, created) = self.keyring.create_key(&key_id, backend).await?;
+        if created {
+            let mut record = record();
+            record.public_key = Some(key.public_key.account_id());
+            record.decision = Some(Decision::Created);
+            self.audit.writer.append(record::members(&record)).await?;
+        }
+        self.metrics.request(ctx.rpc, "ok");
         tracing::info!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, created, "CreateKey");
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(key_to_proto(&key)),
@@ -132,8 +312,11 @@ impl Signer for SignerService {
     ) -> Result<Response<pb::GetKeyResponse>, Status> {
         let ctx = CallContext::of(&request, "GetKey")?;
         let key_id = KeyId::parse(&request.get_ref().key_id)?;
-        self.authorize(&ctx, Action::UseKey(&key_id))?;
+        let record = || ctx.record(Some(key_id.as_str()));
+        self.admit(&ctx, Action::UseKey(&key_id), &key_id, record, false)
+            .await?;
         let (key, _) = self.keyring.find(&key_id).await?;
+        self.metrics.request(ctx.rpc, "ok");
         Ok(Response::new(pb::GetKeyResponse {
             key: Some(key_to_proto(&key)),
         }))
@@ -156,13 +339,14 @@ impl Signer for SignerService {
                 Status::invalid_argument("page_token is not one this server issued")
             })?)
         };
+        let audit_key = self.audit.key_id();
         let visible = self
             .keyring
             .list_keys()
             .await?
             .into_iter()
             .filter(|key| after.as_ref().is_none_or(|after| key.id > *after))
-            .filter(|key| self.acl.may_use(&ctx.caller, &key.id));
+            .filter(|key| key.id != *audit_key && self.acl.may_use(&ctx.caller, &key.id));
         let mut keys: Vec<KeyInfo> = visible.take(page_size + 1).collect();
         let next_page_token = if keys.len() > page_size {
             keys.truncate(page_size);
@@ -170,6 +354,7 @@ impl Signer for SignerService {
         } else {
             String::new()
         };
+        self.metrics.request(ctx.rpc, "ok");
         Ok(Response::new(pb::ListKeysResponse {
             keys: keys.iter().map(key_to_proto).collect(),
             next_page_token,
@@ -183,19 +368,67 @@ impl Signer for SignerService {
         let ctx = CallContext::of(&request, "SignTransaction")?;
         let req = request.into_inner();
         let key_id = KeyId::parse(&req.key_id)?;
-        self.authorize(&ctx, Action::UseKey(&key_id))?;
         let network = NetworkPassphrase::parse(&req.network_passphrase)?;
         let tx = ParsedTransaction::decode(&req.envelope_xdr, &network)?;
+        let describe = || {
+            let mut record = ctx.record(Some(key_id.as_str()));
+            describe_transaction(&mut record, &network, &tx);
+            record
+        };
+        self.admit(&ctx, Action::UseKey(&key_id), &key_id, describe, true)
+            .await?;
         let (key, backend) = self.keyring.find(&key_id).await?;
+        let mut record = describe();
+        record.public_key = Some(key.public_key.account_id());
+
+        let now = record::now_unix();
+        if let Err(denial) =
+            self.policies
+                .for_key(&key_id)
+                .check(&tx, &key.public_key, &network, now)
+        {
+            return Err(self.deny(&ctx, record, denial).await);
+        }
         let (payload, signed_hash) = tx.payload_for(&key.public_key);
-        let signature = backend.sign(&key_id, &signed_hash).await?;
+        record.signed_hash = Some(hex::encode(signed_hash));
+
+        let max_time = tx.time_bounds().map(|(_, max)| max);
+        let guarded = tx.sequence_hash();
+        let decision = self
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_and_reserve(tx.source, tx.sequence, guarded, max_time, now);
+        if let GuardDecision::Conflict { signed } = decision {
+            let denial = Denial::new(
+                Rule::SequenceGuard,
+                format!(
+                    "sequence {} of {} was already signed for transaction {}",
+                    tx.sequence,
+                    tx.source.account_id(),
+                    hex::encode(signed)
+                ),
+            );
+            return Err(self.deny(&ctx, record, denial).await);
+        }
+        if let Err(status) = self.record_signed(&ctx, &mut record).await {
+            // Nothing was recorded as signed, so nothing may hold the slot.
+            if decision == GuardDecision::Reserved {
+                self.guard
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .release(tx.source, tx.sequence, guarded);
+            }
+            return Err(status);
+        }
+        let signature = self
+            .sign_recorded(&ctx, &key, backend, &signed_hash, record)
+            .await?;
         tracing::debug!(
             request_id = %ctx.request_id,
             identity = %ctx.caller,
             key_id = %key_id,
             tx_hash = %hex::encode(tx.tx_hash),
-            source = %tx.source.account_id(),
-            sequence = tx.sequence,
             "SignTransaction signed"
         );
         Ok(Response::new(pb::SignTransactionResponse {
@@ -214,15 +447,26 @@ impl Signer for SignerService {
         let ctx = CallContext::of(&request, "SignHash")?;
         let req = request.into_inner();
         let key_id = KeyId::parse(&req.key_id)?;
-        self.authorize(&ctx, Action::BlindSign(&key_id))?;
         let hash: [u8; 32] = req.hash.as_slice().try_into().map_err(|_| {
             Status::from(Error::InvalidArgument(format!(
                 "hash must be 32 bytes, got {}",
                 req.hash.len()
             )))
         })?;
+        let record = || {
+            let mut record = ctx.record(Some(key_id.as_str()));
+            record.signed_hash = Some(hex::encode(hash));
+            record
+        };
+        self.admit(&ctx, Action::BlindSign(&key_id), &key_id, record, true)
+            .await?;
         let (key, backend) = self.keyring.find(&key_id).await?;
-        let signature = backend.sign(&key_id, &hash).await?;
+        let mut signed = record();
+        signed.public_key = Some(key.public_key.account_id());
+        self.record_signed(&ctx, &mut signed).await?;
+        let signature = self
+            .sign_recorded(&ctx, &key, backend, &hash, signed)
+            .await?;
         tracing::warn!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, hash = %hex::encode(hash), "SignHash: blind signature issued");
         Ok(Response::new(pb::SignHashResponse {
             signature: signature.to_vec(),

@@ -2,9 +2,12 @@
 //! here, into a [`ParsedTransaction`] that carries the hashes signerd computed itself and the
 //! accounts the transaction involves. Nothing past this module touches raw XDR.
 
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    FeeBumpTransactionInnerTx, Limits, MuxedAccount, Operation, ReadXdr, TransactionEnvelope,
+    AccountId, Asset, ChangeTrustAsset, FeeBumpTransactionInnerTx, Limits, MuxedAccount, Operation,
+    OperationBody, Preconditions, PublicKey as XdrPublicKey, ReadXdr, TimeBounds,
+    TransactionEnvelope,
 };
 
 use crate::error::{Error, Result};
@@ -140,6 +143,32 @@ impl ParsedTransaction {
         }
     }
 
+    /// The time bounds of the (inner) transaction as `(min_time, max_time)` in Unix seconds;
+    /// `max_time` 0 means "no upper bound".
+    pub fn time_bounds(&self) -> Option<(u64, u64)> {
+        let bounds: Option<&TimeBounds> = match &self.envelope {
+            TransactionEnvelope::TxV0(e) => e.tx.time_bounds.as_ref(),
+            TransactionEnvelope::Tx(e) => preconditions_time_bounds(&e.tx.cond),
+            TransactionEnvelope::TxFeeBump(e) => {
+                let FeeBumpTransactionInnerTx::Tx(inner) = &e.tx.inner_tx;
+                preconditions_time_bounds(&inner.tx.cond)
+            }
+        };
+        bounds.map(|b| (b.min_time.0, b.max_time.0))
+    }
+
+    /// The hash that identifies "the transaction with this (source, sequence)": the inner
+    /// transaction's hash for a fee bump (a new fee bump around the same inner transaction is
+    /// the same payment), else the transaction hash.
+    pub fn sequence_hash(&self) -> [u8; 32] {
+        self.inner_tx_hash.unwrap_or(self.tx_hash)
+    }
+
+    /// A summary of every operation, for the audit log.
+    pub fn operation_summaries(&self) -> Vec<OperationSummary> {
+        self.operations().iter().map(OperationSummary::of).collect()
+    }
+
     /// The accounts named as source of an operation (operations without their own source act for
     /// the transaction source and are not listed).
     pub fn operation_sources(&self) -> impl Iterator<Item = PublicKey> + '_ {
@@ -158,6 +187,209 @@ impl ParsedTransaction {
             (_, Some(inner)) => (SignedPayload::InnerTransaction, inner),
             _ => (SignedPayload::Transaction, self.tx_hash),
         }
+    }
+}
+
+fn preconditions_time_bounds(cond: &Preconditions) -> Option<&TimeBounds> {
+    match cond {
+        Preconditions::None => None,
+        Preconditions::Time(bounds) => Some(bounds),
+        Preconditions::V2(v2) => v2.time_bounds.as_ref(),
+    }
+}
+
+/// The snake_case name of an operation type, as used in policy config (`payment`,
+/// `create_account`, `set_options`, `account_merge`, ...).
+pub fn operation_type_name(body: &OperationBody) -> String {
+    let camel = body.discriminant().name();
+    let mut snake = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    snake
+}
+
+/// Every operation type name signerd knows, for checking policy config.
+pub fn all_operation_type_names() -> Vec<String> {
+    stellar_xdr::OperationType::VARIANTS
+        .iter()
+        .map(|t| operation_type_name(&default_body(*t)))
+        .collect()
+}
+
+fn default_body(t: stellar_xdr::OperationType) -> OperationBody {
+    use stellar_xdr::OperationType as T;
+    // Only the discriminant matters; bodies with payloads get their defaults.
+    match t {
+        T::CreateAccount => OperationBody::CreateAccount(Default::default()),
+        T::Payment => OperationBody::Payment(Default::default()),
+        T::PathPaymentStrictReceive => OperationBody::PathPaymentStrictReceive(Default::default()),
+        T::ManageSellOffer => OperationBody::ManageSellOffer(Default::default()),
+        T::CreatePassiveSellOffer => OperationBody::CreatePassiveSellOffer(Default::default()),
+        T::SetOptions => OperationBody::SetOptions(Default::default()),
+        T::ChangeTrust => OperationBody::ChangeTrust(Default::default()),
+        T::AllowTrust => OperationBody::AllowTrust(Default::default()),
+        T::AccountMerge => OperationBody::AccountMerge(Default::default()),
+        T::Inflation => OperationBody::Inflation,
+        T::ManageData => OperationBody::ManageData(Default::default()),
+        T::BumpSequence => OperationBody::BumpSequence(Default::default()),
+        T::ManageBuyOffer => OperationBody::ManageBuyOffer(Default::default()),
+        T::PathPaymentStrictSend => OperationBody::PathPaymentStrictSend(Default::default()),
+        T::CreateClaimableBalance => OperationBody::CreateClaimableBalance(Default::default()),
+        T::ClaimClaimableBalance => OperationBody::ClaimClaimableBalance(Default::default()),
+        T::BeginSponsoringFutureReserves => {
+            OperationBody::BeginSponsoringFutureReserves(Default::default())
+        }
+        T::EndSponsoringFutureReserves => OperationBody::EndSponsoringFutureReserves,
+        T::RevokeSponsorship => OperationBody::RevokeSponsorship(Default::default()),
+        T::Clawback => OperationBody::Clawback(Default::default()),
+        T::ClawbackClaimableBalance => OperationBody::ClawbackClaimableBalance(Default::default()),
+        T::SetTrustLineFlags => OperationBody::SetTrustLineFlags(Default::default()),
+        T::LiquidityPoolDeposit => OperationBody::LiquidityPoolDeposit(Default::default()),
+        T::LiquidityPoolWithdraw => OperationBody::LiquidityPoolWithdraw(Default::default()),
+        T::InvokeHostFunction => OperationBody::InvokeHostFunction(Default::default()),
+        T::ExtendFootprintTtl => OperationBody::ExtendFootprintTtl(Default::default()),
+        T::RestoreFootprint => OperationBody::RestoreFootprint(Default::default()),
+    }
+}
+
+/// What one operation does, as recorded in the audit log: type, its own source if any, and for
+/// value-moving operations the destination, asset and amount (a decimal string, 7 places).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OperationSummary {
+    /// Operation type (snake_case).
+    #[serde(rename = "type")]
+    pub op_type: String,
+    /// The operation's own source account, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source: Option<String>,
+    /// Receiving account.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination: Option<String>,
+    /// `native` or `CODE:ISSUER`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub asset: Option<String>,
+    /// Amount in units of the asset (stroops / 10^7).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amount: Option<String>,
+}
+
+impl OperationSummary {
+    fn of(op: &Operation) -> Self {
+        let mut summary = OperationSummary {
+            op_type: operation_type_name(&op.body),
+            source: op.source_account.as_ref().map(muxed_address),
+            destination: None,
+            asset: None,
+            amount: None,
+        };
+        let (destination, asset, amount) = match &op.body {
+            OperationBody::CreateAccount(o) => (
+                Some(account_address(&o.destination)),
+                Some("native".to_owned()),
+                Some(o.starting_balance),
+            ),
+            OperationBody::Payment(o) => (
+                Some(muxed_address(&o.destination)),
+                Some(asset_name(&o.asset)),
+                Some(o.amount),
+            ),
+            OperationBody::PathPaymentStrictReceive(o) => (
+                Some(muxed_address(&o.destination)),
+                Some(asset_name(&o.dest_asset)),
+                Some(o.dest_amount),
+            ),
+            OperationBody::PathPaymentStrictSend(o) => (
+                Some(muxed_address(&o.destination)),
+                Some(asset_name(&o.send_asset)),
+                Some(o.send_amount),
+            ),
+            OperationBody::AccountMerge(destination) => {
+                (Some(muxed_address(destination)), None, None)
+            }
+            OperationBody::ChangeTrust(o) => {
+                let asset = match &o.line {
+                    ChangeTrustAsset::Native => "native".to_owned(),
+                    ChangeTrustAsset::CreditAlphanum4(a) => {
+                        format!("{}:{}", code(&a.asset_code.0), account_address(&a.issuer))
+                    }
+                    ChangeTrustAsset::CreditAlphanum12(a) => {
+                        format!("{}:{}", code(&a.asset_code.0), account_address(&a.issuer))
+                    }
+                    ChangeTrustAsset::PoolShare(_) => "liquidity_pool_shares".to_owned(),
+                };
+                (None, Some(asset), Some(o.limit))
+            }
+            OperationBody::ManageSellOffer(o) => {
+                (None, Some(asset_name(&o.selling)), Some(o.amount))
+            }
+            OperationBody::ManageBuyOffer(o) => {
+                (None, Some(asset_name(&o.buying)), Some(o.buy_amount))
+            }
+            OperationBody::CreatePassiveSellOffer(o) => {
+                (None, Some(asset_name(&o.selling)), Some(o.amount))
+            }
+            OperationBody::Clawback(o) => (
+                Some(muxed_address(&o.from)),
+                Some(asset_name(&o.asset)),
+                Some(o.amount),
+            ),
+            _ => (None, None, None),
+        };
+        summary.destination = destination;
+        summary.asset = asset;
+        summary.amount = amount.map(format_amount);
+        summary
+    }
+}
+
+/// Formats stroops as a decimal amount with 7 places (`12.3456789`).
+pub fn format_amount(stroops: i64) -> String {
+    let sign = if stroops < 0 { "-" } else { "" };
+    let abs = stroops.unsigned_abs();
+    format!("{sign}{}.{:07}", abs / 10_000_000, abs % 10_000_000)
+}
+
+fn asset_name(asset: &Asset) -> String {
+    match asset {
+        Asset::Native => "native".to_owned(),
+        Asset::CreditAlphanum4(a) => {
+            format!("{}:{}", code(&a.asset_code.0), account_address(&a.issuer))
+        }
+        Asset::CreditAlphanum12(a) => {
+            format!("{}:{}", code(&a.asset_code.0), account_address(&a.issuer))
+        }
+    }
+}
+
+fn code(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn account_address(account: &AccountId) -> String {
+    let XdrPublicKey::PublicKeyTypeEd25519(key) = &account.0;
+    PublicKey(key.0).account_id()
+}
+
+/// The strkey of a possibly multiplexed account (`G...` or `M...`).
+pub fn muxed_address(account: &MuxedAccount) -> String {
+    match account {
+        MuxedAccount::Ed25519(key) => PublicKey(key.0).account_id(),
+        MuxedAccount::MuxedEd25519(m) => format!(
+            "{}",
+            stellar_strkey::ed25519::MuxedAccount {
+                ed25519: m.ed25519.0,
+                id: m.id,
+            }
+        ),
     }
 }
 
@@ -299,6 +531,50 @@ mod tests {
         assert!(ParsedTransaction::decode(&xdr, &network).is_err());
         xdr.truncate(xdr.len() - 8);
         assert!(ParsedTransaction::decode(&xdr, &network).is_err());
+    }
+
+    #[test]
+    fn amounts_have_seven_places() {
+        assert_eq!(format_amount(123_456_789), "12.3456789");
+        assert_eq!(format_amount(1), "0.0000001");
+        assert_eq!(format_amount(-10_000_000), "-1.0000000");
+    }
+
+    #[test]
+    fn operation_names_are_snake_case_and_complete() {
+        let names = all_operation_type_names();
+        for expected in [
+            "create_account",
+            "payment",
+            "set_options",
+            "account_merge",
+            "path_payment_strict_send",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        assert_eq!(names.len(), stellar_xdr::OperationType::VARIANTS.len());
+    }
+
+    #[test]
+    fn vectors_summarise_their_operations_and_time_bounds() {
+        for line in VECTORS.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"));
+            let network = NetworkPassphrase::parse(field(&v, "network_passphrase"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let xdr = base64::engine::general_purpose::STANDARD
+                .decode(field(&v, "envelope_xdr"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let tx = ParsedTransaction::decode(&xdr, &network).unwrap_or_else(|e| panic!("{e}"));
+            let ops = tx.operation_summaries();
+            assert_eq!(ops.len(), tx.operations().len());
+            assert!(ops.iter().all(|o| !o.op_type.is_empty()));
+            if let Some((min, max)) = tx.time_bounds() {
+                assert!(max == 0 || max >= min, "{}", field(&v, "name"));
+            }
+        }
     }
 
     #[test]

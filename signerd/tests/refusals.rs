@@ -25,6 +25,7 @@ async fn signerd() -> SignerdProcess {
             ops,
             reader,
         ],
+        extra_toml: signer_testkit::vector_policy("*"),
         ..Default::default()
     })
     .await

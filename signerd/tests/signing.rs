@@ -11,6 +11,7 @@ const VECTORS: &str = include_str!("../../tests/vectors/stellar-tx-hashes.jsonl"
 async fn signerd(acl: Vec<Grant>) -> SignerdProcess {
     SignerdProcess::start(SignerdOptions {
         acl,
+        extra_toml: signer_testkit::vector_policy("*"),
         ..Default::default()
     })
     .await

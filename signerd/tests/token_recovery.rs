@@ -28,6 +28,7 @@ fn first_vector() -> (Vec<u8>, String) {
 async fn token_removed_then_restored_recovers_without_restart() {
     let signerd = SignerdProcess::start(SignerdOptions {
         acl: vec![Grant::keys("gateway", &["wallet-*"])],
+        extra_toml: signer_testkit::vector_policy("*"),
         ..Default::default()
     })
     .await

@@ -25,6 +25,22 @@ pub const TEST_PIN: &str = "1234";
 pub const TEST_TOKEN_LABEL: &str = "signerd-test";
 /// The SoftHSM module installed by Debian's `softhsm2` package.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The test network passphrase.
+pub const TESTNET: &str = "Test SDF Network ; September 2015";
+/// Every network the reference vectors use.
+pub const VECTOR_NETWORKS: [&str; 3] = [
+    TESTNET,
+    "Public Global Stellar Network ; September 2015",
+    "Test SDF Future Network ; October 2022",
+];
+
+/// A `[[policy.keys]]` override letting keys matching `pattern` sign the reference vectors:
+/// every vector network, any source, old time bounds. For tests about hashing, not policy.
+pub fn vector_policy(pattern: &str) -> String {
+    format!(
+        "\n[[policy.keys]]\npattern = {pattern:?}\nnetworks = {VECTOR_NETWORKS:?}\nrequire_source = false\nrequire_time_bounds = false\n"
+    )
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -159,6 +175,12 @@ pub struct SignerdOptions {
     pub sessions: Option<usize>,
     /// `backend.pkcs11.health_check_interval_ms` (tests default to 100 ms).
     pub health_check_interval_ms: Option<u64>,
+    /// The whole `[policy]` table, when not the default (testnet only, every rule on).
+    pub policy_toml: Option<String>,
+    /// The whole `[limits]` table, when not the test default (caps far above test traffic).
+    pub limits_toml: Option<String>,
+    /// The `[audit]` table's extra lines (after `dir = "audit"`).
+    pub audit_toml: String,
     /// TOML appended to the generated config.
     pub extra_toml: String,
     /// The signerd binary, when not [`signerd_bin`] (benches pass their release build).
@@ -177,6 +199,10 @@ pub struct SignerdProcess {
     pub config: PathBuf,
     /// Where the running process listens.
     pub addr: std::net::SocketAddr,
+    /// Where it serves metrics.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The audit public key it reported (G...).
+    pub audit_key: String,
     binary: PathBuf,
     child: Option<Child>,
 }
@@ -195,6 +221,8 @@ impl SignerdProcess {
             pki,
             config,
             addr: ([127, 0, 0, 1], 0).into(),
+            metrics_addr: None,
+            audit_key: String::new(),
             binary: options.binary.clone().unwrap_or_else(signerd_bin),
             child: None,
         };
@@ -205,6 +233,11 @@ impl SignerdProcess {
     /// The file signerd's stderr (its log) goes to.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("signerd.log")
+    }
+
+    /// The audit log directory.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
     }
 
     /// Everything signerd has logged so far.
@@ -234,16 +267,28 @@ impl SignerdProcess {
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut metrics = None;
+            let mut audit_key = String::new();
             while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix("signerd metrics on ") {
+                    metrics = Some(addr.parse()?);
+                }
+                if let Some(key) = line.strip_prefix("signerd audit key ") {
+                    audit_key = key.to_owned();
+                }
                 if let Some(addr) = line.strip_prefix("signerd listening on ") {
-                    return Ok::<_, anyhow::Error>(Some(addr.parse()?));
+                    return Ok::<_, anyhow::Error>(Some((addr.parse()?, metrics, audit_key)));
                 }
             }
             Ok(None)
         })
         .await;
         match ready {
-            Ok(Ok(Some(addr))) => self.addr = addr,
+            Ok(Ok(Some((addr, metrics, audit_key)))) => {
+                self.addr = addr;
+                self.metrics_addr = metrics;
+                self.audit_key = audit_key;
+            }
             Ok(Ok(None)) => bail!("signerd exited before it was ready:\n{}", self.log()),
             Ok(Err(e)) => bail!("reading signerd output: {e}\n{}", self.log()),
             Err(_) => bail!("signerd not ready after 60 s:\n{}", self.log()),
@@ -252,6 +297,35 @@ impl SignerdProcess {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The metrics text, fetched over plain HTTP.
+    pub async fn metrics(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.context("metrics are not enabled")?;
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        if !response.starts_with("HTTP/1.1 200") {
+            bail!(
+                "metrics answered: {}",
+                response.lines().next().unwrap_or_default()
+            );
+        }
+        Ok(response)
+    }
+
+    /// Runs `signerd audit verify` on this process's log with its audit key.
+    pub fn verify_audit(&self, extra_args: &[&str]) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&self.binary)
+            .args(["audit", "verify"])
+            .arg(self.audit_dir())
+            .args(["--audit-key", &self.audit_key])
+            .args(extra_args)
+            .output()?)
     }
 
     /// Kills the process with SIGKILL and reaps it.
@@ -347,6 +421,17 @@ token_label = "{label}"
 pin_env = "SIGNERD_TEST_PIN"
 sessions = {sessions}
 health_check_interval_ms = {health}
+
+[audit]
+dir = "audit"
+{audit}
+
+[metrics]
+listen = "127.0.0.1:0"
+
+{limits}
+
+{policy}
 "#,
         max_message = options
             .max_message_bytes
@@ -357,6 +442,14 @@ health_check_interval_ms = {health}
         label = token.label,
         sessions = options.sessions.unwrap_or(4),
         health = options.health_check_interval_ms.unwrap_or(100),
+        audit = options.audit_toml,
+        limits = options.limits_toml.clone().unwrap_or_else(|| {
+            "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000".to_owned()
+        }),
+        policy = options
+            .policy_toml
+            .clone()
+            .unwrap_or_else(|| format!("[policy]\nnetworks = [{TESTNET:?}]")),
     );
     for grant in &options.acl {
         toml.push_str(&format!(

@@ -30,10 +30,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let signerd = Signerd::start(config)
         .await
         .context("signerd cannot start")?;
+    let metrics = signerd.bind_metrics().await?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
     let local = listener.local_addr()?;
+    println!("signerd audit key {}", signerd.audit_public_key());
+    if let Some(metrics) = &metrics {
+        let addr = metrics.local_addr()?;
+        tracing::info!(%addr, "metrics listening");
+        println!("signerd metrics on {addr}");
+    }
     tracing::info!(%local, "signerd listening");
     println!("signerd listening on {local}");
 
@@ -58,7 +65,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             _ = interrupt.recv() => {}
         }
     };
-    signerd.serve(listener, shutdown).await?;
+    signerd.serve(listener, metrics, shutdown).await?;
     Ok(())
 }
 

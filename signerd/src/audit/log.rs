@@ -1,0 +1,269 @@
+//! The [`AuditLog`]: opens the log at start (verifying it, cutting a torn tail, rebuilding the
+//! sequence guard from it), owns the writer, and writes signed checkpoints on a timer, every N
+//! records, at start and, marked final, at shutdown.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use super::checkpoint;
+use super::reader::{self, WalkOptions};
+use super::record::{self, CheckpointRecord, Decision, EventRecord};
+use super::writer::{Appended, AuditWriter, WriterSettings};
+use crate::backend::{KeyBackend, Keyring};
+use crate::error::{Error, Result};
+use crate::guard::SequenceGuard;
+use crate::keys::{KeyId, PublicKey};
+use crate::metrics::Metrics;
+
+/// `[audit]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of the log files (relative paths follow the config file).
+    pub dir: PathBuf,
+    /// Rotate to a new file once the current one reaches this size.
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// Id of the dedicated audit key (created in the default backend at first start). No caller
+    /// may use this key.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    /// Write a checkpoint after this many records...
+    #[serde(default = "default_every_records")]
+    pub checkpoint_every_records: u64,
+    /// ...or after this many seconds, whichever comes first (also when idle, as a heartbeat).
+    #[serde(default = "default_every_secs")]
+    pub checkpoint_every_secs: u64,
+    /// Sequence-guard entries without an expiry kept at most.
+    #[serde(default = "default_guard_max_entries")]
+    pub guard_max_entries: usize,
+}
+
+fn default_rotate_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_key_id() -> String {
+    "signerd-audit".to_owned()
+}
+fn default_every_records() -> u64 {
+    1000
+}
+fn default_every_secs() -> u64 {
+    60
+}
+fn default_guard_max_entries() -> usize {
+    1_000_000
+}
+
+impl AuditConfig {
+    /// Checks the section; errors name the field.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.rotate_bytes < 4096 {
+            return Err("audit.rotate_bytes: must be at least 4096".into());
+        }
+        KeyId::parse(&self.key_id).map_err(|e| format!("audit.key_id: {e}"))?;
+        if self.checkpoint_every_records == 0 {
+            return Err("audit.checkpoint_every_records: must be positive".into());
+        }
+        if self.checkpoint_every_secs == 0 {
+            return Err("audit.checkpoint_every_secs: must be positive".into());
+        }
+        if self.guard_max_entries == 0 {
+            return Err("audit.guard_max_entries: must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The open audit log.
+pub struct AuditLog {
+    /// The writer every request goes through.
+    pub writer: AuditWriter,
+    key_id: KeyId,
+    key: PublicKey,
+    backend: Arc<dyn KeyBackend>,
+    every: Duration,
+    /// Serialises checkpoints (timer, record count, shutdown).
+    checkpointing: tokio::sync::Mutex<()>,
+    last_covered: Mutex<u64>,
+}
+
+impl AuditLog {
+    /// Opens the log: gets (or creates) the audit key, verifies every file, cuts a torn final
+    /// line, feeds every signature on record to `guard`, starts the writer, and writes a start
+    /// checkpoint. A log that fails verification stops signerd from starting.
+    pub async fn open(
+        config: &AuditConfig,
+        keyring: &Keyring,
+        guard: &mut SequenceGuard,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>> {
+        let key_id = KeyId::parse(&config.key_id)?;
+        let (key_info, _) = keyring.create_key(&key_id, None).await?;
+        let (_, backend) = keyring.find(&key_id).await?;
+        let backend = backend.clone();
+
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| Error::io(format!("audit.dir {}", config.dir.display()), e))?;
+        let files = reader::log_files(&config.dir)
+            .map_err(|e| Error::io(format!("audit.dir {}", config.dir.display()), e))?;
+        let options = WalkOptions {
+            audit_key: Some(key_info.public_key.0),
+            repair_torn_tail: true,
+        };
+        let now = record::now_unix();
+        let summary = reader::walk(&files, &options, |_, view| restore_guard(guard, view, now))
+            .map_err(|e| {
+                Error::Config(format!(
+                    "audit log fails verification, refusing to start: {e} (run `signerd audit verify`)"
+                ))
+            })?;
+        tracing::info!(
+            records = summary.records,
+            files = summary.files,
+            guard_entries = guard.len(),
+            "audit log verified"
+        );
+
+        let writer = AuditWriter::start(
+            WriterSettings {
+                dir: config.dir.clone(),
+                rotate_bytes: config.rotate_bytes,
+                checkpoint_every: config.checkpoint_every_records,
+            },
+            Appended {
+                seq: summary.head_seq,
+                hash: summary.head_hash,
+            },
+            metrics,
+        )?;
+        let log = Arc::new(AuditLog {
+            writer,
+            key_id,
+            key: key_info.public_key,
+            backend,
+            every: Duration::from_secs(config.checkpoint_every_secs),
+            checkpointing: tokio::sync::Mutex::new(()),
+            last_covered: Mutex::new(summary.covered_seq),
+        });
+        if summary.repaired_bytes > 0 {
+            tracing::warn!(
+                bytes = summary.repaired_bytes,
+                "cut a torn final audit record (crash mid-write)"
+            );
+            log.event(
+                "recovery",
+                format!(
+                    "cut {} bytes of a torn final record after seq {} (crash before fsync; never acknowledged)",
+                    summary.repaired_bytes, summary.head_seq
+                ),
+            )
+            .await?;
+        }
+        log.event(
+            "start",
+            format!("signerd {} started", env!("CARGO_PKG_VERSION")),
+        )
+        .await?;
+        log.checkpoint(false).await?;
+        Ok(log)
+    }
+
+    /// The reserved audit key id.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The audit public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.key
+    }
+
+    async fn event(&self, kind: &'static str, message: String) -> Result<Appended> {
+        let record = EventRecord {
+            kind,
+            time: record::now_rfc3339(),
+            message,
+        };
+        self.writer.append(record::members(&record)).await
+    }
+
+    /// Signs the current head with the audit key and appends the checkpoint record.
+    pub async fn checkpoint(&self, is_final: bool) -> Result<Appended> {
+        let _one_at_a_time = self.checkpointing.lock().await;
+        let head = self.writer.head();
+        let signature = self
+            .backend
+            .sign(&self.key_id, &checkpoint::message(head.seq, &head.hash))
+            .await?;
+        let record = CheckpointRecord {
+            kind: "checkpoint".into(),
+            time: record::now_rfc3339(),
+            covers_seq: head.seq,
+            covers_hash: hex::encode(head.hash),
+            audit_key: self.key.account_id(),
+            signature: hex::encode(signature),
+            is_final,
+        };
+        let appended = self.writer.append(record::members(&record)).await?;
+        *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = head.seq;
+        Ok(appended)
+    }
+
+    /// Writes checkpoints every `checkpoint_every_secs`, and whenever the writer reports
+    /// `checkpoint_every_records` new records, until `stop` changes.
+    pub fn spawn_checkpoints(
+        self: &Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(log.every) => {}
+                    _ = log.writer.checkpoint_due() => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = log.checkpoint(false).await {
+                    tracing::error!(error = %e, "audit checkpoint failed");
+                }
+            }
+        })
+    }
+
+    /// Writes the final checkpoint and closes the writer: the last thing signerd does.
+    pub async fn close(&self) {
+        if self.writer.healthy()
+            && let Err(e) = self.checkpoint(true).await
+        {
+            tracing::error!(error = %e, "final audit checkpoint failed");
+        }
+        self.writer.close();
+    }
+}
+
+/// Feeds one record read at start to the guard: every `signed` SignTransaction decision.
+fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64) {
+    if view.kind != "decision"
+        || view.decision != Some(Decision::Signed)
+        || view.rpc.as_deref() != Some("SignTransaction")
+    {
+        return;
+    }
+    let parsed = (|| {
+        let account =
+            stellar_strkey::ed25519::PublicKey::from_string(view.source_account.as_deref()?)
+                .ok()?;
+        let sequence: i64 = view.sequence.as_deref()?.parse().ok()?;
+        let hash_hex = view.inner_tx_hash.as_deref().or(view.tx_hash.as_deref())?;
+        let hash = super::chain::decode_hash(hash_hex)?;
+        Some((PublicKey(account.0), sequence, hash))
+    })();
+    if let Some((account, sequence, hash)) = parsed {
+        guard.restore(account, sequence, hash, view.max_time, now);
+    }
+}

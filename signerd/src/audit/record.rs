@@ -1,0 +1,194 @@
+//! What audit records say. Writers build one of the `*Record` types and hand its JSON members to
+//! the [`super::writer::AuditWriter`]; tools read any record back as a [`RecordView`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::stellar::OperationSummary;
+
+/// The current time as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let millis = now.millisecond();
+    let now = now.replace_millisecond(millis).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The current time in Unix seconds.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The outcome recorded for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Policy allowed it; the signature is produced after this record is durable.
+    Signed,
+    /// Refused (ACL, policy, guard, velocity).
+    Denied,
+    /// Allowed, but the backend failed to sign (follows a `signed` record with the same request id).
+    Failed,
+    /// A key was created.
+    Created,
+}
+
+/// A decision about one request. Field order is the order on disk.
+#[derive(Debug, Default, Serialize)]
+pub struct DecisionRecord {
+    /// Always `decision`.
+    pub kind: &'static str,
+    /// When signerd decided (RFC 3339, UTC).
+    pub time: String,
+    /// The caller's request id (`x-request-id`) or one signerd made up.
+    pub request_id: String,
+    /// The caller's certificate identity.
+    pub identity: String,
+    /// The RPC.
+    pub rpc: &'static str,
+    /// The key asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The key's public half (G...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The network passphrase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The envelope hash (hex), as Horizon reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    /// The hash signed or to be signed (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_hash: Option<String>,
+    /// For a fee bump: the inner transaction's hash (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner_tx_hash: Option<String>,
+    /// Source account of the (inner) transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_account: Option<String>,
+    /// Its sequence number (a string: it is a 64-bit value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
+    /// For a fee bump: the fee source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fee_source: Option<String>,
+    /// The upper time bound (Unix seconds), when the transaction has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_time: Option<u64>,
+    /// What the operations do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operations: Option<Vec<OperationSummary>>,
+    /// The outcome.
+    pub decision: Option<Decision>,
+    /// For a denial: the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
+    /// For a denial or failure: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A signed checkpoint: the audit key's signature over record `covers_seq` and its hash.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    /// Always `checkpoint`.
+    pub kind: String,
+    /// When it was written.
+    pub time: String,
+    /// The record this checkpoint vouches for (and, through the chain, every record before it).
+    pub covers_seq: u64,
+    /// That record's hash (hex).
+    pub covers_hash: String,
+    /// The audit public key (G...).
+    pub audit_key: String,
+    /// Ed25519 signature (hex) over [`super::checkpoint::message`].
+    pub signature: String,
+    /// Written at a clean shutdown: nothing follows until signerd starts again.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// A lifecycle event: start, recovery of a torn tail, audit key creation.
+#[derive(Debug, Serialize)]
+pub struct EventRecord {
+    /// `start` or `recovery`.
+    pub kind: &'static str,
+    /// When.
+    pub time: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// Any record, read back by tools. Members a record kind does not have are `None`.
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+pub struct RecordView {
+    /// Chain position.
+    pub seq: u64,
+    /// `decision`, `checkpoint`, `start`, `recovery`.
+    #[serde(default)]
+    pub kind: String,
+    /// RFC 3339 time.
+    #[serde(default)]
+    pub time: String,
+    /// See [`DecisionRecord`].
+    pub request_id: Option<String>,
+    /// See [`DecisionRecord`].
+    pub identity: Option<String>,
+    /// See [`DecisionRecord`].
+    pub rpc: Option<String>,
+    /// See [`DecisionRecord`].
+    pub key_id: Option<String>,
+    /// See [`DecisionRecord`].
+    pub public_key: Option<String>,
+    /// See [`DecisionRecord`].
+    pub network: Option<String>,
+    /// See [`DecisionRecord`].
+    pub tx_hash: Option<String>,
+    /// See [`DecisionRecord`].
+    pub signed_hash: Option<String>,
+    /// See [`DecisionRecord`].
+    pub inner_tx_hash: Option<String>,
+    /// See [`DecisionRecord`].
+    pub source_account: Option<String>,
+    /// See [`DecisionRecord`].
+    pub sequence: Option<String>,
+    /// See [`DecisionRecord`].
+    pub fee_source: Option<String>,
+    /// See [`DecisionRecord`].
+    pub max_time: Option<u64>,
+    /// See [`DecisionRecord`].
+    pub operations: Option<Vec<OperationSummary>>,
+    /// See [`DecisionRecord`].
+    pub decision: Option<Decision>,
+    /// See [`DecisionRecord`].
+    pub rule: Option<String>,
+    /// See [`DecisionRecord`].
+    pub reason: Option<String>,
+    /// See [`CheckpointRecord`].
+    pub covers_seq: Option<u64>,
+    /// See [`CheckpointRecord`].
+    pub covers_hash: Option<String>,
+    /// See [`CheckpointRecord`].
+    pub audit_key: Option<String>,
+    /// See [`CheckpointRecord`].
+    pub signature: Option<String>,
+    /// See [`CheckpointRecord`].
+    #[serde(rename = "final")]
+    pub is_final: Option<bool>,
+    /// See [`EventRecord`].
+    pub message: Option<String>,
+}
+
+/// The JSON members of `record` without the surrounding braces, ready for
+/// [`super::chain::seal`].
+pub fn members<T: Serialize>(record: &T) -> String {
+    let json = serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned());
+    json.strip_prefix('{')
+        .and_then(|j| j.strip_suffix('}'))
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -1,0 +1,298 @@
+//! The [`AuditWriter`]: appends records durably, many per fsync.
+//!
+//! One thread owns the file. Requests queue up while it is busy; each round it takes everything
+//! queued (up to a cap), seals the records into the chain, writes them with one `write` and
+//! makes them durable with one `fdatasync`, and only then answers every waiting request. A
+//! caller therefore learns its record is on disk before it may let a signature go, and under load
+//! many requests share one fsync (group commit).
+//!
+//! If a write or fsync fails, the writer turns *failed* and stays so until restart: after a
+//! failed fsync the file's state is unknown, and a signer that cannot prove what it signed must
+//! stop signing. Every later append answers an error; health reports NOT_SERVING.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use super::chain;
+use super::reader::{FILE_PREFIX, FILE_SUFFIX};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Records sealed and synced in one round at most.
+const MAX_BATCH: usize = 4096;
+
+/// Where a record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Its seq.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: [u8; 32],
+}
+
+struct Append {
+    members: String,
+    reply: tokio::sync::oneshot::Sender<std::result::Result<Appended, String>>,
+}
+
+/// State shared between the writer thread and its handles.
+struct Shared {
+    /// The last durable record.
+    head: Mutex<Appended>,
+    failed: AtomicBool,
+    /// Records made durable since the last checkpoint was requested.
+    since_checkpoint: AtomicU64,
+    checkpoint_every: u64,
+    /// Woken when `checkpoint_every` records have accumulated.
+    checkpoint_due: tokio::sync::Notify,
+}
+
+/// Appends sealed records to the log directory.
+pub struct AuditWriter {
+    requests: RwLock<Option<crossbeam_channel::Sender<Append>>>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Where to write and when to rotate.
+#[derive(Clone, Debug)]
+pub struct WriterSettings {
+    /// The log directory.
+    pub dir: PathBuf,
+    /// Start a new file once the current one reaches this size.
+    pub rotate_bytes: u64,
+    /// Ask for a checkpoint after this many records.
+    pub checkpoint_every: u64,
+}
+
+impl AuditWriter {
+    /// Starts the writer after the durable head `(seq, hash)` found by reading the log.
+    pub fn start(settings: WriterSettings, head: Appended, metrics: Arc<Metrics>) -> Result<Self> {
+        let mut file = LogFile::open_last(&settings.dir)?;
+        file.sync_dir()?;
+        let shared = Arc::new(Shared {
+            head: Mutex::new(head),
+            failed: AtomicBool::new(false),
+            since_checkpoint: AtomicU64::new(0),
+            checkpoint_every: settings.checkpoint_every.max(1),
+            checkpoint_due: tokio::sync::Notify::new(),
+        });
+        let (requests, queue) = crossbeam_channel::unbounded::<Append>();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                let mut head = head;
+                while let Ok(first) = queue.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    write_batch(
+                        &mut file,
+                        &settings,
+                        &thread_shared,
+                        &metrics,
+                        &mut head,
+                        batch,
+                    );
+                }
+            })
+            .map_err(|e| Error::io("starting the audit writer", e))?;
+        Ok(AuditWriter {
+            requests: RwLock::new(Some(requests)),
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Appends one record (its JSON members) and waits until it is durable.
+    pub async fn append(&self, members: String) -> Result<Appended> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        {
+            let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
+            let sender = requests
+                .as_ref()
+                .ok_or_else(|| Error::Unavailable("audit log closed".into()))?;
+            sender
+                .send(Append { members, reply })
+                .map_err(|_| Error::Unavailable("audit log closed".into()))?;
+        }
+        match result.await {
+            Ok(Ok(appended)) => Ok(appended),
+            Ok(Err(why)) => Err(Error::Unavailable(format!(
+                "audit log cannot be written: {why}"
+            ))),
+            Err(_) => Err(Error::Unavailable("audit log closed".into())),
+        }
+    }
+
+    /// The last durable record.
+    pub fn head(&self) -> Appended {
+        *self.shared.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False once a write or fsync has failed.
+    pub fn healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until enough records have accumulated to call for a checkpoint.
+    pub async fn checkpoint_due(&self) {
+        self.shared.checkpoint_due.notified().await;
+    }
+
+    /// Stops accepting records, lets the writer finish what is queued, and waits for it.
+    pub fn close(&self) {
+        self.requests
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_batch(
+    file: &mut LogFile,
+    settings: &WriterSettings,
+    shared: &Shared,
+    metrics: &Metrics,
+    head: &mut Appended,
+    batch: Vec<Append>,
+) {
+    if shared.failed.load(Ordering::SeqCst) {
+        for request in batch {
+            let _ = request.reply.send(Err("an earlier write failed".into()));
+        }
+        return;
+    }
+    let mut buffer = String::with_capacity(batch.len() * 600);
+    let mut results = Vec::with_capacity(batch.len());
+    let mut next = *head;
+    for request in &batch {
+        let seq = next.seq + 1;
+        let (line, hash) = chain::seal(seq, &next.hash, &request.members);
+        buffer.push_str(&line);
+        next = Appended { seq, hash };
+        results.push(next);
+    }
+    let started = Instant::now();
+    let written = file
+        .rotate_if_full(settings)
+        .and_then(|()| file.append(buffer.as_bytes()));
+    match written {
+        Ok(()) => {
+            metrics
+                .audit_fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics.audit_batch_records.observe(batch.len() as f64);
+            metrics.audit_records.inc_by(batch.len() as u64);
+            *head = next;
+            *shared.head.lock().unwrap_or_else(|p| p.into_inner()) = next;
+            let since = shared
+                .since_checkpoint
+                .fetch_add(batch.len() as u64, Ordering::SeqCst)
+                + batch.len() as u64;
+            if since >= shared.checkpoint_every {
+                shared.since_checkpoint.store(0, Ordering::SeqCst);
+                shared.checkpoint_due.notify_one();
+            }
+            for (request, appended) in batch.into_iter().zip(results) {
+                let _ = request.reply.send(Ok(appended));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit log write failed: refusing to sign until restarted");
+            shared.failed.store(true, Ordering::SeqCst);
+            for request in batch {
+                let _ = request.reply.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+/// The file currently appended to.
+struct LogFile {
+    dir: PathBuf,
+    index: u64,
+    file: File,
+    len: u64,
+}
+
+impl LogFile {
+    /// Opens the newest `audit-N.jsonl` for appending, or creates `audit-00000001.jsonl`.
+    fn open_last(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("audit.dir {}", dir.display()), e))?;
+        let last = super::reader::log_files(dir)
+            .map_err(|e| Error::io(format!("audit.dir {}", dir.display()), e))?
+            .last()
+            .and_then(|p| file_index(p));
+        Self::open(dir, last.unwrap_or(1))
+    }
+
+    fn open(dir: &Path, index: u64) -> Result<Self> {
+        let path = dir.join(file_name(index));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening audit log {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("audit log {}", path.display()), e))?
+            .len();
+        Ok(LogFile {
+            dir: dir.to_path_buf(),
+            index,
+            file,
+            len,
+        })
+    }
+
+    fn rotate_if_full(&mut self, settings: &WriterSettings) -> std::io::Result<()> {
+        if self.len < settings.rotate_bytes || self.len == 0 {
+            return Ok(());
+        }
+        let next = Self::open(&self.dir, self.index + 1).map_err(std::io::Error::other)?;
+        *self = next;
+        self.sync_dir().map_err(std::io::Error::other)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.file.sync_data()?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the file's directory entry durable (a new file must survive a crash too).
+    fn sync_dir(&mut self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(format!("syncing audit.dir {}", self.dir.display()), e))
+    }
+}
+
+/// `audit-00000042.jsonl` for 42.
+pub fn file_name(index: u64) -> String {
+    format!("{FILE_PREFIX}{index:08}{FILE_SUFFIX}")
+}
+
+fn file_index(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix(FILE_PREFIX)?
+        .strip_suffix(FILE_SUFFIX)?
+        .parse()
+        .ok()
+}
