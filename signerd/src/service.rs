@@ -118,15 +118,13 @@ impl SignerService {
         }
         if counts_toward_velocity && let Err(hit) = self.caps.check(&ctx.caller.0, key_id.as_str())
         {
-            {
-                let reason = match hit {
-                    CapHit::Identity => format!("identity {} is over its signing rate", ctx.caller),
-                    CapHit::Key => format!("key {key_id} is over its signing rate"),
-                };
-                return Err(self
-                    .deny(ctx, record(), Denial::new(Rule::Velocity, reason))
-                    .await);
-            }
+            let reason = match hit {
+                CapHit::Identity => format!("identity {} is over its signing rate", ctx.caller),
+                CapHit::Key => format!("key {key_id} is over its signing rate"),
+            };
+            return Err(self
+                .deny(ctx, record(), Denial::new(Rule::Velocity, reason))
+                .await);
         }
         Ok(())
     }
