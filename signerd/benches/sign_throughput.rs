@@ -20,7 +20,9 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use signer_proto::v1 as pb;
-use signer_testkit::{Grant, SOFTHSM_MODULE, SignerdOptions, SignerdProcess, TEST_PIN};
+use signer_testkit::{
+    Grant, SOFTHSM_MODULE, SignerdOptions, SignerdProcess, TEST_PIN, vector_policy,
+};
 
 const VECTORS: &str = include_str!("../../tests/vectors/stellar-tx-hashes.jsonl");
 const KEY_ID: &str = "bench-1";
@@ -73,6 +75,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         acl: vec![Grant::keys("bench", &["bench-*"])],
         binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_signerd"))),
         sessions: Some(args.sessions),
+        // The reference vector is old and from another account: lift the source and time-bound
+        // rules for the bench key; every other check (ACL, caps, guard, audit) runs as usual.
+        extra_toml: vector_policy("bench-*"),
         ..Default::default()
     })
     .await?;
@@ -106,6 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             client.sign_transaction(request(&xdr, &passphrase)).await?;
         }
     }
+    let audit_before = audit_counters(&signerd).await;
     let server_cpu_before = process_cpu_seconds(signerd.pid());
     let own_cpu_before = process_cpu_seconds(Some(std::process::id()));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -136,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let server_cpu = process_cpu_seconds(signerd.pid()) - server_cpu_before;
+    let audit_after = audit_counters(&signerd).await;
     let own_cpu = process_cpu_seconds(Some(std::process::id())) - own_cpu_before;
     latencies.sort();
     let pct = |p: f64| {
@@ -161,6 +168,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate / raw2,
         rate / raw1
     );
+    let records = audit_after.0 - audit_before.0;
+    let fsyncs = audit_after.1 - audit_before.1;
+    println!(
+        "  audit log: {records:.0} records in {fsyncs:.0} fsyncs, {:.1} records per fsync, mean fsync {:.2} ms",
+        records / fsyncs.max(1.0),
+        (audit_after.2 - audit_before.2) / fsyncs.max(1.0) * 1000.0
+    );
     let signed = latencies.len().max(1) as f64;
     println!(
         "  cpu: signerd {:.0} us/signature ({:.2} cores), load generator {:.0} us/request ({:.2} cores)",
@@ -170,6 +184,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         own_cpu / elapsed
     );
     Ok(())
+}
+
+/// (records, fsyncs, fsync seconds) so far, from signerd's metrics.
+async fn audit_counters(signerd: &SignerdProcess) -> (f64, f64, f64) {
+    let text = signerd.metrics().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("signerd_audit_batch_records_sum"),
+        value("signerd_audit_batch_records_count"),
+        value("signerd_audit_fsync_seconds_sum"),
+    )
 }
 
 /// User + system CPU seconds of a process, from /proc (0 when unavailable).

@@ -190,11 +190,15 @@ impl Signerd {
             .await;
         accept_task.abort();
         health_task.abort();
+        // Wait for the aborted tasks to be gone: they may hold backend handles.
+        let _ = accept_task.await;
+        let _ = health_task.await;
         let _ = checkpoint_task.await;
         if let Some(task) = metrics_task {
             let _ = task.await;
         }
         self.audit.close().await;
+        self.keyring.shutdown().await;
         served.map_err(|e| Error::Backend(format!("grpc server: {e}")))?;
         tracing::info!("signerd stopped; audit log closed with a final checkpoint");
         Ok(())

@@ -372,7 +372,16 @@ impl SignerdProcess {
         if !status.success() {
             bail!("kill -TERM {pid} failed");
         }
-        Ok(child.wait().await?)
+        match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                let _ = child.kill().await;
+                bail!(
+                    "signerd did not exit within 30 s of SIGTERM:\n{}",
+                    self.log()
+                )
+            }
+        }
     }
 
     /// The process id, while running.

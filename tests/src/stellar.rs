@@ -141,7 +141,7 @@ impl Tx {
                 .as_bytes()
                 .to_vec()
                 .try_into()
-                .map(|m| Memo::Text(stellar_xdr::StringM::from(m)))
+                .map(Memo::Text)
                 .unwrap_or(Memo::None),
             None => Memo::None,
         };

@@ -35,6 +35,10 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// Probes the backend; while it is down, tries to reconnect. `true` when it can serve.
     async fn check_health(&self) -> bool;
+
+    /// Releases the backend at shutdown (after the last request and the final audit
+    /// checkpoint): closes sessions, stops worker threads, finalizes libraries.
+    async fn shutdown(&self);
 }
 
 /// Every configured backend, and the lock that makes `CreateKey` idempotent across them.
@@ -106,6 +110,13 @@ impl Keyring {
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(keys)
+    }
+
+    /// Shuts every backend down.
+    pub async fn shutdown(&self) {
+        for backend in &self.backends {
+            backend.shutdown().await;
+        }
     }
 
     /// Probes every backend; `true` when all can serve.

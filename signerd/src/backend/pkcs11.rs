@@ -102,7 +102,27 @@ struct Token {
     slot: Slot,
     /// Dropping the sender stops the workers once the queue is drained.
     jobs: crossbeam_channel::Sender<Job>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     index: RwLock<BTreeMap<KeyId, IndexedKey>>,
+}
+
+impl Token {
+    /// Stops the workers after the queued jobs, waits for them, and finalizes the context, so
+    /// that nothing is left running inside the PKCS#11 library when the process exits.
+    fn shut_down(self) {
+        let Token {
+            context,
+            jobs,
+            workers,
+            ..
+        } = self;
+        drop(jobs);
+        for worker in workers {
+            let _ = worker.join();
+        }
+        // The workers held the other references: this drop finalizes.
+        drop(context);
+    }
 }
 
 fn spawn_session_worker(
@@ -110,7 +130,7 @@ fn spawn_session_worker(
     slot: Slot,
     mut session: Session,
     jobs: crossbeam_channel::Receiver<Job>,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("pkcs11-session".into())
         .spawn(move || {
@@ -132,7 +152,6 @@ fn spawn_session_worker(
             drop(session);
             drop(context);
         })
-        .map(|_| ())
 }
 
 /// The PKCS#11 backend.
@@ -272,6 +291,21 @@ impl KeyBackend for Pkcs11Backend {
         })
     }
 
+    async fn shutdown(&self) {
+        let Some(token) = write(&self.token).take() else {
+            return;
+        };
+        match Arc::try_unwrap(token) {
+            Ok(token) => {
+                let joined = tokio::task::spawn_blocking(move || token.shut_down()).await;
+                if joined.is_err() {
+                    tracing::error!("pkcs11 shutdown task failed");
+                }
+            }
+            Err(_) => tracing::warn!("pkcs11 token still in use at shutdown; not finalizing"),
+        }
+    }
+
     async fn check_health(&self) -> bool {
         match self.token() {
             Ok(token) => {
@@ -363,14 +397,17 @@ fn open_token(settings: &Settings) -> Result<Token> {
     }
     let index = build_index(&sessions[0]).map_err(|e| p11_err("index keys", e))?;
     let (jobs, queue) = crossbeam_channel::unbounded();
+    let mut workers = Vec::with_capacity(sessions.len());
     for session in sessions {
-        spawn_session_worker(context.clone(), slot, session, queue.clone())
+        let worker = spawn_session_worker(context.clone(), slot, session, queue.clone())
             .map_err(|e| Error::io("starting a pkcs11 session worker", e))?;
+        workers.push(worker);
     }
     Ok(Token {
         context,
         slot,
         jobs,
+        workers,
         index: RwLock::new(index),
     })
 }
