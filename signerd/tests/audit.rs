@@ -451,7 +451,9 @@ async fn the_sequence_guard_is_rebuilt_from_the_log_at_start() {
 #[tokio::test]
 async fn sigkill_under_concurrent_signing_loses_no_record_and_no_guard_entry() {
     let (mut signerd, key) = signerd_with("").await;
-    let received: Arc<Mutex<Vec<(String, i64, Vec<u8>)>>> = Arc::default();
+    // (request id, sequence, signed hash) of every signature a client received.
+    type Received = Vec<(String, i64, Vec<u8>)>;
+    let received: Arc<Mutex<Received>> = Arc::default();
     let enough = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
     for worker in 0..8i64 {
