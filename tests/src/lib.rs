@@ -384,6 +384,19 @@ impl SignerdProcess {
         }
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) to the running process.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let pid = self.pid().context("signerd is not running")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
@@ -397,8 +410,17 @@ impl SignerdProcess {
 
     /// A channel presenting `cert` (or no certificate at all).
     pub async fn channel(&self, cert: Option<&IssuedCertificate>) -> Result<Channel> {
+        self.channel_trusting(cert, &self.pki.ca_pem()).await
+    }
+
+    /// A channel presenting `cert` and trusting only `server_ca_pem` for the server.
+    pub async fn channel_trusting(
+        &self,
+        cert: Option<&IssuedCertificate>,
+        server_ca_pem: &str,
+    ) -> Result<Channel> {
         let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.pki.ca_pem()))
+            .ca_certificate(Certificate::from_pem(server_ca_pem))
             .domain_name("localhost");
         if let Some(cert) = cert {
             tls = tls.identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem));
