@@ -534,6 +534,52 @@ mod tests {
     }
 
     #[test]
+    fn v0_envelopes_hash_like_their_v1_equivalent() {
+        use stellar_xdr::{
+            Memo, Preconditions, SequenceNumber, Transaction, TransactionExt, TransactionV0,
+            TransactionV0Envelope, TransactionV0Ext, TransactionV1Envelope, Uint256, WriteXdr,
+        };
+        let operations: Vec<Operation> = Vec::new();
+        let v0 = TransactionEnvelope::TxV0(TransactionV0Envelope {
+            tx: TransactionV0 {
+                source_account_ed25519: Uint256([1; 32]),
+                fee: 100,
+                seq_num: SequenceNumber(77),
+                time_bounds: None,
+                memo: Memo::None,
+                operations: operations.clone().try_into().unwrap_or_default(),
+                ext: TransactionV0Ext::V0,
+            },
+            signatures: Default::default(),
+        });
+        let v1 = TransactionEnvelope::Tx(TransactionV1Envelope {
+            tx: Transaction {
+                source_account: MuxedAccount::Ed25519(Uint256([1; 32])),
+                fee: 100,
+                seq_num: SequenceNumber(77),
+                cond: Preconditions::None,
+                memo: Memo::None,
+                operations: operations.try_into().unwrap_or_default(),
+                ext: TransactionExt::V0,
+            },
+            signatures: Default::default(),
+        });
+        let network = NetworkPassphrase::parse("Test SDF Network ; September 2015")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let decode = |env: &TransactionEnvelope| {
+            let xdr = env.to_xdr(Limits::none()).unwrap_or_else(|e| panic!("{e}"));
+            ParsedTransaction::decode(&xdr, &network).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, b) = (decode(&v0), decode(&v1));
+        assert_eq!(a.tx_hash, b.tx_hash);
+        assert_eq!((a.source, a.sequence), (PublicKey([1; 32]), 77));
+        assert_eq!(
+            a.payload_for(&PublicKey([1; 32])),
+            (SignedPayload::Transaction, b.tx_hash)
+        );
+    }
+
+    #[test]
     fn amounts_have_seven_places() {
         assert_eq!(format_amount(123_456_789), "12.3456789");
         assert_eq!(format_amount(1), "0.0000001");
