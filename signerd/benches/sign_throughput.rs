@@ -13,7 +13,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -24,7 +23,6 @@ use signer_testkit::{
     Grant, SOFTHSM_MODULE, SignerdOptions, SignerdProcess, TEST_PIN, vector_policy,
 };
 
-const VECTORS: &str = include_str!("../../tests/vectors/stellar-tx-hashes.jsonl");
 const KEY_ID: &str = "bench-1";
 
 struct Args {
@@ -92,14 +90,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let raw1 = raw_rate(&signerd, 1, args.seconds)?;
     let raw2 = raw_rate(&signerd, 2, args.seconds)?;
 
-    let vector: serde_json::Value =
-        serde_json::from_str(VECTORS.lines().next().unwrap_or_default())?;
-    let xdr = base64::engine::general_purpose::STANDARD
-        .decode(vector["envelope_xdr"].as_str().unwrap_or_default())?;
-    let passphrase = vector["network_passphrase"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let vector = signer_testkit::vectors::first();
+    let xdr = vector.envelope_xdr();
+    let passphrase = vector.network_passphrase.clone();
 
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {

@@ -23,17 +23,7 @@ async fn signerd_with(audit_toml: &str) -> (SignerdProcess, [u8; 32]) {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let key = client
-        .create_key(pb::CreateKeyRequest {
-            key_id: "wallet-1".into(),
-            backend: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .map(|k| key_bytes(&k))
-        .unwrap_or_else(|| panic!("no key"));
+    let key = key_bytes(&signer_testkit::create_key(&mut client, "wallet-1").await);
     (signerd, key)
 }
 

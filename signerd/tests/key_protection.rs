@@ -2,7 +2,6 @@
 //! value unreadable. Read through PKCS#11 by `signerd inspect-key`, a separate process with its
 //! own session, not through signerd's gRPC API.
 
-use signer_proto::v1 as pb;
 use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TEST_PIN};
 
 #[tokio::test]
@@ -17,13 +16,7 @@ async fn created_private_key_is_sensitive_and_never_extractable() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .create_key(pb::CreateKeyRequest {
-            key_id: "wallet-guarded".into(),
-            backend: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    signer_testkit::create_key(&mut client, "wallet-guarded").await;
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_signerd"))
         .arg("inspect-key")

@@ -35,16 +35,7 @@ impl Fixture {
             .client("gateway")
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let key = client
-            .create_key(pb::CreateKeyRequest {
-                key_id: "wallet-1".into(),
-                backend: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_inner()
-            .key
-            .unwrap_or_else(|| panic!("no key"));
+        let key = signer_testkit::create_key(&mut client, "wallet-1").await;
         Fixture {
             signerd,
             client,
@@ -260,18 +251,7 @@ operations = ["payment"]
     .await;
 
     // The same operations are fine for a key whose policy enables them.
-    let treasury = f
-        .client
-        .create_key(pb::CreateKeyRequest {
-            key_id: "treasury-1".into(),
-            backend: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .map(|k| key_bytes(&k))
-        .unwrap_or_else(|| panic!("no key"));
+    let treasury = key_bytes(&signer_testkit::create_key(&mut f.client, "treasury-1").await);
     for (seq, op) in [(1, account_merge([5; 32])), (2, add_signer([5; 32]))] {
         let mut tx = Tx::new(treasury, seq);
         tx.operations = vec![op];
@@ -280,18 +260,7 @@ operations = ["payment"]
     }
 
     // An allowlist refuses everything else.
-    let payer = f
-        .client
-        .create_key(pb::CreateKeyRequest {
-            key_id: "payments-only-1".into(),
-            backend: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .map(|k| key_bytes(&k))
-        .unwrap_or_else(|| panic!("no key"));
+    let payer = key_bytes(&signer_testkit::create_key(&mut f.client, "payments-only-1").await);
     let mut pay = Tx::new(payer, 1);
     assert!(
         f.sign_as("payments-only-1", pay.xdr(), TESTNET)
@@ -355,13 +324,7 @@ async fn velocity_cap_answers_resource_exhausted() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .create_key(pb::CreateKeyRequest {
-            key_id: "wallet-1".into(),
-            backend: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    signer_testkit::create_key(&mut client, "wallet-1").await;
     let mut outcomes = Vec::new();
     for i in 0..10 {
         let request = pb::SignHashRequest {

@@ -9,7 +9,6 @@ use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TestPki};
 use signerd::pki::{ClientName, IssuedCertificate};
 use tonic::Code;
 
-const VECTORS: &str = include_str!("../../tests/vectors/stellar-tx-hashes.jsonl");
 const TESTNET: &str = "Test SDF Network ; September 2015";
 
 async fn signerd() -> SignerdProcess {
@@ -40,18 +39,8 @@ fn now() -> i64 {
 }
 
 fn first_vector() -> (Vec<u8>, String) {
-    let v: serde_json::Value = serde_json::from_str(VECTORS.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let xdr = base64::engine::general_purpose::STANDARD
-        .decode(v["envelope_xdr"].as_str().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    (
-        xdr,
-        v["network_passphrase"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    let vector = signer_testkit::vectors::first();
+    (vector.envelope_xdr(), vector.network_passphrase)
 }
 
 fn create(key_id: &str) -> pb::CreateKeyRequest {

@@ -1,12 +1,9 @@
 //! End to end over real mTLS against a real signerd on a real SoftHSM token: keys are created and
 //! listed, every reference vector hashes as the reference SDK says, and signatures verify.
 
-use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use signer_proto::v1 as pb;
-use signer_testkit::{Grant, SignerdOptions, SignerdProcess};
-
-const VECTORS: &str = include_str!("../../tests/vectors/stellar-tx-hashes.jsonl");
+use signer_testkit::{Grant, SignerdOptions, SignerdProcess, create_key, vectors};
 
 async fn signerd(acl: Vec<Grant>) -> SignerdProcess {
     SignerdProcess::start(SignerdOptions {
@@ -144,13 +141,7 @@ async fn keys_survive_a_restart_through_the_index() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let created = client
-        .create_key(create("wallet-keep"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .unwrap_or_else(|| panic!("no key"));
+    let created = create_key(&mut client, "wallet-keep").await;
     let status = signerd
         .terminate()
         .await
@@ -183,40 +174,26 @@ async fn every_reference_vector_hashes_like_the_sdk_and_the_signature_verifies()
         .client("wallet-service")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let key = client
-        .create_key(create("vectors"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .unwrap_or_else(|| panic!("no key"));
+    let key = create_key(&mut client, "vectors").await;
 
     let mut checked = 0;
-    for line in VECTORS.lines().filter(|l| !l.trim().is_empty()) {
-        let vector: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"));
-        let name = vector["name"].as_str().unwrap_or_default();
-        let xdr = base64::engine::general_purpose::STANDARD
-            .decode(vector["envelope_xdr"].as_str().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for vector in vectors::all() {
+        let name = &vector.name;
         let response = client
             .sign_transaction(pb::SignTransactionRequest {
                 key_id: "vectors".into(),
-                envelope_xdr: xdr,
-                network_passphrase: vector["network_passphrase"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
+                envelope_xdr: vector.envelope_xdr(),
+                network_passphrase: vector.network_passphrase.clone(),
             })
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .into_inner();
         assert_eq!(
             hex::encode(&response.tx_hash),
-            vector["tx_hash"].as_str().unwrap_or_default(),
+            vector.tx_hash,
             "{name}: signerd's hash differs from the reference SDK's"
         );
-        if name.starts_with("feebump") {
+        if vector.is_fee_bump() {
             // The HSM key is not the fee source, so it signs the inner transaction.
             assert_eq!(
                 response.signed_payload(),
@@ -255,13 +232,7 @@ async fn blind_signing_works_with_the_grant() {
         .client("ops")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let key = client
-        .create_key(create("ops-1"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .unwrap_or_else(|| panic!("no key"));
+    let key = create_key(&mut client, "ops-1").await;
     let hash = [0x5a; 32];
     let signed = client
         .sign_hash(pb::SignHashRequest {
@@ -282,19 +253,9 @@ async fn concurrent_signing_on_many_connections_all_verify() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let key = client
-        .create_key(create("wallet-c"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_inner()
-        .key
-        .unwrap_or_else(|| panic!("no key"));
-    let vector: serde_json::Value =
-        serde_json::from_str(VECTORS.lines().next().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}"));
-    let xdr = base64::engine::general_purpose::STANDARD
-        .decode(vector["envelope_xdr"].as_str().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let key = create_key(&mut client, "wallet-c").await;
+    let vector = vectors::first();
+    let xdr = vector.envelope_xdr();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let mut client = signerd
@@ -302,10 +263,7 @@ async fn concurrent_signing_on_many_connections_all_verify() {
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
         let xdr = xdr.clone();
-        let passphrase = vector["network_passphrase"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let passphrase = vector.network_passphrase.clone();
         tasks.push(tokio::spawn(async move {
             let mut responses = Vec::new();
             for _ in 0..25 {

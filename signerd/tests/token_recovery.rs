@@ -1,28 +1,10 @@
 //! The token goes away and comes back: signerd answers UNAVAILABLE with a clear message, health
 //! says NOT_SERVING, and once the token is back signerd reconnects by itself and signs again.
 
-use base64::Engine;
 use signer_proto::v1 as pb;
 use signer_testkit::{Grant, SignerdOptions, SignerdProcess};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-const VECTORS: &str = include_str!("../../tests/vectors/stellar-tx-hashes.jsonl");
-
-fn first_vector() -> (Vec<u8>, String) {
-    let v: serde_json::Value = serde_json::from_str(VECTORS.lines().next().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let xdr = base64::engine::general_purpose::STANDARD
-        .decode(v["envelope_xdr"].as_str().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    (
-        xdr,
-        v["network_passphrase"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
 
 #[tokio::test]
 async fn token_removed_then_restored_recovers_without_restart() {
@@ -37,14 +19,9 @@ async fn token_removed_then_restored_recovers_without_restart() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .create_key(pb::CreateKeyRequest {
-            key_id: "wallet-1".into(),
-            backend: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (xdr, passphrase) = first_vector();
+    signer_testkit::create_key(&mut client, "wallet-1").await;
+    let vector = signer_testkit::vectors::first();
+    let (xdr, passphrase) = (vector.envelope_xdr(), vector.network_passphrase);
     let request = pb::SignTransactionRequest {
         key_id: "wallet-1".into(),
         envelope_xdr: xdr,

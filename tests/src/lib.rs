@@ -6,8 +6,10 @@
 //! - [`SignerdProcess`]: the real `signerd` binary on port 0 with a temp config, its own token and
 //!   PKI, and mTLS clients for any identity.
 //! - [`stellar`]: building transactions to sign.
+//! - [`vectors`]: the reference SDK's test vectors.
 
 pub mod stellar;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -459,6 +461,21 @@ impl SignerdProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Creates (or fetches by creating again) key `key_id` and returns it; panics on failure, for
+/// tests.
+pub async fn create_key(client: &mut SignerClient<Channel>, key_id: &str) -> signer_proto::v1::Key {
+    client
+        .create_key(signer_proto::v1::CreateKeyRequest {
+            key_id: key_id.into(),
+            backend: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateKey {key_id}: {e}"))
+        .into_inner()
+        .key
+        .unwrap_or_else(|| panic!("CreateKey {key_id}: no key in the response"))
 }
 
 /// A request carrying `request_id` in its `x-request-id` metadata.
