@@ -288,14 +288,14 @@ async fn watch_health(
         let audit_ok = inputs.audit.writer.healthy();
         let healthy = backends_ok && audit_ok;
         for backend in inputs.keyring.backends() {
-            if let Ok(keys) = backend.list_keys().await {
+            if let Ok(count) = backend.key_count().await {
                 inputs
                     .metrics
                     .keys_loaded
                     .get_or_create(&BackendLabels {
                         backend: backend.name(),
                     })
-                    .set(keys.len() as i64);
+                    .set(count as i64);
             }
         }
         let guard_entries = inputs.guard.lock().unwrap_or_else(|p| p.into_inner()).len();

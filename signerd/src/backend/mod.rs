@@ -30,6 +30,12 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Every key this backend holds, in key id order.
     async fn list_keys(&self) -> Result<Vec<KeyInfo>>;
 
+    /// How many keys this backend holds (for metrics). Backends with an index override this to
+    /// avoid listing.
+    async fn key_count(&self) -> Result<usize> {
+        Ok(self.list_keys().await?.len())
+    }
+
     /// Signs a 32-byte hash with the key (pure Ed25519 over exactly these bytes).
     async fn sign(&self, id: &KeyId, hash: &[u8; 32]) -> Result<[u8; 64]>;
 

@@ -273,6 +273,10 @@ impl KeyBackend for Pkcs11Backend {
         Ok(index.iter().map(|(id, key)| key_info(id, key)).collect())
     }
 
+    async fn key_count(&self) -> Result<usize> {
+        Ok(read(&self.token()?.index).len())
+    }
+
     async fn sign(&self, id: &KeyId, hash: &[u8; 32]) -> Result<[u8; 64]> {
         let token = self.token()?;
         let key = read(&token.index)
