@@ -289,6 +289,14 @@ impl FakeKms {
             .map(|k| k.signing.verifying_key().to_bytes())
     }
 
+    /// The protection level (`HSM`, `SOFTWARE`) of a CryptoKey (full resource name).
+    pub fn protection_level(&self, crypto_key: &str) -> Option<&'static str> {
+        lock(&self.shared.store)
+            .keys
+            .get(crypto_key)
+            .map(|k| protection_level_name(k.protection_level).0)
+    }
+
     /// Creates an Ed25519 signing key directly in the store (as another signerd or an operator
     /// would have), already enabled; creates the key ring too if needed.
     pub fn preload_key(&self, key_ring: &str, key_id: &str) -> Result<[u8; 32]> {
