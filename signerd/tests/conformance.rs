@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use base64::Engine;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use signer_proto::v1 as pb;
 use signer_proto::v1::signer_client::SignerClient;
 use signer_testkit::fake_kms::{FakeKms, Fault, FaultPlan};
-use signer_testkit::{GcpKmsOptions, Grant, SignerdOptions, SignerdProcess};
+use signer_testkit::{GcpKmsOptions, Grant, SignerdOptions, SignerdProcess, signature_verifies};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -107,19 +107,6 @@ fn sign_hash(key_id: &str, hash: [u8; 32]) -> pb::SignHashRequest {
         key_id: key_id.into(),
         hash: hash.to_vec(),
     }
-}
-
-fn verifies(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let (Ok(key), Ok(sig)) = (
-        <[u8; 32]>::try_from(public_key),
-        <[u8; 64]>::try_from(signature),
-    ) else {
-        return false;
-    };
-    VerifyingKey::from_bytes(&key).is_ok_and(|key| {
-        key.verify_strict(message, &Signature::from_bytes(&sig))
-            .is_ok()
-    })
 }
 
 async fn create_key(client: &mut SignerClient<Channel>, key_id: &str) -> pb::CreateKeyResponse {
@@ -242,7 +229,7 @@ async fn signatures_verify(backend: Backend) {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_inner();
-    assert!(verifies(
+    assert!(signature_verifies(
         &key.public_key_bytes,
         &signed.signed_hash,
         &signed.signature
@@ -258,8 +245,8 @@ async fn signatures_verify(backend: Backend) {
             .unwrap_or_else(|e| panic!("{e}"))
             .into_inner()
             .signature;
-        assert!(verifies(&key.public_key_bytes, &hash, &signature));
-        assert!(!verifies(
+        assert!(signature_verifies(&key.public_key_bytes, &hash, &signature));
+        assert!(!signature_verifies(
             &key.public_key_bytes,
             &[i ^ 0xff; 32],
             &signature
@@ -291,7 +278,7 @@ async fn concurrent_signing_gives_signatures_that_verify(backend: Backend) {
             .unwrap_or_else(|e| panic!("{e}"))
             .into_inner()
             .signature;
-        assert!(verifies(&key.public_key_bytes, &hash, &signature));
+        assert!(signature_verifies(&key.public_key_bytes, &hash, &signature));
         verified += 1;
     }
     assert_eq!(verified, 64);
@@ -394,7 +381,11 @@ async fn backend_down_is_unavailable_then_recovers(backend: Backend) {
             Err(status) => panic!("still failing after recovery: {status:?}"),
         }
     };
-    assert!(verifies(&key.public_key_bytes, &[3; 32], &signature));
+    assert!(signature_verifies(
+        &key.public_key_bytes,
+        &[3; 32],
+        &signature
+    ));
 }
 
 /// Runs each scenario once per backend, as `pkcs11::NAME` and `gcp_kms::NAME`.

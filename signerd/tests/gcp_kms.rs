@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use signer_proto::v1 as pb;
 use signer_proto::v1::signer_client::SignerClient;
 use signer_testkit::fake_kms::{FakeKms, Fault, FaultPlan, KmsCall};
-use signer_testkit::{GcpKmsOptions, Grant, SignerdOptions, SignerdProcess};
+use signer_testkit::{GcpKmsOptions, Grant, SignerdOptions, SignerdProcess, signature_verifies};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -68,19 +67,6 @@ async fn sign(
         .map(|r| r.into_inner().signature)
 }
 
-fn verifies(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let (Ok(key), Ok(sig)) = (
-        <[u8; 32]>::try_from(public_key),
-        <[u8; 64]>::try_from(signature),
-    ) else {
-        return false;
-    };
-    VerifyingKey::from_bytes(&key).is_ok_and(|key| {
-        key.verify_strict(message, &Signature::from_bytes(&sig))
-            .is_ok()
-    })
-}
-
 async fn get_key(client: &mut SignerClient<Channel>, key_id: &str) -> Option<pb::Key> {
     client
         .get_key(pb::GetKeyRequest {
@@ -90,6 +76,16 @@ async fn get_key(client: &mut SignerClient<Channel>, key_id: &str) -> Option<pb:
         .unwrap_or_else(|e| panic!("GetKey {key_id}: {e}"))
         .into_inner()
         .key
+}
+
+async fn wait_not_serving(signerd: &SignerdProcess) {
+    signerd
+        .wait_for_health(
+            "gateway",
+            tonic_health::pb::health_check_response::ServingStatus::NotServing,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Polls (with a deadline) until `check` holds: the log is written by another process.
@@ -137,7 +133,11 @@ async fn every_corrupt_sign_response_is_refused_and_no_signature_leaves() {
         let signature = sign(&mut client, "wallet-1", [7; 32])
             .await
             .unwrap_or_else(|e| panic!("after {fault:?}: {e}"));
-        assert!(verifies(&key.public_key_bytes, &[7; 32], &signature));
+        assert!(signature_verifies(
+            &key.public_key_bytes,
+            &[7; 32],
+            &signature
+        ));
     }
     for why in [
         "signature_crc32c does not match",
@@ -162,7 +162,11 @@ async fn transient_503_and_429_are_retried_until_kms_answers() {
         let signature = sign(&mut client, "wallet-1", [9; 32])
             .await
             .unwrap_or_else(|e| panic!("{fault:?} was not retried: {e}"));
-        assert!(verifies(&key.public_key_bytes, &[9; 32], &signature));
+        assert!(signature_verifies(
+            &key.public_key_bytes,
+            &[9; 32],
+            &signature
+        ));
         assert_eq!(
             kms.calls(KmsCall::AsymmetricSign),
             before + 4,
@@ -226,7 +230,11 @@ async fn a_kms_slower_than_the_deadline_is_unavailable_within_the_deadline() {
             Err(status) => panic!("no recovery: {status:?}"),
         }
     };
-    assert!(verifies(&key.public_key_bytes, &[2; 32], &signature));
+    assert!(signature_verifies(
+        &key.public_key_bytes,
+        &[2; 32],
+        &signature
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,13 +261,7 @@ async fn an_open_breaker_answers_unavailable_without_calling_kms() {
             "the breaker never opened"
         );
     }
-    signerd
-        .wait_for_health(
-            "gateway",
-            tonic_health::pb::health_check_response::ServingStatus::NotServing,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_not_serving(&signerd).await;
     let calls_before: u64 = [KmsCall::AsymmetricSign, KmsCall::GetKeyRing]
         .iter()
         .map(|c| kms.calls(*c))
@@ -272,13 +274,7 @@ async fn an_open_breaker_answers_unavailable_without_calling_kms() {
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("circuit open"), "{status:?}");
     }
-    signerd
-        .wait_for_health(
-            "gateway",
-            tonic_health::pb::health_check_response::ServingStatus::NotServing,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_not_serving(&signerd).await;
     let calls_after: u64 = [KmsCall::AsymmetricSign, KmsCall::GetKeyRing]
         .iter()
         .map(|c| kms.calls(*c))
@@ -338,7 +334,7 @@ async fn the_ring_is_listed_once_at_start_and_public_keys_are_cached() {
         let signature = sign(&mut client, id, [5; 32])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(verifies(public, &[5; 32], &signature));
+        assert!(signature_verifies(public, &[5; 32], &signature));
     }
     assert_eq!(
         kms.calls(KmsCall::GetPublicKey),
@@ -358,7 +354,7 @@ async fn the_ring_is_listed_once_at_start_and_public_keys_are_cached() {
     let signature = sign(&mut client, "wallet-late", [6; 32])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(verifies(&late, &[6; 32], &signature));
+    assert!(signature_verifies(&late, &[6; 32], &signature));
     assert_eq!(kms.calls(KmsCall::GetPublicKey), 6);
 }
 
@@ -489,19 +485,17 @@ async fn both_backends_in_one_signerd_each_key_in_one_backend() {
         let signature = sign(&mut client, &key.key_id, [8; 32])
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", key.key_id));
-        assert!(verifies(&key.public_key_bytes, &[8; 32], &signature));
+        assert!(signature_verifies(
+            &key.public_key_bytes,
+            &[8; 32],
+            &signature
+        ));
     }
 
     // The token goes away: its keys are UNAVAILABLE, the KMS keys keep signing.
     let pulled = signerd.dir.path().join("pulled-tokens");
     std::fs::rename(&signerd.token.token_dir, &pulled).unwrap_or_else(|e| panic!("{e}"));
-    signerd
-        .wait_for_health(
-            "gateway",
-            tonic_health::pb::health_check_response::ServingStatus::NotServing,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_not_serving(&signerd).await;
     let status = sign(&mut client, "wallet-hsm", [8; 32])
         .await
         .err()
@@ -510,7 +504,11 @@ async fn both_backends_in_one_signerd_each_key_in_one_backend() {
     let signature = sign(&mut client, "wallet-cloud", [8; 32])
         .await
         .unwrap_or_else(|e| panic!("a KMS key must not depend on the token: {e}"));
-    assert!(verifies(&cloud.public_key_bytes, &[8; 32], &signature));
+    assert!(signature_verifies(
+        &cloud.public_key_bytes,
+        &[8; 32],
+        &signature
+    ));
     std::fs::rename(&pulled, &signerd.token.token_dir).unwrap_or_else(|e| panic!("{e}"));
 }
 

@@ -35,6 +35,7 @@ use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
@@ -225,6 +226,11 @@ impl FakeKms {
             .route("/control/calls", get(call_counts))
             .fallback(kms_api)
             .with_state(shared.clone());
+        // Responses go out at once, as from a real front end; with Nagle on, a response
+        // written in two parts can wait for the client's delayed ACK (tens of ms).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("fake kms stopped: {e}");

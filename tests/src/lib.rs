@@ -23,6 +23,40 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Whether `signature` is a valid Ed25519 signature (strict verification) of `message` under
+/// `public_key`; `false` for keys or signatures of the wrong length.
+pub fn signature_verifies(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let (Ok(key), Ok(signature)) = (
+        <[u8; 32]>::try_from(public_key),
+        <[u8; 64]>::try_from(signature),
+    ) else {
+        return false;
+    };
+    ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok_and(|key| {
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+            .is_ok()
+    })
+}
+
+/// User + system CPU seconds of a process, from /proc (0 when unavailable). For benchmarks.
+pub fn process_cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
 /// The user PIN of every test token.
 pub const TEST_PIN: &str = "1234";
 /// The label of every test token.
@@ -167,6 +201,8 @@ pub struct SignerdOptions {
     pub extra_toml: String,
     /// The signerd binary, when not [`signerd_bin`] (benches pass their release build).
     pub binary: Option<PathBuf>,
+    /// `server.worker_threads`, when not the default.
+    pub worker_threads: Option<usize>,
     /// A `[backend.gcp_kms]` table, when the Cloud KMS backend is wanted.
     pub gcp_kms: Option<GcpKmsOptions>,
 }
@@ -410,6 +446,7 @@ fn render_config(options: &SignerdOptions, token: &Token, pki: &TestPki) -> Stri
         r#"[server]
 listen = "127.0.0.1:0"
 {max_message}
+{worker_threads}
 [tls]
 cert = "{pki}/server.pem"
 key = "{pki}/server.key"
@@ -418,6 +455,10 @@ client_ca = "{pki}/ca.pem"
         max_message = options
             .max_message_bytes
             .map(|n| format!("max_message_bytes = {n}"))
+            .unwrap_or_default(),
+        worker_threads = options
+            .worker_threads
+            .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
         pki = pki.dir.display(),
         pkcs11 = if options.gcp_kms.as_ref().is_some_and(|k| k.without_pkcs11) {
