@@ -182,7 +182,7 @@ async fn concurrent_create_key_makes_one_key(backend: Backend) {
     assert_eq!(created, 1, "exactly one request creates the key");
     assert_eq!(public_keys.len(), 1, "everyone gets the same key");
     if let Some(held) = h.backend_public_key("wallet-race") {
-        assert!(public_keys.contains(&held.to_vec()));
+        assert!(public_keys.contains(held.as_slice()));
     }
 }
 

@@ -811,22 +811,22 @@ fn get_version(shared: &Shared, version: &str, enums: Enums) -> Response {
 }
 
 /// The signing key of an enabled version, or the error KMS would answer.
-fn enabled_key(shared: &Shared, version: &str) -> Result<(SigningKey, i64), Response> {
+fn enabled_key(shared: &Shared, version: &str) -> Result<(SigningKey, i64), Box<Response>> {
     let Some((key_name, number)) = split_version(version) else {
-        return Err(not_found(&format!("CryptoKeyVersion {version}")));
+        return Err(Box::new(not_found(&format!("CryptoKeyVersion {version}"))));
     };
     let store = lock(&shared.store);
     let Some(key) = store.keys.get(key_name).filter(|_| number == "1") else {
-        return Err(not_found(&format!("CryptoKeyVersion {version}")));
+        return Err(Box::new(not_found(&format!("CryptoKeyVersion {version}"))));
     };
     if key.pending_reads > 0 {
-        return Err(api_error(
+        return Err(Box::new(api_error(
             StatusCode::BAD_REQUEST,
             "FAILED_PRECONDITION",
             format!(
                 "CryptoKeyVersion {version} is not enabled, current state is: PENDING_GENERATION."
             ),
-        ));
+        )));
     }
     Ok((key.signing.clone(), key.protection_level))
 }
@@ -834,7 +834,7 @@ fn enabled_key(shared: &Shared, version: &str) -> Result<(SigningKey, i64), Resp
 fn get_public_key(shared: &Shared, version: &str, enums: Enums) -> Response {
     let (signing, protection_level) = match enabled_key(shared, version) {
         Ok(k) => k,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let pem = spki_pem(&signing.verifying_key().to_bytes());
     Json(json!({
@@ -857,7 +857,7 @@ fn asymmetric_sign(
 ) -> Response {
     let (signing, protection_level) = match enabled_key(shared, version) {
         Ok(k) => k,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if body.get("digest").is_some() {
         return invalid("EC_SIGN_ED25519 keys sign data, not digests.");
