@@ -172,7 +172,7 @@ async fn concurrent_create_key_makes_one_key(backend: Backend) {
     for task in futures::future::join_all(tasks).await {
         let response = task
             .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}\nsignerd log:\n{}", h.signerd.log()))
             .into_inner();
         created += usize::from(response.created);
         let key = key_of(response);
@@ -275,7 +275,7 @@ async fn concurrent_signing_gives_signatures_that_verify(backend: Backend) {
     for task in futures::future::join_all(tasks).await {
         let (hash, response) = task.unwrap_or_else(|e| panic!("{e}"));
         let signature = response
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}\nsignerd log:\n{}", h.signerd.log()))
             .into_inner()
             .signature;
         assert!(signature_verifies(&key.public_key_bytes, &hash, &signature));

@@ -980,6 +980,77 @@ mod tests {
         assert_eq!(take_fault(&shared, KmsCall::AsymmetricSign), None);
     }
 
+    /// One HTTP/1.1 exchange over a fresh connection; returns the status code and the body.
+    async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: fake\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut response = String::new();
+        tcp.read_to_string(&mut response)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn the_control_api_injects_and_clears_faults() {
+        let kms = FakeKms::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let ring = "/v1/projects/p/locations/l/keyRings/r";
+        let (status, body) = http(kms.addr(), "GET", ring, "").await;
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("\"status\":\"NOT_FOUND\""), "{body}");
+
+        let (status, _) = http(
+            kms.addr(),
+            "POST",
+            "/control/fault",
+            r#"{"fault": "too_many_requests", "count": 1}"#,
+        )
+        .await;
+        assert_eq!(status, 204);
+        let (status, body) = http(kms.addr(), "GET", ring, "").await;
+        assert_eq!(status, 429, "{body}");
+        assert!(body.contains("RESOURCE_EXHAUSTED"), "{body}");
+        let (status, _) = http(kms.addr(), "GET", ring, "").await;
+        assert_eq!(status, 404, "a one-shot fault is spent");
+
+        http(
+            kms.addr(),
+            "POST",
+            "/control/fault",
+            r#"{"fault": "unavailable"}"#,
+        )
+        .await;
+        for _ in 0..3 {
+            assert_eq!(http(kms.addr(), "GET", ring, "").await.0, 503);
+        }
+        let (status, _) = http(kms.addr(), "DELETE", "/control/fault", "").await;
+        assert_eq!(status, 204);
+        assert_eq!(http(kms.addr(), "GET", ring, "").await.0, 404);
+
+        let (_, calls) = http(kms.addr(), "GET", "/control/calls", "").await;
+        assert!(calls.contains("\"GetKeyRing\":7"), "{calls}");
+        assert_eq!(kms.calls(KmsCall::GetKeyRing), 7);
+    }
+
     #[test]
     fn pem_is_rfc8410_spki() {
         let pem = spki_pem(&[0x11; 32]);

@@ -244,8 +244,10 @@ impl GcpKmsOptions {
             ("endpoint", format!("{:?}", self.endpoint)),
             ("credentials", "\"anonymous\"".to_owned()),
             ("create_key_ring", "true".to_owned()),
-            ("deadline_ms", "3000".to_owned()),
-            ("attempt_timeout_ms", "1000".to_owned()),
+            // Generous: debug builds of every test share two cores; tests of deadlines set
+            // their own.
+            ("deadline_ms", "15000".to_owned()),
+            ("attempt_timeout_ms", "5000".to_owned()),
             ("max_attempts", "5".to_owned()),
             ("retry_initial_delay_ms", "10".to_owned()),
             ("retry_max_delay_ms", "100".to_owned()),
