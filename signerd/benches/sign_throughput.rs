@@ -20,7 +20,8 @@ use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use signer_proto::v1 as pb;
 use signer_testkit::{
-    Grant, SOFTHSM_MODULE, SignerdOptions, SignerdProcess, TEST_PIN, vector_policy,
+    Grant, SOFTHSM_MODULE, SignerdOptions, SignerdProcess, TEST_PIN, process_cpu_seconds,
+    vector_policy,
 };
 
 const KEY_ID: &str = "bench-1";
@@ -192,25 +193,6 @@ async fn audit_counters(signerd: &SignerdProcess) -> (f64, f64, f64) {
         value("signerd_audit_batch_records_count"),
         value("signerd_audit_fsync_seconds_sum"),
     )
-}
-
-/// User + system CPU seconds of a process, from /proc (0 when unavailable).
-fn process_cpu_seconds(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
 fn request(xdr: &[u8], passphrase: &str) -> pb::SignTransactionRequest {

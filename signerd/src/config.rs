@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::audit::log::AuditConfig;
+use crate::backend::gcp_kms::GcpKmsConfig;
 use crate::error::{Error, Result};
 use crate::policy::PolicyConfig;
 
@@ -176,6 +177,8 @@ pub struct BackendConfig {
     pub default: String,
     /// The PKCS#11 token.
     pub pkcs11: Option<Pkcs11Config>,
+    /// A Google Cloud KMS key ring (`[backend.gcp_kms]`; the backend is named `gcp-kms`).
+    pub gcp_kms: Option<GcpKmsConfig>,
 }
 
 fn default_backend() -> String {
@@ -342,7 +345,17 @@ impl Config {
                 );
             }
             "pkcs11" => {}
+            "gcp-kms" if self.backend.gcp_kms.is_none() => {
+                return field(
+                    "backend.default",
+                    "is gcp-kms but [backend.gcp_kms] is missing",
+                );
+            }
+            "gcp-kms" => {}
             other => return field("backend.default", &format!("unknown backend {other:?}")),
+        }
+        if let Some(kms) = &self.backend.gcp_kms {
+            kms.check()?;
         }
         if let Some(p11) = &self.backend.pkcs11 {
             if p11.token_label.is_empty() || p11.token_label.len() > 32 {
@@ -497,6 +510,28 @@ mod tests {
     fn bad_pattern_is_named() {
         let err = error_of(&MINIMAL.replace("wallet-*", "wallet/*"));
         assert!(err.contains("acl[0].keys"), "{err}");
+    }
+
+    #[test]
+    fn gcp_kms_alone_can_be_the_default_backend() {
+        let text = MINIMAL
+            .replace(
+                "[backend.pkcs11]\n        module = \"/usr/lib/softhsm/libsofthsm2.so\"\n        token_label = \"signerd\"\n        pin_env = \"SIGNERD_PIN\"",
+                "[backend]\n        default = \"gcp-kms\"\n        [backend.gcp_kms]\n        key_ring = \"projects/p/locations/global/keyRings/signerd\"",
+            );
+        let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.backend.pkcs11.is_none());
+        assert_eq!(config.backend.default, "gcp-kms");
+    }
+
+    #[test]
+    fn gcp_kms_default_needs_its_table_and_its_errors_are_named() {
+        let err = error_of(&format!("{MINIMAL}\n[backend]\ndefault = \"gcp-kms\"\n"));
+        assert!(err.contains("backend.default"), "{err}");
+        let err = error_of(&format!(
+            "{MINIMAL}\n[backend.gcp_kms]\nkey_ring = \"projects/p/locations/l/keyRings/r\"\ncredentials = \"anonymous\"\n"
+        ));
+        assert!(err.contains("backend.gcp_kms.credentials"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! - [`keys`]: key ids and public keys, parsed once.
 //! - [`stellar`]: envelope decoding and hashing (the signer computes what it signs).
 //! - [`backend`]: the [`backend::KeyBackend`] trait and the backends behind it
-//!   ([`backend::pkcs11`]).
+//!   ([`backend::pkcs11`], [`backend::gcp_kms`]).
 //! - [`service`]: the `signer.v1.Signer` gRPC handlers.
 //! - [`server`]: accept loop, health, graceful shutdown.
 //! - [`pki`]: the development PKI behind `signerd dev-pki`.

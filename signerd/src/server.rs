@@ -16,6 +16,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::audit::log::AuditLog;
 use crate::authz::Acl;
+use crate::backend::gcp_kms::GcpKmsBackend;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::{KeyBackend, Keyring};
 use crate::config::Config;
@@ -60,6 +61,10 @@ impl Signerd {
         if let Some(p11) = &config.backend.pkcs11 {
             backends.push(Arc::new(Pkcs11Backend::connect(p11).await?));
             health_interval = health_interval.min(p11.health_check_interval());
+        }
+        if let Some(kms) = &config.backend.gcp_kms {
+            backends.push(Arc::new(GcpKmsBackend::connect(kms).await?));
+            health_interval = health_interval.min(kms.health_check_interval());
         }
         let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
         let acl = Arc::new(Acl::new(&config.acl));

@@ -7,7 +7,10 @@
 //!   PKI, and mTLS clients for any identity.
 //! - [`stellar`]: building transactions to sign.
 //! - [`vectors`]: the reference SDK's test vectors.
+//! - [`fake_kms`]: a fake Google Cloud KMS (REST) with faults on demand, for the `gcp-kms`
+//!   backend ([`GcpKmsOptions`] points a test signerd at it).
 
+pub mod fake_kms;
 pub mod stellar;
 pub mod vectors;
 
@@ -23,6 +26,40 @@ use tokio::process::{Child, Command};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+/// Whether `signature` is a valid Ed25519 signature (strict verification) of `message` under
+/// `public_key`; `false` for keys or signatures of the wrong length.
+pub fn signature_verifies(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let (Ok(key), Ok(signature)) = (
+        <[u8; 32]>::try_from(public_key),
+        <[u8; 64]>::try_from(signature),
+    ) else {
+        return false;
+    };
+    ed25519_dalek::VerifyingKey::from_bytes(&key).is_ok_and(|key| {
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+            .is_ok()
+    })
+}
+
+/// User + system CPU seconds of a process, from /proc (0 when unavailable). For benchmarks.
+pub fn process_cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
 
 /// The user PIN of every test token.
 pub const TEST_PIN: &str = "1234";
@@ -190,6 +227,80 @@ pub struct SignerdOptions {
     pub extra_toml: String,
     /// The signerd binary, when not [`signerd_bin`] (benches pass their release build).
     pub binary: Option<PathBuf>,
+    /// `server.worker_threads`, when not the default.
+    pub worker_threads: Option<usize>,
+    /// A `[backend.gcp_kms]` table, when the Cloud KMS backend is wanted.
+    pub gcp_kms: Option<GcpKmsOptions>,
+}
+
+/// The `gcp-kms` backend of a test signerd, pointed at a (fake) KMS with anonymous credentials.
+#[derive(Clone, Debug)]
+pub struct GcpKmsOptions {
+    /// `backend.gcp_kms.endpoint`.
+    pub endpoint: String,
+    /// `backend.gcp_kms.key_ring`.
+    pub key_ring: String,
+    /// Make `gcp-kms` the default backend of `CreateKey`.
+    pub default: bool,
+    /// Leave `[backend.pkcs11]` out: a KMS-only signerd.
+    pub without_pkcs11: bool,
+    /// More `key = value` lines for the table. Tests get short deadlines, fast retries and a
+    /// quick breaker by default; lines here override them.
+    pub settings: String,
+}
+
+impl GcpKmsOptions {
+    /// The key ring test signerds use.
+    pub const KEY_RING: &'static str = "projects/signer-test/locations/global/keyRings/signerd";
+
+    /// A KMS-only signerd on this fake, `gcp-kms` the default backend.
+    pub fn fake(kms: &fake_kms::FakeKms) -> GcpKmsOptions {
+        GcpKmsOptions {
+            endpoint: kms.endpoint(),
+            key_ring: Self::KEY_RING.to_owned(),
+            default: true,
+            without_pkcs11: true,
+            settings: String::new(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut settings: Vec<(String, String)> = [
+            ("key_ring", format!("{:?}", self.key_ring)),
+            ("endpoint", format!("{:?}", self.endpoint)),
+            ("credentials", "\"anonymous\"".to_owned()),
+            ("create_key_ring", "true".to_owned()),
+            // Generous: debug builds of every test share two cores; tests of deadlines set
+            // their own.
+            ("deadline_ms", "15000".to_owned()),
+            ("attempt_timeout_ms", "5000".to_owned()),
+            ("max_attempts", "5".to_owned()),
+            ("retry_initial_delay_ms", "10".to_owned()),
+            ("retry_max_delay_ms", "100".to_owned()),
+            ("breaker_failures", "3".to_owned()),
+            ("breaker_open_ms", "200".to_owned()),
+            ("key_creation_timeout_ms", "10000".to_owned()),
+            ("health_check_interval_ms", "100".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for line in self.settings.lines().filter(|l| l.contains('=')) {
+            if let Some((key, value)) = line.split_once('=') {
+                let key = key.trim().to_owned();
+                settings.retain(|(k, _)| *k != key);
+                settings.push((key, value.trim().to_owned()));
+            }
+        }
+        let mut toml = String::from("\n[backend.gcp_kms]\n");
+        for (key, value) in settings {
+            toml.push_str(&format!("{key} = {value}\n"));
+        }
+        if self.default {
+            toml.push_str("\n[backend]\ndefault = \"gcp-kms\"\n");
+        }
+        toml
+    }
 }
 
 /// A real `signerd serve` process with its own token, PKI and config in a temp directory.
@@ -488,22 +599,34 @@ pub fn with_request_id<T>(message: T, request_id: &str) -> tonic::Request<T> {
 }
 
 fn render_config(options: &SignerdOptions, token: &Token, pki: &TestPki) -> String {
-    let mut toml = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-{max_message}
-[tls]
-cert = "{pki}/server.pem"
-key = "{pki}/server.key"
-client_ca = "{pki}/ca.pem"
-
+    let pkcs11 = if options.gcp_kms.as_ref().is_some_and(|k| k.without_pkcs11) {
+        String::new()
+    } else {
+        format!(
+            r#"
 [backend.pkcs11]
 module = "{module}"
 token_label = "{label}"
 pin_env = "SIGNERD_TEST_PIN"
 sessions = {sessions}
 health_check_interval_ms = {health}
-
+"#,
+            module = SOFTHSM_MODULE,
+            label = token.label,
+            sessions = options.sessions.unwrap_or(4),
+            health = options.health_check_interval_ms.unwrap_or(100),
+        )
+    };
+    let mut toml = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+{max_message}
+{worker_threads}
+[tls]
+cert = "{pki}/server.pem"
+key = "{pki}/server.key"
+client_ca = "{pki}/ca.pem"
+{pkcs11}
 [audit]
 dir = "audit"
 {audit}
@@ -519,11 +642,11 @@ listen = "127.0.0.1:0"
             .max_message_bytes
             .map(|n| format!("max_message_bytes = {n}"))
             .unwrap_or_default(),
+        worker_threads = options
+            .worker_threads
+            .map(|n| format!("worker_threads = {n}"))
+            .unwrap_or_default(),
         pki = pki.dir.display(),
-        module = SOFTHSM_MODULE,
-        label = token.label,
-        sessions = options.sessions.unwrap_or(4),
-        health = options.health_check_interval_ms.unwrap_or(100),
         audit = options.audit_toml,
         limits = options.limits_toml.clone().unwrap_or_else(|| {
             "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000".to_owned()
@@ -533,6 +656,9 @@ listen = "127.0.0.1:0"
             .clone()
             .unwrap_or_else(|| format!("[policy]\nnetworks = [{TESTNET:?}]")),
     );
+    if let Some(kms) = &options.gcp_kms {
+        toml.push_str(&kms.render());
+    }
     for grant in &options.acl {
         toml.push_str(&format!(
             "\n[[acl]]\nidentity = {:?}\ncreate_keys = {}\nkeys = {:?}\nblind_sign = {}\n",

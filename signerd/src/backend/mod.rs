@@ -4,6 +4,7 @@
 //! Backends never hand out private key material: they create keys, report public halves and
 //! sign 32-byte hashes.
 
+pub mod gcp_kms;
 pub mod pkcs11;
 
 use std::sync::Arc;
@@ -78,13 +79,21 @@ impl Keyring {
     }
 
     /// Finds the key and the backend that holds it.
+    ///
+    /// A backend that cannot answer does not hide keys held by the others: its error is
+    /// returned only when no other backend has the key (the key may be in the one that is down).
     pub async fn find(&self, id: &KeyId) -> Result<(KeyInfo, &Arc<dyn KeyBackend>)> {
+        let mut failure = None;
         for backend in &self.backends {
-            if let Some(key) = backend.get_key(id).await? {
-                return Ok((key, backend));
+            match backend.get_key(id).await {
+                Ok(Some(key)) => return Ok((key, backend)),
+                Ok(None) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         }
-        Err(Error::KeyNotFound(id.to_string()))
+        Err(failure.unwrap_or_else(|| Error::KeyNotFound(id.to_string())))
     }
 
     /// Creates a key in the named backend (or the default), unless a key with this id already
