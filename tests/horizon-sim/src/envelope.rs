@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use stellar_xdr::{
     DecoratedSignature, FeeBumpTransactionInnerTx, LedgerBounds, Limits, Memo, MuxedAccount,
     Operation, Preconditions, ReadXdr, SignatureHint, TimeBounds, Transaction, TransactionEnvelope,
@@ -82,6 +82,8 @@ pub struct FeeBump {
     pub fee: i64,
     /// Signatures over the outer (fee bump) hash.
     pub signatures: Vec<DecoratedSignature>,
+    /// For each signature, the account it is a valid signature of (only the fee source can be).
+    pub signers: Vec<Option<AccountKey>>,
     /// The hash of the inner transaction.
     pub inner_hash: TxHash,
 }
@@ -141,6 +143,10 @@ pub struct SubmittedTransaction {
     pub memo: Memo,
     /// Signatures over the (inner) transaction hash.
     pub signatures: Vec<DecoratedSignature>,
+    /// For each signature, the account it is a valid signature of, among the accounts the
+    /// transaction names as sources: verified once, here, so that no lock is held for the
+    /// cryptography.
+    pub signers: Vec<Option<AccountKey>>,
 }
 
 impl SubmittedTransaction {
@@ -163,7 +169,7 @@ impl SubmittedTransaction {
                 .hash(network_id)
                 .map_err(|e| Error::MalformedEnvelope(format!("cannot hash: {e}")))?,
         );
-        let parsed = match &envelope {
+        let mut parsed = match &envelope {
             TransactionEnvelope::TxV0(e) => SubmittedTransaction {
                 envelope: envelope.clone(),
                 envelope_xdr: trimmed.to_owned(),
@@ -180,6 +186,7 @@ impl SubmittedTransaction {
                 },
                 memo: e.tx.memo.clone(),
                 signatures: e.signatures.to_vec(),
+                signers: Vec::new(),
             },
             TransactionEnvelope::Tx(e) => {
                 Self::from_v1(envelope.clone(), trimmed, hash, &e.tx, &e.signatures)
@@ -202,12 +209,43 @@ impl SubmittedTransaction {
                     fee_source: e.tx.fee_source.clone(),
                     fee: e.tx.fee,
                     signatures: e.signatures.to_vec(),
+                    signers: Vec::new(),
                     inner_hash,
                 });
                 parsed
             }
         };
+        parsed.verify_signatures();
         Ok(parsed)
+    }
+
+    /// Fills in which account made each signature.
+    fn verify_signatures(&mut self) {
+        let source = self.source_account();
+        let mut candidates = vec![source];
+        for op in &self.operations {
+            if let Some(op_source) = &op.source_account {
+                let key = AccountKey::of_muxed(op_source);
+                if !candidates.contains(&key) {
+                    candidates.push(key);
+                }
+            }
+        }
+        let inner_hash = self.inner_hash().unwrap_or(self.hash);
+        self.signers = self
+            .signatures
+            .iter()
+            .map(|signature| signer_of(signature, &inner_hash, &candidates))
+            .collect();
+        let outer_hash = self.hash;
+        if let Some(bump) = &mut self.fee_bump {
+            let fee_source = [AccountKey::of_muxed(&bump.fee_source)];
+            bump.signers = bump
+                .signatures
+                .iter()
+                .map(|signature| signer_of(signature, &outer_hash, &fee_source))
+                .collect();
+        }
     }
 
     /// Signs `tx` with `signers` and decodes the envelope as if it had been submitted: how the
@@ -277,6 +315,7 @@ impl SubmittedTransaction {
             unsupported,
             memo: tx.memo.clone(),
             signatures: signatures.to_vec(),
+            signers: Vec::new(),
         }
     }
 
@@ -306,11 +345,6 @@ impl SubmittedTransaction {
         self.fee_bump.as_ref().map(|bump| bump.inner_hash)
     }
 
-    /// Whether `hash` names this transaction (its own hash, or its inner hash).
-    pub fn is_named_by(&self, hash: &TxHash) -> bool {
-        self.hash == *hash || self.inner_hash() == Some(*hash)
-    }
-
     /// How many operations the fee is charged for: the operations, plus one for a fee bump.
     pub fn fee_operation_count(&self) -> i64 {
         let operations = i64::try_from(self.operations.len()).unwrap_or(i64::MAX);
@@ -320,6 +354,22 @@ impl SubmittedTransaction {
             operations
         }
     }
+}
+
+/// The account among `candidates` whose valid Ed25519 signature of `hash` `signature` is (its
+/// hint must match the key's last four bytes, as stellar-core requires).
+fn signer_of(
+    signature: &DecoratedSignature,
+    hash: &TxHash,
+    candidates: &[AccountKey],
+) -> Option<AccountKey> {
+    let bytes = <[u8; 64]>::try_from(signature.signature.0.as_slice()).ok()?;
+    let signature_value = Signature::from_bytes(&bytes);
+    candidates.iter().copied().find(|key| {
+        signature.hint.0 == key.signature_hint()
+            && VerifyingKey::from_bytes(&key.0)
+                .is_ok_and(|verifying| verifying.verify_strict(&hash.0, &signature_value).is_ok())
+    })
 }
 
 /// `key`'s signature of `hash` with its hint (the last four bytes of the public key).

@@ -415,25 +415,30 @@ impl Network {
         self.awaiting_ingestion.clear();
     }
 
-    /// A signed transaction from a free friendbot account creating `destination` with
-    /// friendbot's amount.
+    /// An unsigned transaction from a friendbot account with nothing queued, creating
+    /// `destination` with friendbot's amount, and the key to sign it with. Successive calls start
+    /// from successive friendbot accounts, so concurrent requests rarely pick the same one.
     pub fn friendbot_transaction(
-        &self,
+        &mut self,
         destination: AccountKey,
-    ) -> Result<Arc<SubmittedTransaction>, FriendbotRefusal> {
+    ) -> Result<(Transaction, SigningKey), FriendbotRefusal> {
         if self.ledger.account(&destination).is_some() {
             return Err(FriendbotRefusal::AlreadyFunded);
         }
+        let count = self.friendbot.accounts.len();
+        let start = self.friendbot.next;
+        self.friendbot.next = (start + 1) % count.max(1);
         let busy = |key: &AccountKey| self.queue.iter().any(|q| q.tx.source_account() == *key);
-        let (signing_key, sequence) = self
-            .friendbot
-            .accounts
-            .iter()
+        let (signing_key, source, sequence) = (0..count)
+            .filter_map(|offset| self.friendbot.accounts.get((start + offset) % count))
             .map(|k| (k, AccountKey(k.verifying_key().to_bytes())))
             .filter(|(_, key)| !busy(key))
-            .find_map(|(k, key)| self.ledger.account(&key).map(|entry| (k, entry.sequence)))
+            .find_map(|(k, key)| {
+                self.ledger
+                    .account(&key)
+                    .map(|entry| (k.clone(), key, entry.sequence))
+            })
             .ok_or(FriendbotRefusal::Busy)?;
-        let source = AccountKey(signing_key.verifying_key().to_bytes());
         let tx = Transaction {
             source_account: source.to_muxed(),
             fee: self.ledger.base_fee,
@@ -451,10 +456,7 @@ impl Network {
             .unwrap_or_default(),
             ext: TransactionExt::V0,
         };
-        // Signing and decoding our own well-formed envelope cannot fail; Busy is the safe answer.
-        SubmittedTransaction::sign(tx, self.ledger.network_id(), &[signing_key])
-            .map(Arc::new)
-            .map_err(|_| FriendbotRefusal::Busy)
+        Ok((tx, signing_key))
     }
 
     /// The accounts friendbot submits from.
@@ -472,6 +474,8 @@ impl Network {
 struct Friendbot {
     accounts: Vec<SigningKey>,
     amount: i64,
+    /// The account the next request tries first.
+    next: usize,
 }
 
 impl Friendbot {
@@ -487,6 +491,10 @@ impl Friendbot {
                 SigningKey::from_bytes(&seed)
             })
             .collect();
-        Friendbot { accounts, amount }
+        Friendbot {
+            accounts,
+            amount,
+            next: 0,
+        }
     }
 }

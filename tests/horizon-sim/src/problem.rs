@@ -55,6 +55,18 @@ impl Problem {
         )
     }
 
+    /// 500 `server_error`: a bug in the simulator.
+    pub fn server_error() -> Self {
+        Problem::new(
+            "server_error",
+            "Internal Server Error",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An error occurred while processing this request.  This is usually due to a bug \
+             within the server software.  Trying this request again may succeed if the bug is \
+             transient. Otherwise, please contact the system administrator.",
+        )
+    }
+
     /// 400 `bad_request` with Horizon's generic detail.
     pub fn bad_request() -> Self {
         Problem::new(

@@ -332,7 +332,7 @@ impl HorizonSim {
         self.shared.close_ledger(None)
     }
 
-    /// Closes a ledger with the given close time (kept after the previous one), for tests of
+    /// Closes a ledger with the given close time (never before the previous one), for tests of
     /// time bounds.
     pub fn close_ledger_at(&self, close_time: u64) -> ClosedLedger {
         self.shared.close_ledger(Some(close_time))

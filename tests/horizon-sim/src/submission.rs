@@ -127,25 +127,47 @@ pub enum FriendbotOutcome {
     Timeout,
 }
 
-/// `GET /friendbot?addr=`: creates `destination` with friendbot's amount.
+/// `GET /friendbot?addr=`: creates `destination` with friendbot's amount, submitted from a free
+/// friendbot account and waited for like `POST /transactions`.
 pub async fn fund_with_friendbot(shared: &Shared, destination: AccountKey) -> FriendbotOutcome {
     let deadline = Instant::now() + shared.config.submission_timeout;
-    loop {
+    while Instant::now() < deadline {
         let mut ledgers = shared.subscribe_ledgers();
         let built = shared.lock().friendbot_transaction(destination);
-        match built {
-            Ok(tx) => {
-                let outcome = horizon_submit(shared, tx.clone(), WaitUntil::Ingested).await;
-                return FriendbotOutcome::Submitted(tx, outcome);
-            }
+        let (unsigned, key) = match built {
+            Ok(built) => built,
             Err(FriendbotRefusal::AlreadyFunded) => return FriendbotOutcome::AlreadyFunded,
             Err(FriendbotRefusal::Busy) => {
                 if !next_ledger_before(shared, &mut ledgers, deadline).await {
-                    return FriendbotOutcome::Timeout;
+                    break;
                 }
+                continue;
             }
+        };
+        let network_id = shared.lock().ledger.network_id();
+        let signing = tokio::task::spawn_blocking(move || {
+            SubmittedTransaction::sign(unsigned, network_id, &[&key])
+        });
+        // Signing our own well-formed transaction cannot fail.
+        let Ok(Ok(tx)) = signing.await else {
+            break;
+        };
+        let tx = Arc::new(tx);
+        match shared.admit(tx.clone(), Some(WaitUntil::Ingested)) {
+            (Admission::Pending | Admission::Duplicate, Some(receiver)) => {
+                let outcome = wait_for_settlement(shared, receiver, deadline).await;
+                return FriendbotOutcome::Submitted(tx, outcome);
+            }
+            // Another request took this friendbot account meanwhile: pick again.
+            (Admission::TryAgainLater, _) => continue,
+            (Admission::Rejected(rejection), _) if rejection.is_bad_seq() => continue,
+            (Admission::Rejected(rejection), _) => {
+                return FriendbotOutcome::Submitted(tx, rejection.into());
+            }
+            (Admission::Pending | Admission::Duplicate, None) => break,
         }
     }
+    FriendbotOutcome::Timeout
 }
 
 /// Horizon's `txsub.System.Submit`, waiting `until` the transaction is applied or ingested.

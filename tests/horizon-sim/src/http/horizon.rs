@@ -120,7 +120,14 @@ impl FromRequest<Arc<Shared>> for Submission {
             return Err(Problem::invalid_field("tx", "field is required"));
         };
         let network_id = shared.lock().ledger.network_id();
-        SubmittedTransaction::decode(&raw, network_id)
+        // Decoding verifies the signatures: CPU work, kept off the async workers.
+        let envelope = raw.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            SubmittedTransaction::decode(&envelope, network_id)
+        })
+        .await
+        .map_err(|_| Problem::server_error())?;
+        decoded
             .map(|tx| Submission(Arc::new(tx)))
             .map_err(|_| Problem::transaction_malformed(&raw))
     }
