@@ -2,10 +2,10 @@
 
 use stellar_xdr::{
     AccountId, Asset, CreateAccountOp, FeeBumpTransaction, FeeBumpTransactionEnvelope,
-    FeeBumpTransactionExt, FeeBumpTransactionInnerTx, Limits, Memo, MuxedAccount, Operation,
-    OperationBody, PaymentOp, Preconditions, PublicKey, SequenceNumber, SetOptionsOp, Signer,
-    SignerKey, TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
-    TransactionV1Envelope, Uint256, WriteXdr,
+    FeeBumpTransactionExt, FeeBumpTransactionInnerTx, Limits, Memo, MuxedAccount,
+    MuxedAccountMed25519, Operation, OperationBody, PaymentOp, Preconditions, PublicKey,
+    SequenceNumber, SetOptionsOp, Signer, SignerKey, TimeBounds, TimePoint, Transaction,
+    TransactionEnvelope, TransactionExt, TransactionV1Envelope, Uint256, WriteXdr,
 };
 
 /// Now, in Unix seconds.
@@ -35,6 +35,22 @@ pub fn payment(destination: [u8; 32], stroops: i64) -> Operation {
         source_account: None,
         body: OperationBody::Payment(PaymentOp {
             destination: muxed(destination),
+            asset: Asset::Native,
+            amount: stroops,
+        }),
+    }
+}
+
+/// A native payment of `stroops` to the multiplexed account `(destination, id)` (an `M...`
+/// address).
+pub fn payment_to_muxed(destination: [u8; 32], id: u64, stroops: i64) -> Operation {
+    Operation {
+        source_account: None,
+        body: OperationBody::Payment(PaymentOp {
+            destination: MuxedAccount::MuxedEd25519(MuxedAccountMed25519 {
+                id,
+                ed25519: Uint256(destination),
+            }),
             asset: Asset::Native,
             amount: stroops,
         }),

@@ -1,0 +1,225 @@
+//! Horizon's endpoints: `GET /`, `/health`, `/accounts/{id}`, `/fee_stats`,
+//! `/transactions/{hash}`, `/friendbot`, and `POST /transactions`, `/transactions_async`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use stellar_xdr::{Limits, WriteXdr};
+
+use crate::account::AccountKey;
+use crate::envelope::{SubmittedTransaction, TxHash};
+use crate::http::hal_json;
+use crate::problem::Problem;
+use crate::resources::{
+    AccountResource, AsyncSubmissionResponse, FeeStatsResource, TransactionResource, root_resource,
+};
+use crate::sim::Shared;
+use crate::submission::{self, AsyncOutcome, FriendbotOutcome, SyncOutcome};
+
+/// Horizon's reason for a bad account id.
+const INVALID_ACCOUNT_ID: &str =
+    "Account ID must start with `G` and contain 56 alphanum characters";
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .route("/accounts/{account_id}", get(account))
+        .route("/fee_stats", get(fee_stats))
+        .route("/transactions", post(submit_transaction))
+        .route("/transactions_async", post(submit_transaction_async))
+        .route("/transactions/{tx_id}", get(transaction))
+        .route("/friendbot", get(friendbot))
+}
+
+async fn root(State(shared): State<Arc<Shared>>) -> Response {
+    let (ledger, close_time) = {
+        let network = shared.lock();
+        (network.ledger.sequence, network.ledger.close_time)
+    };
+    let body = root_resource(
+        &shared.base_url,
+        &shared.config.network_passphrase,
+        ledger,
+        close_time,
+    );
+    hal_json(StatusCode::OK, &body)
+}
+
+async fn health() -> Response {
+    Json(json!({ "database_connected": true, "core_up": true, "core_synced": true }))
+        .into_response()
+}
+
+async fn account(State(shared): State<Arc<Shared>>, Path(account_id): Path<String>) -> Response {
+    let Ok(key) = AccountKey::parse(&account_id) else {
+        return Problem::invalid_field("account_id", INVALID_ACCOUNT_ID).into_response();
+    };
+    let resource = {
+        let network = shared.lock();
+        network
+            .ledger
+            .account(&key)
+            .map(|entry| AccountResource::new(&shared.base_url, &key, entry))
+    };
+    match resource {
+        Some(resource) => hal_json(StatusCode::OK, &resource),
+        None => Problem::not_found().into_response(),
+    }
+}
+
+async fn fee_stats(State(shared): State<Arc<Shared>>) -> Response {
+    let stats = shared.lock().fee_stats();
+    hal_json(StatusCode::OK, &FeeStatsResource::new(&stats))
+}
+
+async fn transaction(State(shared): State<Arc<Shared>>, Path(tx_id): Path<String>) -> Response {
+    let Ok(hash) = TxHash::parse(&tx_id) else {
+        return Problem::invalid_field("tx_id", "Transaction hash must be 64 hex characters")
+            .into_response();
+    };
+    let record = shared.lock().ingested(&hash).cloned();
+    match record {
+        Some(record) => hal_json(
+            StatusCode::OK,
+            &TransactionResource::new(&shared.base_url, &record, &hash),
+        ),
+        None => Problem::not_found().into_response(),
+    }
+}
+
+/// The form of `POST /transactions` and `POST /transactions_async`.
+#[derive(Debug, Deserialize)]
+struct SubmissionForm {
+    tx: Option<String>,
+}
+
+/// The `tx` field of a submission, decoded; a request that has none is refused with the
+/// problem Horizon would answer.
+struct Submission(Arc<SubmittedTransaction>);
+
+impl FromRequest<Arc<Shared>> for Submission {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, Problem> {
+        let form = match Form::<SubmissionForm>::from_request(request, shared).await {
+            Ok(Form(form)) => form,
+            Err(FormRejection::InvalidFormContentType(_)) => {
+                return Err(Problem::unsupported_media_type());
+            }
+            Err(rejection) => return Err(Problem::invalid_field("tx", &rejection.body_text())),
+        };
+        let Some(raw) = form.tx.filter(|tx| !tx.trim().is_empty()) else {
+            return Err(Problem::invalid_field("tx", "field is required"));
+        };
+        let network_id = shared.lock().ledger.network_id();
+        // Decoding verifies the signatures: CPU work, kept off the async workers.
+        let envelope = raw.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            SubmittedTransaction::decode(&envelope, network_id)
+        })
+        .await
+        .map_err(|_| Problem::server_error())?;
+        decoded
+            .map(|tx| Submission(Arc::new(tx)))
+            .map_err(|_| Problem::transaction_malformed(&raw))
+    }
+}
+
+async fn submit_transaction(
+    State(shared): State<Arc<Shared>>,
+    Submission(tx): Submission,
+) -> Response {
+    let outcome = submission::submit_sync(&shared, tx.clone()).await;
+    tracing::debug!(hash = %tx.hash, outcome = ?outcome_name(&outcome), "POST /transactions");
+    sync_response(&shared, &tx, outcome)
+}
+
+async fn submit_transaction_async(
+    State(shared): State<Arc<Shared>>,
+    Submission(tx): Submission,
+) -> Response {
+    let hash = tx.hash.to_hex();
+    let answer = |status: StatusCode, tx_status: &'static str, error_result_xdr: Option<String>| {
+        hal_json(
+            status,
+            &AsyncSubmissionResponse {
+                error_result_xdr,
+                tx_status,
+                hash: hash.clone(),
+            },
+        )
+    };
+    match submission::submit_async(&shared, tx).await {
+        AsyncOutcome::Pending => answer(StatusCode::CREATED, "PENDING", None),
+        AsyncOutcome::Duplicate => answer(StatusCode::CONFLICT, "DUPLICATE", None),
+        AsyncOutcome::TryAgainLater => {
+            answer(StatusCode::SERVICE_UNAVAILABLE, "TRY_AGAIN_LATER", None)
+        }
+        AsyncOutcome::Error(rejection) => answer(
+            StatusCode::BAD_REQUEST,
+            "ERROR",
+            rejection.result.to_xdr_base64(Limits::none()).ok(),
+        ),
+        AsyncOutcome::Timeout => Problem::timeout().into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct FriendbotQuery {
+    addr: Option<String>,
+}
+
+async fn friendbot(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<FriendbotQuery>,
+) -> Response {
+    let Some(Ok(destination)) = query.addr.as_deref().map(AccountKey::parse) else {
+        return Problem::invalid_field("addr", "invalid address").into_response();
+    };
+    match submission::fund_with_friendbot(&shared, destination).await {
+        FriendbotOutcome::AlreadyFunded => {
+            Problem::bad_request_with_detail("account already funded to starting balance")
+                .into_response()
+        }
+        FriendbotOutcome::Submitted(tx, outcome) => sync_response(&shared, &tx, outcome),
+        FriendbotOutcome::Timeout => Problem::timeout().into_response(),
+    }
+}
+
+/// Horizon's answer to a synchronous submission of `tx`.
+fn sync_response(shared: &Shared, tx: &SubmittedTransaction, outcome: SyncOutcome) -> Response {
+    match outcome {
+        SyncOutcome::Applied(record) if record.successful => hal_json(
+            StatusCode::OK,
+            &TransactionResource::new(&shared.base_url, &record, &tx.hash),
+        ),
+        SyncOutcome::Applied(record) => {
+            Problem::transaction_failed(&tx.envelope_xdr, &record.result, &tx.hash, None)
+                .into_response()
+        }
+        SyncOutcome::Rejected { result, detail } => {
+            Problem::transaction_failed(&tx.envelope_xdr, &result, &tx.hash, detail.as_deref())
+                .into_response()
+        }
+        SyncOutcome::Timeout => Problem::timeout().into_response(),
+        SyncOutcome::Unavailable => Problem::server_over_capacity().into_response(),
+    }
+}
+
+fn outcome_name(outcome: &SyncOutcome) -> &'static str {
+    match outcome {
+        SyncOutcome::Applied(record) if record.successful => "success",
+        SyncOutcome::Applied(_) => "tx_failed",
+        SyncOutcome::Rejected { .. } => "rejected",
+        SyncOutcome::Timeout => "timeout",
+        SyncOutcome::Unavailable => "unavailable",
+    }
+}

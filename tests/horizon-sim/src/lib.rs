@@ -1,0 +1,60 @@
+//! A Horizon simulator: Horizon's real HTTP/JSON shapes over a simulated Stellar ledger, for
+//! tests and the local stack where the real network cannot be reached. Not for production: it
+//! holds everything in memory and signs friendbot transactions with keys anyone can derive.
+//!
+//! It speaks `GET /accounts/{id}`, `GET /fee_stats`, `POST /transactions`,
+//! `POST /transactions_async`, `GET /transactions/{hash}` and `GET /friendbot?addr=` as Horizon
+//! does; decodes envelopes with stellar-xdr and checks them as stellar-core would (network via the
+//! hash, signatures, sequence numbers, time bounds against its own ledger clock, fees, balances
+//! and reserves); applies `create_account` and native `payment`; closes ledgers on a timer or by
+//! hand; and injects faults on demand (504 after or without applying, 503, late ingestion,
+//! latency, outage) through `/_sim` or [`HorizonSim`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), horizon_sim::Error> {
+//! let sim = horizon_sim::HorizonSim::start(horizon_sim::SimConfig::default()).await?;
+//! let horizon_url = sim.url(); // point the client here
+//! sim.timeout_after_apply(1); // the next submission lands but its client sees a 504
+//! sim.close_ledger(); // apply whatever is queued
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: [`SimConfig`], the settings of one simulator.
+//! - [`sim`]: [`HorizonSim`], the running simulator and the handle tests drive; the shared state.
+//! - [`network`]: stellar-core's side: the queue (one transaction per account), ledger closes,
+//!   Horizon's ingested history, fee statistics, friendbot.
+//! - [`ledger`]: accounts, the ledger clock, validating and applying one transaction.
+//! - [`envelope`]: untrusted `tx` bytes become a [`SubmittedTransaction`], once.
+//! - [`account`], [`amount`]: account keys and entries; stroops and Horizon's amount strings.
+//! - [`results`]: `TransactionResult` XDR and Horizon's result code strings.
+//! - [`faults`]: [`Faults`], what is injected.
+//! - `submission`: Horizon's synchronous and asynchronous submission logic, with faults.
+//! - [`resources`], [`problem`]: Horizon's JSON resources and problem (error) documents.
+//! - `http`: the axum routes, Horizon's and the `/_sim` control API.
+//! - [`error`]: the crate's one error type.
+//! - `main.rs`: the `horizon-sim` binary for the local stack.
+
+pub mod account;
+pub mod amount;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod faults;
+mod http;
+pub mod ledger;
+pub mod network;
+pub mod problem;
+pub mod resources;
+pub mod results;
+pub mod sim;
+mod submission;
+
+pub use account::AccountKey;
+pub use config::{SimConfig, TESTNET_PASSPHRASE};
+pub use envelope::{SubmittedTransaction, TxHash};
+pub use error::{Error, Result};
+pub use faults::Faults;
+pub use network::ClosedLedger;
+pub use sim::{AppliedTransaction, HorizonSim, SimState, TransactionState};
