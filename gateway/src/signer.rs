@@ -30,10 +30,27 @@ use crate::model::{AccountId, RequestId, SignerKeyId};
 /// The gRPC metadata entry carrying the request id.
 pub const REQUEST_ID_METADATA: &str = "x-request-id";
 
-type Breaker = failsafe::StateMachine<
-    failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Exponential>,
-    (),
->;
+type Breaker =
+    failsafe::StateMachine<failsafe::failure_policy::ConsecutiveFailures<OpenDurations>, ()>;
+
+/// How long the breaker stays open each consecutive time: `start`, doubling, capped at `max`.
+/// (failsafe's own exponential backoff refuses anything under a second, which is too coarse for
+/// a dependency that restarts in well under that.)
+#[derive(Clone, Debug)]
+struct OpenDurations {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for OpenDurations {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Some(current)
+    }
+}
 
 /// A key as signerd reports it: the id and the public half, both checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,10 +100,10 @@ impl Signer {
         let breaker = failsafe::Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
                 breaker_config.consecutive_failures,
-                failsafe::backoff::exponential(
-                    Duration::from_millis(breaker_config.open_ms),
-                    Duration::from_millis(breaker_config.max_open_ms),
-                ),
+                OpenDurations {
+                    next: Duration::from_millis(breaker_config.open_ms),
+                    max: Duration::from_millis(breaker_config.max_open_ms),
+                },
             ))
             .build();
         Ok(Signer {
@@ -287,6 +304,18 @@ mod tests {
         let mut mismatched = key("wallet-1", [3; 32]);
         mismatched.public_key_bytes = vec![4; 32];
         assert!(checked_key("CreateKey", &asked, Some(mismatched)).is_err());
+    }
+
+    #[test]
+    fn breaker_open_time_doubles_up_to_the_cap() {
+        let durations: Vec<u128> = OpenDurations {
+            next: Duration::from_millis(200),
+            max: Duration::from_millis(1000),
+        }
+        .take(5)
+        .map(|d| d.as_millis())
+        .collect();
+        assert_eq!(durations, [200, 400, 800, 1000, 1000]);
     }
 
     #[test]
