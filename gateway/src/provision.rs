@@ -101,7 +101,17 @@ impl WalletProvisioner {
         if completed_here {
             self.metrics.wallet_created();
             tracing::info!(wallet_id = %record.id, key_id = %record.key_id, public_key = %key.public_key, "wallet created");
+            // This request stored exactly this key (the UPDATE matched the reservation), so the
+            // wallet is the reservation plus the key: no need to read it back.
+            let wallet = WalletRecord {
+                public_key: Some(key.public_key),
+                ..record
+            }
+            .complete()
+            .ok_or_else(|| Error::CorruptData("completed wallet without a key".into()))?;
+            return Ok((wallet, Provisioned::Created));
         }
+        // Another request (here or on another replica) completed it first: show what it stored.
         let wallet = self
             .store
             .wallet(record.id)
@@ -111,19 +121,14 @@ impl WalletProvisioner {
                 Error::CorruptData(format!("wallet {} incomplete after completion", record.id))
             })?;
         if wallet.public_key != key.public_key {
-            // Another replica completed it with a different key: impossible while signerd's
-            // CreateKey is idempotent on the key id, so it is reported rather than papered over.
+            // Impossible while signerd's CreateKey is idempotent on the key id, so it is
+            // reported rather than papered over.
             return Err(Error::CorruptData(format!(
                 "wallet {} stored a public key signerd does not report",
                 wallet.id
             )));
         }
-        let outcome = if completed_here {
-            Provisioned::Created
-        } else {
-            Provisioned::Existing
-        };
-        Ok((wallet, outcome))
+        Ok((wallet, Provisioned::Existing))
     }
 
     fn lock_for(&self, user_id: UserId) -> &Mutex<()> {

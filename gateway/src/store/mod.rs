@@ -19,8 +19,10 @@ pub mod wallets;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
 use crate::config::{DatabaseConfig, DatabaseUrl};
 use crate::error::{Error, Result};
@@ -64,11 +66,16 @@ impl Store {
             DatabaseUrl::Sqlite(path) => (Backend::Sqlite, sqlite_url(path)?),
             DatabaseUrl::Postgres(url) => (Backend::Postgres, url.expose_secret().to_owned()),
         };
+        // Every statement at debug level (sqlx's default is info: a log line per query); slow
+        // ones still warn.
+        let options = AnyConnectOptions::from_str(&url_text)?
+            .log_statements(log::LevelFilter::Debug)
+            .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1));
         if backend == Backend::Sqlite {
             // WAL lets readers run while one writer commits. Switching the journal mode needs an
             // exclusive lock that busy_timeout cannot wait for, so do it once, on one connection,
             // before the pool opens several. The mode is stored in the file.
-            let mut conn = AnyConnection::connect(&url_text).await?;
+            let mut conn = AnyConnection::connect_with(&options).await?;
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&mut conn)
                 .await?;
@@ -77,7 +84,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-            .connect(&url_text)
+            .connect_with(options)
             .await?;
         Ok(Store { pool, backend })
     }

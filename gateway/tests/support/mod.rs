@@ -412,6 +412,11 @@ level = "info"
         self.child = Some(child);
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Everything the gateway logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -518,18 +523,27 @@ impl Stack {
         reply.json()["id"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// Every key signerd holds that the gateway's identity can see.
+    /// Every key signerd holds that the gateway's identity can see (all pages).
     pub async fn signerd_keys(&self) -> Vec<signer_proto::v1::Key> {
         let mut client = must(self.signerd.client(GATEWAY_IDENTITY).await);
-        let listed = must(
-            client
-                .list_keys(signer_proto::v1::ListKeysRequest {
-                    page_size: 1000,
-                    page_token: String::new(),
-                })
-                .await,
-        );
-        listed.into_inner().keys
+        let mut keys = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = must(
+                client
+                    .list_keys(signer_proto::v1::ListKeysRequest {
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await,
+            )
+            .into_inner();
+            keys.extend(page.keys);
+            if page.next_page_token.is_empty() {
+                return keys;
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// signerd's own view of one key (`GetKey`).
