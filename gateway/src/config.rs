@@ -521,7 +521,7 @@ mod tests {
 
     const MINIMAL: &str = r#"
 [signer]
-endpoint = "https://127.0.0.1:7443"
+endpoint = "https://127.0.0.1:7700"
 ca = "pki/ca.pem"
 cert = "pki/gateway.pem"
 key = "pki/gateway.key"
