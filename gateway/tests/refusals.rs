@@ -42,6 +42,11 @@ on_both_databases! {
         assert_eq!(user.json()["status"], "active");
         assert_eq!(stack.db.row_counts().await, before, "a refused request wrote something");
 
+        // The scheme is case-insensitive; the key is not (checked above).
+        let lowercase_scheme = format!("bearer {}", stack.service_key);
+        let reply = stack.http.send("GET", "/v1/users", &[("authorization", &lowercase_scheme)], None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+
         // An admin key works on both kinds of routes.
         assert_eq!(stack.http.get("/v1/users", Some(&stack.admin_key)).await.status, 200);
         assert_eq!(stack.http.get("/v1/audit-events", Some(&stack.admin_key)).await.status, 200);

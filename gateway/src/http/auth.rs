@@ -19,10 +19,13 @@ pub async fn authenticate(
     let header = req.headers().get(AUTHORIZATION).ok_or(Error::Unauthorized(
         "missing API key: send Authorization: Bearer <key>",
     ))?;
+    // The scheme name is case-insensitive (RFC 9110); the key itself is not.
     let token = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or(Error::Unauthorized(
             "malformed Authorization header: expected Bearer <key>",
         ))?;
