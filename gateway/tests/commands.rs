@@ -2,9 +2,13 @@
 
 mod support;
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn minimal_config(dir: &std::path::Path, database_url: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("gateway.toml");
@@ -89,14 +93,57 @@ on_both_databases! {
         assert_eq!(db.row_counts().await["api_keys"], 1);
     }
 
-    async fn sigterm_stops_the_gateway_cleanly(kind: DatabaseKind) {
+    async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly(kind: DatabaseKind) {
         let db = TestDatabase::create(kind).await;
         let signerd = start_signerd().await;
-        let mut gateway = GatewayProcess::start(&db, &signerd, &GatewayOptions::default()).await;
-        let http = Http::new(gateway.addr);
-        assert_eq!(http.get("/health/live", None).await.status, 200);
-        let status = gateway.terminate().await;
+        let options = GatewayOptions {
+            log_level: "info,gateway::http::request_context=debug",
+            ..Default::default()
+        };
+        let mut gateway = GatewayProcess::start(&db, &signerd, &options).await;
+        let key = create_api_key(&gateway.config, "service");
+
+        // A request whose body is only half sent is in flight: authenticated, and waiting in the
+        // gateway for the rest of its body. Its start is logged (at debug) with its request id.
+        let body = serde_json::json!({ "external_ref": "in-flight" }).to_string();
+        let (first, rest) = body.split_at(body.len() / 2);
+        let mut stream = must(TcpStream::connect(gateway.addr).await);
+        let head = format!(
+            "POST /v1/users HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\n\
+             Idempotency-Key: drain-1\r\nX-Request-Id: drain-request\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{first}",
+            body.len()
+        );
+        must(stream.write_all(head.as_bytes()).await);
+
+        let started = eventually(Duration::from_secs(10), || async {
+            gateway
+                .log()
+                .lines()
+                .any(|line| line.contains("drain-request") && line.contains("request started"))
+        })
+        .await;
+        assert!(started, "the request never reached the gateway:\n{}", gateway.log());
+
+        let pid = gateway.pid().unwrap_or_else(|| panic!("gateway not running"));
+        let sent = must(std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status());
+        assert!(sent.success());
+        let draining = eventually(Duration::from_secs(10), || async {
+            gateway.log().contains("shutting down")
+        })
+        .await;
+        assert!(draining, "no shutdown started:\n{}", gateway.log());
+
+        must(stream.write_all(rest.as_bytes()).await);
+        let mut response = String::new();
+        must(tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut response)).await)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+        assert!(response.contains("\"external_ref\":\"in-flight\""), "{response}");
+
+        let status = gateway.wait().await;
         assert!(status.success(), "exit status {status}:\n{}", gateway.log());
         assert!(gateway.log().contains("gateway stopped"), "{}", gateway.log());
+        assert_eq!(db.row_counts().await["users"], 1);
     }
 }

@@ -43,6 +43,7 @@ pub async fn request_context(
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let mut response = async {
+        tracing::debug!("request started");
         let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
             Ok(response) => response,
             Err(_) => Error::Timeout.into_response(),

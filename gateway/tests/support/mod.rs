@@ -246,6 +246,8 @@ pub struct GatewayOptions {
     pub max_body_bytes: usize,
     /// `rate_limit.per_second` and `rate_limit.burst`.
     pub rate_limit: (u32, u32),
+    /// `log.level`.
+    pub log_level: &'static str,
 }
 
 impl Default for GatewayOptions {
@@ -253,6 +255,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             max_body_bytes: 4096,
             rate_limit: (10_000, 10_000),
+            log_level: "info",
         }
     }
 }
@@ -352,7 +355,7 @@ per_second = {per_second}
 burst = {burst}
 
 [log]
-level = "info"
+level = "{log_level}"
 "#,
                 max_body = options.max_body_bytes,
                 url = db.url,
@@ -360,6 +363,7 @@ level = "info"
                 ca = signerd.pki.dir.join("ca.pem").display(),
                 per_second = options.rate_limit.0,
                 burst = options.rate_limit.1,
+                log_level = options.log_level,
             ),
         ));
         let mut process = GatewayProcess {
@@ -425,6 +429,13 @@ level = "info"
     /// Runs a CLI subcommand against this gateway's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         run_cli(&self.config, args)
+    }
+
+    /// Waits (at most 30 s) for the process to exit on its own.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap_or_else(|| panic!("not running"));
+        must(tokio::time::timeout(Duration::from_secs(30), child.wait()).await)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Sends SIGTERM and waits for the exit status.
