@@ -1,0 +1,264 @@
+//! The one error type of the gateway, and the one place it becomes an HTTP response.
+//!
+//! Every response error is JSON `{"code": "...", "message": "..."}`. Codes are stable and part of
+//! the API; messages are short, lowercase and safe to show a caller. Internal detail (SQL errors,
+//! file paths, signerd's own messages on internal failures) goes to the log, never to the caller.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::model::{UserId, WalletId};
+
+/// Everything that can go wrong in the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: bad JSON, unknown fields, bad ids, missing headers.
+    #[error("{0}")]
+    Validation(String),
+
+    /// The request body is larger than `server.max_body_bytes`.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// No API key, or one the gateway does not know (or that was revoked).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+
+    /// A valid API key whose role does not allow the route.
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// No route matches the path.
+    #[error("no such route")]
+    RouteNotFound,
+
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+
+    /// The user does not exist.
+    #[error("user {0} not found")]
+    UserNotFound(UserId),
+
+    /// No (complete) wallet matches.
+    #[error("{0}")]
+    WalletNotFound(String),
+
+    /// Another user already has this external reference.
+    #[error("a user with this external_ref already exists: {0}")]
+    UserExists(UserId),
+
+    /// The user is blocked; nothing may be done on their behalf.
+    #[error("user {0} is blocked")]
+    UserBlocked(UserId),
+
+    /// The wallet is frozen.
+    #[error("wallet {0} is frozen")]
+    WalletFrozen(WalletId),
+
+    /// The Idempotency-Key was used before with a different request.
+    #[error("{0}")]
+    IdempotencyConflict(String),
+
+    /// A request with the same Idempotency-Key is still being processed.
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyInProgress,
+
+    /// The API key exceeded its request rate.
+    #[error("rate limit exceeded; retry after {} s", retry_after_secs(*.retry_after))]
+    RateLimited {
+        /// How long until a request will be accepted again.
+        retry_after: Duration,
+    },
+
+    /// signerd cannot be reached (down, deadline exceeded, circuit open). Retrying later is safe.
+    #[error("signer unavailable: {0}")]
+    SignerUnavailable(String),
+
+    /// signerd answered, but refused or answered something the gateway cannot use.
+    #[error("signer error: {0}")]
+    Signer(String),
+
+    /// The request took longer than `server.request_timeout_ms`.
+    #[error("request timed out")]
+    Timeout,
+
+    /// A database error. Pool timeouts and I/O errors become 503, the rest 500.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// Migrations could not be applied.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// A stored value does not parse: the database was edited by hand or is corrupt.
+    #[error("corrupt stored data: {0}")]
+    CorruptData(String),
+
+    /// The configuration is invalid; the message names the field.
+    #[error("config: {0}")]
+    Config(String),
+
+    /// A file could not be read.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the gateway was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what the gateway was doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The HTTP status and the stable error code for this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Validation(_) => (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
+            Error::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            Error::RouteNotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            Error::UserNotFound(_) => (StatusCode::NOT_FOUND, "USER_NOT_FOUND"),
+            Error::WalletNotFound(_) => (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+            Error::UserExists(_) => (StatusCode::CONFLICT, "USER_EXISTS"),
+            Error::UserBlocked(_) => (StatusCode::CONFLICT, "USER_BLOCKED"),
+            Error::WalletFrozen(_) => (StatusCode::CONFLICT, "WALLET_FROZEN"),
+            Error::IdempotencyConflict(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_CONFLICT")
+            }
+            Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
+            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            Error::SignerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SIGNER_UNAVAILABLE"),
+            Error::Signer(_) => (StatusCode::BAD_GATEWAY, "SIGNER_ERROR"),
+            Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"),
+            Error::Database(e) if database_unavailable(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            }
+            Error::Database(_)
+            | Error::Migrate(_)
+            | Error::CorruptData(_)
+            | Error::Config(_)
+            | Error::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+
+    /// True for a unique-constraint violation (the database enforcing "only one").
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Error::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    // Retry-After has one-second resolution; round up so a caller that obeys it succeeds.
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Result alias used throughout the gateway.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `USER_NOT_FOUND`.
+    pub code: &'static str,
+    /// A short human-readable explanation.
+    pub message: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message =
+            if status.is_server_error() && !matches!(status, StatusCode::SERVICE_UNAVAILABLE) {
+                // Internal detail stays in the log; the caller learns only the category.
+                tracing::error!(error = %self, code, "internal error");
+                "internal error".to_owned()
+            } else {
+                if status.is_server_error() {
+                    tracing::warn!(error = %self, code, "dependency unavailable");
+                }
+                match &self {
+                    Error::Database(_) => "database unavailable".to_owned(),
+                    other => other.to_string(),
+                }
+            };
+        let mut response = (status, axum::Json(ErrorBody { code, message })).into_response();
+        if let Error::RateLimited { retry_after } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(retry_after)),
+            );
+        }
+        if matches!(self, Error::IdempotencyInProgress) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_header() {
+        let response = Error::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from(2u64))
+        );
+    }
+
+    #[test]
+    fn internal_errors_hide_their_detail() {
+        let err = Error::CorruptData("users.id \"x\" at /var/lib/secret".into());
+        assert_eq!(err.status_and_code().1, "INTERNAL");
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn pool_timeouts_are_unavailable_not_internal() {
+        let err = Error::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            err.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The Prometheus registry behind `/metrics` (OpenMetrics text). Labels are bounded: routes are
+//! the matched route templates (`/v1/users/{user_id}`), never raw paths.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignerLabels {
+    rpc: &'static str,
+    outcome: &'static str,
+}
+
+/// Every metric the gateway exports.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<RouteLabels, Histogram>,
+    signer_calls: Family<SignerLabels, Counter>,
+    wallets_created: Counter,
+    rate_limited: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    /// A registry with every metric registered (at zero).
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gateway");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            http_requests.clone(),
+        );
+        let http_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            http_duration.clone(),
+        );
+        let signer_calls = Family::<SignerLabels, Counter>::default();
+        registry.register(
+            "signer_calls",
+            "Calls to signerd by RPC and outcome (ok, retried, unavailable, rejected_open, error)",
+            signer_calls.clone(),
+        );
+        let wallets_created = Counter::default();
+        registry.register(
+            "wallets_created",
+            "Wallets completed (key confirmed by signerd)",
+            wallets_created.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 by the per-API-key rate limit",
+            rate_limited.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                http_requests,
+                http_duration,
+                signer_calls,
+                wallets_created,
+                rate_limited,
+            }),
+        }
+    }
+
+    /// Counts one answered HTTP request.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.inner
+            .http_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.inner
+            .http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one signerd call attempt outcome.
+    pub fn signer_call(&self, rpc: &'static str, outcome: &'static str) {
+        self.inner
+            .signer_calls
+            .get_or_create(&SignerLabels { rpc, outcome })
+            .inc();
+    }
+
+    /// Counts a completed wallet.
+    pub fn wallet_created(&self) {
+        self.inner.wallets_created.inc();
+    }
+
+    /// Counts a request refused by the rate limit.
+    pub fn rate_limited(&self) {
+        self.inner.rate_limited.inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_up_in_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.http_request("POST", "/v1/users", 201, 0.004);
+        metrics.signer_call("CreateKey", "ok");
+        metrics.wallet_created();
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"gateway_http_requests_total{method="POST",route="/v1/users",status="201"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"gateway_signer_calls_total{rpc="CreateKey",outcome="ok"} 1"#));
+        assert!(text.contains("gateway_wallets_created_total 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,128 @@
+//! The running gateway: [`Gateway::start`] connects the database (migrating it) and prepares the
+//! signerd client; [`Gateway::serve`] answers HTTP until `shutdown` completes, then stops
+//! accepting, lets in-flight requests finish (up to `server.shutdown_grace_ms`) and closes the
+//! database pool last.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::{self, AppState, rate_limit};
+use crate::metrics::Metrics;
+use crate::model::Timestamp;
+use crate::provision::WalletProvisioner;
+use crate::signer::Signer;
+use crate::store::Store;
+
+/// How often finished Idempotency-Key records past their retention are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A started (database migrated, signerd client ready) but not yet serving gateway.
+pub struct Gateway {
+    config: Config,
+    state: AppState,
+}
+
+impl Gateway {
+    /// Connects and migrates the database and prepares the signerd client. signerd need not be
+    /// up yet: the gateway starts, reports not-ready and answers `SIGNER_UNAVAILABLE` until it is.
+    pub async fn start(config: Config) -> Result<Self> {
+        let database_url = config.database_url()?;
+        let store = Store::connect(&database_url, &config.database).await?;
+        let migrations = store.migrate().await?;
+        tracing::info!(database = %database_url.redacted(), migrations, "database ready");
+        let metrics = Metrics::new();
+        let signer = Arc::new(Signer::connect(&config.signer, metrics.clone())?);
+        let provisioner = Arc::new(WalletProvisioner::new(
+            store.clone(),
+            signer.clone(),
+            metrics.clone(),
+        ));
+        let state = AppState {
+            store,
+            signer,
+            provisioner,
+            metrics,
+            limiter: Arc::new(rate_limit::limiter(&config.rate_limit)),
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: config.server.request_timeout(),
+        };
+        Ok(Gateway { config, state })
+    }
+
+    /// The shared state (tests use its store).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes; see the module documentation.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let purge = tokio::spawn(purge_idempotency_keys(
+            self.state.store.clone(),
+            self.config.idempotency.retention(),
+            stop_rx.clone(),
+        ));
+        let store = self.state.store.clone();
+        let app = http::router(self.state);
+        let mut graceful_rx = stop_rx.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        });
+        let grace = self.config.server.shutdown_grace();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining in-flight requests");
+            let _ = stop_tx.send(true);
+            // Keep the sender alive while the server drains.
+            std::future::pending::<()>().await;
+        };
+        let grace_expired = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        };
+        let served = tokio::select! {
+            served = server => served.map_err(|e| Error::io("http server", e)),
+            _ = signal => Ok(()),
+            _ = grace_expired => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace expired with requests still in flight");
+                Ok(())
+            }
+        };
+        purge.abort();
+        store.close().await;
+        tracing::info!("gateway stopped");
+        served
+    }
+}
+
+async fn purge_idempotency_keys(
+    store: Store,
+    retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match store
+            .purge_idempotency_keys(&Timestamp::before(retention))
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired Idempotency-Key records deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge Idempotency-Key records"),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The store against real databases, SQLite and Postgres: the constraints and claims the
+//! gateway's guarantees rest on, checked below the HTTP layer.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use gateway::model::{Actor, ExternalRef, IdempotencyKey, Reason, RequestId, UserStatus};
+use gateway::store::{AuditContext, IdempotencyClaim};
+use support::*;
+
+fn ctx() -> AuditContext {
+    AuditContext {
+        actor: Actor::Cli,
+        request_id: Some(RequestId::generate()),
+    }
+}
+
+on_both_databases! {
+    async fn one_wallet_per_user_is_enforced_by_the_database(kind: DatabaseKind) {
+        let db = TestDatabase::create(kind).await;
+        let store = db.migrated_store().await;
+        let user = must(store.create_user(&must(ExternalRef::parse("u-1")), &ctx()).await);
+        let first = must(store.reserve_wallet(user.id).await);
+        let second = must(store.reserve_wallet(user.id).await);
+        assert_eq!(first, second);
+
+        // Even SQL that bypasses the store cannot give the user a second wallet.
+        let direct = sqlx::query(
+            "INSERT INTO wallets (id, user_id, key_id, public_key, frozen_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, NULL, NULL, $4, $4)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(user.id.to_string())
+        .bind("wallet-direct")
+        .bind("2025-01-01T00:00:00.000Z")
+        .execute(store.pool())
+        .await;
+        let err = direct.err().unwrap_or_else(|| panic!("second wallet accepted"));
+        assert!(gateway::error::Error::from(err).is_unique_violation());
+
+        let others = join_all((0..20).map(|i| {
+            let store = store.clone();
+            async move {
+                let user = must(store.create_user(&must(ExternalRef::parse(&format!("c-{i}"))), &ctx()).await);
+                let rows = join_all((0..5).map(|_| store.reserve_wallet(user.id))).await;
+                rows.into_iter().map(must).collect::<Vec<_>>()
+            }
+        }))
+        .await;
+        for rows in others {
+            assert!(rows.windows(2).all(|w| w[0] == w[1]), "concurrent reservations differ");
+        }
+        assert_eq!(db.row_counts().await["wallets"], 21);
+    }
+
+    async fn a_duplicate_external_ref_names_the_existing_user(kind: DatabaseKind) {
+        let db = TestDatabase::create(kind).await;
+        let store = db.migrated_store().await;
+        let external_ref = must(ExternalRef::parse("same"));
+        let user = must(store.create_user(&external_ref, &ctx()).await);
+        match store.create_user(&external_ref, &ctx()).await {
+            Err(gateway::error::Error::UserExists(id)) => assert_eq!(id, user.id),
+            other => panic!("expected UserExists, got {other:?}"),
+        }
+        assert_eq!(db.row_counts().await["users"], 1);
+        assert_eq!(db.row_counts().await["audit_events"], 1);
+    }
+
+    async fn blocking_twice_records_one_event_with_who_and_why(kind: DatabaseKind) {
+        let db = TestDatabase::create(kind).await;
+        let store = db.migrated_store().await;
+        let user = must(store.create_user(&must(ExternalRef::parse("u-block")), &ctx()).await);
+        let reason = must(Reason::parse("chargeback"));
+        let by = ctx();
+        for _ in 0..2 {
+            let blocked = must(store.set_user_blocked(user.id, true, &reason, &by).await);
+            assert_eq!(blocked.status, UserStatus::Blocked);
+        }
+        let unblocked = must(store.set_user_blocked(user.id, false, &reason, &by).await);
+        assert_eq!(unblocked.status, UserStatus::Active);
+        let events = must(store.audit_events(None, Some(("user", &user.id.to_string())), 100).await);
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["user.created", "user.blocked", "user.unblocked"]);
+        assert_eq!(events[1].actor, "cli");
+        assert_eq!(events[1].details["reason"], "chargeback");
+        assert_eq!(events[1].request_id.as_deref(), by.request_id.as_ref().map(|r| r.as_str()));
+        assert!(events[0].occurred_at <= events[1].occurred_at);
+        let missing = store.set_user_blocked(gateway::model::UserId::generate(), true, &reason, &by).await;
+        assert!(matches!(missing, Err(gateway::error::Error::UserNotFound(_))));
+    }
+
+    async fn idempotency_claims_acquire_replay_conflict_and_expire(kind: DatabaseKind) {
+        let db = TestDatabase::create(kind).await;
+        let store = db.migrated_store().await;
+        let api_key = must(
+            store
+                .create_api_key(
+                    "t",
+                    gateway::api_key::Role::Service,
+                    &must(gateway::api_key::ApiKeySecret::generate()).hash(),
+                    &AuditContext::cli(),
+                )
+                .await,
+        );
+        let key = must(IdempotencyKey::parse("k"));
+        let lock = Duration::from_secs(60);
+        let claim = |hash: &'static str| store.claim_idempotency_key(api_key, &key, hash, lock);
+        assert_eq!(must(claim("h1").await), IdempotencyClaim::Acquired);
+        assert_eq!(must(claim("h1").await), IdempotencyClaim::InProgress);
+        assert_eq!(must(claim("h2").await), IdempotencyClaim::Conflict);
+        must(store.store_idempotent_response(api_key, &key, 201, "{\"ok\":true}").await);
+        assert_eq!(
+            must(claim("h1").await),
+            IdempotencyClaim::Replay { status: 201, body: "{\"ok\":true}".into() }
+        );
+
+        // A released claim can be taken again, with any request.
+        let other = must(IdempotencyKey::parse("k2"));
+        assert_eq!(must(store.claim_idempotency_key(api_key, &other, "h1", lock).await), IdempotencyClaim::Acquired);
+        must(store.release_idempotency_key(api_key, &other).await);
+        assert_eq!(must(store.claim_idempotency_key(api_key, &other, "h3", lock).await), IdempotencyClaim::Acquired);
+
+        // A claim whose owner died (lock expired) is taken over by the next request, once.
+        let crashed = must(IdempotencyKey::parse("k3"));
+        assert_eq!(must(store.claim_idempotency_key(api_key, &crashed, "h", Duration::ZERO).await), IdempotencyClaim::Acquired);
+        let taken_over = eventually(Duration::from_secs(5), || async {
+            // The lock has millisecond resolution: polls before it passes see InProgress.
+            must(store.claim_idempotency_key(api_key, &crashed, "h", lock).await)
+                == IdempotencyClaim::Acquired
+        })
+        .await;
+        assert!(taken_over, "an expired claim was never taken over");
+        assert_eq!(
+            must(store.claim_idempotency_key(api_key, &crashed, "h", lock).await),
+            IdempotencyClaim::InProgress
+        );
+
+        // Concurrent first claims: exactly one wins.
+        let fresh = must(IdempotencyKey::parse("k4"));
+        let claims = join_all((0..10).map(|_| store.claim_idempotency_key(api_key, &fresh, "h", lock))).await;
+        let winners = claims.into_iter().map(must).filter(|c| *c == IdempotencyClaim::Acquired).count();
+        assert_eq!(winners, 1);
+    }
+}
