@@ -115,6 +115,13 @@ on_both_databases! {
         assert_eq!(keys[0].public_key, public_key);
         assert_eq!(stack.db.row_counts().await["wallets"], 1);
         assert_eq!(stack.audit_events("wallet", &wallet_id).await.len(), 1);
+        // Requests for one user queue in the gateway: one CreateKey call, not 50.
+        let metrics = stack.http.get("/metrics", None).await;
+        assert!(
+            metrics.body.contains(r#"gateway_signer_calls_total{rpc="CreateKey",outcome="ok"} 1"#),
+            "{}",
+            metrics.body
+        );
     }
 
     async fn blocked_users_get_no_wallet_and_frozen_wallets_report_frozen(kind: DatabaseKind) {
