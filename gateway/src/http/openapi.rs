@@ -102,11 +102,17 @@ mod tests {
             "/v1/wallets/{wallet_id}/freeze",
             "/v1/audit-events",
             "/health/ready",
+            "/v1/payments",
+            "/v1/payments/{payment_id}",
+            "/v1/wallets/{wallet_id}/payments",
+            "/v1/wallets/{wallet_id}/balance",
+            "/v1/wallets/{wallet_id}/fund",
+            "/v1/wallets/{wallet_id}/limits",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 12,
+            paths, 18,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

@@ -35,12 +35,18 @@ pub const DEFAULT_POSTGRES_URL: &str =
 pub const GATEWAY_IDENTITY: &str = "gateway";
 
 /// Every table the gateway writes.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 11] = [
     "api_keys",
     "users",
     "wallets",
     "audit_events",
     "idempotency_keys",
+    "payments",
+    "payment_events",
+    "payment_transactions",
+    "payment_leases",
+    "wallet_daily_usage",
+    "wallet_limits",
 ];
 
 /// Panics with the error chain.
@@ -248,6 +254,10 @@ pub struct GatewayOptions {
     pub rate_limit: (u32, u32),
     /// `log.level`.
     pub log_level: &'static str,
+    /// A `[horizon]` section pointing at this URL (a Horizon simulator), when set.
+    pub horizon_url: Option<String>,
+    /// Extra TOML appended to the config (e.g. a `[payments]` section).
+    pub extra_toml: String,
 }
 
 impl Default for GatewayOptions {
@@ -256,6 +266,8 @@ impl Default for GatewayOptions {
             max_body_bytes: 4096,
             rate_limit: (10_000, 10_000),
             log_level: "info",
+            horizon_url: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -356,6 +368,8 @@ burst = {burst}
 
 [log]
 level = "{log_level}"
+{horizon}
+{extra}
 "#,
                 max_body = options.max_body_bytes,
                 url = db.url,
@@ -364,6 +378,14 @@ level = "{log_level}"
                 per_second = options.rate_limit.0,
                 burst = options.rate_limit.1,
                 log_level = options.log_level,
+                horizon = options
+                    .horizon_url
+                    .as_ref()
+                    .map(|url| format!(
+                        "\n[horizon]\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = 60\n\n[horizon.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[horizon.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n"
+                    ))
+                    .unwrap_or_default(),
+                extra = options.extra_toml,
             ),
         ));
         let mut process = GatewayProcess {
