@@ -70,8 +70,13 @@ impl PaymentStack {
     }
 
     async fn pay(&self, source: &str, destination: &str, amount: &str) -> Reply {
-        self.pay_with_key(source, destination, amount, &uuid::Uuid::new_v4().to_string())
-            .await
+        self.pay_with_key(
+            source,
+            destination,
+            amount,
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await
     }
 
     async fn pay_with_key(
@@ -343,7 +348,7 @@ on_both_databases! {
         assert_eq!(blocked.status, 200, "{}", blocked.body);
         s.sim.set_outage(false);
         let payment = s.finished(&late).await;
-        assert_eq!(payment["status"], "FAILED", "{payment}");
+        assert_eq!(payment["status"], "FAILED", "{payment}\n{}", s.stack.gateway.log());
         assert!(payment["failure_reason"].as_str().unwrap_or_default().starts_with("USER_BLOCKED"), "{payment}");
         assert!(s.sim.applied_from(dave_account).is_empty());
         let _ = bob_account;

@@ -348,6 +348,11 @@ impl PaymentWorker {
             memo: memo.as_ref(),
         }
         .build(&self.settings.network_passphrase)?;
+        // Checked again right before signing (after the Horizon reads, which may have waited
+        // out an outage): a block or freeze that happened meanwhile still stops the payment.
+        if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
+            return self.fail(payment, &reason).await;
+        }
         let request_id = RequestId::from_caller(&format!("payment-{}", payment.id))
             .unwrap_or_else(RequestId::generate);
         let signature = match self
