@@ -29,6 +29,14 @@ impl PaymentStack {
     }
 
     async fn start_with(kind: DatabaseKind, extra_toml: &str) -> PaymentStack {
+        Self::start_with_validity(kind, extra_toml, 60).await
+    }
+
+    async fn start_with_validity(
+        kind: DatabaseKind,
+        extra_toml: &str,
+        max_validity_secs: u64,
+    ) -> PaymentStack {
         let sim = must(HorizonSim::start(SimConfig::with_ledger_interval(LEDGER_INTERVAL)).await);
         let stack = Stack::start_with(
             kind,
@@ -37,6 +45,7 @@ impl PaymentStack {
                 extra_toml: format!(
                     "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n{extra_toml}\n"
                 ),
+                max_validity_secs,
                 ..GatewayOptions::default()
             },
         )
@@ -149,6 +158,34 @@ fn statuses(payment: &Value) -> Vec<String> {
 }
 
 on_both_databases! {
+    async fn a_transaction_that_never_landed_is_rebuilt_once_provably_dead(kind: DatabaseKind) {
+        // max_time 1 s ahead, so the first transaction expires at once; signerd's guard then
+        // holds the rebuild until max_time + 60 s: this test takes about a minute.
+        let s = PaymentStack::start_with_validity(kind, "", 1).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "7").await;
+        // Wait for the rebuild decision (back to CREATED after a SIGNED transaction).
+        let rebuilt = eventually(Duration::from_secs(30), || async {
+            statuses(&s.payment(&id).await).iter().skip(1).any(|st| st == "CREATED")
+        })
+        .await;
+        assert!(rebuilt, "never rebuilt: {}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let first_hash = s.payment(&id).await["history"][1]["tx_hash"].as_str().unwrap_or_default().to_owned();
+        s.sim.clear_faults();
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        let signed: Vec<&Value> = payment["history"].as_array().map(|h| h.iter().filter(|e| e["status"] == "SIGNED").collect()).unwrap_or_default();
+        assert_eq!(signed.len(), 2, "{payment}");
+        assert_ne!(payment["tx_hash"].as_str(), Some(first_hash.as_str()));
+        // The first transaction never landed, the second once, the same sequence number reused.
+        assert_eq!(s.sim.applications(must(first_hash.parse())), 0);
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1);
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;

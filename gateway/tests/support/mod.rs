@@ -258,6 +258,8 @@ pub struct GatewayOptions {
     pub horizon_url: Option<String>,
     /// Extra TOML appended to the config (e.g. a `[payments]` section).
     pub extra_toml: String,
+    /// `horizon.max_validity_secs`.
+    pub max_validity_secs: u64,
 }
 
 impl Default for GatewayOptions {
@@ -268,6 +270,7 @@ impl Default for GatewayOptions {
             log_level: "info",
             horizon_url: None,
             extra_toml: String::new(),
+            max_validity_secs: 60,
         }
     }
 }
@@ -382,7 +385,8 @@ level = "{log_level}"
                     .horizon_url
                     .as_ref()
                     .map(|url| format!(
-                        "\n[horizon]\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = 60\n\n[horizon.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[horizon.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n"
+                        "\n[horizon]\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = {}\n\n[horizon.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[horizon.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n",
+                        options.max_validity_secs
                     ))
                     .unwrap_or_default(),
                 extra = options.extra_toml,
