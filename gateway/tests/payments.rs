@@ -486,3 +486,57 @@ on_both_databases! {
         assert_eq!(s.sim.balance(sink_account), Some((10 + 30) * XLM));
     }
 }
+
+/// Several workers on one Postgres (the `serve` process's own and two `gateway worker`
+/// processes) share the work without ever having two transactions in flight for one account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_one_postgres_share_the_work_and_never_pay_twice() {
+    let s = PaymentStack::start(DatabaseKind::Postgres).await;
+    let _workers = [
+        GatewayProcess::start_worker(&s.stack.gateway.config).await,
+        GatewayProcess::start_worker(&s.stack.gateway.config).await,
+    ];
+    let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
+    let mut sources = Vec::new();
+    for i in 0..8 {
+        sources.push(s.wallet(&format!("source-{i}"), Some(1_000 * XLM)).await);
+    }
+    let starting: Vec<i64> = sources
+        .iter()
+        .map(|(_, a)| s.sim.sequence(*a).unwrap_or(-1))
+        .collect();
+    let posts = (0..80).map(|i| {
+        let source = sources[i % 8].0.clone();
+        let sink = sink.clone();
+        let s = &s;
+        async move { s.accepted(&source, &sink, "1").await }
+    });
+    let ids: Vec<String> = futures::future::join_all(posts).await;
+    let mut by_source: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for id in &ids {
+        let payment = s.finished(id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(
+            s.sim.applications(PaymentStack::hash_of(&payment)),
+            1,
+            "{payment}"
+        );
+        by_source
+            .entry(
+                payment["source_wallet_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_default()
+            .push(payment["sequence"].as_i64().unwrap_or(-1));
+    }
+    for (i, (wallet, account)) in sources.iter().enumerate() {
+        let mut sequences = by_source.remove(wallet).unwrap_or_default();
+        sequences.sort_unstable();
+        let wanted: Vec<i64> = (1..=10).map(|k| starting[i] + k).collect();
+        assert_eq!(sequences, wanted, "sequence numbers of {wallet}");
+        assert_eq!(s.sim.applied_from(*account).len(), 10);
+    }
+    assert_eq!(s.sim.balance(sink_account), Some(90 * XLM));
+}

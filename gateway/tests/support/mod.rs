@@ -402,6 +402,49 @@ level = "{log_level}"
         process
     }
 
+    /// Starts `gateway worker` (the payment worker alone) on the config of a running gateway.
+    pub async fn start_worker(config: &Path) -> GatewayProcess {
+        let dir = config.parent().unwrap_or(Path::new("."));
+        let mut process = GatewayProcess {
+            config: config.to_path_buf(),
+            addr: ([127, 0, 0, 1], 0).into(),
+            log: dir.join(format!("worker-{}.log", uuid::Uuid::new_v4().simple())),
+            child: None,
+        };
+        let log = must(std::fs::File::create(&process.log));
+        let mut child = must(
+            Command::new(gateway_bin())
+                .arg("worker")
+                .arg("--config")
+                .arg(config)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn(),
+        );
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line == "gateway worker running" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "gateway worker not ready:\n{}",
+            process.log()
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        process.child = Some(child);
+        process
+    }
+
     /// Starts the binary and waits for its readiness line.
     pub async fn launch(&mut self) {
         let log = must(
