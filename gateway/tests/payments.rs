@@ -372,6 +372,11 @@ on_both_databases! {
         assert_eq!(blocked.status, 200, "{}", blocked.body);
         let (carol, _) = s.wallet("carol", Some(100 * XLM)).await;
         assert_eq!(s.pay(&bob, &carol, "1").await.error_code(), "USER_BLOCKED");
+        // A limit of zero refuses even the day's first payment.
+        let zero = s.stack.http.post(&format!("/v1/wallets/{carol}/limits"), &s.stack.admin_key,
+            &json!({ "daily_count": 0 }).to_string()).await;
+        assert_eq!(zero.status, 200, "{}", zero.body);
+        assert_eq!(s.pay(&carol, &alice, "1").await.error_code(), "LIMIT_EXCEEDED");
 
         // Blocked after acceptance: the worker re-checks before signing and fails it. Horizon
         // is down meanwhile so the worker cannot sign it first.

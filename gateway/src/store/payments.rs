@@ -187,7 +187,9 @@ impl Store {
         let now = Timestamp::now();
         let day = &now.as_str()[..10];
         let amount = new.amount.get();
-        if amount > limits.daily_amount_stroops {
+        // The upsert below checks the limits only when the day's row exists; the first payment
+        // of the day is checked here.
+        if amount > limits.daily_amount_stroops || limits.daily_count < 1 {
             return Err(Error::LimitExceeded(
                 "amount exceeds the wallet's daily amount limit".into(),
             ));
