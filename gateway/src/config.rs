@@ -323,8 +323,8 @@ pub const FUTURENET_PASSPHRASE: &str = "Test SDF Future Network ; October 2022";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HorizonConfig {
-    /// Horizon's base URL, e.g. `http://horizon.internal:8000` (plain HTTP only for now: put a
-    /// TLS-terminating proxy in front to reach a public Horizon over HTTPS).
+    /// Horizon's base URL: `https://horizon-testnet.stellar.org` (TLS, the system's root
+    /// certificates) or `http://...` for a local Horizon.
     pub url: String,
     /// The network passphrase transactions are signed for.
     #[serde(default = "default_network_passphrase")]
@@ -645,11 +645,8 @@ impl Config {
             return field("idempotency.retention_hours", "must be positive");
         }
         if let Some(horizon) = &self.horizon {
-            if !horizon.url.starts_with("http://") {
-                return field(
-                    "horizon.url",
-                    "must start with http:// (HTTPS is not supported yet; use a local TLS proxy)",
-                );
+            if !(horizon.url.starts_with("https://") || horizon.url.starts_with("http://")) {
+                return field("horizon.url", "must start with https:// or http://");
             }
             if horizon.network_passphrase.trim().is_empty() {
                 return field("horizon.network_passphrase", "must not be empty");

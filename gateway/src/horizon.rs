@@ -13,6 +13,7 @@ use std::time::Duration;
 use failsafe::futures::CircuitBreaker;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -109,7 +110,7 @@ pub struct LatestLedger {
 
 /// The Horizon client.
 pub struct Horizon {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
     timeout: Duration,
     submit_timeout: Duration,
@@ -126,11 +127,37 @@ struct RawReply {
 }
 
 impl Horizon {
-    /// A client for the configured Horizon.
-    pub fn new(config: &HorizonConfig, metrics: Metrics) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
+    /// A client for the configured Horizon: `https://` (TLS with the system's root
+    /// certificates, rustls with ring) or plain `http://` (a local Horizon or the simulator).
+    pub fn new(config: &HorizonConfig, metrics: Metrics) -> crate::error::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let with_roots = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider());
+        let builder = match with_roots {
+            Ok(builder) => builder,
+            // A plain-HTTP Horizon does not need roots: a host without any must still work.
+            Err(e) if config.url.starts_with("http://") => {
+                tracing::debug!(error = %e, "no system root certificates; plain HTTP only");
+                let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| crate::error::Error::Config(format!("horizon: tls: {e}")))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
+            }
+            Err(e) => {
+                return Err(crate::error::Error::io(
+                    "horizon: loading the system's root certificates",
+                    e,
+                ));
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
         let breaker = failsafe::Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
                 config.circuit_breaker.consecutive_failures,
@@ -140,7 +167,7 @@ impl Horizon {
                 },
             ))
             .build();
-        Horizon {
+        Ok(Horizon {
             client: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(256)
                 .build(connector),
@@ -152,7 +179,7 @@ impl Horizon {
             max_backoff: Duration::from_millis(config.retry.max_backoff_ms),
             breaker,
             metrics,
-        }
+        })
     }
 
     /// `GET /accounts/{id}`; `None` when the account does not exist (404).

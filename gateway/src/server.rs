@@ -48,7 +48,8 @@ impl Gateway {
         let horizon = config
             .horizon
             .as_ref()
-            .map(|h| Arc::new(Horizon::new(h, metrics.clone())));
+            .map(|h| Horizon::new(h, metrics.clone()).map(Arc::new))
+            .transpose()?;
         let state = AppState {
             store,
             signer,

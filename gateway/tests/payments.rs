@@ -545,3 +545,36 @@ async fn workers_on_one_postgres_share_the_work_and_never_pay_twice() {
     }
     assert_eq!(s.sim.balance(sink_account), Some(90 * XLM));
 }
+
+/// The Horizon client speaks TLS for `https://` URLs: against the simulator's plain-HTTP port the
+/// handshake fails (an outage, never a panic or a plaintext request), while `http://` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_horizon_client_uses_tls_for_https_urls() {
+    let sim = must(HorizonSim::start(SimConfig::default()).await);
+    let config = |url: String| {
+        must(gateway::config::Config::parse(&format!(
+            "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n[horizon]\nurl = \"{url}\"\n\n[horizon.retry]\nattempts = 1\n"
+        )))
+    };
+    let plain = config(sim.url());
+    let horizon = must(gateway::horizon::Horizon::new(
+        plain
+            .horizon
+            .as_ref()
+            .unwrap_or_else(|| panic!("no horizon")),
+        gateway::metrics::Metrics::new(),
+    ));
+    let latest = must(horizon.latest_ledger().await);
+    assert_eq!(latest.sequence, i64::from(sim.ledger_sequence()));
+    let tls = config(sim.url().replacen("http://", "https://", 1));
+    let horizon = must(gateway::horizon::Horizon::new(
+        tls.horizon.as_ref().unwrap_or_else(|| panic!("no horizon")),
+        gateway::metrics::Metrics::new(),
+    ));
+    match horizon.latest_ledger().await {
+        Err(gateway::horizon::HorizonError::Unavailable(reason)) => {
+            assert!(reason.contains("network"), "{reason}")
+        }
+        other => panic!("https to a plain-HTTP port answered {other:?}"),
+    }
+}
