@@ -87,6 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             horizon_url: Some(sim.url()),
             rate_limit: (1_000_000, 1_000_000),
             log_level: "warn",
+            max_connections: 32,
             extra_toml: format!(
                 "\n[payments]\nworker_concurrency = {}\npoll_interval_ms = 50\n",
                 args.wallets + 64

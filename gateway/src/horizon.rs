@@ -119,7 +119,13 @@ pub struct Horizon {
     max_backoff: Duration,
     breaker: Breaker,
     metrics: Metrics,
+    /// The last recommended fee and when it was read: `fee_stats` changes once per ledger, so
+    /// one read per second serves every payment built meanwhile.
+    fee_cache: std::sync::Mutex<Option<(tokio::time::Instant, i64)>>,
 }
+
+/// How long a `fee_stats` answer is reused.
+const FEE_CACHE_TTL: Duration = Duration::from_secs(1);
 
 struct RawReply {
     status: u16,
@@ -179,6 +185,7 @@ impl Horizon {
             max_backoff: Duration::from_millis(config.retry.max_backoff_ms),
             breaker,
             metrics,
+            fee_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -211,6 +218,20 @@ impl Horizon {
     /// The fee per operation to offer: `fee_stats`' `fee_charged.p90`, at least
     /// `last_ledger_base_fee`.
     pub async fn recommended_fee(&self) -> Result<i64, HorizonError> {
+        if let Ok(cache) = self.fee_cache.lock()
+            && let Some((at, fee)) = *cache
+            && at.elapsed() < FEE_CACHE_TTL
+        {
+            return Ok(fee);
+        }
+        let fee = self.read_recommended_fee().await?;
+        if let Ok(mut cache) = self.fee_cache.lock() {
+            *cache = Some((tokio::time::Instant::now(), fee));
+        }
+        Ok(fee)
+    }
+
+    async fn read_recommended_fee(&self) -> Result<i64, HorizonError> {
         let reply = self.read("fee_stats", "/fee_stats").await?;
         let stats: FeeStatsJson = parse_ok("fee_stats", &reply)?;
         let base = parse_int("last_ledger_base_fee", &stats.last_ledger_base_fee)?;

@@ -260,6 +260,8 @@ pub struct GatewayOptions {
     pub extra_toml: String,
     /// `horizon.max_validity_secs`.
     pub max_validity_secs: u64,
+    /// `database.max_connections`.
+    pub max_connections: u32,
 }
 
 impl Default for GatewayOptions {
@@ -271,6 +273,7 @@ impl Default for GatewayOptions {
             horizon_url: None,
             extra_toml: String::new(),
             max_validity_secs: 60,
+            max_connections: 10,
         }
     }
 }
@@ -345,6 +348,7 @@ shutdown_grace_ms = 10000
 
 [database]
 url = "{url}"
+max_connections = {max_connections}
 
 [signer]
 endpoint = "https://{signerd}"
@@ -390,6 +394,7 @@ level = "{log_level}"
                     ))
                     .unwrap_or_default(),
                 extra = options.extra_toml,
+                max_connections = options.max_connections,
             ),
         ));
         let mut process = GatewayProcess {
