@@ -37,6 +37,12 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Horizon. Without it the payment routes answer `HORIZON_NOT_CONFIGURED` and no payment
+    /// worker runs.
+    pub horizon: Option<HorizonConfig>,
+    /// Payments: limits and the worker.
+    #[serde(default)]
+    pub payments: PaymentsConfig,
     /// The config file's directory, which a relative SQLite path is relative to.
     #[serde(skip)]
     database_base: Option<PathBuf>,
@@ -308,6 +314,133 @@ fn default_max_open_ms() -> u64 {
     30_000
 }
 
+/// Stellar's test network passphrase.
+pub const TESTNET_PASSPHRASE: &str = "Test SDF Network ; September 2015";
+/// Stellar's futurenet passphrase.
+pub const FUTURENET_PASSPHRASE: &str = "Test SDF Future Network ; October 2022";
+
+/// How to reach Horizon and how transactions are built for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HorizonConfig {
+    /// Horizon's base URL: `https://horizon-testnet.stellar.org` (TLS, the system's root
+    /// certificates) or `http://...` for a local Horizon.
+    pub url: String,
+    /// The network passphrase transactions are signed for.
+    #[serde(default = "default_network_passphrase")]
+    pub network_passphrase: String,
+    /// Deadline for establishing a connection.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Deadline for one read.
+    #[serde(default = "default_horizon_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Deadline for one synchronous submission (Horizon itself answers 504 after ~30 s).
+    #[serde(default = "default_submit_timeout_ms")]
+    pub submit_timeout_ms: u64,
+    /// The highest fee per operation offered, in stroops (fee_stats' p90 is capped to this).
+    #[serde(default = "default_max_fee")]
+    pub max_fee_stroops: u32,
+    /// How far ahead a transaction's `max_time` is set. Must not exceed signerd's
+    /// `policy.max_validity_secs`. Short is better: a payment whose transaction never landed can
+    /// only be rebuilt after `max_time`, and signerd's sequence guard refuses the rebuilt one
+    /// until `max_time + sequence_guard_secs`.
+    #[serde(default = "default_max_validity_secs")]
+    pub max_validity_secs: u64,
+    /// signerd's sequence-guard grace after `max_time` (60 s in signerd).
+    #[serde(default = "default_sequence_guard_secs")]
+    pub sequence_guard_secs: u64,
+    /// Read retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The circuit breaker around Horizon.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+fn default_network_passphrase() -> String {
+    TESTNET_PASSPHRASE.to_owned()
+}
+fn default_horizon_timeout_ms() -> u64 {
+    10_000
+}
+fn default_submit_timeout_ms() -> u64 {
+    40_000
+}
+fn default_max_fee() -> u32 {
+    10_000
+}
+fn default_max_validity_secs() -> u64 {
+    60
+}
+fn default_sequence_guard_secs() -> u64 {
+    60
+}
+
+impl HorizonConfig {
+    /// True on a test network (friendbot allowed).
+    pub fn is_test_network(&self) -> bool {
+        self.network_passphrase == TESTNET_PASSPHRASE
+            || self.network_passphrase == FUTURENET_PASSPHRASE
+    }
+}
+
+/// Payments: daily limits per wallet and the worker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Payments a wallet may make per UTC day (admins can override per wallet).
+    #[serde(default = "default_daily_count")]
+    pub daily_count: i64,
+    /// Stroops a wallet may send per UTC day (admins can override per wallet).
+    #[serde(default = "default_daily_amount_stroops")]
+    pub daily_amount_stroops: i64,
+    /// Run the payment worker inside `gateway serve` (`gateway worker` runs it alone).
+    #[serde(default = "default_true")]
+    pub worker: bool,
+    /// Source wallets processed at once by one worker.
+    #[serde(default = "default_worker_concurrency")]
+    pub worker_concurrency: usize,
+    /// How often the worker looks for due work when nothing woke it.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// How long a worker's lease on a source wallet lasts without renewal.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            daily_count: default_daily_count(),
+            daily_amount_stroops: default_daily_amount_stroops(),
+            worker: true,
+            worker_concurrency: default_worker_concurrency(),
+            poll_interval_ms: default_poll_interval_ms(),
+            lease_ms: default_lease_ms(),
+        }
+    }
+}
+
+fn default_daily_count() -> i64 {
+    10_000
+}
+fn default_daily_amount_stroops() -> i64 {
+    1_000_000 * 10_000_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_worker_concurrency() -> usize {
+    256
+}
+fn default_poll_interval_ms() -> u64 {
+    200
+}
+fn default_lease_ms() -> u64 {
+    60_000
+}
+
 /// Per-API-key request rate: a token bucket refilled at `per_second`, holding `burst`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -510,6 +643,51 @@ impl Config {
         }
         if self.idempotency.retention_hours == 0 {
             return field("idempotency.retention_hours", "must be positive");
+        }
+        if let Some(horizon) = &self.horizon {
+            if !(horizon.url.starts_with("https://") || horizon.url.starts_with("http://")) {
+                return field("horizon.url", "must start with https:// or http://");
+            }
+            if horizon.network_passphrase.trim().is_empty() {
+                return field("horizon.network_passphrase", "must not be empty");
+            }
+            if horizon.max_validity_secs == 0 || horizon.max_validity_secs > 300 {
+                return field("horizon.max_validity_secs", "must be between 1 and 300");
+            }
+            if horizon.max_fee_stroops < 100 {
+                return field(
+                    "horizon.max_fee_stroops",
+                    "must be at least 100 (the minimum fee)",
+                );
+            }
+            if horizon.timeout_ms == 0 || horizon.submit_timeout_ms == 0 {
+                return field("horizon.timeout_ms", "timeouts must be positive");
+            }
+            if horizon.retry.attempts == 0 {
+                return field("horizon.retry.attempts", "must be at least 1");
+            }
+            if horizon.circuit_breaker.consecutive_failures == 0 {
+                return field(
+                    "horizon.circuit_breaker.consecutive_failures",
+                    "must be at least 1",
+                );
+            }
+        }
+        let payments = &self.payments;
+        if payments.daily_count <= 0 {
+            return field("payments.daily_count", "must be positive");
+        }
+        if payments.daily_amount_stroops <= 0 {
+            return field("payments.daily_amount_stroops", "must be positive");
+        }
+        if payments.worker_concurrency == 0 {
+            return field("payments.worker_concurrency", "must be positive");
+        }
+        if payments.poll_interval_ms == 0 || payments.lease_ms < 1000 {
+            return field(
+                "payments.lease_ms",
+                "poll_interval_ms must be positive and lease_ms at least 1000",
+            );
         }
         Ok(())
     }

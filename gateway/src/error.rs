@@ -70,6 +70,22 @@ pub enum Error {
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyInProgress,
 
+    /// A wallet's daily payment count or amount limit would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
+
+    /// No payment with this id.
+    #[error("payment {0} not found")]
+    PaymentNotFound(crate::model::PaymentId),
+
+    /// The gateway has no `[horizon]` configured, or the operation needs a test network.
+    #[error("{0}")]
+    HorizonNotConfigured(&'static str),
+
+    /// Horizon cannot be reached or answered something unusable. Retrying later is safe.
+    #[error("{0}")]
+    HorizonUnavailable(String),
+
     /// The API key exceeded its request rate.
     #[error("rate limit exceeded; retry after {} s", retry_after_secs(*.retry_after))]
     RateLimited {
@@ -143,6 +159,12 @@ impl Error {
                 (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_CONFLICT")
             }
             Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
+            Error::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED"),
+            Error::PaymentNotFound(_) => (StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND"),
+            Error::HorizonNotConfigured(_) => (StatusCode::CONFLICT, "HORIZON_NOT_CONFIGURED"),
+            Error::HorizonUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "HORIZON_UNAVAILABLE")
+            }
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Error::SignerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SIGNER_UNAVAILABLE"),
             Error::Signer(_) => (StatusCode::BAD_GATEWAY, "SIGNER_ERROR"),

@@ -12,6 +12,8 @@
 //!   family, migrations embedded from `migrations/`.
 //! - [`signer`]: the signerd client: mTLS, deadlines, retries on `UNAVAILABLE`, circuit breaker,
 //!   request id in gRPC metadata.
+//! - [`horizon`]: the Horizon client (HTTP/JSON, deadlines, retries, circuit breaker).
+//! - [`payments`]: payment values, the Stellar transaction, and the `PaymentWorker`.
 //! - [`provision`]: wallet provisioning, the reserve → `CreateKey` → complete sequence that makes
 //!   wallet creation atomic, idempotent and resumable.
 //! - [`http`]: the axum router, middleware (request id, auth, rate limit, idempotency), handlers
@@ -25,9 +27,11 @@ pub mod api_key;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod horizon;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod payments;
 pub mod provision;
 pub mod server;
 pub mod signer;

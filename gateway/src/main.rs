@@ -24,6 +24,8 @@ struct ConfigArg {
 enum Command {
     /// Run the HTTP API (migrates the database first).
     Serve(ConfigArg),
+    /// Run only the payment worker (no HTTP API); several may run against one Postgres.
+    Worker(ConfigArg),
     /// Apply pending database migrations and exit.
     Migrate(ConfigArg),
     /// Manage API keys.
@@ -56,9 +58,10 @@ enum ApiKeyCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    use gateway::commands::{api_key, migrate, serve};
+    use gateway::commands::{api_key, migrate, serve, worker};
     match Cli::parse().command {
         Command::Serve(c) => serve::run(&c.config),
+        Command::Worker(c) => worker::run(&c.config),
         Command::Migrate(c) => migrate::run(&c.config),
         Command::ApiKey(ApiKeyCommand::Create { config, role, name }) => {
             api_key::create(&config.config, &role, &name)

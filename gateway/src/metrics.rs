@@ -22,6 +22,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PaymentLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignerLabels {
     rpc: &'static str,
     outcome: &'static str,
@@ -38,6 +43,8 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
     signer_calls: Family<SignerLabels, Counter>,
+    horizon_calls: Family<SignerLabels, Counter>,
+    payments_finished: Family<PaymentLabels, Counter>,
     wallets_created: Counter,
     rate_limited: Counter,
 }
@@ -70,6 +77,18 @@ impl Metrics {
             "Calls to signerd by RPC and outcome (ok, retried, unavailable, rejected_open, error)",
             signer_calls.clone(),
         );
+        let horizon_calls = Family::<SignerLabels, Counter>::default();
+        registry.register(
+            "horizon_calls",
+            "Calls to Horizon by endpoint (in the rpc label) and outcome",
+            horizon_calls.clone(),
+        );
+        let payments_finished = Family::<PaymentLabels, Counter>::default();
+        registry.register(
+            "payments_finished",
+            "Payments that reached a terminal status (SUCCESS or FAILED)",
+            payments_finished.clone(),
+        );
         let wallets_created = Counter::default();
         registry.register(
             "wallets_created",
@@ -88,6 +107,8 @@ impl Metrics {
                 http_requests,
                 http_duration,
                 signer_calls,
+                horizon_calls,
+                payments_finished,
                 wallets_created,
                 rate_limited,
             }),
@@ -117,6 +138,25 @@ impl Metrics {
         self.inner
             .signer_calls
             .get_or_create(&SignerLabels { rpc, outcome })
+            .inc();
+    }
+
+    /// Counts one Horizon call outcome.
+    pub fn horizon_call(&self, endpoint: &'static str, outcome: &'static str) {
+        self.inner
+            .horizon_calls
+            .get_or_create(&SignerLabels {
+                rpc: endpoint,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a payment that reached a terminal status.
+    pub fn payment_finished(&self, status: &'static str) {
+        self.inner
+            .payments_finished
+            .get_or_create(&PaymentLabels { status })
             .inc();
     }
 

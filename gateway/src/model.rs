@@ -61,6 +61,11 @@ uuid_id!(
     "wallet id"
 );
 uuid_id!(
+    /// A payment's id, chosen by the gateway.
+    PaymentId,
+    "payment id"
+);
+uuid_id!(
     /// An API key's id (not the secret: the id is safe to log and show).
     ApiKeyId,
     "api key id"

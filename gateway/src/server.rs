@@ -12,9 +12,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::horizon::Horizon;
 use crate::http::{self, AppState, rate_limit};
 use crate::metrics::Metrics;
 use crate::model::Timestamp;
+use crate::payments::worker::{PaymentWorker, WorkerSettings};
 use crate::provision::WalletProvisioner;
 use crate::signer::Signer;
 use crate::store::Store;
@@ -43,6 +45,11 @@ impl Gateway {
             signer.clone(),
             metrics.clone(),
         ));
+        let horizon = config
+            .horizon
+            .as_ref()
+            .map(|h| Horizon::new(h, metrics.clone()).map(Arc::new))
+            .transpose()?;
         let state = AppState {
             store,
             signer,
@@ -51,6 +58,10 @@ impl Gateway {
             limiter: Arc::new(rate_limit::limiter(&config.rate_limit)),
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout(),
+            horizon,
+            test_network: config.horizon.as_ref().is_some_and(|h| h.is_test_network()),
+            payment_limits: http::payments::default_limits(&config.payments),
+            payment_wake: Arc::new(tokio::sync::Notify::new()),
         };
         Ok(Gateway { config, state })
     }
@@ -58,6 +69,34 @@ impl Gateway {
     /// The shared state (tests use its store).
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The payment worker, when Horizon is configured.
+    pub fn payment_worker(&self) -> Option<Arc<PaymentWorker>> {
+        let horizon_config = self.config.horizon.as_ref()?;
+        let horizon = self.state.horizon.clone()?;
+        Some(Arc::new(PaymentWorker::new(
+            self.state.store.clone(),
+            self.state.signer.clone(),
+            horizon,
+            WorkerSettings::new(horizon_config, &self.config.payments),
+            self.state.metrics.clone(),
+            self.state.payment_wake.clone(),
+        )))
+    }
+
+    /// Runs only the payment worker until `shutdown` completes (`gateway worker`).
+    pub async fn work(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let worker = self.payment_worker().ok_or_else(|| {
+            Error::Config("horizon: `gateway worker` needs a [horizon] section".into())
+        })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = tokio::spawn(worker.run(stop_rx));
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        let _ = running.await;
+        self.state.store.close().await;
+        Ok(())
     }
 
     /// Serves until `shutdown` completes; see the module documentation.
@@ -72,6 +111,12 @@ impl Gateway {
             self.config.idempotency.retention(),
             stop_rx.clone(),
         ));
+        let worker = if self.config.payments.worker {
+            self.payment_worker()
+                .map(|worker| tokio::spawn(worker.run(stop_rx.clone())))
+        } else {
+            None
+        };
         let store = self.state.store.clone();
         let app = http::router(self.state);
         let mut graceful_rx = stop_rx.clone();
@@ -99,6 +144,16 @@ impl Gateway {
             }
         };
         purge.abort();
+        if let Some(worker) = worker {
+            // The worker saw the stop signal; it finishes its current steps (every step is
+            // resumable, so aborting would be safe too).
+            if tokio::time::timeout(Duration::from_secs(5), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("payment worker did not stop within 5 s");
+            }
+        }
         store.close().await;
         tracing::info!("gateway stopped");
         served

@@ -61,6 +61,17 @@ pub struct SignerKey {
     pub public_key: AccountId,
 }
 
+/// What signerd returns for a transaction.
+#[derive(Clone, Debug)]
+pub struct TransactionSignature {
+    /// The 64-byte Ed25519 signature.
+    pub signature: Vec<u8>,
+    /// The 4-byte hint.
+    pub hint: Vec<u8>,
+    /// The 32-byte transaction hash signerd computed.
+    pub tx_hash: Vec<u8>,
+}
+
 /// The client. Cheap to share behind an `Arc`; the channel multiplexes calls over HTTP/2.
 pub struct Signer {
     keys: GrpcSignerClient<Channel>,
@@ -153,6 +164,45 @@ impl Signer {
             })
             .await?;
         checked_key("GetKey", key_id, response.into_inner().key)
+    }
+
+    /// Signs a transaction envelope (raw XDR) with the key. Re-signing the identical
+    /// transaction is allowed by signerd's sequence guard, so retries are safe.
+    pub async fn sign_transaction(
+        &self,
+        key_id: &SignerKeyId,
+        envelope_xdr: &[u8],
+        network_passphrase: &str,
+        request_id: &RequestId,
+    ) -> Result<TransactionSignature> {
+        let response = self
+            .call("SignTransaction", || {
+                let mut keys = self.keys.clone();
+                let request = self.request(
+                    pb::SignTransactionRequest {
+                        key_id: key_id.as_str().to_owned(),
+                        envelope_xdr: envelope_xdr.to_vec(),
+                        network_passphrase: network_passphrase.to_owned(),
+                    },
+                    request_id,
+                );
+                async move { keys.sign_transaction(request).await }
+            })
+            .await?
+            .into_inner();
+        if response.signature.len() != 64
+            || response.hint.len() != 4
+            || response.tx_hash.len() != 32
+        {
+            return Err(Error::Signer(
+                "SignTransaction answered malformed signature, hint or hash".into(),
+            ));
+        }
+        Ok(TransactionSignature {
+            signature: response.signature,
+            hint: response.hint,
+            tx_hash: response.tx_hash,
+        })
     }
 
     /// signerd's own health (`grpc.health.v1`): Ok only when it reports `SERVING`. Goes through

@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod migrate;
 pub mod serve;
+pub mod worker;
 
 use std::path::Path;
 

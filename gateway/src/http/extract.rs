@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::model::{UserId, WalletId};
+use crate::model::{PaymentId, UserId, WalletId};
 
 /// A JSON body; unknown fields are refused by the target type's `deny_unknown_fields`.
 pub struct ApiJson<T>(pub T);
@@ -91,6 +91,12 @@ impl PathValue for UserId {
 impl PathValue for WalletId {
     fn parse_path(raw: &str) -> Result<Self> {
         WalletId::parse(raw)
+    }
+}
+
+impl PathValue for PaymentId {
+    fn parse_path(raw: &str) -> Result<Self> {
+        PaymentId::parse(raw)
     }
 }
 

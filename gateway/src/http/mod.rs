@@ -5,7 +5,7 @@
 //! for `/v1/...`: [`auth::authenticate`] (bearer API key) → [`rate_limit`] (per key) →
 //! [`auth::require_admin`] (admin routes only) → [`idempotency`] (POSTs) → handler.
 //!
-//! Handlers live in one module per resource ([`users`], [`wallets`], [`audit`]); [`health`] has
+//! Handlers live in one module per resource ([`users`], [`wallets`], [`payments`], [`audit`]); [`health`] has
 //! liveness, readiness and `/metrics`; [`openapi`] the document at `/openapi.json`; [`extract`]
 //! the extractors that turn bad input into `VALIDATION_FAILED` instead of axum's plain text.
 
@@ -15,6 +15,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod openapi;
+pub mod payments;
 pub mod rate_limit;
 pub mod request_context;
 pub mod users;
@@ -30,11 +31,12 @@ use axum::routing::{get, post};
 
 use crate::api_key::Caller;
 use crate::error::Error;
+use crate::horizon::Horizon;
 use crate::metrics::Metrics;
 use crate::model::{Actor, RequestId};
 use crate::provision::WalletProvisioner;
 use crate::signer::Signer;
-use crate::store::{AuditContext, Store};
+use crate::store::{AuditContext, DailyLimits, Store};
 
 /// What every handler and middleware shares.
 #[derive(Clone)]
@@ -53,6 +55,14 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Deadline of a whole request.
     pub request_timeout: Duration,
+    /// The Horizon client, when `[horizon]` is configured.
+    pub horizon: Option<Arc<Horizon>>,
+    /// Whether the configured network is a test network (friendbot allowed).
+    pub test_network: bool,
+    /// The configured default daily limits per wallet.
+    pub payment_limits: DailyLimits,
+    /// Wakes this process's payment worker when a payment is accepted.
+    pub payment_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -81,6 +91,17 @@ pub fn router(state: AppState) -> Router {
             post(wallets::create_wallet).get(wallets::get_user_wallet),
         )
         .route("/v1/wallets/{wallet_id}", get(wallets::get_wallet))
+        .route("/v1/payments", post(payments::create_payment))
+        .route("/v1/payments/{payment_id}", get(payments::get_payment))
+        .route(
+            "/v1/wallets/{wallet_id}/payments",
+            get(payments::list_wallet_payments),
+        )
+        .route(
+            "/v1/wallets/{wallet_id}/balance",
+            get(payments::get_balance),
+        )
+        .route("/v1/wallets/{wallet_id}/fund", post(payments::fund_wallet))
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency));
     let admin_routes = Router::new()
         .route("/v1/users/{user_id}/block", post(users::block_user))
@@ -94,6 +115,10 @@ pub fn router(state: AppState) -> Router {
             post(wallets::unfreeze_wallet),
         )
         .route("/v1/audit-events", get(audit::list_audit_events))
+        .route(
+            "/v1/wallets/{wallet_id}/limits",
+            get(payments::get_limits).post(payments::set_limits),
+        )
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
         .route_layer(from_fn(auth::require_admin));
     let api = service_routes

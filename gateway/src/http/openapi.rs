@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, health, users, wallets};
+use super::{audit, health, payments, users, wallets};
 use crate::api_key::Role;
 use crate::error::ErrorBody;
 use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
@@ -27,16 +27,22 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         wallets::create_wallet, wallets::get_user_wallet, wallets::get_wallet,
         wallets::freeze_wallet, wallets::unfreeze_wallet,
         audit::list_audit_events,
+        payments::create_payment, payments::get_payment, payments::list_wallet_payments,
+        payments::get_balance, payments::fund_wallet, payments::get_limits, payments::set_limits,
         health::live, health::ready, health::metrics,
     ),
     components(schemas(
         User, UserStatus, Wallet, WalletStatus, AuditEvent, ErrorBody, Role,
         users::CreateUserRequest, users::AdminActionRequest, users::UserPage,
         audit::AuditPage, health::Readiness,
+        payments::CreatePaymentRequest, payments::PaymentAccepted, payments::Payment,
+        payments::PaymentPage, payments::Balance, payments::Funded, payments::SetLimitsRequest,
+        crate::payments::PaymentStatus, crate::store::DailyLimits, crate::store::PaymentEvent,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "users"), (name = "wallets"),
+        (name = "payments", description = "Native payments through Horizon; never paid twice"),
         (name = "admin", description = "Needs an admin API key"),
         (name = "health", description = "No API key needed"),
     )
@@ -96,11 +102,17 @@ mod tests {
             "/v1/wallets/{wallet_id}/freeze",
             "/v1/audit-events",
             "/health/ready",
+            "/v1/payments",
+            "/v1/payments/{payment_id}",
+            "/v1/wallets/{wallet_id}/payments",
+            "/v1/wallets/{wallet_id}/balance",
+            "/v1/wallets/{wallet_id}/fund",
+            "/v1/wallets/{wallet_id}/limits",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 12,
+            paths, 18,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

@@ -17,12 +17,20 @@ struct EmbeddedMigration {
 }
 
 /// Every migration, oldest first. A unit test checks this list against the files on disk.
-const MIGRATIONS: &[EmbeddedMigration] = &[EmbeddedMigration {
-    version: 1,
-    description: "initial",
-    sqlite: include_str!("../../../migrations/sqlite/0001_initial.sql"),
-    postgres: include_str!("../../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[EmbeddedMigration] = &[
+    EmbeddedMigration {
+        version: 1,
+        description: "initial",
+        sqlite: include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        postgres: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    },
+    EmbeddedMigration {
+        version: 2,
+        description: "payments",
+        sqlite: include_str!("../../../migrations/sqlite/0002_payments.sql"),
+        postgres: include_str!("../../../migrations/postgres/0002_payments.sql"),
+    },
+];
 
 /// The migrator for one database.
 pub fn migrator(backend: Backend) -> Migrator {

@@ -7,12 +7,13 @@
 //! Every change to a user, wallet or API key is written in the same transaction as its audit
 //! event, so the log cannot miss a change that happened.
 //!
-//! Modules: [`users`], [`wallets`], [`api_keys`], [`audit`], [`idempotency`], [`migrations`].
+//! Modules: [`users`], [`wallets`], [`api_keys`], [`audit`], [`idempotency`], [`payments`], [`migrations`].
 
 pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
 pub mod migrations;
+pub mod payments;
 pub mod users;
 pub mod wallets;
 
@@ -30,6 +31,7 @@ use crate::model::{Reason, Timestamp};
 
 pub use audit::AuditContext;
 pub use idempotency::IdempotencyClaim;
+pub use payments::{Accepted, DailyLimits, NewPayment, PaymentEvent, PaymentRecord};
 pub use wallets::WalletRecord;
 
 /// Which database is behind the pool.

@@ -35,12 +35,18 @@ pub const DEFAULT_POSTGRES_URL: &str =
 pub const GATEWAY_IDENTITY: &str = "gateway";
 
 /// Every table the gateway writes.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 11] = [
     "api_keys",
     "users",
     "wallets",
     "audit_events",
     "idempotency_keys",
+    "payments",
+    "payment_events",
+    "payment_transactions",
+    "payment_leases",
+    "wallet_daily_usage",
+    "wallet_limits",
 ];
 
 /// Panics with the error chain.
@@ -248,6 +254,14 @@ pub struct GatewayOptions {
     pub rate_limit: (u32, u32),
     /// `log.level`.
     pub log_level: &'static str,
+    /// A `[horizon]` section pointing at this URL (a Horizon simulator), when set.
+    pub horizon_url: Option<String>,
+    /// Extra TOML appended to the config (e.g. a `[payments]` section).
+    pub extra_toml: String,
+    /// `horizon.max_validity_secs`.
+    pub max_validity_secs: u64,
+    /// `database.max_connections`.
+    pub max_connections: u32,
 }
 
 impl Default for GatewayOptions {
@@ -256,6 +270,10 @@ impl Default for GatewayOptions {
             max_body_bytes: 4096,
             rate_limit: (10_000, 10_000),
             log_level: "info",
+            horizon_url: None,
+            extra_toml: String::new(),
+            max_validity_secs: 60,
+            max_connections: 10,
         }
     }
 }
@@ -330,6 +348,7 @@ shutdown_grace_ms = 10000
 
 [database]
 url = "{url}"
+max_connections = {max_connections}
 
 [signer]
 endpoint = "https://{signerd}"
@@ -356,6 +375,8 @@ burst = {burst}
 
 [log]
 level = "{log_level}"
+{horizon}
+{extra}
 "#,
                 max_body = options.max_body_bytes,
                 url = db.url,
@@ -364,6 +385,16 @@ level = "{log_level}"
                 per_second = options.rate_limit.0,
                 burst = options.rate_limit.1,
                 log_level = options.log_level,
+                horizon = options
+                    .horizon_url
+                    .as_ref()
+                    .map(|url| format!(
+                        "\n[horizon]\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = {}\n\n[horizon.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[horizon.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n",
+                        options.max_validity_secs
+                    ))
+                    .unwrap_or_default(),
+                extra = options.extra_toml,
+                max_connections = options.max_connections,
             ),
         ));
         let mut process = GatewayProcess {
@@ -373,6 +404,49 @@ level = "{log_level}"
             child: None,
         };
         process.launch().await;
+        process
+    }
+
+    /// Starts `gateway worker` (the payment worker alone) on the config of a running gateway.
+    pub async fn start_worker(config: &Path) -> GatewayProcess {
+        let dir = config.parent().unwrap_or(Path::new("."));
+        let mut process = GatewayProcess {
+            config: config.to_path_buf(),
+            addr: ([127, 0, 0, 1], 0).into(),
+            log: dir.join(format!("worker-{}.log", uuid::Uuid::new_v4().simple())),
+            child: None,
+        };
+        let log = must(std::fs::File::create(&process.log));
+        let mut child = must(
+            Command::new(gateway_bin())
+                .arg("worker")
+                .arg("--config")
+                .arg(config)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn(),
+        );
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line == "gateway worker running" {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "gateway worker not ready:\n{}",
+            process.log()
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        process.child = Some(child);
         process
     }
 

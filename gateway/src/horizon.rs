@@ -1,0 +1,568 @@
+//! The Horizon client: plain HTTP/JSON with Horizon's real shapes (`GET /accounts/{id}`,
+//! `GET /fee_stats`, `GET /`, `POST /transactions`, `GET /transactions/{hash}`,
+//! `GET /friendbot`). Every call has a deadline; reads are retried with backoff on outage errors;
+//! a circuit breaker (failsafe, the same policy as the signerd client) makes an outage cost a
+//! fast [`HorizonError::Unavailable`] instead of a pile of waiting calls.
+//!
+//! Submission is never retried here: what to do after an ambiguous submission (resubmit the
+//! same bytes, poll the hash) is the payment worker's decision, so [`Horizon::submit`] reports
+//! exactly what happened as a [`Submission`].
+
+use std::time::Duration;
+
+use failsafe::futures::CircuitBreaker;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::config::HorizonConfig;
+use crate::metrics::Metrics;
+
+type Breaker =
+    failsafe::StateMachine<failsafe::failure_policy::ConsecutiveFailures<OpenDurations>, ()>;
+
+/// Breaker open durations: `next`, doubling, capped at `max`.
+#[derive(Clone, Debug)]
+struct OpenDurations {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for OpenDurations {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Some(current)
+    }
+}
+
+/// Why a Horizon call did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HorizonError {
+    /// Horizon is down, overloaded (503), too slow, or the circuit breaker is open. Safe to retry.
+    #[error("horizon unavailable: {0}")]
+    Unavailable(String),
+    /// Horizon answered something the gateway cannot use (a bug on one side or the other).
+    #[error("unexpected horizon answer: {0}")]
+    Protocol(String),
+}
+
+/// An account as Horizon shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The account's current sequence number.
+    pub sequence: i64,
+    /// The native balance in stroops.
+    pub native_balance_stroops: i64,
+}
+
+/// What a transaction looks like once Horizon has ingested it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionRecord {
+    /// The ledger it was applied in.
+    pub ledger: i64,
+    /// Whether it succeeded.
+    pub successful: bool,
+    /// The fee charged, in stroops.
+    pub fee_charged: i64,
+    /// The result codes (`tx_failed`, `op_underfunded`, ...) decoded from `result_xdr`.
+    pub result_codes: ResultCodes,
+}
+
+/// Horizon's `extras.result_codes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ResultCodes {
+    /// The transaction-level code, e.g. `tx_failed`, `tx_bad_seq`.
+    pub transaction: String,
+    /// One code per operation, e.g. `op_underfunded`.
+    #[serde(default)]
+    pub operations: Vec<String>,
+}
+
+/// The outcome of one synchronous submission.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submission {
+    /// Applied (successfully or not: a `tx_failed` in a ledger is `Applied` with
+    /// `successful: false`).
+    Applied(TransactionRecord),
+    /// Refused before reaching a ledger, with Horizon's codes (`tx_bad_seq`, `tx_too_late`,
+    /// `tx_insufficient_fee`, `tx_bad_auth`, ...).
+    Rejected(ResultCodes),
+    /// Horizon could not say (504 timeout, 503, network error, breaker open): the transaction
+    /// may or may not land. Resubmit the same bytes and poll the hash.
+    Unknown(String),
+}
+
+/// The most recent closed ledger Horizon knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatestLedger {
+    /// Its sequence.
+    pub sequence: i64,
+    /// Its close time, unix seconds.
+    pub closed_at: i64,
+}
+
+/// The Horizon client.
+pub struct Horizon {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    base: String,
+    timeout: Duration,
+    submit_timeout: Duration,
+    attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    breaker: Breaker,
+    metrics: Metrics,
+    /// The last recommended fee and when it was read: `fee_stats` changes once per ledger, so
+    /// one read per second serves every payment built meanwhile.
+    fee_cache: std::sync::Mutex<Option<(tokio::time::Instant, i64)>>,
+}
+
+/// How long a `fee_stats` answer is reused.
+const FEE_CACHE_TTL: Duration = Duration::from_secs(1);
+
+struct RawReply {
+    status: u16,
+    body: Bytes,
+}
+
+impl Horizon {
+    /// A client for the configured Horizon: `https://` (TLS with the system's root
+    /// certificates, rustls with ring) or plain `http://` (a local Horizon or the simulator).
+    pub fn new(config: &HorizonConfig, metrics: Metrics) -> crate::error::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let with_roots = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider());
+        let builder = match with_roots {
+            Ok(builder) => builder,
+            // A plain-HTTP Horizon does not need roots: a host without any must still work.
+            Err(e) if config.url.starts_with("http://") => {
+                tracing::debug!(error = %e, "no system root certificates; plain HTTP only");
+                let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| crate::error::Error::Config(format!("horizon: tls: {e}")))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
+            }
+            Err(e) => {
+                return Err(crate::error::Error::io(
+                    "horizon: loading the system's root certificates",
+                    e,
+                ));
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let breaker = failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                config.circuit_breaker.consecutive_failures,
+                OpenDurations {
+                    next: Duration::from_millis(config.circuit_breaker.open_ms),
+                    max: Duration::from_millis(config.circuit_breaker.max_open_ms),
+                },
+            ))
+            .build();
+        Ok(Horizon {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(256)
+                .build(connector),
+            base: config.url.trim_end_matches('/').to_owned(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            submit_timeout: Duration::from_millis(config.submit_timeout_ms),
+            attempts: config.retry.attempts,
+            initial_backoff: Duration::from_millis(config.retry.initial_backoff_ms),
+            max_backoff: Duration::from_millis(config.retry.max_backoff_ms),
+            breaker,
+            metrics,
+            fee_cache: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// `GET /accounts/{id}`; `None` when the account does not exist (404).
+    pub async fn account(&self, account_id: &str) -> Result<Option<AccountInfo>, HorizonError> {
+        let reply = self
+            .read("account", &format!("/accounts/{account_id}"))
+            .await?;
+        if reply.status == 404 {
+            return Ok(None);
+        }
+        let account: AccountJson = parse_ok("account", &reply)?;
+        let sequence = account
+            .sequence
+            .parse::<i64>()
+            .map_err(|_| HorizonError::Protocol("account.sequence is not an integer".into()))?;
+        let native = account
+            .balances
+            .iter()
+            .find(|b| b.asset_type == "native")
+            .map(|b| parse_amount(&b.balance))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Some(AccountInfo {
+            sequence,
+            native_balance_stroops: native,
+        }))
+    }
+
+    /// The fee per operation to offer: `fee_stats`' `fee_charged.p90`, at least
+    /// `last_ledger_base_fee`.
+    pub async fn recommended_fee(&self) -> Result<i64, HorizonError> {
+        if let Ok(cache) = self.fee_cache.lock()
+            && let Some((at, fee)) = *cache
+            && at.elapsed() < FEE_CACHE_TTL
+        {
+            return Ok(fee);
+        }
+        let fee = self.read_recommended_fee().await?;
+        if let Ok(mut cache) = self.fee_cache.lock() {
+            *cache = Some((tokio::time::Instant::now(), fee));
+        }
+        Ok(fee)
+    }
+
+    async fn read_recommended_fee(&self) -> Result<i64, HorizonError> {
+        let reply = self.read("fee_stats", "/fee_stats").await?;
+        let stats: FeeStatsJson = parse_ok("fee_stats", &reply)?;
+        let base = parse_int("last_ledger_base_fee", &stats.last_ledger_base_fee)?;
+        let p90 = parse_int("fee_charged.p90", &stats.fee_charged.p90)?;
+        Ok(base.max(p90))
+    }
+
+    /// The latest closed ledger (`GET /`: `history_latest_ledger` and its close time).
+    pub async fn latest_ledger(&self) -> Result<LatestLedger, HorizonError> {
+        let reply = self.read("root", "/").await?;
+        let root: RootJson = parse_ok("root", &reply)?;
+        let closed_at = time::OffsetDateTime::parse(
+            &root.history_latest_ledger_closed_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| HorizonError::Protocol("history_latest_ledger_closed_at".into()))?;
+        Ok(LatestLedger {
+            sequence: root.history_latest_ledger,
+            closed_at: closed_at.unix_timestamp(),
+        })
+    }
+
+    /// `GET /transactions/{hash}`; `None` while Horizon has not ingested it (404).
+    pub async fn transaction(&self, hash: &str) -> Result<Option<TransactionRecord>, HorizonError> {
+        let reply = self
+            .read("transaction", &format!("/transactions/{hash}"))
+            .await?;
+        if reply.status == 404 {
+            return Ok(None);
+        }
+        let tx: TransactionJson = parse_ok("transaction", &reply)?;
+        Ok(Some(tx.into_record()?))
+    }
+
+    /// `GET /friendbot?addr=`: funds a test-network account. Ok(false) when it already exists.
+    pub async fn friendbot(&self, account_id: &str) -> Result<bool, HorizonError> {
+        let reply = self
+            .once(
+                "friendbot",
+                hyper::Method::GET,
+                &format!("/friendbot?addr={account_id}"),
+                None,
+                self.submit_timeout,
+            )
+            .await?;
+        match reply.status {
+            200 => Ok(true),
+            400 => Ok(false),
+            other => Err(HorizonError::Protocol(format!(
+                "friendbot answered {other}"
+            ))),
+        }
+    }
+
+    /// `POST /transactions` with the base64 envelope; see [`Submission`].
+    pub async fn submit(&self, envelope_base64: &str) -> Submission {
+        let body = format!("tx={}", form_encode(envelope_base64));
+        let reply = match self
+            .once(
+                "submit",
+                hyper::Method::POST,
+                "/transactions",
+                Some(body),
+                self.submit_timeout,
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => return Submission::Unknown(e.to_string()),
+        };
+        match reply.status {
+            200 => match serde_json::from_slice::<TransactionJson>(&reply.body)
+                .map_err(|e| HorizonError::Protocol(format!("transaction json: {e}")))
+                .and_then(TransactionJson::into_record)
+            {
+                Ok(record) => Submission::Applied(record),
+                Err(e) => Submission::Unknown(e.to_string()),
+            },
+            400 => {
+                let problem: ProblemJson = match serde_json::from_slice(&reply.body) {
+                    Ok(p) => p,
+                    Err(e) => return Submission::Unknown(format!("problem json: {e}")),
+                };
+                let codes = problem
+                    .extras
+                    .and_then(|e| e.result_codes)
+                    .unwrap_or_else(|| ResultCodes {
+                        transaction: problem_type(&problem.r#type).to_owned(),
+                        operations: Vec::new(),
+                    });
+                Submission::Rejected(codes)
+            }
+            other => Submission::Unknown(format!("horizon answered {other}")),
+        }
+    }
+
+    /// A read, with retries on outage errors.
+    async fn read(&self, what: &'static str, path: &str) -> Result<RawReply, HorizonError> {
+        let mut backoff = self.initial_backoff;
+        let mut attempts_left = self.attempts;
+        loop {
+            attempts_left = attempts_left.saturating_sub(1);
+            match self
+                .once(what, hyper::Method::GET, path, None, self.timeout)
+                .await
+            {
+                Err(HorizonError::Unavailable(reason)) if attempts_left > 0 => {
+                    tracing::debug!(what, %reason, "horizon read failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One request through the breaker. 5xx and transport errors are outages.
+    async fn once(
+        &self,
+        what: &'static str,
+        method: hyper::Method,
+        path: &str,
+        form: Option<String>,
+        deadline: Duration,
+    ) -> Result<RawReply, HorizonError> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(hyper::header::ACCEPT, "application/json");
+        if form.is_some() {
+            builder = builder.header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
+            .map_err(|e| HorizonError::Protocol(format!("request: {e}")))?;
+        let client = self.client.clone();
+        let call = async move {
+            let response = tokio::time::timeout(deadline, client.request(request))
+                .await
+                .map_err(|_| CallFailure::Outage("deadline exceeded".into()))?
+                .map_err(|e| CallFailure::Outage(format!("network: {e}")))?;
+            let status = response.status().as_u16();
+            let body = tokio::time::timeout(deadline, response.into_body().collect())
+                .await
+                .map_err(|_| CallFailure::Outage("deadline exceeded reading body".into()))?
+                .map_err(|e| CallFailure::Outage(format!("network: {e}")))?
+                .to_bytes();
+            if status >= 500 {
+                // 503 server_over_capacity, 504 timeout, 502 from a proxy: all "try later".
+                return Err(CallFailure::OutageReply(RawReply { status, body }));
+            }
+            Ok(RawReply { status, body })
+        };
+        match self.breaker.call_with(CallFailure::is_outage, call).await {
+            Ok(reply) => {
+                self.metrics.horizon_call(what, "ok");
+                Ok(reply)
+            }
+            Err(failsafe::Error::Rejected) => {
+                self.metrics.horizon_call(what, "rejected_open");
+                Err(HorizonError::Unavailable("circuit breaker open".into()))
+            }
+            Err(failsafe::Error::Inner(CallFailure::Outage(reason))) => {
+                self.metrics.horizon_call(what, "unavailable");
+                Err(HorizonError::Unavailable(reason))
+            }
+            Err(failsafe::Error::Inner(CallFailure::OutageReply(reply))) => {
+                self.metrics.horizon_call(what, "unavailable");
+                let kind = serde_json::from_slice::<ProblemJson>(&reply.body)
+                    .map(|p| problem_type(&p.r#type).to_owned())
+                    .unwrap_or_default();
+                Err(HorizonError::Unavailable(format!(
+                    "status {} {kind}",
+                    reply.status
+                )))
+            }
+        }
+    }
+}
+
+enum CallFailure {
+    Outage(String),
+    OutageReply(RawReply),
+}
+
+impl CallFailure {
+    fn is_outage(&self) -> bool {
+        true
+    }
+}
+
+fn problem_type(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+fn parse_ok<T: serde::de::DeserializeOwned>(
+    what: &str,
+    reply: &RawReply,
+) -> Result<T, HorizonError> {
+    if reply.status != 200 {
+        return Err(HorizonError::Protocol(format!(
+            "{what}: status {}",
+            reply.status
+        )));
+    }
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| HorizonError::Protocol(format!("{what} json: {e}")))
+}
+
+fn parse_int(field: &str, raw: &str) -> Result<i64, HorizonError> {
+    raw.parse()
+        .map_err(|_| HorizonError::Protocol(format!("{field} is not an integer")))
+}
+
+/// Horizon amounts ("12.3400000") to stroops.
+fn parse_amount(raw: &str) -> Result<i64, HorizonError> {
+    crate::payments::parse_amount(raw)
+        .ok_or_else(|| HorizonError::Protocol(format!("amount {raw:?}")))
+}
+
+/// `application/x-www-form-urlencoded` for base64 text.
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct AccountJson {
+    sequence: String,
+    #[serde(default)]
+    balances: Vec<BalanceJson>,
+}
+
+#[derive(Deserialize)]
+struct BalanceJson {
+    balance: String,
+    asset_type: String,
+}
+
+#[derive(Deserialize)]
+struct FeeStatsJson {
+    last_ledger_base_fee: String,
+    fee_charged: FeeDistributionJson,
+}
+
+#[derive(Deserialize)]
+struct FeeDistributionJson {
+    p90: String,
+}
+
+#[derive(Deserialize)]
+struct RootJson {
+    history_latest_ledger: i64,
+    history_latest_ledger_closed_at: String,
+}
+
+#[derive(Deserialize)]
+struct TransactionJson {
+    ledger: i64,
+    successful: bool,
+    fee_charged: serde_json::Value,
+    #[serde(default)]
+    result_xdr: String,
+}
+
+impl TransactionJson {
+    fn into_record(self) -> Result<TransactionRecord, HorizonError> {
+        let fee_charged = match &self.fee_charged {
+            serde_json::Value::String(s) => parse_int("fee_charged", s)?,
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .ok_or_else(|| HorizonError::Protocol("fee_charged".into()))?,
+            _ => return Err(HorizonError::Protocol("fee_charged".into())),
+        };
+        let result_codes = crate::payments::transaction::result_codes(&self.result_xdr)
+            .unwrap_or_else(|| ResultCodes {
+                transaction: if self.successful {
+                    "tx_success".into()
+                } else {
+                    "tx_failed".into()
+                },
+                operations: Vec::new(),
+            });
+        Ok(TransactionRecord {
+            ledger: self.ledger,
+            successful: self.successful,
+            fee_charged,
+            result_codes,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ProblemJson {
+    #[serde(default)]
+    r#type: String,
+    #[serde(default)]
+    extras: Option<ProblemExtras>,
+}
+
+#[derive(Deserialize)]
+struct ProblemExtras {
+    #[serde(default)]
+    result_codes: Option<ResultCodes>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_form_encoded() {
+        assert_eq!(form_encode("ab+/=="), "ab%2B%2F%3D%3D");
+    }
+
+    #[test]
+    fn problem_types_are_their_last_segment() {
+        assert_eq!(
+            problem_type("https://stellar.org/horizon-errors/transaction_failed"),
+            "transaction_failed"
+        );
+    }
+}

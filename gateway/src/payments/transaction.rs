@@ -1,0 +1,219 @@
+//! The Stellar transaction of a payment: one native `payment` operation from the source wallet,
+//! time bounds `[0, max_time]`, an optional text memo. Built with stellar-xdr; the hash is
+//! computed here and compared with the one signerd reports before anything is stored.
+
+use sha2::{Digest, Sha256};
+use stellar_xdr::{
+    Asset, DecoratedSignature, Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation,
+    OperationBody, OperationResult, OperationResultTr, PaymentOp, PaymentResult, Preconditions,
+    ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint, Transaction,
+    TransactionEnvelope, TransactionExt, TransactionResult, TransactionResultResult,
+    TransactionV1Envelope, Uint256, WriteXdr,
+};
+
+use super::{DestinationAccount, MemoText, Stroops};
+use crate::error::{Error, Result};
+use crate::horizon::ResultCodes;
+use crate::model::AccountId;
+
+/// What goes into one payment transaction.
+#[derive(Clone, Debug)]
+pub struct PaymentTransaction<'a> {
+    /// The source wallet's account.
+    pub source: &'a AccountId,
+    /// The sequence number (the account's current sequence + 1).
+    pub sequence: i64,
+    /// The total fee in stroops (one operation).
+    pub fee: u32,
+    /// Unix seconds after which the transaction can never be applied.
+    pub max_time: u64,
+    /// Where the lumens go.
+    pub destination: &'a DestinationAccount,
+    /// How much.
+    pub amount: Stroops,
+    /// The optional memo.
+    pub memo: Option<&'a MemoText>,
+}
+
+/// An unsigned envelope and its hash.
+pub struct UnsignedTransaction {
+    /// The envelope (no signatures yet).
+    pub envelope: TransactionV1Envelope,
+    /// Its raw XDR, what signerd is asked to sign.
+    pub xdr: Vec<u8>,
+    /// The transaction hash for the configured network.
+    pub hash: [u8; 32],
+}
+
+impl PaymentTransaction<'_> {
+    /// Builds the unsigned envelope.
+    pub fn build(&self, network_passphrase: &str) -> Result<UnsignedTransaction> {
+        let destination = match self.destination {
+            DestinationAccount::Account(a) => MuxedAccount::Ed25519(Uint256(a.public_key_bytes())),
+            DestinationAccount::Muxed { ed25519, id, .. } => {
+                MuxedAccount::MuxedEd25519(MuxedAccountMed25519 {
+                    id: *id,
+                    ed25519: Uint256(*ed25519),
+                })
+            }
+        };
+        let memo = match self.memo {
+            Some(text) => Memo::Text(
+                text.as_str()
+                    .try_into()
+                    .map_err(|_| Error::Validation("memo longer than 28 bytes".into()))?,
+            ),
+            None => Memo::None,
+        };
+        let tx = Transaction {
+            source_account: MuxedAccount::Ed25519(Uint256(self.source.public_key_bytes())),
+            fee: self.fee,
+            seq_num: SequenceNumber(self.sequence),
+            cond: Preconditions::Time(TimeBounds {
+                min_time: TimePoint(0),
+                max_time: TimePoint(self.max_time),
+            }),
+            memo,
+            operations: vec![Operation {
+                source_account: None,
+                body: OperationBody::Payment(PaymentOp {
+                    destination,
+                    asset: Asset::Native,
+                    amount: self.amount.get(),
+                }),
+            }]
+            .try_into()
+            .map_err(|_| Error::CorruptData("one operation did not fit".into()))?,
+            ext: TransactionExt::V0,
+        };
+        let envelope = TransactionV1Envelope {
+            tx,
+            signatures: Default::default(),
+        };
+        let xdr = TransactionEnvelope::Tx(envelope.clone())
+            .to_xdr(Limits::none())
+            .map_err(|e| Error::CorruptData(format!("encoding the transaction: {e}")))?;
+        let hash = envelope
+            .hash(network_id(network_passphrase))
+            .map_err(|e| Error::CorruptData(format!("hashing the transaction: {e}")))?;
+        Ok(UnsignedTransaction {
+            envelope,
+            xdr,
+            hash,
+        })
+    }
+}
+
+impl UnsignedTransaction {
+    /// The signed envelope as base64 XDR, what Horizon takes.
+    pub fn attach(self, hint: &[u8], signature: &[u8]) -> Result<String> {
+        let hint: [u8; 4] = hint
+            .try_into()
+            .map_err(|_| Error::Signer("signature hint is not 4 bytes".into()))?;
+        let signature = Signature(
+            signature
+                .to_vec()
+                .try_into()
+                .map_err(|_| Error::Signer("signature longer than 64 bytes".into()))?,
+        );
+        let mut envelope = self.envelope;
+        envelope.signatures = vec![DecoratedSignature {
+            hint: SignatureHint(hint),
+            signature,
+        }]
+        .try_into()
+        .map_err(|_| Error::CorruptData("one signature did not fit".into()))?;
+        TransactionEnvelope::Tx(envelope)
+            .to_xdr_base64(Limits::none())
+            .map_err(|e| Error::CorruptData(format!("encoding the envelope: {e}")))
+    }
+}
+
+/// sha256 of the passphrase.
+pub fn network_id(passphrase: &str) -> [u8; 32] {
+    Sha256::digest(passphrase.as_bytes()).into()
+}
+
+/// Result codes (Horizon's names) from a base64 `TransactionResult`.
+pub fn result_codes(result_xdr: &str) -> Option<ResultCodes> {
+    let result = TransactionResult::from_xdr_base64(result_xdr, Limits::len(64 * 1024)).ok()?;
+    let (transaction, operations) = match &result.result {
+        TransactionResultResult::TxSuccess(ops) => ("tx_success", Some(ops.as_slice())),
+        TransactionResultResult::TxFailed(ops) => ("tx_failed", Some(ops.as_slice())),
+        TransactionResultResult::TxTooEarly => ("tx_too_early", None),
+        TransactionResultResult::TxTooLate => ("tx_too_late", None),
+        TransactionResultResult::TxMissingOperation => ("tx_missing_operation", None),
+        TransactionResultResult::TxBadSeq => ("tx_bad_seq", None),
+        TransactionResultResult::TxBadAuth => ("tx_bad_auth", None),
+        TransactionResultResult::TxInsufficientBalance => ("tx_insufficient_balance", None),
+        TransactionResultResult::TxNoAccount => ("tx_no_source_account", None),
+        TransactionResultResult::TxInsufficientFee => ("tx_insufficient_fee", None),
+        TransactionResultResult::TxBadAuthExtra => ("tx_bad_auth_extra", None),
+        TransactionResultResult::TxInternalError => ("tx_internal_error", None),
+        TransactionResultResult::TxMalformed => ("tx_malformed", None),
+        _ => ("tx_other", None),
+    };
+    Some(ResultCodes {
+        transaction: transaction.to_owned(),
+        operations: operations
+            .unwrap_or_default()
+            .iter()
+            .map(|op| operation_code(op).to_owned())
+            .collect(),
+    })
+}
+
+fn operation_code(result: &OperationResult) -> &'static str {
+    match result {
+        OperationResult::OpBadAuth => "op_bad_auth",
+        OperationResult::OpNoAccount => "op_no_source_account",
+        OperationResult::OpNotSupported => "op_not_supported",
+        OperationResult::OpInner(OperationResultTr::Payment(p)) => match p {
+            PaymentResult::Success => "op_success",
+            PaymentResult::Malformed => "op_malformed",
+            PaymentResult::Underfunded => "op_underfunded",
+            PaymentResult::SrcNoTrust => "op_src_no_trust",
+            PaymentResult::SrcNotAuthorized => "op_src_not_authorized",
+            PaymentResult::NoDestination => "op_no_destination",
+            PaymentResult::NoTrust => "op_no_trust",
+            PaymentResult::NotAuthorized => "op_not_authorized",
+            PaymentResult::LineFull => "op_line_full",
+            PaymentResult::NoIssuer => "op_no_issuer",
+        },
+        _ => "op_other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_the_envelope_hash_for_the_network() {
+        let source = AccountId::parse(&stellar_strkey::ed25519::PublicKey([1; 32]).to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let destination =
+            DestinationAccount::parse(&stellar_strkey::ed25519::PublicKey([2; 32]).to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let tx = PaymentTransaction {
+            source: &source,
+            sequence: 5,
+            fee: 100,
+            max_time: 1_000,
+            destination: &destination,
+            amount: Stroops::from_stored(10),
+            memo: None,
+        };
+        let a = tx.build("A").unwrap_or_else(|e| panic!("{e}"));
+        let b = tx.build("B").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(a.hash, b.hash);
+        let decoded =
+            TransactionEnvelope::from_xdr(&a.xdr, Limits::none()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            decoded
+                .hash(network_id("A"))
+                .unwrap_or_else(|e| panic!("{e}")),
+            a.hash
+        );
+    }
+}

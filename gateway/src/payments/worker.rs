@@ -1,0 +1,573 @@
+//! The [`PaymentWorker`]: drives accepted payments to Horizon, never paying twice.
+//!
+//! **Claiming.** The worker scans for source wallets with due, unfinished payments and takes a
+//! lease on each (`payment_leases`: a row per wallet with an owner and an expiry, taken with a
+//! conditional upsert, renewed while working). The lease is what makes "one transaction in
+//! flight per source account" hold across replicas; on Postgres the scan itself uses
+//! `FOR UPDATE SKIP LOCKED` so replicas scanning at once skip each other's rows. A wallet's
+//! payments are processed strictly one at a time, oldest first. A worker that dies leaves its
+//! leases to expire (`payments.lease_ms`); the next worker resumes from the stored state.
+//!
+//! **Per payment.**
+//! - `CREATED`: re-check the user and wallet (FAILED if blocked or frozen since acceptance);
+//!   read the sequence from Horizon, the fee from `fee_stats` (capped), set `max_time` to
+//!   now + `max_validity_secs`; build, ask signerd to sign, check signerd's hash equals ours, and
+//!   store the exact signed envelope and hash: `SIGNED`. Nothing is sent before that commit.
+//! - `SIGNED`/`SUBMITTED`: submit the *stored* bytes. Applied → `SUCCESS` (or `FAILED` with the
+//!   result codes when it failed in a ledger, e.g. `op_underfunded`). Rejected with a final code
+//!   (`tx_bad_auth`, `tx_insufficient_balance`, ...) → `FAILED`. Anything ambiguous (504, 503,
+//!   network error, open breaker, `tx_bad_seq`, `tx_too_late`, `tx_insufficient_fee`) → *confirm*.
+//! - *Confirm*: look up every hash ever signed for the payment. Found → its outcome. Not found:
+//!   the payment is rebuilt (back to `CREATED`) only when Horizon's latest closed ledger closed
+//!   after `max_time` **and** the source account's sequence is still below the transaction's (so
+//!   no version of it was applied but not yet ingested). Otherwise the same bytes are resubmitted
+//!   after a backoff.
+//! - A rebuild reuses the sequence number; signerd's sequence guard refuses a different
+//!   transaction for that sequence until `max_time + sequence_guard_secs`, so the rebuild waits
+//!   until then (keep `max_validity_secs` short).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::transaction::PaymentTransaction;
+use super::{DestinationAccount, MemoText, PaymentStatus};
+use crate::config::{HorizonConfig, PaymentsConfig};
+use crate::error::{Error, Result};
+use crate::horizon::{Horizon, HorizonError, ResultCodes, Submission, TransactionRecord};
+use crate::metrics::Metrics;
+use crate::model::{RequestId, Timestamp, WalletId};
+use crate::signer::Signer;
+use crate::store::{PaymentRecord, Store, WalletRecord};
+
+/// Waits longer than this release the wallet's lease and the worker slot.
+const PARK_THRESHOLD: Duration = Duration::from_secs(3);
+
+/// What to do after one step.
+enum Next {
+    /// Look at the wallet's next state at once.
+    Continue,
+    /// Come back after this long.
+    Wait(Duration),
+}
+
+/// Settings the worker needs from the config.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// The network passphrase transactions are signed for.
+    pub network_passphrase: String,
+    /// Fee cap per operation.
+    pub max_fee_stroops: u32,
+    /// How far ahead `max_time` goes.
+    pub max_validity_secs: u64,
+    /// signerd's guard grace after `max_time`.
+    pub sequence_guard_secs: u64,
+    /// Wallets processed at once.
+    pub concurrency: usize,
+    /// Scan interval.
+    pub poll_interval: Duration,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+impl WorkerSettings {
+    /// From the config sections.
+    pub fn new(horizon: &HorizonConfig, payments: &PaymentsConfig) -> Self {
+        WorkerSettings {
+            network_passphrase: horizon.network_passphrase.clone(),
+            max_fee_stroops: horizon.max_fee_stroops,
+            max_validity_secs: horizon.max_validity_secs,
+            sequence_guard_secs: horizon.sequence_guard_secs,
+            concurrency: payments.worker_concurrency,
+            poll_interval: Duration::from_millis(payments.poll_interval_ms),
+            lease: Duration::from_millis(payments.lease_ms),
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct PaymentWorker {
+    store: Store,
+    signer: Arc<Signer>,
+    horizon: Arc<Horizon>,
+    settings: WorkerSettings,
+    metrics: Metrics,
+    owner: String,
+    wake: Arc<Notify>,
+    active: Mutex<HashSet<WalletId>>,
+}
+
+impl PaymentWorker {
+    /// A worker; `wake` is notified by the API when a payment is accepted.
+    pub fn new(
+        store: Store,
+        signer: Arc<Signer>,
+        horizon: Arc<Horizon>,
+        settings: WorkerSettings,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+    ) -> Self {
+        PaymentWorker {
+            store,
+            signer,
+            horizon,
+            settings,
+            metrics,
+            owner: format!("worker-{}", uuid::Uuid::now_v7()),
+            wake,
+            active: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs until `stop` turns true. Whatever was in flight when a previous worker died is
+    /// found by the first scan (its leases expire) and resumed from the stored state.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tracing::info!(owner = %self.owner, "payment worker started");
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let capacity = slots.available_permits();
+            if capacity > 0 {
+                match self
+                    .store
+                    .due_source_wallets(i64::try_from(capacity * 4).unwrap_or(1024))
+                    .await
+                {
+                    Ok(wallets) => {
+                        for wallet in wallets {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            if !self.mark_active(wallet) {
+                                continue;
+                            }
+                            let worker = self.clone();
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                worker.drive_wallet(wallet, stop).await;
+                                worker.unmark_active(wallet);
+                                drop(permit);
+                                worker.wake.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "payment worker cannot scan for work"),
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!("payment worker stopped");
+    }
+
+    fn mark_active(&self, wallet: WalletId) -> bool {
+        self.active
+            .lock()
+            .map(|mut set| set.insert(wallet))
+            .unwrap_or(false)
+    }
+
+    fn unmark_active(&self, wallet: WalletId) {
+        if let Ok(mut set) = self.active.lock() {
+            set.remove(&wallet);
+        }
+    }
+
+    async fn lease(&self, wallet: WalletId) -> bool {
+        let until = Timestamp::after(self.settings.lease);
+        match self.store.lease_wallet(wallet, &self.owner, &until).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(error = %e, %wallet, "cannot lease a source wallet");
+                false
+            }
+        }
+    }
+
+    /// Processes one source wallet's payments in order while holding its lease.
+    async fn drive_wallet(&self, wallet: WalletId, mut stop: watch::Receiver<bool>) {
+        if !self.lease(wallet).await {
+            return;
+        }
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if renewed.elapsed() > self.settings.lease / 3 {
+                if !self.lease(wallet).await {
+                    // Another worker took over (ours expired): it owns the wallet now.
+                    return;
+                }
+                renewed = tokio::time::Instant::now();
+            }
+            let payment = match self.store.oldest_unfinished_payment(wallet).await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, %wallet, "cannot read the next payment");
+                    break;
+                }
+            };
+            if payment.next_attempt_at > Timestamp::now() {
+                break;
+            }
+            let next = match self.step(&payment).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, payment_id = %payment.id, "payment step failed; will retry");
+                    Next::Wait(backoff(payment.attempts))
+                }
+            };
+            match next {
+                Next::Continue => {}
+                Next::Wait(wait) if wait >= PARK_THRESHOLD => {
+                    let at = Timestamp::after(wait);
+                    if let Err(e) = self.store.postpone_payment(payment.id, &at).await {
+                        tracing::warn!(error = %e, payment_id = %payment.id, "cannot postpone");
+                    }
+                    break;
+                }
+                Next::Wait(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.release_wallet(wallet, &self.owner).await {
+            tracing::warn!(error = %e, %wallet, "cannot release a lease (it expires on its own)");
+        }
+    }
+
+    async fn step(&self, payment: &PaymentRecord) -> Result<Next> {
+        match payment.status {
+            PaymentStatus::Created => self.build_and_sign(payment).await,
+            PaymentStatus::Signed | PaymentStatus::Submitted => self.submit(payment).await,
+            PaymentStatus::Success | PaymentStatus::Failed => Ok(Next::Continue),
+        }
+    }
+
+    async fn fail(&self, payment: &PaymentRecord, reason: &str) -> Result<Next> {
+        tracing::info!(payment_id = %payment.id, reason, "payment failed");
+        if self
+            .store
+            .finish_payment(
+                payment.id,
+                PaymentStatus::Failed,
+                None,
+                None,
+                None,
+                None,
+                Some(reason),
+            )
+            .await?
+        {
+            self.metrics.payment_finished("FAILED");
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn build_and_sign(&self, payment: &PaymentRecord) -> Result<Next> {
+        if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
+            return self.fail(payment, &reason).await;
+        }
+        let wallet = self
+            .store
+            .wallet(payment.source_wallet_id)
+            .await?
+            .ok_or_else(|| Error::CorruptData("payment of a missing wallet".into()))?;
+        let WalletRecord {
+            key_id,
+            public_key: Some(source),
+            ..
+        } = wallet
+        else {
+            return self.fail(payment, "source wallet has no key").await;
+        };
+        let account = match self.horizon.account(source.as_str()).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return self
+                    .fail(
+                        payment,
+                        "SOURCE_ACCOUNT_NOT_FOUND: the source account does not exist on the network",
+                    )
+                    .await;
+            }
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        let sequence = account.sequence + 1;
+        let now = unix_now();
+        // signerd's guard: a different transaction for a sequence it already signed is refused
+        // until that one's max_time + grace. Wait rather than be refused.
+        let guard_until = self
+            .store
+            .payment_hashes(payment.id)
+            .await?
+            .iter()
+            .filter(|(_, seq, _)| *seq == sequence)
+            .map(|(_, _, max_time)| max_time + self.guard_secs() + 1)
+            .max();
+        if let Some(until) = guard_until
+            && until > now
+        {
+            let wait = Duration::from_secs(u64::try_from(until - now).unwrap_or(1));
+            tracing::info!(payment_id = %payment.id, wait_secs = wait.as_secs(), "rebuild waits for signerd's sequence guard");
+            return Ok(Next::Wait(wait));
+        }
+        let fee = match self.horizon.recommended_fee().await {
+            Ok(fee) => fee.clamp(100, i64::from(self.settings.max_fee_stroops)),
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        let fee = u32::try_from(fee).unwrap_or(self.settings.max_fee_stroops);
+        let max_time = u64::try_from(now).unwrap_or(0) + self.settings.max_validity_secs;
+        let destination = DestinationAccount::parse(&payment.destination_account)
+            .map_err(|e| Error::CorruptData(format!("payments.destination_account: {e}")))?;
+        let memo = payment
+            .memo
+            .as_deref()
+            .map(MemoText::parse)
+            .transpose()
+            .map_err(|e| Error::CorruptData(format!("payments.memo: {e}")))?;
+        let unsigned = PaymentTransaction {
+            source: &source,
+            sequence,
+            fee,
+            max_time,
+            destination: &destination,
+            amount: payment.amount,
+            memo: memo.as_ref(),
+        }
+        .build(&self.settings.network_passphrase)?;
+        // Checked again right before signing (after the Horizon reads, which may have waited
+        // out an outage): a block or freeze that happened meanwhile still stops the payment.
+        if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
+            return self.fail(payment, &reason).await;
+        }
+        let request_id = RequestId::from_caller(&format!("payment-{}", payment.id))
+            .unwrap_or_else(RequestId::generate);
+        let signature = match self
+            .signer
+            .sign_transaction(
+                &key_id,
+                &unsigned.xdr,
+                &self.settings.network_passphrase,
+                &request_id,
+            )
+            .await
+        {
+            Ok(signature) => signature,
+            Err(Error::SignerUnavailable(reason)) => {
+                tracing::warn!(payment_id = %payment.id, %reason, "signerd unavailable; payment waits");
+                return Ok(Next::Wait(backoff(payment.builds + payment.attempts)));
+            }
+            Err(e) => {
+                // Nothing was ever sent for this transaction, and no earlier one can land (a
+                // rebuild happens only once that is proven), so failing here cannot lose money.
+                return self.fail(payment, &format!("SIGNER_REFUSED: {e}")).await;
+            }
+        };
+        if signature.tx_hash.as_slice() != unsigned.hash.as_slice() {
+            return Err(Error::Signer(
+                "signerd signed a different transaction hash than the gateway computed".into(),
+            ));
+        }
+        let hash = hex::encode(unsigned.hash);
+        let envelope = unsigned.attach(&signature.hint, &signature.signature)?;
+        self.store
+            .mark_signed(
+                payment.id,
+                sequence,
+                i64::try_from(max_time).unwrap_or(i64::MAX),
+                i64::from(fee),
+                &hash,
+                &envelope,
+            )
+            .await?;
+        tracing::debug!(payment_id = %payment.id, tx_hash = %hash, sequence, "payment signed");
+        Ok(Next::Continue)
+    }
+
+    fn guard_secs(&self) -> i64 {
+        i64::try_from(self.settings.sequence_guard_secs).unwrap_or(60)
+    }
+
+    async fn submit(&self, payment: &PaymentRecord) -> Result<Next> {
+        let (Some(envelope), Some(hash)) = (&payment.envelope_xdr, &payment.tx_hash) else {
+            return Err(Error::CorruptData(format!(
+                "payment {} is {} without an envelope",
+                payment.id,
+                payment.status.as_str()
+            )));
+        };
+        self.store.mark_submitted(payment.id, hash).await?;
+        match self.horizon.submit(envelope).await {
+            Submission::Applied(record) => self.finish(payment, hash, &record).await,
+            Submission::Rejected(codes) if is_final_rejection(&codes) => {
+                tracing::info!(payment_id = %payment.id, ?codes, "transaction rejected");
+                if self
+                    .store
+                    .finish_payment(
+                        payment.id,
+                        PaymentStatus::Failed,
+                        Some(hash),
+                        None,
+                        None,
+                        Some(&codes),
+                        Some("HORIZON_REJECTED"),
+                    )
+                    .await?
+                {
+                    self.metrics.payment_finished("FAILED");
+                }
+                Ok(Next::Continue)
+            }
+            Submission::Rejected(codes) => {
+                tracing::info!(payment_id = %payment.id, code = %codes.transaction, "ambiguous rejection; confirming by hash");
+                self.confirm(payment).await
+            }
+            Submission::Unknown(reason) => {
+                tracing::info!(payment_id = %payment.id, %reason, "submission outcome unknown; confirming by hash");
+                self.confirm(payment).await
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        payment: &PaymentRecord,
+        hash: &str,
+        record: &TransactionRecord,
+    ) -> Result<Next> {
+        let status = if record.successful {
+            PaymentStatus::Success
+        } else {
+            PaymentStatus::Failed
+        };
+        let codes = (!record.successful).then_some(&record.result_codes);
+        if self
+            .store
+            .finish_payment(
+                payment.id,
+                status,
+                Some(hash),
+                Some(record.ledger),
+                Some(record.fee_charged),
+                codes,
+                (!record.successful).then_some("TRANSACTION_FAILED"),
+            )
+            .await?
+        {
+            self.metrics.payment_finished(status.as_str());
+        }
+        Ok(Next::Continue)
+    }
+
+    /// After an ambiguous submission: find the transaction, or prove it can never land.
+    async fn confirm(&self, payment: &PaymentRecord) -> Result<Next> {
+        for (hash, _, _) in self.store.payment_hashes(payment.id).await? {
+            match self.horizon.transaction(&hash).await {
+                Ok(Some(record)) => return self.finish(payment, &hash, &record).await,
+                Ok(None) => {}
+                Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            }
+        }
+        let (Some(sequence), Some(max_time)) = (payment.sequence, payment.max_time) else {
+            return Err(Error::CorruptData(
+                "in-flight payment without sequence".into(),
+            ));
+        };
+        let latest = match self.horizon.latest_ledger().await {
+            Ok(latest) => latest,
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        let wallet = self
+            .store
+            .wallet(payment.source_wallet_id)
+            .await?
+            .and_then(|w| w.public_key)
+            .ok_or_else(|| Error::CorruptData("payment of a wallet without a key".into()))?;
+        let account = match self.horizon.account(wallet.as_str()).await {
+            Ok(account) => account,
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        let sequence_used = account.is_some_and(|a| a.sequence >= sequence);
+        if latest.closed_at > max_time && !sequence_used {
+            let why = format!(
+                "rebuild: no signed transaction found, ledger {} closed at {} after max_time {max_time}, sequence {sequence} unused",
+                latest.sequence, latest.closed_at
+            );
+            tracing::info!(payment_id = %payment.id, "{why}");
+            self.store.reset_for_rebuild(payment.id, &why).await?;
+            return Ok(Next::Continue);
+        }
+        if sequence_used {
+            // One of its transactions was applied but Horizon has not ingested it yet.
+            return Ok(Next::Wait(Duration::from_millis(500)));
+        }
+        Ok(Next::Wait(backoff(payment.attempts)))
+    }
+
+    fn horizon_wait(&self, payment: &PaymentRecord, e: &HorizonError) -> Next {
+        tracing::warn!(payment_id = %payment.id, error = %e, "horizon unavailable; payment waits");
+        Next::Wait(backoff(payment.attempts))
+    }
+}
+
+/// Codes after which the stored bytes can never succeed.
+fn is_final_rejection(codes: &ResultCodes) -> bool {
+    !matches!(
+        codes.transaction.as_str(),
+        // tx_failed was applied in a ledger: confirming by hash records its ledger and fee.
+        "tx_failed"
+            | "tx_bad_seq"
+            | "tx_too_late"
+            | "tx_too_early"
+            | "tx_insufficient_fee"
+            | "tx_internal_error"
+    ) && !codes.transaction.is_empty()
+}
+
+/// 250 ms doubling per attempt, at most 5 s.
+fn backoff(attempts: i64) -> Duration {
+    let shift = u32::try_from(attempts.clamp(0, 5)).unwrap_or(5);
+    Duration::from_millis(250u64 << shift).min(Duration::from_secs(5))
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_final_codes_fail_a_payment_outright() {
+        let codes = |tx: &str| ResultCodes {
+            transaction: tx.into(),
+            operations: vec![],
+        };
+        assert!(is_final_rejection(&codes("tx_bad_auth")));
+        assert!(is_final_rejection(&codes("tx_insufficient_balance")));
+        assert!(!is_final_rejection(&codes("tx_bad_seq")));
+        assert!(!is_final_rejection(&codes("tx_too_late")));
+        assert!(!is_final_rejection(&codes("")));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_millis(250));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(50), Duration::from_secs(5));
+    }
+}

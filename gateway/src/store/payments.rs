@@ -1,0 +1,694 @@
+//! Payments, their status history, every transaction hash signed for them, per-wallet leases
+//! (one worker per source account across replicas) and daily limits.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Store, optional_text, stored, text};
+use crate::error::{Error, Result};
+use crate::horizon::ResultCodes;
+use crate::model::{ApiKeyId, IdempotencyKey, PaymentId, Timestamp, WalletId};
+use crate::payments::{PaymentStatus, Stroops};
+
+/// A payment to insert.
+pub struct NewPayment<'a> {
+    /// Its id.
+    pub id: PaymentId,
+    /// The API key that asked.
+    pub api_key_id: ApiKeyId,
+    /// The caller's Idempotency-Key (unique per API key).
+    pub idempotency_key: &'a IdempotencyKey,
+    /// The paying wallet.
+    pub source_wallet_id: WalletId,
+    /// The destination as the caller gave it (a wallet id or an address).
+    pub destination: &'a str,
+    /// The destination account (`G...` or `M...`).
+    pub destination_account: &'a str,
+    /// The amount.
+    pub amount: Stroops,
+    /// The memo.
+    pub memo: Option<&'a str>,
+}
+
+/// The daily limits that apply to a wallet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DailyLimits {
+    /// Payments per UTC day.
+    pub daily_count: i64,
+    /// Stroops per UTC day.
+    pub daily_amount_stroops: i64,
+}
+
+/// A stored payment.
+#[derive(Clone, Debug)]
+pub struct PaymentRecord {
+    /// Id.
+    pub id: PaymentId,
+    /// Paying wallet.
+    pub source_wallet_id: WalletId,
+    /// Destination as given.
+    pub destination: String,
+    /// Destination account.
+    pub destination_account: String,
+    /// Amount.
+    pub amount: Stroops,
+    /// Memo.
+    pub memo: Option<String>,
+    /// Status.
+    pub status: PaymentStatus,
+    /// Sequence number of the current transaction.
+    pub sequence: Option<i64>,
+    /// Its max_time (unix seconds).
+    pub max_time: Option<i64>,
+    /// Its hash (hex).
+    pub tx_hash: Option<String>,
+    /// The signed envelope (base64 XDR).
+    pub envelope_xdr: Option<String>,
+    /// Fee: offered while in flight, charged once applied.
+    pub fee_stroops: Option<i64>,
+    /// The ledger it was applied in.
+    pub ledger: Option<i64>,
+    /// Horizon's result codes (failures).
+    pub result_codes: Option<ResultCodes>,
+    /// Why it failed, in words.
+    pub failure_reason: Option<String>,
+    /// Submissions so far.
+    pub attempts: i64,
+    /// Transactions built so far.
+    pub builds: i64,
+    /// When the worker should look at it next.
+    pub next_attempt_at: Timestamp,
+    /// Accepted at.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// One status-history entry.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PaymentEvent {
+    /// The status entered.
+    pub status: String,
+    /// The transaction hash involved, if any.
+    pub tx_hash: Option<String>,
+    /// What happened.
+    pub detail: Option<String>,
+    /// When.
+    pub occurred_at: String,
+}
+
+/// The outcome of accepting a payment.
+pub enum Accepted {
+    /// Inserted now.
+    Created(PaymentRecord),
+    /// This API key already used the Idempotency-Key: the earlier payment.
+    Existing(PaymentRecord),
+}
+
+const COLUMNS: &str = "id, source_wallet_id, destination, destination_account, amount_stroops, memo, \
+    status, sequence, max_time, tx_hash, envelope_xdr, fee_stroops, ledger, result_codes, \
+    failure_reason, attempts, builds, next_attempt_at, created_at, updated_at";
+
+fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>> {
+    Ok(row.try_get::<Option<i64>, _>(column)?)
+}
+
+fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
+    Ok(PaymentRecord {
+        id: stored("payments.id", PaymentId::parse(&text(row, "id")?))?,
+        source_wallet_id: stored(
+            "payments.source_wallet_id",
+            WalletId::parse(&text(row, "source_wallet_id")?),
+        )?,
+        destination: text(row, "destination")?,
+        destination_account: text(row, "destination_account")?,
+        amount: Stroops::from_stored(row.try_get::<i64, _>("amount_stroops")?),
+        memo: optional_text(row, "memo")?,
+        status: PaymentStatus::parse(&text(row, "status")?)?,
+        sequence: opt_i64(row, "sequence")?,
+        max_time: opt_i64(row, "max_time")?,
+        tx_hash: optional_text(row, "tx_hash")?,
+        envelope_xdr: optional_text(row, "envelope_xdr")?,
+        fee_stroops: opt_i64(row, "fee_stroops")?,
+        ledger: opt_i64(row, "ledger")?,
+        result_codes: optional_text(row, "result_codes")?
+            .map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| Error::CorruptData(format!("payments.result_codes: {e}")))
+            })
+            .transpose()?,
+        failure_reason: optional_text(row, "failure_reason")?,
+        attempts: row.try_get::<i64, _>("attempts")?,
+        builds: row.try_get::<i64, _>("builds")?,
+        next_attempt_at: Timestamp::from_stored(text(row, "next_attempt_at")?)?,
+        created_at: Timestamp::from_stored(text(row, "created_at")?)?,
+        updated_at: Timestamp::from_stored(text(row, "updated_at")?)?,
+    })
+}
+
+async fn record_event(
+    conn: &mut sqlx::AnyConnection,
+    payment: PaymentId,
+    status: PaymentStatus,
+    tx_hash: Option<&str>,
+    detail: Option<&str>,
+    now: &Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO payment_events (payment_id, status, tx_hash, detail, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(payment.to_string())
+    .bind(status.as_str())
+    .bind(tx_hash)
+    .bind(detail)
+    .bind(now.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Accepts a payment: counts it against the wallet's daily limits and inserts it with its
+    /// first event, in one transaction. The usage row is bumped with a conditional upsert, so
+    /// two replicas accepting at once cannot both squeeze under the limit.
+    pub async fn accept_payment(
+        &self,
+        new: &NewPayment<'_>,
+        defaults: DailyLimits,
+    ) -> Result<Accepted> {
+        if let Some(existing) = self
+            .payment_by_idempotency_key(new.api_key_id, new.idempotency_key)
+            .await?
+        {
+            return Ok(Accepted::Existing(existing));
+        }
+        let limits = self.wallet_limits(new.source_wallet_id, defaults).await?;
+        let now = Timestamp::now();
+        let day = &now.as_str()[..10];
+        let amount = new.amount.get();
+        // The upsert below checks the limits only when the day's row exists; the first payment
+        // of the day is checked here.
+        if amount > limits.daily_amount_stroops || limits.daily_count < 1 {
+            return Err(Error::LimitExceeded(
+                "amount exceeds the wallet's daily amount limit".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        let counted = sqlx::query(
+            "INSERT INTO wallet_daily_usage (wallet_id, day, payment_count, amount_stroops) \
+             VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (wallet_id, day) DO UPDATE SET \
+               payment_count = wallet_daily_usage.payment_count + 1, \
+               amount_stroops = wallet_daily_usage.amount_stroops + $3 \
+             WHERE wallet_daily_usage.payment_count + 1 <= $4 \
+               AND wallet_daily_usage.amount_stroops + $3 <= $5",
+        )
+        .bind(new.source_wallet_id.to_string())
+        .bind(day)
+        .bind(amount)
+        .bind(limits.daily_count)
+        .bind(limits.daily_amount_stroops)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if counted != 1 {
+            return Err(Error::LimitExceeded(
+                "the wallet's daily payment count or amount limit is reached".into(),
+            ));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO payments (id, api_key_id, idempotency_key, source_wallet_id, destination, \
+             destination_account, amount_stroops, memo, status, attempts, builds, next_attempt_at, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9)",
+        )
+        .bind(new.id.to_string())
+        .bind(new.api_key_id.to_string())
+        .bind(new.idempotency_key.as_str())
+        .bind(new.source_wallet_id.to_string())
+        .bind(new.destination)
+        .bind(new.destination_account)
+        .bind(amount)
+        .bind(new.memo)
+        .bind(now.as_str())
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) => {
+                let e = Error::from(e);
+                drop(tx);
+                if e.is_unique_violation()
+                    && let Some(existing) = self
+                        .payment_by_idempotency_key(new.api_key_id, new.idempotency_key)
+                        .await?
+                {
+                    return Ok(Accepted::Existing(existing));
+                }
+                return Err(e);
+            }
+        }
+        record_event(&mut tx, new.id, PaymentStatus::Created, None, None, &now).await?;
+        tx.commit().await?;
+        let payment = self
+            .payment(new.id)
+            .await?
+            .ok_or_else(|| Error::CorruptData("payment vanished after insert".into()))?;
+        Ok(Accepted::Created(payment))
+    }
+
+    async fn payment_by_idempotency_key(
+        &self,
+        api_key: ApiKeyId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<PaymentRecord>> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE api_key_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(api_key.to_string())
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(payment_from_row)
+        .transpose()
+    }
+
+    /// One payment.
+    pub async fn payment(&self, id: PaymentId) -> Result<Option<PaymentRecord>> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM payments WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(payment_from_row)
+            .transpose()
+    }
+
+    /// A payment's status history, oldest first.
+    pub async fn payment_events(&self, id: PaymentId) -> Result<Vec<PaymentEvent>> {
+        sqlx::query(
+            "SELECT status, tx_hash, detail, occurred_at FROM payment_events \
+             WHERE payment_id = $1 ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(PaymentEvent {
+                status: text(row, "status")?,
+                tx_hash: optional_text(row, "tx_hash")?,
+                detail: optional_text(row, "detail")?,
+                occurred_at: text(row, "occurred_at")?,
+            })
+        })
+        .collect()
+    }
+
+    /// A wallet's payments, newest first, at most `limit`, older than `before` when given.
+    pub async fn wallet_payments(
+        &self,
+        wallet: WalletId,
+        before: Option<PaymentId>,
+        limit: i64,
+    ) -> Result<Vec<PaymentRecord>> {
+        let rows = match before {
+            Some(before) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM payments WHERE source_wallet_id = $1 AND id < $2 \
+                     ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(wallet.to_string())
+                .bind(before.to_string())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM payments WHERE source_wallet_id = $1 \
+                     ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(wallet.to_string())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(payment_from_row).collect()
+    }
+
+    /// The limits that apply to a wallet: its override, else the defaults.
+    pub async fn wallet_limits(
+        &self,
+        wallet: WalletId,
+        defaults: DailyLimits,
+    ) -> Result<DailyLimits> {
+        let row = sqlx::query(
+            "SELECT daily_count, daily_amount_stroops FROM wallet_limits WHERE wallet_id = $1",
+        )
+        .bind(wallet.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => DailyLimits {
+                daily_count: opt_i64(&row, "daily_count")?.unwrap_or(defaults.daily_count),
+                daily_amount_stroops: opt_i64(&row, "daily_amount_stroops")?
+                    .unwrap_or(defaults.daily_amount_stroops),
+            },
+            None => defaults,
+        })
+    }
+
+    /// Sets (or with `None`, resets to the default) a wallet's limit overrides.
+    pub async fn set_wallet_limits(
+        &self,
+        wallet: WalletId,
+        daily_count: Option<i64>,
+        daily_amount_stroops: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO wallet_limits (wallet_id, daily_count, daily_amount_stroops, updated_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (wallet_id) DO UPDATE SET daily_count = $2, \
+               daily_amount_stroops = $3, updated_at = $4",
+        )
+        .bind(wallet.to_string())
+        .bind(daily_count)
+        .bind(daily_amount_stroops)
+        .bind(Timestamp::now().as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- the worker's side ----
+
+    /// Source wallets with due, unfinished payments, not leased by anyone else right now. On
+    /// Postgres the scan skips rows other replicas are claiming (`FOR UPDATE SKIP LOCKED`).
+    pub async fn due_source_wallets(&self, limit: i64) -> Result<Vec<WalletId>> {
+        let now = Timestamp::now();
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE OF payments SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT payments.source_wallet_id AS wallet_id FROM payments \
+             LEFT JOIN payment_leases ON payment_leases.wallet_id = payments.source_wallet_id \
+             WHERE payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
+               AND payments.next_attempt_at <= $1 \
+               AND (payment_leases.locked_until IS NULL OR payment_leases.locked_until < $1) \
+             ORDER BY payments.next_attempt_at LIMIT $2{lock}"
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&sql)
+            .bind(now.as_str())
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut wallets = Vec::new();
+        for row in &rows {
+            let id = stored(
+                "payments.source_wallet_id",
+                WalletId::parse(&text(row, "wallet_id")?),
+            )?;
+            if !wallets.contains(&id) {
+                wallets.push(id);
+            }
+        }
+        Ok(wallets)
+    }
+
+    /// Takes (or renews) the lease on a source wallet for `owner` until `until`. False when
+    /// another owner holds an unexpired lease.
+    pub async fn lease_wallet(
+        &self,
+        wallet: WalletId,
+        owner: &str,
+        until: &Timestamp,
+    ) -> Result<bool> {
+        let now = Timestamp::now();
+        let taken = sqlx::query(
+            "INSERT INTO payment_leases (wallet_id, owner, locked_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (wallet_id) DO UPDATE SET owner = $2, locked_until = $3 \
+             WHERE payment_leases.owner = $2 OR payment_leases.locked_until < $4",
+        )
+        .bind(wallet.to_string())
+        .bind(owner)
+        .bind(until.as_str())
+        .bind(now.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Gives a lease back.
+    pub async fn release_wallet(&self, wallet: WalletId, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM payment_leases WHERE wallet_id = $1 AND owner = $2")
+            .bind(wallet.to_string())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The oldest unfinished payment of a source wallet (due or not): payments of one source
+    /// go strictly in order, one transaction in flight at a time.
+    pub async fn oldest_unfinished_payment(
+        &self,
+        wallet: WalletId,
+    ) -> Result<Option<PaymentRecord>> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM payments WHERE source_wallet_id = $1 \
+             AND status IN ('CREATED', 'SIGNED', 'SUBMITTED') ORDER BY id LIMIT 1"
+        ))
+        .bind(wallet.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(payment_from_row)
+        .transpose()
+    }
+
+    /// Every hash signed for a payment (current and rebuilt-away ones), with sequence and
+    /// max_time.
+    pub async fn payment_hashes(&self, id: PaymentId) -> Result<Vec<(String, i64, i64)>> {
+        sqlx::query(
+            "SELECT tx_hash, sequence, max_time FROM payment_transactions \
+             WHERE payment_id = $1 ORDER BY created_at",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                text(row, "tx_hash")?,
+                row.try_get::<i64, _>("sequence")?,
+                row.try_get::<i64, _>("max_time")?,
+            ))
+        })
+        .collect()
+    }
+
+    /// CREATED → SIGNED: stores the signed envelope and its hash (before any submission).
+    #[allow(clippy::too_many_arguments, reason = "one row's worth of columns")]
+    pub async fn mark_signed(
+        &self,
+        id: PaymentId,
+        sequence: i64,
+        max_time: i64,
+        fee: i64,
+        tx_hash: &str,
+        envelope_xdr: &str,
+    ) -> Result<bool> {
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
+             tx_hash = $4, envelope_xdr = $5, builds = builds + 1, next_attempt_at = $6, updated_at = $6 \
+             WHERE id = $7 AND status = 'CREATED'",
+        )
+        .bind(sequence)
+        .bind(max_time)
+        .bind(fee)
+        .bind(tx_hash)
+        .bind(envelope_xdr)
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            sqlx::query(
+                "INSERT INTO payment_transactions (tx_hash, payment_id, sequence, max_time, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(tx_hash)
+            .bind(id.to_string())
+            .bind(sequence)
+            .bind(max_time)
+            .bind(now.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let detail = format!("sequence {sequence}, max_time {max_time}, fee {fee}");
+            record_event(
+                &mut tx,
+                id,
+                PaymentStatus::Signed,
+                Some(tx_hash),
+                Some(&detail),
+                &now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Counts a submission; SIGNED → SUBMITTED on the first one.
+    pub async fn mark_submitted(&self, id: PaymentId, tx_hash: &str) -> Result<()> {
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await?;
+        let first = sqlx::query(
+            "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, updated_at = $1 \
+             WHERE id = $2 AND status = 'SIGNED'",
+        )
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if first {
+            record_event(
+                &mut tx,
+                id,
+                PaymentStatus::Submitted,
+                Some(tx_hash),
+                None,
+                &now,
+            )
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE payments SET attempts = attempts + 1, updated_at = $1 \
+                 WHERE id = $2 AND status = 'SUBMITTED'",
+            )
+            .bind(now.as_str())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Terminal: SUCCESS or FAILED, with what Horizon said.
+    #[allow(clippy::too_many_arguments, reason = "one row's worth of columns")]
+    pub async fn finish_payment(
+        &self,
+        id: PaymentId,
+        status: PaymentStatus,
+        tx_hash: Option<&str>,
+        ledger: Option<i64>,
+        fee_charged: Option<i64>,
+        codes: Option<&ResultCodes>,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        let now = Timestamp::now();
+        let codes_json = codes
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::CorruptData(format!("result codes: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE payments SET status = $1, tx_hash = COALESCE($2, tx_hash), ledger = $3, \
+             fee_stroops = COALESCE($4, fee_stroops), result_codes = $5, failure_reason = $6, \
+             updated_at = $7 \
+             WHERE id = $8 AND status IN ('CREATED', 'SIGNED', 'SUBMITTED')",
+        )
+        .bind(status.as_str())
+        .bind(tx_hash)
+        .bind(ledger)
+        .bind(fee_charged)
+        .bind(codes_json.as_deref())
+        .bind(reason)
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            let detail = match (codes_json.as_deref(), reason) {
+                (Some(c), Some(r)) => Some(format!("{r}: {c}")),
+                (Some(c), None) => Some(c.to_owned()),
+                (None, Some(r)) => Some(r.to_owned()),
+                (None, None) => ledger.map(|l| format!("ledger {l}")),
+            };
+            record_event(&mut tx, id, status, tx_hash, detail.as_deref(), &now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// SIGNED/SUBMITTED → CREATED: the old transaction provably can never land; build anew.
+    pub async fn reset_for_rebuild(&self, id: PaymentId, why: &str) -> Result<()> {
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE payments SET status = 'CREATED', next_attempt_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status IN ('SIGNED', 'SUBMITTED')",
+        )
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            record_event(&mut tx, id, PaymentStatus::Created, None, Some(why), &now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts a payment off until `at`.
+    pub async fn postpone_payment(&self, id: PaymentId, at: &Timestamp) -> Result<()> {
+        sqlx::query("UPDATE payments SET next_attempt_at = $1 WHERE id = $2")
+            .bind(at.as_str())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the wallet's user is blocked or the wallet frozen (the worker re-checks).
+    pub async fn wallet_refusal(&self, wallet: WalletId) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at FROM wallets \
+             JOIN users ON users.id = wallets.user_id WHERE wallets.id = $1",
+        )
+        .bind(wallet.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Some("source wallet not found".into()));
+        };
+        if optional_text(&row, "blocked_at")?.is_some() {
+            return Ok(Some(
+                "USER_BLOCKED: the source wallet's user is blocked".into(),
+            ));
+        }
+        if optional_text(&row, "frozen_at")?.is_some() {
+            return Ok(Some("WALLET_FROZEN: the source wallet is frozen".into()));
+        }
+        Ok(None)
+    }
+}

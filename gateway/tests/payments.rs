@@ -1,0 +1,580 @@
+//! Payments end to end: the real gateway binary, a real signerd on SoftHSM, the Horizon
+//! simulator in process (ledgers closing on a short timer), on SQLite and on Postgres. The
+//! simulator counts how many times each transaction was applied, which is what "never pays
+//! twice" is checked against.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use horizon_sim::{AccountKey, HorizonSim, SimConfig};
+use serde_json::{Value, json};
+use support::*;
+
+/// Ledgers close every this long in these tests.
+const LEDGER_INTERVAL: Duration = Duration::from_millis(200);
+/// One lumen.
+const XLM: i64 = 10_000_000;
+
+/// The stack plus a simulator.
+struct PaymentStack {
+    stack: Stack,
+    sim: HorizonSim,
+}
+
+impl PaymentStack {
+    async fn start(kind: DatabaseKind) -> PaymentStack {
+        Self::start_with(kind, "").await
+    }
+
+    async fn start_with(kind: DatabaseKind, extra_toml: &str) -> PaymentStack {
+        Self::start_with_validity(kind, extra_toml, 60).await
+    }
+
+    async fn start_with_validity(
+        kind: DatabaseKind,
+        extra_toml: &str,
+        max_validity_secs: u64,
+    ) -> PaymentStack {
+        let sim = must(HorizonSim::start(SimConfig::with_ledger_interval(LEDGER_INTERVAL)).await);
+        let stack = Stack::start_with(
+            kind,
+            GatewayOptions {
+                horizon_url: Some(sim.url()),
+                extra_toml: format!(
+                    "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n{extra_toml}\n"
+                ),
+                max_validity_secs,
+                ..GatewayOptions::default()
+            },
+        )
+        .await;
+        PaymentStack { stack, sim }
+    }
+
+    /// A user with a complete wallet whose account exists on the simulator with `balance`
+    /// stroops (no account when `None`). Returns (wallet id, account).
+    async fn wallet(&self, name: &str, balance: Option<i64>) -> (String, AccountKey) {
+        let user = self.stack.create_user(name).await;
+        let reply = self
+            .stack
+            .http
+            .post(
+                &format!("/v1/users/{user}/wallet"),
+                &self.stack.service_key,
+                "{}",
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let wallet = reply.json();
+        let account = must(wallet["public_key"].as_str().unwrap_or_default().parse());
+        if let Some(balance) = balance {
+            must(self.sim.create_account(account, balance));
+        }
+        (
+            wallet["id"].as_str().unwrap_or_default().to_owned(),
+            account,
+        )
+    }
+
+    async fn pay(&self, source: &str, destination: &str, amount: &str) -> Reply {
+        self.pay_with_key(
+            source,
+            destination,
+            amount,
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await
+    }
+
+    async fn pay_with_key(
+        &self,
+        source: &str,
+        destination: &str,
+        amount: &str,
+        idempotency_key: &str,
+    ) -> Reply {
+        self.stack
+            .http
+            .post_with_idempotency_key(
+                "/v1/payments",
+                &self.stack.service_key,
+                idempotency_key,
+                &json!({ "source_wallet_id": source, "destination": destination, "amount": amount })
+                    .to_string(),
+            )
+            .await
+    }
+
+    async fn accepted(&self, source: &str, destination: &str, amount: &str) -> String {
+        let reply = self.pay(source, destination, amount).await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        assert_eq!(reply.json()["status"], "CREATED");
+        reply.json()["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn payment(&self, id: &str) -> Value {
+        let reply = self
+            .stack
+            .http
+            .get(&format!("/v1/payments/{id}"), Some(&self.stack.service_key))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    }
+
+    /// Waits (at most 90 s) until the payment is SUCCESS or FAILED and returns it.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let payment = self.payment(id).await;
+            if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
+                return payment;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "payment {id} not finished after 90 s: {payment}\n{}",
+                self.stack.gateway.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn hash_of(payment: &Value) -> horizon_sim::TxHash {
+        must(payment["tx_hash"].as_str().unwrap_or_default().parse())
+    }
+}
+
+fn statuses(payment: &Value) -> Vec<String> {
+    payment["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+on_both_databases! {
+    async fn a_transaction_that_never_landed_is_rebuilt_once_provably_dead(kind: DatabaseKind) {
+        // max_time 1 s ahead, so the first transaction expires at once; signerd's guard then
+        // holds the rebuild until max_time + 60 s: this test takes about a minute.
+        let s = PaymentStack::start_with_validity(kind, "", 1).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "7").await;
+        // Wait for the rebuild decision (back to CREATED after a SIGNED transaction).
+        let rebuilt = eventually(Duration::from_secs(30), || async {
+            statuses(&s.payment(&id).await).iter().skip(1).any(|st| st == "CREATED")
+        })
+        .await;
+        assert!(rebuilt, "never rebuilt: {}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let first_hash = s.payment(&id).await["history"][1]["tx_hash"].as_str().unwrap_or_default().to_owned();
+        s.sim.clear_faults();
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        let signed: Vec<&Value> = payment["history"].as_array().map(|h| h.iter().filter(|e| e["status"] == "SIGNED").collect()).unwrap_or_default();
+        assert_eq!(signed.len(), 2, "{payment}");
+        assert_ne!(payment["tx_hash"].as_str(), Some(first_hash.as_str()));
+        // The first transaction never landed, the second once, the same sequence number reused.
+        assert_eq!(s.sim.applications(must(first_hash.parse())), 0);
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1);
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+    }
+
+    async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        let id = s.accepted(&alice, &bob, "12.5").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(statuses(&payment), ["CREATED", "SIGNED", "SUBMITTED", "SUCCESS"]);
+        assert_eq!(payment["amount"], "12.5000000");
+        let hash = PaymentStack::hash_of(&payment);
+        assert_eq!(s.sim.applications(hash), 1);
+        assert_eq!(payment["ledger"].as_i64().map(|l| l as u32), s.sim.ledger_of(hash));
+        let fee = payment["fee_stroops"].as_i64().unwrap_or(-1);
+        assert!(fee >= 100, "{payment}");
+        assert_eq!(s.sim.balance(bob_account), Some(10 * XLM + 125_000_000));
+        assert_eq!(s.sim.balance(alice_account), Some(100 * XLM - 125_000_000 - fee));
+
+        // The balance route reads the same numbers from Horizon.
+        let balance = s.stack.http.get(&format!("/v1/wallets/{bob}/balance"), Some(&s.stack.service_key)).await;
+        assert_eq!(balance.status, 200, "{}", balance.body);
+        assert_eq!(balance.json()["balance"], "22.5000000");
+        // And the wallet's list shows it.
+        let list = s.stack.http.get(&format!("/v1/wallets/{alice}/payments"), Some(&s.stack.service_key)).await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        assert_eq!(list.json()["payments"].as_array().map(Vec::len), Some(1));
+        assert_eq!(list.json()["payments"][0]["id"], id.as_str());
+
+        // A payment to a G... address (not a wallet) also goes through.
+        let outsider = AccountKey([9; 32]);
+        must(s.sim.create_account(outsider, XLM));
+        let id = s.accepted(&alice, &outsider.address(), "1").await;
+        assert_eq!(s.finished(&id).await["status"], "SUCCESS");
+        assert_eq!(s.sim.balance(outsider), Some(2 * XLM));
+    }
+
+    async fn the_same_idempotency_key_twice_makes_one_payment(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, _) = s.wallet("bob", Some(10 * XLM)).await;
+        let first = s.pay_with_key(&alice, &bob, "3", "pay-once").await;
+        let second = s.pay_with_key(&alice, &bob, "3", "pay-once").await;
+        assert_eq!(first.status, 202, "{}", first.body);
+        assert_eq!(second.status, 202, "{}", second.body);
+        assert_eq!(first.json()["id"], second.json()["id"]);
+        // Same key, different request: refused, not a second payment.
+        let other = s.pay_with_key(&alice, &bob, "4", "pay-once").await;
+        assert_eq!(other.status, 422, "{}", other.body);
+        let id = first.json()["id"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(s.finished(&id).await["status"], "SUCCESS");
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        let list = s.stack.http.get(&format!("/v1/wallets/{alice}/payments"), Some(&s.stack.service_key)).await;
+        assert_eq!(list.json()["payments"].as_array().map(Vec::len), Some(1));
+    }
+
+    async fn a_504_after_apply_pays_exactly_once(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.timeout_after_apply(1);
+        let id = s.accepted(&alice, &bob, "5").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(s.sim.faults().timeout_after_apply, 0, "the fault was never hit");
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1);
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
+    }
+
+    async fn a_504_without_apply_is_resubmitted_and_pays_once(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.timeout_without_apply(1);
+        let id = s.accepted(&alice, &bob, "5").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(s.sim.faults().timeout_without_apply, 0, "the fault was never hit");
+        assert!(payment["attempts"].as_i64().unwrap_or(0) >= 2, "{payment}");
+        // The same signed transaction, not a rebuilt one: one SIGNED step.
+        assert_eq!(statuses(&payment).iter().filter(|s| *s == "SIGNED").count(), 1);
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1);
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
+    }
+
+    async fn payments_wait_out_a_horizon_outage(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_outage(true);
+        let ids = [
+            s.accepted(&alice, &bob, "1").await,
+            s.accepted(&alice, &bob, "2").await,
+        ];
+        // The worker has met the outage (its calls fail) ...
+        let met_outage = eventually(Duration::from_secs(30), || async {
+            let metrics = s.stack.http.get("/metrics", None).await.body;
+            metrics.lines().any(|l| {
+                l.starts_with("gateway_horizon_calls_total")
+                    && (l.contains("outcome=\"unavailable\"") || l.contains("outcome=\"rejected_open\""))
+                    && !l.ends_with(" 0")
+            })
+        })
+        .await;
+        assert!(met_outage, "the worker never called Horizon during the outage");
+        // ... and nothing is lost or failed meanwhile.
+        for id in &ids {
+            let payment = s.payment(id).await;
+            assert_eq!(payment["status"], "CREATED", "{payment}");
+        }
+        s.sim.set_outage(false);
+        for id in &ids {
+            assert_eq!(s.finished(id).await["status"], "SUCCESS");
+        }
+        assert_eq!(s.sim.applied_from(alice_account).len(), 2);
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+    }
+
+    async fn insufficient_balance_fails_with_op_underfunded(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(5 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        let id = s.accepted(&alice, &bob, "50").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "FAILED", "{payment}");
+        assert_eq!(payment["result_codes"]["transaction"], "tx_failed", "{payment}");
+        assert_eq!(payment["result_codes"]["operations"], json!(["op_underfunded"]), "{payment}");
+        assert_eq!(s.sim.balance(bob_account), Some(10 * XLM));
+        // Failed in a ledger: the fee was charged once, nothing else moved.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        let fee = payment["fee_stroops"].as_i64().unwrap_or(-1);
+        assert_eq!(s.sim.balance(alice_account), Some(5 * XLM - fee));
+    }
+
+    async fn validation_limits_and_blocks_are_enforced(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        for (amount, destination) in [
+            ("0", bob.as_str()), ("-1", bob.as_str()), ("1.00000001", bob.as_str()),
+            ("1e3", bob.as_str()), ("1", "GNOTANACCOUNT"), ("1", alice.as_str()),
+        ] {
+            let reply = s.pay(&alice, destination, amount).await;
+            assert_eq!(reply.status, 400, "{amount} {destination}: {}", reply.body);
+            assert_eq!(reply.error_code(), "VALIDATION_FAILED");
+        }
+        let memo = s.stack.http.post("/v1/payments", &s.stack.service_key, &json!({
+            "source_wallet_id": alice, "destination": bob, "amount": "1", "memo": "x".repeat(29)
+        }).to_string()).await;
+        assert_eq!(memo.error_code(), "VALIDATION_FAILED", "{}", memo.body);
+        let asset = s.stack.http.post("/v1/payments", &s.stack.service_key, &json!({
+            "source_wallet_id": alice, "destination": bob, "amount": "1", "asset": "USDC"
+        }).to_string()).await;
+        assert_eq!(asset.error_code(), "VALIDATION_FAILED", "{}", asset.body);
+
+        // Daily count limit (admin override): 2 payments, the third refused.
+        let limits = s.stack.http.post(&format!("/v1/wallets/{alice}/limits"), &s.stack.admin_key,
+            &json!({ "daily_count": 2, "daily_amount": "100" }).to_string()).await;
+        assert_eq!(limits.status, 200, "{}", limits.body);
+        let service_cannot = s.stack.http.post(&format!("/v1/wallets/{alice}/limits"), &s.stack.service_key,
+            &json!({ "daily_count": 100 }).to_string()).await;
+        assert_eq!(service_cannot.status, 403);
+        let first = s.accepted(&alice, &bob, "1").await;
+        let _second = s.accepted(&alice, &bob, "1").await;
+        let third = s.pay(&alice, &bob, "1").await;
+        assert_eq!(third.status, 422, "{}", third.body);
+        assert_eq!(third.error_code(), "LIMIT_EXCEEDED");
+        // Daily amount limit: raise the count, 98 lumens left of 100.
+        s.stack.http.post(&format!("/v1/wallets/{alice}/limits"), &s.stack.admin_key,
+            &json!({ "daily_count": 100, "daily_amount": "100" }).to_string()).await;
+        let too_much = s.pay(&alice, &bob, "98.0000001").await;
+        assert_eq!(too_much.error_code(), "LIMIT_EXCEEDED", "{}", too_much.body);
+        assert_eq!(s.finished(&first).await["status"], "SUCCESS");
+
+        // Frozen wallet and blocked user are refused at accept time.
+        let frozen = s.stack.http.post(&format!("/v1/wallets/{alice}/freeze"), &s.stack.admin_key,
+            &json!({ "reason": "test" }).to_string()).await;
+        assert_eq!(frozen.status, 200, "{}", frozen.body);
+        assert_eq!(s.pay(&alice, &bob, "1").await.error_code(), "WALLET_FROZEN");
+        let bob_user = s.stack.http.get(&format!("/v1/wallets/{bob}"), Some(&s.stack.service_key)).await.json()["user_id"]
+            .as_str().unwrap_or_default().to_owned();
+        let blocked = s.stack.http.post(&format!("/v1/users/{bob_user}/block"), &s.stack.admin_key,
+            &json!({ "reason": "test" }).to_string()).await;
+        assert_eq!(blocked.status, 200, "{}", blocked.body);
+        let (carol, _) = s.wallet("carol", Some(100 * XLM)).await;
+        assert_eq!(s.pay(&bob, &carol, "1").await.error_code(), "USER_BLOCKED");
+        // A limit of zero refuses even the day's first payment.
+        let zero = s.stack.http.post(&format!("/v1/wallets/{carol}/limits"), &s.stack.admin_key,
+            &json!({ "daily_count": 0 }).to_string()).await;
+        assert_eq!(zero.status, 200, "{}", zero.body);
+        assert_eq!(s.pay(&carol, &alice, "1").await.error_code(), "LIMIT_EXCEEDED");
+
+        // Blocked after acceptance: the worker re-checks before signing and fails it. Horizon
+        // is down meanwhile so the worker cannot sign it first.
+        let (dave, dave_account) = s.wallet("dave", Some(100 * XLM)).await;
+        s.sim.set_outage(true);
+        let late = s.accepted(&dave, &carol, "1").await;
+        let dave_user = s.stack.http.get(&format!("/v1/wallets/{dave}"), Some(&s.stack.service_key)).await.json()["user_id"]
+            .as_str().unwrap_or_default().to_owned();
+        let blocked = s.stack.http.post(&format!("/v1/users/{dave_user}/block"), &s.stack.admin_key,
+            &json!({ "reason": "test" }).to_string()).await;
+        assert_eq!(blocked.status, 200, "{}", blocked.body);
+        s.sim.set_outage(false);
+        let payment = s.finished(&late).await;
+        assert_eq!(payment["status"], "FAILED", "{payment}\n{}", s.stack.gateway.log());
+        assert!(payment["failure_reason"].as_str().unwrap_or_default().starts_with("USER_BLOCKED"), "{payment}");
+        assert!(s.sim.applied_from(dave_account).is_empty());
+        let _ = bob_account;
+    }
+
+    async fn two_hundred_concurrent_payments_from_ten_wallets(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
+        let mut sources = Vec::new();
+        for i in 0..10 {
+            sources.push(s.wallet(&format!("source-{i}"), Some(1_000 * XLM)).await);
+        }
+        let starting: Vec<i64> = sources.iter().map(|(_, a)| s.sim.sequence(*a).unwrap_or(-1)).collect();
+        let posts = (0..200).map(|i| {
+            let source = sources[i % 10].0.clone();
+            let sink = sink.clone();
+            let s = &s;
+            async move { s.accepted(&source, &sink, "1").await }
+        });
+        let ids: Vec<String> = futures::future::join_all(posts).await;
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 200);
+        let mut by_source: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut hashes = HashSet::new();
+        for id in &ids {
+            let payment = s.finished(id).await;
+            assert_eq!(payment["status"], "SUCCESS", "{payment}");
+            by_source
+                .entry(payment["source_wallet_id"].as_str().unwrap_or_default().to_owned())
+                .or_default()
+                .push(payment["sequence"].as_i64().unwrap_or(-1));
+            let hash = PaymentStack::hash_of(&payment);
+            assert_eq!(s.sim.applications(hash), 1, "{payment}");
+            assert!(hashes.insert(hash));
+        }
+        for (i, (wallet, account)) in sources.iter().enumerate() {
+            let mut sequences = by_source.remove(wallet).unwrap_or_default();
+            sequences.sort_unstable();
+            let wanted: Vec<i64> = (1..=20).map(|k| starting[i] + k).collect();
+            assert_eq!(sequences, wanted, "sequence numbers of {wallet} are not contiguous");
+            assert_eq!(s.sim.applied_from(*account).len(), 20, "{wallet} paid a different number of times");
+        }
+        assert_eq!(s.sim.balance(sink_account), Some(210 * XLM));
+    }
+
+    async fn a_gateway_killed_mid_flight_never_pays_twice(kind: DatabaseKind) {
+        let mut s = PaymentStack::start(kind).await;
+        let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
+        let mut sources = Vec::new();
+        for i in 0..3 {
+            sources.push(s.wallet(&format!("source-{i}"), Some(1_000 * XLM)).await);
+        }
+        // Slow ingestion and a few 504s make sure some payments are between "sent" and "known".
+        s.sim.delay_ingestion(2);
+        s.sim.timeout_after_apply(3);
+        let mut ids = Vec::new();
+        for i in 0..30 {
+            ids.push(s.accepted(&sources[i % 3].0, &sink, "1").await);
+        }
+        let some_done = eventually(Duration::from_secs(60), || async {
+            let mut done = 0;
+            for id in &ids {
+                if s.payment(id).await["status"] == "SUCCESS" {
+                    done += 1;
+                }
+            }
+            done >= 3
+        })
+        .await;
+        assert!(some_done, "nothing finished before the kill:\n{}", s.stack.gateway.log());
+        let pid = s.stack.gateway.pid().unwrap_or_else(|| panic!("gateway not running"));
+        let killed = must(std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status());
+        assert!(killed.success());
+        let _ = s.stack.gateway.wait().await;
+        let unfinished = {
+            let mut n = 0;
+            let store = s.stack.db.store().await;
+            for id in &ids {
+                let row = must(sqlx::query("SELECT status FROM payments WHERE id = $1").bind(id).fetch_one(store.pool()).await);
+                let status: String = must(sqlx::Row::try_get(&row, "status"));
+                if status != "SUCCESS" && status != "FAILED" { n += 1; }
+            }
+            store.close().await;
+            n
+        };
+        assert!(unfinished > 0, "every payment finished before the kill: the test proves nothing");
+        s.sim.delay_ingestion(0);
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        let mut succeeded = 0;
+        for id in &ids {
+            let payment = s.finished(id).await;
+            assert_eq!(payment["status"], "SUCCESS", "{payment}");
+            assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1, "{payment}");
+            succeeded += 1;
+        }
+        let applied: usize = sources.iter().map(|(_, a)| s.sim.applied_from(*a).len()).sum();
+        assert_eq!(applied, succeeded, "the ledger holds a payment the gateway does not know");
+        assert_eq!(s.sim.balance(sink_account), Some((10 + 30) * XLM));
+    }
+}
+
+/// Several workers on one Postgres (the `serve` process's own and two `gateway worker`
+/// processes) share the work without ever having two transactions in flight for one account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_one_postgres_share_the_work_and_never_pay_twice() {
+    let s = PaymentStack::start(DatabaseKind::Postgres).await;
+    let _workers = [
+        GatewayProcess::start_worker(&s.stack.gateway.config).await,
+        GatewayProcess::start_worker(&s.stack.gateway.config).await,
+    ];
+    let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
+    let mut sources = Vec::new();
+    for i in 0..8 {
+        sources.push(s.wallet(&format!("source-{i}"), Some(1_000 * XLM)).await);
+    }
+    let starting: Vec<i64> = sources
+        .iter()
+        .map(|(_, a)| s.sim.sequence(*a).unwrap_or(-1))
+        .collect();
+    let posts = (0..80).map(|i| {
+        let source = sources[i % 8].0.clone();
+        let sink = sink.clone();
+        let s = &s;
+        async move { s.accepted(&source, &sink, "1").await }
+    });
+    let ids: Vec<String> = futures::future::join_all(posts).await;
+    let mut by_source: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for id in &ids {
+        let payment = s.finished(id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(
+            s.sim.applications(PaymentStack::hash_of(&payment)),
+            1,
+            "{payment}"
+        );
+        by_source
+            .entry(
+                payment["source_wallet_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_default()
+            .push(payment["sequence"].as_i64().unwrap_or(-1));
+    }
+    for (i, (wallet, account)) in sources.iter().enumerate() {
+        let mut sequences = by_source.remove(wallet).unwrap_or_default();
+        sequences.sort_unstable();
+        let wanted: Vec<i64> = (1..=10).map(|k| starting[i] + k).collect();
+        assert_eq!(sequences, wanted, "sequence numbers of {wallet}");
+        assert_eq!(s.sim.applied_from(*account).len(), 10);
+    }
+    assert_eq!(s.sim.balance(sink_account), Some(90 * XLM));
+}
+
+/// The Horizon client speaks TLS for `https://` URLs: against the simulator's plain-HTTP port the
+/// handshake fails (an outage, never a panic or a plaintext request), while `http://` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_horizon_client_uses_tls_for_https_urls() {
+    let sim = must(HorizonSim::start(SimConfig::default()).await);
+    let config = |url: String| {
+        must(gateway::config::Config::parse(&format!(
+            "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n[horizon]\nurl = \"{url}\"\n\n[horizon.retry]\nattempts = 1\n"
+        )))
+    };
+    let plain = config(sim.url());
+    let horizon = must(gateway::horizon::Horizon::new(
+        plain
+            .horizon
+            .as_ref()
+            .unwrap_or_else(|| panic!("no horizon")),
+        gateway::metrics::Metrics::new(),
+    ));
+    let latest = must(horizon.latest_ledger().await);
+    assert_eq!(latest.sequence, i64::from(sim.ledger_sequence()));
+    let tls = config(sim.url().replacen("http://", "https://", 1));
+    let horizon = must(gateway::horizon::Horizon::new(
+        tls.horizon.as_ref().unwrap_or_else(|| panic!("no horizon")),
+        gateway::metrics::Metrics::new(),
+    ));
+    match horizon.latest_ledger().await {
+        Err(gateway::horizon::HorizonError::Unavailable(reason)) => {
+            assert!(reason.contains("network"), "{reason}")
+        }
+        other => panic!("https to a plain-HTTP port answered {other:?}"),
+    }
+}
