@@ -492,11 +492,12 @@ on_both_databases! {
     }
 }
 
-/// Several workers on one Postgres (the `serve` process's own and two `gateway worker`
-/// processes) share the work without ever having two transactions in flight for one account.
+/// Two `gateway worker` processes on one Postgres (the `serve` process runs none, so every
+/// payment is driven by a standalone worker) share the work without ever having two
+/// transactions in flight for one account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_on_one_postgres_share_the_work_and_never_pay_twice() {
-    let s = PaymentStack::start(DatabaseKind::Postgres).await;
+    let s = PaymentStack::start_with(DatabaseKind::Postgres, "worker = false").await;
     let _workers = [
         GatewayProcess::start_worker(&s.stack.gateway.config).await,
         GatewayProcess::start_worker(&s.stack.gateway.config).await,
