@@ -87,7 +87,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             horizon_url: Some(sim.url()),
             rate_limit: (1_000_000, 1_000_000),
             log_level: "warn",
-            max_connections: 32,
+            // SQLite has one writer: more connections only add lock contention.
+            max_connections: match args.database {
+                DatabaseKind::Postgres => 32,
+                DatabaseKind::Sqlite => 10,
+            },
             extra_toml: format!(
                 "\n[payments]\nworker_concurrency = {}\npoll_interval_ms = 50\n",
                 args.wallets + 64
@@ -127,6 +131,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let wallets = Arc::new(wallets);
     let store = stack.db.store().await;
 
+    let cpu_before = [
+        signer_testkit::process_cpu_seconds(stack.gateway.pid()),
+        signer_testkit::process_cpu_seconds(stack.signerd.pid()),
+        signer_testkit::process_cpu_seconds(Some(std::process::id())),
+    ];
     let started = Instant::now();
     let cursor = Arc::new(AtomicUsize::new(0));
     let mut posters = Vec::new();
@@ -193,6 +202,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = [
+        signer_testkit::process_cpu_seconds(stack.gateway.pid()),
+        signer_testkit::process_cpu_seconds(stack.signerd.pid()),
+        signer_testkit::process_cpu_seconds(Some(std::process::id())),
+    ];
+    let per_payment = |i: usize| (cpu_after[i] - cpu_before[i]) * 1e6 / (success.max(1) as f64);
     let applied = sim.state().transactions.len();
     latencies.sort_unstable();
     let percentile = |p: f64| {
@@ -215,6 +230,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         accepted as f64 / accepted_in,
         percentile(0.50),
         percentile(0.99)
+    );
+    println!(
+        "  cpu per payment: gateway {:.0} us, signerd {:.0} us, simulator + load generator {:.0} us (database server not counted)",
+        per_payment(0),
+        per_payment(1),
+        per_payment(2)
     );
     println!(
         "  simulator applied {applied} transactions for {} finished payments (equal = none paid twice)",

@@ -219,7 +219,29 @@ impl PaymentWorker {
             if payment.next_attempt_at > Timestamp::now() {
                 break;
             }
-            let next = match self.step(&payment).await {
+            // The lease is renewed while a step runs (a synchronous submission can take longer
+            // than the lease), so another worker never takes the wallet over mid-step.
+            let step = self.step(&payment);
+            tokio::pin!(step);
+            let mut lost = false;
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut step => break outcome,
+                    _ = tokio::time::sleep(self.settings.lease / 3) => {
+                        if self.lease(wallet).await {
+                            renewed = tokio::time::Instant::now();
+                        } else {
+                            // Finish the step (every write is conditional on the status it
+                            // read), then leave the wallet to its new owner.
+                            lost = true;
+                        }
+                    }
+                }
+            };
+            if lost {
+                return;
+            }
+            let next = match outcome {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::warn!(error = %e, payment_id = %payment.id, "payment step failed; will retry");
@@ -228,7 +250,9 @@ impl PaymentWorker {
             };
             match next {
                 Next::Continue => {}
-                Next::Wait(wait) if wait >= PARK_THRESHOLD => {
+                // Long waits (and any wait the lease would not outlive) park the payment in
+                // the database and free the wallet.
+                Next::Wait(wait) if wait >= PARK_THRESHOLD.min(self.settings.lease / 3) => {
                     let at = Timestamp::after(wait);
                     if let Err(e) = self.store.postpone_payment(payment.id, &at).await {
                         tracing::warn!(error = %e, payment_id = %payment.id, "cannot postpone");
@@ -256,21 +280,11 @@ impl PaymentWorker {
         }
     }
 
+    /// Fails a payment that has no signed transaction (only from `CREATED`: if another worker
+    /// signed it meanwhile, that transaction may be on its way and must not be declared failed).
     async fn fail(&self, payment: &PaymentRecord, reason: &str) -> Result<Next> {
         tracing::info!(payment_id = %payment.id, reason, "payment failed");
-        if self
-            .store
-            .finish_payment(
-                payment.id,
-                PaymentStatus::Failed,
-                None,
-                None,
-                None,
-                None,
-                Some(reason),
-            )
-            .await?
-        {
+        if self.store.fail_unsigned_payment(payment.id, reason).await? {
             self.metrics.payment_finished("FAILED");
         }
         Ok(Next::Continue)

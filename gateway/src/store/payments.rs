@@ -638,6 +638,29 @@ impl Store {
         Ok(changed)
     }
 
+    /// CREATED → FAILED (nothing was ever signed for the current build, so nothing can land).
+    /// False when the payment is no longer CREATED.
+    pub async fn fail_unsigned_payment(&self, id: PaymentId, reason: &str) -> Result<bool> {
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE payments SET status = 'FAILED', failure_reason = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'CREATED'",
+        )
+        .bind(reason)
+        .bind(now.as_str())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            record_event(&mut tx, id, PaymentStatus::Failed, None, Some(reason), &now).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// SIGNED/SUBMITTED → CREATED: the old transaction provably can never land; build anew.
     pub async fn reset_for_rebuild(&self, id: PaymentId, why: &str) -> Result<()> {
         let now = Timestamp::now();
