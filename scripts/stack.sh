@@ -117,8 +117,13 @@ wait_ready "$stack/signerd.out" "signerd listening on" "${pids[-1]}" "$stack/sig
 audit_key=$(sed -n 's/^signerd audit key //p' "$stack/signerd.out")
 
 echo "==> gateway on $GATEWAY_ADDR (SQLite in .stack/gateway.db)"
-cp gateway/gateway.example.toml "$stack/gateway.toml"
-if [ -f gateway/stack.toml ]; then cat gateway/stack.toml >>"$stack/gateway.toml"; fi
+# The example config with Horizon pointed at the simulator.
+sed "/^\[horizon\]/,/^\[/ s#^url = .*#url = \"http://$HORIZON_ADDR\"#" \
+  gateway/gateway.example.toml >"$stack/gateway.toml"
+grep -q "^url = \"http://$HORIZON_ADDR\"" "$stack/gateway.toml" || {
+  echo "could not point the gateway at the simulator" >&2
+  exit 1
+}
 "$bin/gateway" serve --config "$stack/gateway.toml" >"$stack/gateway.out" 2>"$stack/gateway.log" &
 pids+=($!)
 wait_ready "$stack/gateway.out" "gateway listening on" "${pids[-1]}" "$stack/gateway.log"

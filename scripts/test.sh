@@ -3,7 +3,7 @@
 #   bash scripts/test.sh
 # Installs what the tests need (Debian's softhsm2 and postgresql) when it is missing, starts
 # Postgres and exports GATEWAY_TEST_POSTGRES_URL for the gateway's tests, then runs
-# cargo fmt --check, clippy with warnings denied, and the whole test suite.
+# cargo fmt --check, clippy with warnings denied, the stack demo, and the whole test suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -62,6 +62,11 @@ cargo fmt --all --check
 
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The README's run command, end to end: the whole stack, a payment to SUCCESS, a verified audit
+# log (debug builds, which the tests need anyway).
+echo "==> scripts/stack.sh --demo"
+bash scripts/stack.sh --debug --demo --exit
 
 echo "==> cargo test"
 cargo test --workspace --locked

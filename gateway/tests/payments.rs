@@ -338,6 +338,24 @@ on_both_databases! {
         assert_eq!(s.sim.balance(alice_account), Some(5 * XLM - fee));
     }
 
+    async fn paying_an_account_that_does_not_exist_creates_it(kind: DatabaseKind) {
+        let s = PaymentStack::start(kind).await;
+        let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
+        let (carol, carol_account) = s.wallet("carol", None).await;
+        assert_eq!(s.sim.balance(carol_account), None, "carol's account must not exist yet");
+        let id = s.accepted(&alice, &carol, "25").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(s.sim.balance(carol_account), Some(25 * XLM));
+        // Below the base reserve the network refuses to create it: FAILED with op_low_reserve.
+        let (dave, dave_account) = s.wallet("dave", None).await;
+        let id = s.accepted(&alice, &dave, "0.5").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "FAILED", "{payment}");
+        assert_eq!(payment["result_codes"]["operations"], json!(["op_low_reserve"]), "{payment}");
+        assert_eq!(s.sim.balance(dave_account), None);
+    }
+
     async fn validation_limits_and_blocks_are_enforced(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;

@@ -1,14 +1,15 @@
-//! The Stellar transaction of a payment: one native `payment` operation from the source wallet,
-//! time bounds `[0, max_time]`, an optional text memo. Built with stellar-xdr; the hash is
+//! The Stellar transaction of a payment: one native `payment` operation from the source wallet (or
+//! `create_account` when the destination account does not exist yet), time bounds
+//! `[0, max_time]`, an optional text memo. Built with stellar-xdr; the hash is
 //! computed here and compared with the one signerd reports before anything is stored.
 
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    Asset, DecoratedSignature, Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation,
-    OperationBody, OperationResult, OperationResultTr, PaymentOp, PaymentResult, Preconditions,
-    ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint, Transaction,
-    TransactionEnvelope, TransactionExt, TransactionResult, TransactionResultResult,
-    TransactionV1Envelope, Uint256, WriteXdr,
+    AccountId as XdrAccountId, Asset, CreateAccountOp, CreateAccountResult, DecoratedSignature,
+    Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation, OperationBody, OperationResult,
+    OperationResultTr, PaymentOp, PaymentResult, Preconditions, ReadXdr, SequenceNumber, Signature,
+    SignatureHint, TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
+    TransactionResult, TransactionResultResult, TransactionV1Envelope, Uint256, WriteXdr,
 };
 
 use super::{DestinationAccount, MemoText, Stroops};
@@ -33,6 +34,9 @@ pub struct PaymentTransaction<'a> {
     pub amount: Stroops,
     /// The optional memo.
     pub memo: Option<&'a MemoText>,
+    /// The destination account does not exist: create it with `amount` as its starting balance
+    /// (only for plain `G...` destinations; a muxed destination must already exist).
+    pub create_destination: bool,
 }
 
 /// An unsigned envelope and its hash.
@@ -76,11 +80,21 @@ impl PaymentTransaction<'_> {
             memo,
             operations: vec![Operation {
                 source_account: None,
-                body: OperationBody::Payment(PaymentOp {
-                    destination,
-                    asset: Asset::Native,
-                    amount: self.amount.get(),
-                }),
+                body: match (self.create_destination, destination) {
+                    (true, MuxedAccount::Ed25519(key)) => {
+                        OperationBody::CreateAccount(CreateAccountOp {
+                            destination: XdrAccountId(
+                                stellar_xdr::PublicKey::PublicKeyTypeEd25519(key),
+                            ),
+                            starting_balance: self.amount.get(),
+                        })
+                    }
+                    (_, destination) => OperationBody::Payment(PaymentOp {
+                        destination,
+                        asset: Asset::Native,
+                        amount: self.amount.get(),
+                    }),
+                },
             }]
             .try_into()
             .map_err(|_| Error::CorruptData("one operation did not fit".into()))?,
@@ -180,6 +194,13 @@ fn operation_code(result: &OperationResult) -> &'static str {
             PaymentResult::LineFull => "op_line_full",
             PaymentResult::NoIssuer => "op_no_issuer",
         },
+        OperationResult::OpInner(OperationResultTr::CreateAccount(c)) => match c {
+            CreateAccountResult::Success => "op_success",
+            CreateAccountResult::Malformed => "op_malformed",
+            CreateAccountResult::Underfunded => "op_underfunded",
+            CreateAccountResult::LowReserve => "op_low_reserve",
+            CreateAccountResult::AlreadyExist => "op_already_exists",
+        },
         _ => "op_other",
     }
 }
@@ -203,6 +224,7 @@ mod tests {
             destination: &destination,
             amount: Stroops::from_stored(10),
             memo: None,
+            create_destination: false,
         };
         let a = tx.build("A").unwrap_or_else(|e| panic!("{e}"));
         let b = tx.build("B").unwrap_or_else(|e| panic!("{e}"));

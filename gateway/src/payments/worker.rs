@@ -352,6 +352,17 @@ impl PaymentWorker {
             .map(MemoText::parse)
             .transpose()
             .map_err(|e| Error::CorruptData(format!("payments.memo: {e}")))?;
+        // A plain destination that does not exist yet is created (create_account) instead of
+        // paid, as wallets do; the amount must then cover the base reserve (op_low_reserve).
+        let create_destination = match &destination {
+            DestinationAccount::Account(account) => {
+                match self.horizon.account(account.as_str()).await {
+                    Ok(found) => found.is_none(),
+                    Err(e) => return Ok(self.horizon_wait(payment, &e)),
+                }
+            }
+            DestinationAccount::Muxed { .. } => false,
+        };
         let unsigned = PaymentTransaction {
             source: &source,
             sequence,
@@ -360,6 +371,7 @@ impl PaymentWorker {
             destination: &destination,
             amount: payment.amount,
             memo: memo.as_ref(),
+            create_destination,
         }
         .build(&self.settings.network_passphrase)?;
         // Checked again right before signing (after the Horizon reads, which may have waited
