@@ -101,6 +101,12 @@ pub enum Error {
     #[error("signer error: {0}")]
     Signer(String),
 
+    /// signerd's sequence guard refused: another transaction for this account and sequence was
+    /// signed and may still be applied. Not final: once that one lands or expires, a transaction
+    /// built on the account's new state is signed.
+    #[error("signer sequence guard: {0}")]
+    SequenceInUse(String),
+
     /// The request took longer than `server.request_timeout_ms`.
     #[error("request timed out")]
     Timeout,
@@ -167,7 +173,7 @@ impl Error {
             }
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Error::SignerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SIGNER_UNAVAILABLE"),
-            Error::Signer(_) => (StatusCode::BAD_GATEWAY, "SIGNER_ERROR"),
+            Error::Signer(_) | Error::SequenceInUse(_) => (StatusCode::BAD_GATEWAY, "SIGNER_ERROR"),
             Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"),
             Error::Database(e) if database_unavailable(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")

@@ -287,6 +287,16 @@ impl Signer {
             self.metrics.signer_call(rpc, "unavailable");
             tracing::warn!(rpc, code = ?status.code(), message = status.message(), "signerd unavailable");
             Error::SignerUnavailable(format!("{rpc}: {}", outage_summary(&status)))
+        } else if status.code() == tonic::Code::PermissionDenied
+            && status.message().starts_with("policy sequence_guard:")
+        {
+            self.metrics.signer_call(rpc, "sequence_in_use");
+            tracing::warn!(
+                rpc,
+                message = status.message(),
+                "signerd's sequence guard refused"
+            );
+            Error::SequenceInUse(status.message().to_owned())
         } else {
             self.metrics.signer_call(rpc, "error");
             tracing::error!(rpc, code = ?status.code(), message = status.message(), "signerd refused a call");

@@ -396,6 +396,13 @@ impl PaymentWorker {
                 tracing::warn!(payment_id = %payment.id, %reason, "signerd unavailable; payment waits");
                 return Ok(Next::Wait(backoff(payment.builds + payment.attempts)));
             }
+            // Another transaction holds this sequence (an earlier payment of the wallet not yet
+            // visible on Horizon, or another worker after a lost lease): nothing was signed for
+            // this one, so wait and build again on the account's next state.
+            Err(Error::SequenceInUse(reason)) => {
+                tracing::warn!(payment_id = %payment.id, %reason, "sequence in use; payment waits and is rebuilt");
+                return Ok(Next::Wait(backoff(payment.builds + payment.attempts)));
+            }
             Err(e) => {
                 // Nothing was ever sent for this transaction, and no earlier one can land (a
                 // rebuild happens only once that is proven), so failing here cannot lose money.
