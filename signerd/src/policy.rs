@@ -323,12 +323,15 @@ impl Policy {
             }
         }
         for (i, op) in tx.operations().iter().enumerate() {
-            let name = operation_type_name(&op.body);
-            if !self.operations.is_empty() && !self.operations.contains(&name) {
-                return Err(Denial::new(
-                    Rule::OperationType,
-                    format!("operation {i} ({name}) is not allowed for this key"),
-                ));
+            // The name is only needed against an allowlist: no allocation per operation otherwise.
+            if !self.operations.is_empty() {
+                let name = operation_type_name(&op.body);
+                if !self.operations.contains(&name) {
+                    return Err(Denial::new(
+                        Rule::OperationType,
+                        format!("operation {i} ({name}) is not allowed for this key"),
+                    ));
+                }
             }
             match &op.body {
                 OperationBody::SetOptions(set) if !self.allow_signer_changes => {
