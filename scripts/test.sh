@@ -57,6 +57,10 @@ SQL
 fi
 echo "==> postgres for tests: ${GATEWAY_TEST_POSTGRES_URL%%:*}://…@${GATEWAY_TEST_POSTGRES_URL##*@}"
 
+# A one-off full build gains nothing from incremental compilation, whose caches would double the
+# size of target/.
+export CARGO_INCREMENTAL=0
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 
