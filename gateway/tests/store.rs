@@ -6,8 +6,10 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
+use gateway::model::PaymentId;
 use gateway::model::{Actor, ExternalRef, IdempotencyKey, Reason, RequestId, UserStatus};
-use gateway::store::{AuditContext, IdempotencyClaim};
+use gateway::payments::{PaymentStatus, Stroops};
+use gateway::store::{Accepted, AuditContext, DailyLimits, IdempotencyClaim, NewPayment};
 use support::*;
 
 fn ctx() -> AuditContext {
@@ -142,5 +144,58 @@ on_both_databases! {
         let claims = join_all((0..10).map(|_| store.claim_idempotency_key(api_key, &fresh, "h", lock))).await;
         let winners = claims.into_iter().map(must).filter(|c| *c == IdempotencyClaim::Acquired).count();
         assert_eq!(winners, 1);
+    }
+    async fn a_wallets_payment_in_flight_goes_before_an_older_unbuilt_one(kind: DatabaseKind) {
+        // Two payments accepted concurrently: the later id commits first and is signed before
+        // the earlier id's row appears. The worker must finish the signed one before building
+        // the other, or both would be built on the same sequence number.
+        let db = TestDatabase::create(kind).await;
+        let store = db.migrated_store().await;
+        let user = must(store.create_user(&must(ExternalRef::parse("payer")), &ctx()).await);
+        let wallet = must(store.reserve_wallet(user.id).await).id;
+        let api_key = must(
+            store
+                .create_api_key(
+                    "t",
+                    gateway::api_key::Role::Service,
+                    &must(gateway::api_key::ApiKeySecret::generate()).hash(),
+                    &AuditContext::cli(),
+                )
+                .await,
+        );
+        let earlier = PaymentId::generate();
+        let later = PaymentId::generate();
+        assert!(earlier < later);
+        let limits = DailyLimits { daily_count: 100, daily_amount_stroops: i64::MAX };
+        let accept = |id: PaymentId, key: &'static str| {
+            let store = store.clone();
+            async move {
+                let key = must(IdempotencyKey::parse(key));
+                let new = NewPayment {
+                    id,
+                    api_key_id: api_key,
+                    idempotency_key: &key,
+                    source_wallet_id: wallet,
+                    destination: "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
+                    destination_account: "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
+                    amount: must(Stroops::parse("1")),
+                    memo: None,
+                };
+                assert!(matches!(must(store.accept_payment(&new, limits).await), Accepted::Created(_)));
+            }
+        };
+        let next = || async { must(store.next_unfinished_payment(wallet).await).map(|p| p.id) };
+
+        accept(later, "later").await;
+        assert_eq!(next().await, Some(later));
+        assert!(must(store.mark_signed(later, 5, 1_900_000_000, 100, &"ab".repeat(32), "AAAA").await));
+        accept(earlier, "earlier").await;
+        assert_eq!(next().await, Some(later), "a CREATED payment went before the one in flight");
+        must(store.mark_submitted(later, &"ab".repeat(32)).await);
+        assert_eq!(next().await, Some(later));
+        must(store.finish_payment(later, PaymentStatus::Success, None, Some(7), Some(100), None, None).await);
+        assert_eq!(next().await, Some(earlier));
+        must(store.fail_unsigned_payment(earlier, "test").await);
+        assert_eq!(next().await, None);
     }
 }

@@ -5,7 +5,9 @@
 //! conditional upsert, renewed while working). The lease is what makes "one transaction in
 //! flight per source account" hold across replicas; on Postgres the scan itself uses
 //! `FOR UPDATE SKIP LOCKED` so replicas scanning at once skip each other's rows. A wallet's
-//! payments are processed strictly one at a time, oldest first. A worker that dies leaves its
+//! payments are processed strictly one at a time: the one in flight first, then the oldest
+//! `CREATED` (a payment accepted concurrently may commit after a later one was already signed;
+//! building it then would reuse the in-flight sequence number). A worker that dies leaves its
 //! leases to expire (`payments.lease_ms`); the next worker resumes from the stored state.
 //!
 //! **Per payment.**
@@ -208,7 +210,7 @@ impl PaymentWorker {
                 }
                 renewed = tokio::time::Instant::now();
             }
-            let payment = match self.store.oldest_unfinished_payment(wallet).await {
+            let payment = match self.store.next_unfinished_payment(wallet).await {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {

@@ -456,15 +456,15 @@ impl Store {
         Ok(())
     }
 
-    /// The oldest unfinished payment of a source wallet (due or not): payments of one source
-    /// go strictly in order, one transaction in flight at a time.
-    pub async fn oldest_unfinished_payment(
-        &self,
-        wallet: WalletId,
-    ) -> Result<Option<PaymentRecord>> {
+    /// The payment of a source wallet the worker must look at next (due or not): the one in
+    /// flight (`SIGNED` or `SUBMITTED`) if there is one, else the oldest `CREATED`. One
+    /// transaction in flight at a time: a payment accepted concurrently with a smaller id but
+    /// committed after a later one was signed must not be built on the same sequence number.
+    pub async fn next_unfinished_payment(&self, wallet: WalletId) -> Result<Option<PaymentRecord>> {
         sqlx::query(&format!(
             "SELECT {COLUMNS} FROM payments WHERE source_wallet_id = $1 \
-             AND status IN ('CREATED', 'SIGNED', 'SUBMITTED') ORDER BY id LIMIT 1"
+             AND status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
+             ORDER BY CASE WHEN status = 'CREATED' THEN 1 ELSE 0 END, id LIMIT 1"
         ))
         .bind(wallet.to_string())
         .fetch_optional(&self.pool)
