@@ -19,6 +19,19 @@ fn ctx() -> AuditContext {
     }
 }
 
+async fn service_api_key(store: &gateway::store::Store) -> gateway::model::ApiKeyId {
+    must(
+        store
+            .create_api_key(
+                "t",
+                gateway::api_key::Role::Service,
+                &must(gateway::api_key::ApiKeySecret::generate()).hash(),
+                &AuditContext::cli(),
+            )
+            .await,
+    )
+}
+
 on_both_databases! {
     async fn one_wallet_per_user_is_enforced_by_the_database(kind: DatabaseKind) {
         let db = TestDatabase::create(kind).await;
@@ -96,16 +109,7 @@ on_both_databases! {
     async fn idempotency_claims_acquire_replay_conflict_and_expire(kind: DatabaseKind) {
         let db = TestDatabase::create(kind).await;
         let store = db.migrated_store().await;
-        let api_key = must(
-            store
-                .create_api_key(
-                    "t",
-                    gateway::api_key::Role::Service,
-                    &must(gateway::api_key::ApiKeySecret::generate()).hash(),
-                    &AuditContext::cli(),
-                )
-                .await,
-        );
+        let api_key = service_api_key(&store).await;
         let key = must(IdempotencyKey::parse("k"));
         let lock = Duration::from_secs(60);
         let claim = |hash: &'static str| store.claim_idempotency_key(api_key, &key, hash, lock);
@@ -153,16 +157,7 @@ on_both_databases! {
         let store = db.migrated_store().await;
         let user = must(store.create_user(&must(ExternalRef::parse("payer")), &ctx()).await);
         let wallet = must(store.reserve_wallet(user.id).await).id;
-        let api_key = must(
-            store
-                .create_api_key(
-                    "t",
-                    gateway::api_key::Role::Service,
-                    &must(gateway::api_key::ApiKeySecret::generate()).hash(),
-                    &AuditContext::cli(),
-                )
-                .await,
-        );
+        let api_key = service_api_key(&store).await;
         let earlier = PaymentId::generate();
         let later = PaymentId::generate();
         assert!(earlier < later);
