@@ -248,11 +248,23 @@ on_both_databases! {
         assert_eq!(first.status, 202, "{}", first.body);
         assert_eq!(second.status, 202, "{}", second.body);
         assert_eq!(first.json()["id"], second.json()["id"]);
+        assert!(first.headers.get("idempotent-replayed").is_none());
+        assert_eq!(second.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
         // Same key, different request: refused, not a second payment.
         let other = s.pay_with_key(&alice, &bob, "4", "pay-once").await;
         assert_eq!(other.status, 422, "{}", other.body);
+        assert_eq!(other.error_code(), "IDEMPOTENCY_CONFLICT", "{}", other.body);
         let id = first.json()["id"].as_str().unwrap_or_default().to_owned();
         assert_eq!(s.finished(&id).await["status"], "SUCCESS");
+        // A replay still answers the payment after the wallet was frozen; a new request does not.
+        let frozen = s.stack.http.post(&format!("/v1/wallets/{alice}/freeze"), &s.stack.admin_key,
+            &json!({ "reason": "test" }).to_string()).await;
+        assert_eq!(frozen.status, 200, "{}", frozen.body);
+        let replay = s.pay_with_key(&alice, &bob, "3", "pay-once").await;
+        assert_eq!(replay.status, 202, "{}", replay.body);
+        assert_eq!(replay.json()["id"], first.json()["id"]);
+        assert_eq!(replay.json()["status"], "SUCCESS");
+        assert_eq!(s.pay_with_key(&alice, &bob, "3", "pay-twice").await.error_code(), "WALLET_FROZEN");
         assert_eq!(s.sim.applied_from(alice_account).len(), 1);
         let list = s.stack.http.get(&format!("/v1/wallets/{alice}/payments"), Some(&s.stack.service_key)).await;
         assert_eq!(list.json()["payments"].as_array().map(Vec::len), Some(1));

@@ -170,6 +170,7 @@ on_both_databases! {
                     id,
                     api_key_id: api_key,
                     idempotency_key: &key,
+                    request_hash: key.as_str(),
                     source_wallet_id: wallet,
                     destination: "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
                     destination_account: "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
@@ -186,11 +187,36 @@ on_both_databases! {
         assert!(must(store.mark_signed(later, 5, 1_900_000_000, 100, &"ab".repeat(32), "AAAA").await));
         accept(earlier, "earlier").await;
         assert_eq!(next().await, Some(later), "a CREATED payment went before the one in flight");
-        must(store.mark_submitted(later, &"ab".repeat(32)).await);
+        must(store.mark_submitted(later).await);
         assert_eq!(next().await, Some(later));
         must(store.finish_payment(later, PaymentStatus::Success, None, Some(7), Some(100), None, None).await);
         assert_eq!(next().await, Some(earlier));
         must(store.fail_unsigned_payment(earlier, "test").await);
         assert_eq!(next().await, None);
+
+        // The database wrote the history and the signed hash (migration 0003's triggers).
+        let events = must(store.payment_events(later).await);
+        let seen: Vec<(&str, Option<&str>)> =
+            events.iter().map(|e| (e.status.as_str(), e.detail.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("CREATED", None),
+                ("SIGNED", Some("sequence 5, max_time 1900000000, fee 100")),
+                ("SUBMITTED", None),
+                ("SUCCESS", Some("ledger 7")),
+            ]
+        );
+        assert_eq!(events[1].tx_hash.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(must(store.payment_hashes(later).await), [("ab".repeat(32), 5, 1_900_000_000)]);
+        let failed = must(store.payment_events(earlier).await);
+        assert_eq!(failed.last().map(|e| (e.status.as_str(), e.detail.as_deref())), Some(("FAILED", Some("test"))));
+        // Even a status change made outside the store leaves its trace.
+        must(sqlx::query("UPDATE payments SET status = 'CREATED', status_detail = 'by hand' WHERE id = $1")
+            .bind(earlier.to_string())
+            .execute(store.pool())
+            .await);
+        let by_hand = must(store.payment_events(earlier).await);
+        assert_eq!(by_hand.last().map(|e| (e.status.as_str(), e.detail.as_deref())), Some(("CREATED", Some("by hand"))));
     }
 }

@@ -106,7 +106,7 @@ pub async fn idempotency(
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
-fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
+pub(crate) fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(method.as_str().as_bytes());
     hasher.update(b"\n");

@@ -3,7 +3,8 @@
 //! Request path through the layers, outermost first:
 //! [`request_context`] (request id, log span, metrics, deadline) → routing →
 //! for `/v1/...`: [`auth::authenticate`] (bearer API key) → [`rate_limit`] (per key) →
-//! [`auth::require_admin`] (admin routes only) → [`idempotency`] (POSTs) → handler.
+//! [`auth::require_admin`] (admin routes only) → [`idempotency`] (POSTs; `POST /v1/payments`
+//! keeps its key on the payment row instead) → handler.
 //!
 //! Handlers live in one module per resource ([`users`], [`wallets`], [`payments`], [`audit`]); [`health`] has
 //! liveness, readiness and `/metrics`; [`openapi`] the document at `/openapi.json`; [`extract`]
@@ -91,7 +92,6 @@ pub fn router(state: AppState) -> Router {
             post(wallets::create_wallet).get(wallets::get_user_wallet),
         )
         .route("/v1/wallets/{wallet_id}", get(wallets::get_wallet))
-        .route("/v1/payments", post(payments::create_payment))
         .route("/v1/payments/{payment_id}", get(payments::get_payment))
         .route(
             "/v1/wallets/{wallet_id}/payments",
@@ -102,7 +102,9 @@ pub fn router(state: AppState) -> Router {
             get(payments::get_balance),
         )
         .route("/v1/wallets/{wallet_id}/fund", post(payments::fund_wallet))
-        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency));
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
+        // Payments keep their Idempotency-Key on the payment row (see the handler).
+        .route("/v1/payments", post(payments::create_payment));
     let admin_routes = Router::new()
         .route("/v1/users/{user_id}/block", post(users::block_user))
         .route("/v1/users/{user_id}/unblock", post(users::unblock_user))

@@ -5,20 +5,23 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::idempotency::IDEMPOTENCY_KEY_HEADER;
+use super::idempotency::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, request_hash};
 use super::users::page_size;
 use crate::api_key::Caller;
 use crate::error::{Error, ErrorBody, Result};
 use crate::horizon::{Horizon, ResultCodes};
-use crate::model::{IdempotencyKey, PaymentId, UserStatus, WalletId};
+use crate::model::{IdempotencyKey, PaymentId, WalletId};
 use crate::payments::{DestinationAccount, MemoText, PaymentStatus, Stroops, format_amount};
-use crate::store::{Accepted, DailyLimits, NewPayment, PaymentEvent, PaymentRecord, WalletRecord};
+use crate::store::{
+    Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord, WalletRecord,
+};
 
 /// A payment request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -180,6 +183,13 @@ pub struct SetLimitsRequest {
 }
 
 /// Accepts a payment. Returns at once with `CREATED`; the worker signs and submits it.
+///
+/// The `Idempotency-Key` is kept on the payment itself (unique per API key, with the request's
+/// hash) instead of in the generic claim table: accepting is then one transaction. The same key
+/// with the same request answers the same payment (with its current status and
+/// `Idempotent-Replayed: true`), also when the request would now be refused (a frozen wallet, a
+/// reached limit); with a different request, 422 `IDEMPOTENCY_CONFLICT`. Two requests racing on
+/// one key are decided by the unique index: one inserts, the other replays.
 #[utoipa::path(
     post, path = "/v1/payments", tag = "payments",
     params(("Idempotency-Key" = String, Header)),
@@ -189,7 +199,7 @@ pub struct SetLimitsRequest {
         (status = 400, description = "VALIDATION_FAILED", body = ErrorBody),
         (status = 404, description = "WALLET_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "USER_BLOCKED, WALLET_FROZEN or HORIZON_NOT_CONFIGURED", body = ErrorBody),
-        (status = 422, description = "LIMIT_EXCEEDED", body = ErrorBody),
+        (status = 422, description = "LIMIT_EXCEEDED or IDEMPOTENCY_CONFLICT", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -198,7 +208,7 @@ pub async fn create_payment(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreatePaymentRequest>,
-) -> Result<(StatusCode, Json<PaymentAccepted>)> {
+) -> Result<Response> {
     if state.horizon.is_none() {
         return Err(Error::HorizonNotConfigured(
             "payments need a [horizon] section in the gateway config",
@@ -209,6 +219,69 @@ pub async fn create_payment(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Error::Validation("the Idempotency-Key header is required".into()))
         .and_then(IdempotencyKey::parse)?;
+    let request_hash = body.request_hash();
+    let (payment, replayed) =
+        match accept_payment(&state, &caller, &idempotency_key, &request_hash, &body).await {
+            Ok(Accepted::Created(p)) => (p, false),
+            Ok(Accepted::Existing(p)) => (p, true),
+            // A refused request may be the replay of one accepted earlier (the wallet frozen,
+            // the limit reached since): the earlier answer wins. Only refusals pay this read.
+            Err(refused) => match state
+                .store
+                .payment_by_idempotency_key(caller.key_id, &idempotency_key, &request_hash)
+                .await
+            {
+                Ok(Some(KeyedPayment::Replay(p))) => (*p, true),
+                Ok(Some(KeyedPayment::Conflict)) => {
+                    return Err(Error::IdempotencyConflict(
+                        "this Idempotency-Key was already used with a different request".into(),
+                    ));
+                }
+                Ok(None) | Err(_) => return Err(refused),
+            },
+        };
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(PaymentAccepted {
+            id: payment.id,
+            status: payment.status,
+        }),
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+impl CreatePaymentRequest {
+    /// What binds an Idempotency-Key to this request: the parsed fields, so that the same
+    /// request spelled with other whitespace or key order is the same request.
+    fn request_hash(&self) -> String {
+        let canonical = serde_json::json!([
+            self.source_wallet_id,
+            self.destination,
+            self.amount,
+            self.asset,
+            self.memo,
+        ]);
+        request_hash(
+            &Method::POST,
+            "/v1/payments",
+            canonical.to_string().as_bytes(),
+        )
+    }
+}
+
+async fn accept_payment(
+    state: &AppState,
+    caller: &Caller,
+    idempotency_key: &IdempotencyKey,
+    request_hash: &str,
+    body: &CreatePaymentRequest,
+) -> Result<Accepted> {
     let source_wallet_id = WalletId::parse(&body.source_wallet_id)
         .map_err(|_| Error::Validation("source_wallet_id must be a wallet id (UUID)".into()))?;
     let amount = Stroops::parse(&body.amount)?;
@@ -220,21 +293,21 @@ pub async fn create_payment(
         ));
     }
     let memo = body.memo.as_deref().map(MemoText::parse).transpose()?;
-    let source = complete_wallet(&state, source_wallet_id).await?;
-    let owner = state
+    let (source, owner_blocked) = state
         .store
-        .user(source.user_id)
+        .wallet_with_owner_blocked(source_wallet_id)
         .await?
-        .ok_or(Error::UserNotFound(source.user_id))?;
-    if owner.status == UserStatus::Blocked {
-        return Err(Error::UserBlocked(owner.id));
+        .filter(|(w, _)| w.public_key.is_some())
+        .ok_or_else(|| Error::WalletNotFound(format!("wallet {source_wallet_id} not found")))?;
+    if owner_blocked {
+        return Err(Error::UserBlocked(source.user_id));
     }
     if source.is_frozen() {
         return Err(Error::WalletFrozen(source.id));
     }
     let destination = if body.destination.len() == 36 && body.destination.contains('-') {
         let id = WalletId::parse(&body.destination)?;
-        let wallet = complete_wallet(&state, id).await?;
+        let wallet = complete_wallet(state, id).await?;
         let key = wallet
             .public_key
             .ok_or_else(|| Error::WalletNotFound(format!("wallet {id} not found")))?;
@@ -256,7 +329,8 @@ pub async fn create_payment(
             &NewPayment {
                 id,
                 api_key_id: caller.key_id,
-                idempotency_key: &idempotency_key,
+                idempotency_key,
+                request_hash,
                 source_wallet_id,
                 destination: &body.destination,
                 destination_account: destination.as_str(),
@@ -266,21 +340,11 @@ pub async fn create_payment(
             state.payment_limits,
         )
         .await?;
-    let payment = match accepted {
-        Accepted::Created(p) => {
-            state.payment_wake.notify_one();
-            tracing::info!(payment_id = %p.id, wallet_id = %source_wallet_id, amount = p.amount.get(), "payment accepted");
-            p
-        }
-        Accepted::Existing(p) => p,
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(PaymentAccepted {
-            id: payment.id,
-            status: payment.status,
-        }),
-    ))
+    if let Accepted::Created(p) = &accepted {
+        state.payment_wake.notify_one();
+        tracing::info!(payment_id = %p.id, wallet_id = %source_wallet_id, amount = p.amount.get(), "payment accepted");
+    }
+    Ok(accepted)
 }
 
 async fn complete_wallet(state: &AppState, id: WalletId) -> Result<WalletRecord> {

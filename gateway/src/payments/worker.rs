@@ -40,12 +40,25 @@ use crate::config::{HorizonConfig, PaymentsConfig};
 use crate::error::{Error, Result};
 use crate::horizon::{Horizon, HorizonError, ResultCodes, Submission, TransactionRecord};
 use crate::metrics::Metrics;
-use crate::model::{RequestId, Timestamp, WalletId};
+use crate::model::{AccountId, RequestId, SignerKeyId, Timestamp, WalletId};
 use crate::signer::Signer;
 use crate::store::{PaymentRecord, Store, WalletRecord};
 
 /// Waits longer than this release the wallet's lease and the worker slot.
 const PARK_THRESHOLD: Duration = Duration::from_secs(3);
+
+/// The least time between two scans for due work.
+const SCAN_SPACING: Duration = Duration::from_millis(10);
+
+/// Destination accounts remembered as existing (the set starts over when full).
+const KNOWN_ACCOUNTS_CAP: usize = 100_000;
+
+/// What a wallet's drive reads once and reuses for each of its payments: the signerd key id and
+/// the account of a complete wallet never change.
+#[derive(Default)]
+struct Drive {
+    source: Option<(SignerKeyId, AccountId)>,
+}
 
 /// What to do after one step.
 enum Next {
@@ -99,6 +112,7 @@ pub struct PaymentWorker {
     owner: String,
     wake: Arc<Notify>,
     active: Mutex<HashSet<WalletId>>,
+    known_accounts: Mutex<HashSet<String>>,
 }
 
 impl PaymentWorker {
@@ -120,6 +134,7 @@ impl PaymentWorker {
             owner: format!("worker-{}", uuid::Uuid::now_v7()),
             wake,
             active: Mutex::new(HashSet::new()),
+            known_accounts: Mutex::new(HashSet::new()),
         }
     }
 
@@ -128,10 +143,20 @@ impl PaymentWorker {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, "payment worker started");
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut last_scan: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 break;
             }
+            // Every accepted payment and every finished wallet wakes the worker: under load,
+            // scans are spaced so that one scan serves many wake-ups.
+            if let Some(at) = last_scan {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at + SCAN_SPACING) => {}
+                    _ = stop.changed() => continue,
+                }
+            }
+            last_scan = Some(tokio::time::Instant::now());
             let capacity = slots.available_permits();
             if capacity > 0 {
                 match self
@@ -199,6 +224,7 @@ impl PaymentWorker {
             return;
         }
         let mut renewed = tokio::time::Instant::now();
+        let mut drive = Drive::default();
         loop {
             if *stop.borrow() {
                 break;
@@ -223,7 +249,7 @@ impl PaymentWorker {
             }
             // The lease is renewed while a step runs (a synchronous submission can take longer
             // than the lease), so another worker never takes the wallet over mid-step.
-            let step = self.step(&payment);
+            let step = self.step(&payment, &mut drive);
             tokio::pin!(step);
             let mut lost = false;
             let outcome = loop {
@@ -274,9 +300,9 @@ impl PaymentWorker {
         }
     }
 
-    async fn step(&self, payment: &PaymentRecord) -> Result<Next> {
+    async fn step(&self, payment: &PaymentRecord, drive: &mut Drive) -> Result<Next> {
         match payment.status {
-            PaymentStatus::Created => self.build_and_sign(payment).await,
+            PaymentStatus::Created => self.build_and_sign(payment, drive).await,
             PaymentStatus::Signed | PaymentStatus::Submitted => self.submit(payment).await,
             PaymentStatus::Success | PaymentStatus::Failed => Ok(Next::Continue),
         }
@@ -292,22 +318,26 @@ impl PaymentWorker {
         Ok(Next::Continue)
     }
 
-    async fn build_and_sign(&self, payment: &PaymentRecord) -> Result<Next> {
-        if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
-            return self.fail(payment, &reason).await;
-        }
-        let wallet = self
-            .store
-            .wallet(payment.source_wallet_id)
-            .await?
-            .ok_or_else(|| Error::CorruptData("payment of a missing wallet".into()))?;
-        let WalletRecord {
-            key_id,
-            public_key: Some(source),
-            ..
-        } = wallet
-        else {
-            return self.fail(payment, "source wallet has no key").await;
+    async fn build_and_sign(&self, payment: &PaymentRecord, drive: &mut Drive) -> Result<Next> {
+        let (key_id, source) = match &drive.source {
+            Some(known) => known.clone(),
+            None => {
+                let wallet = self
+                    .store
+                    .wallet(payment.source_wallet_id)
+                    .await?
+                    .ok_or_else(|| Error::CorruptData("payment of a missing wallet".into()))?;
+                let WalletRecord {
+                    key_id,
+                    public_key: Some(source),
+                    ..
+                } = wallet
+                else {
+                    return self.fail(payment, "source wallet has no key").await;
+                };
+                drive.source = Some((key_id.clone(), source.clone()));
+                (key_id, source)
+            }
         };
         let account = match self.horizon.account(source.as_str()).await {
             Ok(Some(account)) => account,
@@ -324,11 +354,14 @@ impl PaymentWorker {
         let sequence = account.sequence + 1;
         let now = unix_now();
         // signerd's guard: a different transaction for a sequence it already signed is refused
-        // until that one's max_time + grace. Wait rather than be refused.
-        let guard_until = self
-            .store
-            .payment_hashes(payment.id)
-            .await?
+        // until that one's max_time + grace. Wait rather than be refused. (Only a rebuild has
+        // earlier transactions.)
+        let earlier = if payment.builds > 0 {
+            self.store.payment_hashes(payment.id).await?
+        } else {
+            Vec::new()
+        };
+        let guard_until = earlier
             .iter()
             .filter(|(_, seq, _)| *seq == sequence)
             .map(|(_, _, max_time)| max_time + self.guard_secs() + 1)
@@ -357,12 +390,10 @@ impl PaymentWorker {
         // A plain destination that does not exist yet is created (create_account) instead of
         // paid, as wallets do; the amount must then cover the base reserve (op_low_reserve).
         let create_destination = match &destination {
-            DestinationAccount::Account(account) => {
-                match self.horizon.account(account.as_str()).await {
-                    Ok(found) => found.is_none(),
-                    Err(e) => return Ok(self.horizon_wait(payment, &e)),
-                }
-            }
+            DestinationAccount::Account(account) => match self.destination_exists(account).await {
+                Ok(exists) => !exists,
+                Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            },
             DestinationAccount::Muxed { .. } => false,
         };
         let unsigned = PaymentTransaction {
@@ -376,8 +407,8 @@ impl PaymentWorker {
             create_destination,
         }
         .build(&self.settings.network_passphrase)?;
-        // Checked again right before signing (after the Horizon reads, which may have waited
-        // out an outage): a block or freeze that happened meanwhile still stops the payment.
+        // Checked right before signing (after the Horizon reads, which may have waited out an
+        // outage): a block or freeze since acceptance stops the payment.
         if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
             return self.fail(payment, &reason).await;
         }
@@ -432,6 +463,27 @@ impl PaymentWorker {
         Ok(Next::Continue)
     }
 
+    /// Whether a destination account exists. Accounts once seen are remembered (an account
+    /// is only removed by a merge, and a payment to a merged account fails in its ledger with
+    /// `op_no_destination`), so a busy destination costs one Horizon read, not one per payment.
+    async fn destination_exists(&self, account: &AccountId) -> Result<bool, HorizonError> {
+        if self
+            .known_accounts
+            .lock()
+            .is_ok_and(|known| known.contains(account.as_str()))
+        {
+            return Ok(true);
+        }
+        let exists = self.horizon.account(account.as_str()).await?.is_some();
+        if exists && let Ok(mut known) = self.known_accounts.lock() {
+            if known.len() >= KNOWN_ACCOUNTS_CAP {
+                known.clear();
+            }
+            known.insert(account.as_str().to_owned());
+        }
+        Ok(exists)
+    }
+
     fn guard_secs(&self) -> i64 {
         i64::try_from(self.settings.sequence_guard_secs).unwrap_or(60)
     }
@@ -444,7 +496,7 @@ impl PaymentWorker {
                 payment.status.as_str()
             )));
         };
-        self.store.mark_submitted(payment.id, hash).await?;
+        self.store.mark_submitted(payment.id).await?;
         match self.horizon.submit(envelope).await {
             Submission::Applied(record) => self.finish(payment, hash, &record).await,
             Submission::Rejected(codes) if is_final_rejection(&codes) => {

@@ -30,6 +30,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0002_payments.sql"),
         postgres: include_str!("../../../migrations/postgres/0002_payments.sql"),
     },
+    EmbeddedMigration {
+        version: 3,
+        description: "payment_history_triggers",
+        sqlite: include_str!("../../../migrations/sqlite/0003_payment_history_triggers.sql"),
+        postgres: include_str!("../../../migrations/postgres/0003_payment_history_triggers.sql"),
+    },
 ];
 
 /// The migrator for one database.

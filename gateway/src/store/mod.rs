@@ -31,7 +31,7 @@ use crate::model::{Reason, Timestamp};
 
 pub use audit::AuditContext;
 pub use idempotency::IdempotencyClaim;
-pub use payments::{Accepted, DailyLimits, NewPayment, PaymentEvent, PaymentRecord};
+pub use payments::{Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord};
 pub use wallets::WalletRecord;
 
 /// Which database is behind the pool.
@@ -97,6 +97,11 @@ impl Store {
                 })
             })
             .max_connections(config.max_connections)
+            // No ping before every checkout (sqlx's default): it doubles the round trips of
+            // every statement. A connection found broken when used is dropped by the pool, and
+            // the caller's retry (the worker's, or the client's behind its Idempotency-Key) gets
+            // a fresh one.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_with(options)
             .await?;

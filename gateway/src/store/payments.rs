@@ -18,6 +18,8 @@ pub struct NewPayment<'a> {
     pub api_key_id: ApiKeyId,
     /// The caller's Idempotency-Key (unique per API key).
     pub idempotency_key: &'a IdempotencyKey,
+    /// The hash of the request, to tell a replay of the key from a conflicting reuse.
+    pub request_hash: &'a str,
     /// The paying wallet.
     pub source_wallet_id: WalletId,
     /// The destination as the caller gave it (a wallet id or an address).
@@ -101,8 +103,16 @@ pub struct PaymentEvent {
 pub enum Accepted {
     /// Inserted now.
     Created(PaymentRecord),
-    /// This API key already used the Idempotency-Key: the earlier payment.
+    /// This API key already made this request with this Idempotency-Key: the earlier payment.
     Existing(PaymentRecord),
+}
+
+/// A payment found by its Idempotency-Key.
+pub enum KeyedPayment {
+    /// Made by the same request: a replay.
+    Replay(Box<PaymentRecord>),
+    /// Made by a different request: the key is reused.
+    Conflict,
 }
 
 const COLUMNS: &str = "id, source_wallet_id, destination, destination_account, amount_stroops, memo, \
@@ -146,55 +156,72 @@ fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
     })
 }
 
-async fn record_event(
-    conn: &mut sqlx::AnyConnection,
-    payment: PaymentId,
-    status: PaymentStatus,
-    tx_hash: Option<&str>,
-    detail: Option<&str>,
-    now: &Timestamp,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO payment_events (payment_id, status, tx_hash, detail, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(payment.to_string())
-    .bind(status.as_str())
-    .bind(tx_hash)
-    .bind(detail)
-    .bind(now.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 impl Store {
-    /// Accepts a payment: counts it against the wallet's daily limits and inserts it with its
-    /// first event, in one transaction. The usage row is bumped with a conditional upsert, so
-    /// two replicas accepting at once cannot both squeeze under the limit.
+    /// Accepts a payment: inserts it with its first event and counts it against the wallet's
+    /// daily limits, in one transaction. The usage row is bumped with a conditional upsert, so
+    /// two replicas accepting at once cannot both squeeze under the limit. A payment this API
+    /// key already made with the same Idempotency-Key is returned instead (the unique index
+    /// decides, before any limit is counted).
     pub async fn accept_payment(
         &self,
         new: &NewPayment<'_>,
         defaults: DailyLimits,
     ) -> Result<Accepted> {
-        if let Some(existing) = self
-            .payment_by_idempotency_key(new.api_key_id, new.idempotency_key)
-            .await?
-        {
-            return Ok(Accepted::Existing(existing));
-        }
         let limits = self.wallet_limits(new.source_wallet_id, defaults).await?;
         let now = Timestamp::now();
         let day = &now.as_str()[..10];
         let amount = new.amount.get();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO payments (id, api_key_id, idempotency_key, source_wallet_id, destination, \
+             destination_account, amount_stroops, memo, status, attempts, builds, next_attempt_at, \
+             created_at, updated_at, request_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9, $10)",
+        )
+        .bind(new.id.to_string())
+        .bind(new.api_key_id.to_string())
+        .bind(new.idempotency_key.as_str())
+        .bind(new.source_wallet_id.to_string())
+        .bind(new.destination)
+        .bind(new.destination_account)
+        .bind(amount)
+        .bind(new.memo)
+        .bind(now.as_str())
+        .bind(new.request_hash)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            let e = Error::from(e);
+            drop(tx);
+            if e.is_unique_violation() {
+                match self
+                    .payment_by_idempotency_key(
+                        new.api_key_id,
+                        new.idempotency_key,
+                        new.request_hash,
+                    )
+                    .await?
+                {
+                    Some(KeyedPayment::Replay(existing)) => {
+                        return Ok(Accepted::Existing(*existing));
+                    }
+                    Some(KeyedPayment::Conflict) => {
+                        return Err(Error::IdempotencyConflict(
+                            "this Idempotency-Key was already used with a different request".into(),
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            return Err(e);
+        }
         // The upsert below checks the limits only when the day's row exists; the first payment
-        // of the day is checked here.
+        // of the day is checked here. (Returning drops the transaction: nothing is written.)
         if amount > limits.daily_amount_stroops || limits.daily_count < 1 {
             return Err(Error::LimitExceeded(
                 "amount exceeds the wallet's daily amount limit".into(),
             ));
         }
-        let mut tx = self.pool.begin().await?;
         let counted = sqlx::query(
             "INSERT INTO wallet_daily_usage (wallet_id, day, payment_count, amount_stroops) \
              VALUES ($1, $2, 1, $3) \
@@ -217,62 +244,58 @@ impl Store {
                 "the wallet's daily payment count or amount limit is reached".into(),
             ));
         }
-        let inserted = sqlx::query(
-            "INSERT INTO payments (id, api_key_id, idempotency_key, source_wallet_id, destination, \
-             destination_account, amount_stroops, memo, status, attempts, builds, next_attempt_at, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9)",
-        )
-        .bind(new.id.to_string())
-        .bind(new.api_key_id.to_string())
-        .bind(new.idempotency_key.as_str())
-        .bind(new.source_wallet_id.to_string())
-        .bind(new.destination)
-        .bind(new.destination_account)
-        .bind(amount)
-        .bind(new.memo)
-        .bind(now.as_str())
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) => {
-                let e = Error::from(e);
-                drop(tx);
-                if e.is_unique_violation()
-                    && let Some(existing) = self
-                        .payment_by_idempotency_key(new.api_key_id, new.idempotency_key)
-                        .await?
-                {
-                    return Ok(Accepted::Existing(existing));
-                }
-                return Err(e);
-            }
-        }
-        record_event(&mut tx, new.id, PaymentStatus::Created, None, None, &now).await?;
+        // The CREATED event is written by the database (migration 0003).
         tx.commit().await?;
-        let payment = self
-            .payment(new.id)
-            .await?
-            .ok_or_else(|| Error::CorruptData("payment vanished after insert".into()))?;
-        Ok(Accepted::Created(payment))
+        Ok(Accepted::Created(PaymentRecord {
+            id: new.id,
+            source_wallet_id: new.source_wallet_id,
+            destination: new.destination.to_owned(),
+            destination_account: new.destination_account.to_owned(),
+            amount: new.amount,
+            memo: new.memo.map(str::to_owned),
+            status: PaymentStatus::Created,
+            sequence: None,
+            max_time: None,
+            tx_hash: None,
+            envelope_xdr: None,
+            fee_stroops: None,
+            ledger: None,
+            result_codes: None,
+            failure_reason: None,
+            attempts: 0,
+            builds: 0,
+            next_attempt_at: now.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+        }))
     }
 
-    async fn payment_by_idempotency_key(
+    /// The payment this API key made with this Idempotency-Key, if any, and whether the
+    /// request that made it is the one with `request_hash`.
+    pub async fn payment_by_idempotency_key(
         &self,
         api_key: ApiKeyId,
         key: &IdempotencyKey,
-    ) -> Result<Option<PaymentRecord>> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM payments WHERE api_key_id = $1 AND idempotency_key = $2"
+        request_hash: &str,
+    ) -> Result<Option<KeyedPayment>> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {COLUMNS}, request_hash FROM payments \
+             WHERE api_key_id = $1 AND idempotency_key = $2"
         ))
         .bind(api_key.to_string())
         .bind(key.as_str())
         .fetch_optional(&self.pool)
         .await?
-        .as_ref()
-        .map(payment_from_row)
-        .transpose()
+        else {
+            return Ok(None);
+        };
+        // Payments accepted before migration 0003 have no hash: their key replays.
+        let same = optional_text(&row, "request_hash")?.is_none_or(|h| h == request_hash);
+        Ok(Some(if same {
+            KeyedPayment::Replay(Box::new(payment_from_row(&row)?))
+        } else {
+            KeyedPayment::Conflict
+        }))
     }
 
     /// One payment.
@@ -495,7 +518,8 @@ impl Store {
         .collect()
     }
 
-    /// CREATED → SIGNED: stores the signed envelope and its hash (before any submission).
+    /// CREATED → SIGNED: stores the signed envelope and its hash (before any submission). The
+    /// database adds the hash to `payment_transactions` and the event to the history.
     #[allow(clippy::too_many_arguments, reason = "one row's worth of columns")]
     pub async fn mark_signed(
         &self,
@@ -507,85 +531,38 @@ impl Store {
         envelope_xdr: &str,
     ) -> Result<bool> {
         let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
+        let detail = format!("sequence {sequence}, max_time {max_time}, fee {fee}");
         let changed = sqlx::query(
             "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
-             tx_hash = $4, envelope_xdr = $5, builds = builds + 1, next_attempt_at = $6, updated_at = $6 \
-             WHERE id = $7 AND status = 'CREATED'",
+             tx_hash = $4, envelope_xdr = $5, builds = builds + 1, status_detail = $6, \
+             next_attempt_at = $7, updated_at = $7 \
+             WHERE id = $8 AND status = 'CREATED'",
         )
         .bind(sequence)
         .bind(max_time)
         .bind(fee)
         .bind(tx_hash)
         .bind(envelope_xdr)
+        .bind(&detail)
         .bind(now.as_str())
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            sqlx::query(
-                "INSERT INTO payment_transactions (tx_hash, payment_id, sequence, max_time, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(tx_hash)
-            .bind(id.to_string())
-            .bind(sequence)
-            .bind(max_time)
-            .bind(now.as_str())
-            .execute(&mut *tx)
-            .await?;
-            let detail = format!("sequence {sequence}, max_time {max_time}, fee {fee}");
-            record_event(
-                &mut tx,
-                id,
-                PaymentStatus::Signed,
-                Some(tx_hash),
-                Some(&detail),
-                &now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .rows_affected();
+        Ok(changed == 1)
     }
 
     /// Counts a submission; SIGNED → SUBMITTED on the first one.
-    pub async fn mark_submitted(&self, id: PaymentId, tx_hash: &str) -> Result<()> {
-        let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
-        let first = sqlx::query(
-            "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, updated_at = $1 \
-             WHERE id = $2 AND status = 'SIGNED'",
+    pub async fn mark_submitted(&self, id: PaymentId) -> Result<()> {
+        sqlx::query(
+            "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, \
+             status_detail = NULL, updated_at = $1 \
+             WHERE id = $2 AND status IN ('SIGNED', 'SUBMITTED')",
         )
-        .bind(now.as_str())
+        .bind(Timestamp::now().as_str())
         .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if first {
-            record_event(
-                &mut tx,
-                id,
-                PaymentStatus::Submitted,
-                Some(tx_hash),
-                None,
-                &now,
-            )
-            .await?;
-        } else {
-            sqlx::query(
-                "UPDATE payments SET attempts = attempts + 1, updated_at = $1 \
-                 WHERE id = $2 AND status = 'SUBMITTED'",
-            )
-            .bind(now.as_str())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -601,17 +578,21 @@ impl Store {
         codes: Option<&ResultCodes>,
         reason: Option<&str>,
     ) -> Result<bool> {
-        let now = Timestamp::now();
         let codes_json = codes
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| Error::CorruptData(format!("result codes: {e}")))?;
-        let mut tx = self.pool.begin().await?;
+        let detail = match (codes_json.as_deref(), reason) {
+            (Some(c), Some(r)) => Some(format!("{r}: {c}")),
+            (Some(c), None) => Some(c.to_owned()),
+            (None, Some(r)) => Some(r.to_owned()),
+            (None, None) => ledger.map(|l| format!("ledger {l}")),
+        };
         let changed = sqlx::query(
             "UPDATE payments SET status = $1, tx_hash = COALESCE($2, tx_hash), ledger = $3, \
              fee_stroops = COALESCE($4, fee_stroops), result_codes = $5, failure_reason = $6, \
-             updated_at = $7 \
-             WHERE id = $8 AND status IN ('CREATED', 'SIGNED', 'SUBMITTED')",
+             status_detail = $7, updated_at = $8 \
+             WHERE id = $9 AND status IN ('CREATED', 'SIGNED', 'SUBMITTED')",
         )
         .bind(status.as_str())
         .bind(tx_hash)
@@ -619,66 +600,45 @@ impl Store {
         .bind(fee_charged)
         .bind(codes_json.as_deref())
         .bind(reason)
-        .bind(now.as_str())
+        .bind(detail.as_deref())
+        .bind(Timestamp::now().as_str())
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            let detail = match (codes_json.as_deref(), reason) {
-                (Some(c), Some(r)) => Some(format!("{r}: {c}")),
-                (Some(c), None) => Some(c.to_owned()),
-                (None, Some(r)) => Some(r.to_owned()),
-                (None, None) => ledger.map(|l| format!("ledger {l}")),
-            };
-            record_event(&mut tx, id, status, tx_hash, detail.as_deref(), &now).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .rows_affected();
+        Ok(changed == 1)
     }
 
     /// CREATED → FAILED (nothing was ever signed for the current build, so nothing can land).
     /// False when the payment is no longer CREATED.
     pub async fn fail_unsigned_payment(&self, id: PaymentId, reason: &str) -> Result<bool> {
-        let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
-            "UPDATE payments SET status = 'FAILED', failure_reason = $1, updated_at = $2 \
-             WHERE id = $3 AND status = 'CREATED'",
+            "UPDATE payments SET status = 'FAILED', failure_reason = $1, status_detail = $1, \
+             updated_at = $2 WHERE id = $3 AND status = 'CREATED'",
         )
         .bind(reason)
-        .bind(now.as_str())
+        .bind(Timestamp::now().as_str())
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            record_event(&mut tx, id, PaymentStatus::Failed, None, Some(reason), &now).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .rows_affected();
+        Ok(changed == 1)
     }
 
     /// SIGNED/SUBMITTED → CREATED: the old transaction provably can never land; build anew.
+    /// Its hash stays in `payment_transactions`, where confirmations still look for it.
     pub async fn reset_for_rebuild(&self, id: PaymentId, why: &str) -> Result<()> {
         let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE payments SET status = 'CREATED', next_attempt_at = $1, updated_at = $1 \
-             WHERE id = $2 AND status IN ('SIGNED', 'SUBMITTED')",
+        sqlx::query(
+            "UPDATE payments SET status = 'CREATED', tx_hash = NULL, envelope_xdr = NULL, \
+             status_detail = $1, next_attempt_at = $2, updated_at = $2 \
+             WHERE id = $3 AND status IN ('SIGNED', 'SUBMITTED')",
         )
+        .bind(why)
         .bind(now.as_str())
         .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if changed {
-            record_event(&mut tx, id, PaymentStatus::Created, None, Some(why), &now).await?;
-        }
-        tx.commit().await?;
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -77,6 +77,30 @@ const FROZEN: Flag = Flag {
 };
 
 impl Store {
+    /// A wallet with whether its owner is blocked, in one read (what accepting a payment
+    /// checks).
+    pub async fn wallet_with_owner_blocked(
+        &self,
+        id: WalletId,
+    ) -> Result<Option<(WalletRecord, bool)>> {
+        let row = sqlx::query(
+            "SELECT wallets.id AS id, wallets.user_id AS user_id, wallets.key_id AS key_id, \
+             wallets.public_key AS public_key, wallets.frozen_at AS frozen_at, \
+             wallets.created_at AS created_at, users.blocked_at AS blocked_at \
+             FROM wallets JOIN users ON users.id = wallets.user_id WHERE wallets.id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok((
+                wallet_from_row(&row)?,
+                optional_text(&row, "blocked_at")?.is_some(),
+            ))
+        })
+        .transpose()
+    }
+
     /// Returns the user's wallet row, reserving one first when the user has none. Concurrent
     /// callers (in this process or another replica) all get the same row: the insert does
     /// nothing when the UNIQUE constraint on `user_id` finds an existing wallet. The user must
