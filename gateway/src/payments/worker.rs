@@ -28,7 +28,7 @@
 //!   transaction for that sequence until `max_time + sequence_guard_secs`, so the rebuild waits
 //!   until then (keep `max_validity_secs` short).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,20 +50,15 @@ const PARK_THRESHOLD: Duration = Duration::from_secs(3);
 /// The least time between two scans for due work.
 const SCAN_SPACING: Duration = Duration::from_millis(10);
 
-/// Destination accounts remembered as existing (the set starts over when full).
-const KNOWN_ACCOUNTS_CAP: usize = 100_000;
-
-/// What a wallet's drive reads once and reuses for each of its payments: the signerd key id and
-/// the account of a complete wallet never change.
-#[derive(Default)]
-struct Drive {
-    source: Option<(SignerKeyId, AccountId)>,
-}
+/// Entries kept in the worker's caches (a cache starts over when full).
+const CACHE_CAP: usize = 100_000;
 
 /// What to do after one step.
 enum Next {
     /// Look at the wallet's next state at once.
     Continue,
+    /// Submit this payment, just signed, at once (its stored state, without reading it back).
+    Submit(Box<PaymentRecord>),
     /// Come back after this long.
     Wait(Duration),
 }
@@ -113,6 +108,8 @@ pub struct PaymentWorker {
     wake: Arc<Notify>,
     active: Mutex<HashSet<WalletId>>,
     known_accounts: Mutex<HashSet<String>>,
+    /// The signerd key and account of source wallets (fixed once a wallet is complete).
+    sources: Mutex<HashMap<WalletId, (SignerKeyId, AccountId)>>,
 }
 
 impl PaymentWorker {
@@ -135,6 +132,7 @@ impl PaymentWorker {
             wake,
             active: Mutex::new(HashSet::new()),
             known_accounts: Mutex::new(HashSet::new()),
+            sources: Mutex::new(HashMap::new()),
         }
     }
 
@@ -224,7 +222,7 @@ impl PaymentWorker {
             return;
         }
         let mut renewed = tokio::time::Instant::now();
-        let mut drive = Drive::default();
+        let mut known: Option<PaymentRecord> = None;
         loop {
             if *stop.borrow() {
                 break;
@@ -236,7 +234,11 @@ impl PaymentWorker {
                 }
                 renewed = tokio::time::Instant::now();
             }
-            let payment = match self.store.next_unfinished_payment(wallet).await {
+            let read = match known.take() {
+                Some(payment) => Ok(Some(payment)),
+                None => self.store.next_unfinished_payment(wallet).await,
+            };
+            let payment = match read {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -249,7 +251,7 @@ impl PaymentWorker {
             }
             // The lease is renewed while a step runs (a synchronous submission can take longer
             // than the lease), so another worker never takes the wallet over mid-step.
-            let step = self.step(&payment, &mut drive);
+            let step = self.step(&payment);
             tokio::pin!(step);
             let mut lost = false;
             let outcome = loop {
@@ -278,6 +280,7 @@ impl PaymentWorker {
             };
             match next {
                 Next::Continue => {}
+                Next::Submit(signed) => known = Some(*signed),
                 // Long waits (and any wait the lease would not outlive) park the payment in
                 // the database and free the wallet.
                 Next::Wait(wait) if wait >= PARK_THRESHOLD.min(self.settings.lease / 3) => {
@@ -300,9 +303,9 @@ impl PaymentWorker {
         }
     }
 
-    async fn step(&self, payment: &PaymentRecord, drive: &mut Drive) -> Result<Next> {
+    async fn step(&self, payment: &PaymentRecord) -> Result<Next> {
         match payment.status {
-            PaymentStatus::Created => self.build_and_sign(payment, drive).await,
+            PaymentStatus::Created => self.build_and_sign(payment).await,
             PaymentStatus::Signed | PaymentStatus::Submitted => self.submit(payment).await,
             PaymentStatus::Success | PaymentStatus::Failed => Ok(Next::Continue),
         }
@@ -318,9 +321,14 @@ impl PaymentWorker {
         Ok(Next::Continue)
     }
 
-    async fn build_and_sign(&self, payment: &PaymentRecord, drive: &mut Drive) -> Result<Next> {
-        let (key_id, source) = match &drive.source {
-            Some(known) => known.clone(),
+    async fn build_and_sign(&self, payment: &PaymentRecord) -> Result<Next> {
+        let cached = self
+            .sources
+            .lock()
+            .ok()
+            .and_then(|sources| sources.get(&payment.source_wallet_id).cloned());
+        let (key_id, source) = match cached {
+            Some(known) => known,
             None => {
                 let wallet = self
                     .store
@@ -335,7 +343,12 @@ impl PaymentWorker {
                 else {
                     return self.fail(payment, "source wallet has no key").await;
                 };
-                drive.source = Some((key_id.clone(), source.clone()));
+                if let Ok(mut sources) = self.sources.lock() {
+                    if sources.len() >= CACHE_CAP {
+                        sources.clear();
+                    }
+                    sources.insert(payment.source_wallet_id, (key_id.clone(), source.clone()));
+                }
                 (key_id, source)
             }
         };
@@ -449,18 +462,33 @@ impl PaymentWorker {
         }
         let hash = hex::encode(unsigned.hash);
         let envelope = unsigned.attach(&signature.hint, &signature.signature)?;
-        self.store
+        let max_time = i64::try_from(max_time).unwrap_or(i64::MAX);
+        let signed = self
+            .store
             .mark_signed(
                 payment.id,
                 sequence,
-                i64::try_from(max_time).unwrap_or(i64::MAX),
+                max_time,
                 i64::from(fee),
                 &hash,
                 &envelope,
             )
             .await?;
         tracing::debug!(payment_id = %payment.id, tx_hash = %hash, sequence, "payment signed");
-        Ok(Next::Continue)
+        if !signed {
+            // Another worker moved it on meanwhile: read what it did.
+            return Ok(Next::Continue);
+        }
+        Ok(Next::Submit(Box::new(PaymentRecord {
+            status: PaymentStatus::Signed,
+            sequence: Some(sequence),
+            max_time: Some(max_time),
+            fee_stroops: Some(i64::from(fee)),
+            tx_hash: Some(hash),
+            envelope_xdr: Some(envelope),
+            builds: payment.builds + 1,
+            ..payment.clone()
+        })))
     }
 
     /// Whether a destination account exists. Accounts once seen are remembered (an account
@@ -476,7 +504,7 @@ impl PaymentWorker {
         }
         let exists = self.horizon.account(account.as_str()).await?.is_some();
         if exists && let Ok(mut known) = self.known_accounts.lock() {
-            if known.len() >= KNOWN_ACCOUNTS_CAP {
+            if known.len() >= CACHE_CAP {
                 known.clear();
             }
             known.insert(account.as_str().to_owned());
