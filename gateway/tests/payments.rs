@@ -407,6 +407,13 @@ on_both_databases! {
         let too_much = s.pay(&alice, &bob, "98.0000001").await;
         assert_eq!(too_much.error_code(), "LIMIT_EXCEEDED", "{}", too_much.body);
         assert_eq!(s.finished(&first).await["status"], "SUCCESS");
+        // A refusal leaves nothing behind (the payment row is inserted, then rolled back).
+        let stack = &s.stack;
+        let count = |wallet: String| async move {
+            stack.http.get(&format!("/v1/wallets/{wallet}/payments"), Some(&stack.service_key)).await.json()["payments"]
+                .as_array().map(Vec::len)
+        };
+        assert_eq!(count(alice.clone()).await, Some(2));
 
         // Frozen wallet and blocked user are refused at accept time.
         let frozen = s.stack.http.post(&format!("/v1/wallets/{alice}/freeze"), &s.stack.admin_key,
@@ -425,6 +432,7 @@ on_both_databases! {
             &json!({ "daily_count": 0 }).to_string()).await;
         assert_eq!(zero.status, 200, "{}", zero.body);
         assert_eq!(s.pay(&carol, &alice, "1").await.error_code(), "LIMIT_EXCEEDED");
+        assert_eq!(count(carol.clone()).await, Some(0));
 
         // Blocked after acceptance: the worker re-checks before signing and fails it. Horizon
         // is down meanwhile so the worker cannot sign it first.
