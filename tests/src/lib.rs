@@ -669,3 +669,23 @@ listen = "127.0.0.1:0"
     toml.push_str(&options.extra_toml);
     toml
 }
+
+/// The status a gRPC call must have failed with: panics unless it failed with `code` and a
+/// message containing `needle` (`""` for any message); returns it for further checks.
+pub fn refusal<T: std::fmt::Debug>(
+    result: std::result::Result<T, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) -> tonic::Status {
+    let status = match result {
+        Ok(answer) => panic!("expected {code:?} containing {needle:?}, got {answer:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(needle),
+        "expected {needle:?} in {:?}",
+        status.message()
+    );
+    status
+}
