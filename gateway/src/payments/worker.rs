@@ -50,8 +50,35 @@ const PARK_THRESHOLD: Duration = Duration::from_secs(3);
 /// The least time between two scans for due work.
 const SCAN_SPACING: Duration = Duration::from_millis(10);
 
-/// Entries kept in the worker's caches (a cache starts over when full).
+/// Entries kept in each of the worker's caches.
 const CACHE_CAP: usize = 100_000;
+
+/// Facts that never change once true (a wallet's key, an account's existence), remembered up to
+/// [`CACHE_CAP`] entries; a full cache starts over.
+struct Remembered<K, V>(Mutex<HashMap<K, V>>);
+
+impl<K: Eq + std::hash::Hash, V: Clone> Remembered<K, V> {
+    fn new() -> Self {
+        Remembered(Mutex::new(HashMap::new()))
+    }
+
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember(&self, key: K, value: V) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= CACHE_CAP {
+                map.clear();
+            }
+            map.insert(key, value);
+        }
+    }
+}
 
 /// What to do after one step.
 enum Next {
@@ -107,9 +134,10 @@ pub struct PaymentWorker {
     owner: String,
     wake: Arc<Notify>,
     active: Mutex<HashSet<WalletId>>,
-    known_accounts: Mutex<HashSet<String>>,
+    /// Destination accounts seen to exist.
+    known_accounts: Remembered<String, ()>,
     /// The signerd key and account of source wallets (fixed once a wallet is complete).
-    sources: Mutex<HashMap<WalletId, (SignerKeyId, AccountId)>>,
+    sources: Remembered<WalletId, (SignerKeyId, AccountId)>,
 }
 
 impl PaymentWorker {
@@ -131,8 +159,8 @@ impl PaymentWorker {
             owner: format!("worker-{}", uuid::Uuid::now_v7()),
             wake,
             active: Mutex::new(HashSet::new()),
-            known_accounts: Mutex::new(HashSet::new()),
-            sources: Mutex::new(HashMap::new()),
+            known_accounts: Remembered::new(),
+            sources: Remembered::new(),
         }
     }
 
@@ -322,12 +350,7 @@ impl PaymentWorker {
     }
 
     async fn build_and_sign(&self, payment: &PaymentRecord) -> Result<Next> {
-        let cached = self
-            .sources
-            .lock()
-            .ok()
-            .and_then(|sources| sources.get(&payment.source_wallet_id).cloned());
-        let (key_id, source) = match cached {
+        let (key_id, source) = match self.sources.get(&payment.source_wallet_id) {
             Some(known) => known,
             None => {
                 let wallet = self
@@ -343,12 +366,8 @@ impl PaymentWorker {
                 else {
                     return self.fail(payment, "source wallet has no key").await;
                 };
-                if let Ok(mut sources) = self.sources.lock() {
-                    if sources.len() >= CACHE_CAP {
-                        sources.clear();
-                    }
-                    sources.insert(payment.source_wallet_id, (key_id.clone(), source.clone()));
-                }
+                self.sources
+                    .remember(payment.source_wallet_id, (key_id.clone(), source.clone()));
                 (key_id, source)
             }
         };
@@ -495,19 +514,13 @@ impl PaymentWorker {
     /// is only removed by a merge, and a payment to a merged account fails in its ledger with
     /// `op_no_destination`), so a busy destination costs one Horizon read, not one per payment.
     async fn destination_exists(&self, account: &AccountId) -> Result<bool, HorizonError> {
-        if self
-            .known_accounts
-            .lock()
-            .is_ok_and(|known| known.contains(account.as_str()))
-        {
+        if self.known_accounts.get(account.as_str()).is_some() {
             return Ok(true);
         }
         let exists = self.horizon.account(account.as_str()).await?.is_some();
-        if exists && let Ok(mut known) = self.known_accounts.lock() {
-            if known.len() >= CACHE_CAP {
-                known.clear();
-            }
-            known.insert(account.as_str().to_owned());
+        if exists {
+            self.known_accounts
+                .remember(account.as_str().to_owned(), ());
         }
         Ok(exists)
     }
