@@ -265,6 +265,20 @@ on_both_databases! {
         assert_eq!(replay.json()["id"], first.json()["id"]);
         assert_eq!(replay.json()["status"], "SUCCESS");
         assert_eq!(s.pay_with_key(&alice, &bob, "3", "pay-twice").await.error_code(), "WALLET_FROZEN");
+
+        // Requests racing on one key: the unique index lets one insert, the others replay it.
+        let (carol, _) = s.wallet("carol", Some(100 * XLM)).await;
+        let racing = futures::future::join_all((0..8).map(|_| s.pay_with_key(&carol, &bob, "2", "raced"))).await;
+        let ids: HashSet<String> = racing
+            .iter()
+            .map(|r| {
+                assert_eq!(r.status, 202, "{}", r.body);
+                r.json()["id"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let replays = racing.iter().filter(|r| r.headers.contains_key("idempotent-replayed")).count();
+        assert_eq!(replays, racing.len() - 1);
         assert_eq!(s.sim.applied_from(alice_account).len(), 1);
         let list = s.stack.http.get(&format!("/v1/wallets/{alice}/payments"), Some(&s.stack.service_key)).await;
         assert_eq!(list.json()["payments"].as_array().map(Vec::len), Some(1));
