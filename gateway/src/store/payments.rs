@@ -156,96 +156,115 @@ fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
     })
 }
 
-impl Store {
-    /// Accepts a payment: inserts it with its first event and counts it against the wallet's
-    /// daily limits, in one transaction. The usage row is bumped with a conditional upsert, so
-    /// two replicas accepting at once cannot both squeeze under the limit. A payment this API
-    /// key already made with the same Idempotency-Key is returned instead (the unique index
-    /// decides, before any limit is counted).
-    pub async fn accept_payment(
-        &self,
-        new: &NewPayment<'_>,
-        defaults: DailyLimits,
-    ) -> Result<Accepted> {
-        let limits = self.wallet_limits(new.source_wallet_id, defaults).await?;
-        let now = Timestamp::now();
-        let day = &now.as_str()[..10];
-        let amount = new.amount.get();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO payments (id, api_key_id, idempotency_key, source_wallet_id, destination, \
-             destination_account, amount_stroops, memo, status, attempts, builds, next_attempt_at, \
-             created_at, updated_at, request_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9, $10)",
+/// The statement counting one payment of `amount` against a wallet's usage of `day`, under its
+/// limits (the wallet's override, else the defaults): an upsert that changes nothing, and
+/// returns no row, when the count or the amount would go over. The arguments are placeholders.
+fn count_usage(wallet: &str, day: &str, amount: &str, count_cap: &str, amount_cap: &str) -> String {
+    let cap = |column: &str, default: &str| {
+        format!(
+            "COALESCE((SELECT {column} FROM wallet_limits WHERE wallet_id = {wallet}), {default})"
         )
+    };
+    let (max_count, max_amount) = (
+        cap("daily_count", count_cap),
+        cap("daily_amount_stroops", amount_cap),
+    );
+    format!(
+        "INSERT INTO wallet_daily_usage (wallet_id, day, payment_count, amount_stroops) \
+         SELECT {wallet}, {day}, 1, {amount} WHERE 1 <= {max_count} AND {amount} <= {max_amount} \
+         ON CONFLICT (wallet_id, day) DO UPDATE SET \
+           payment_count = wallet_daily_usage.payment_count + 1, \
+           amount_stroops = wallet_daily_usage.amount_stroops + excluded.amount_stroops \
+         WHERE wallet_daily_usage.payment_count + 1 <= {max_count} \
+           AND wallet_daily_usage.amount_stroops + excluded.amount_stroops <= {max_amount} \
+         RETURNING 1"
+    )
+}
+
+/// `sql` (an insert into payments) with `new`'s values bound as $1..$10.
+fn insert_payment<'q>(
+    sql: &'q str,
+    new: &'q NewPayment<'_>,
+    now: &'q Timestamp,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
         .bind(new.id.to_string())
         .bind(new.api_key_id.to_string())
         .bind(new.idempotency_key.as_str())
         .bind(new.source_wallet_id.to_string())
         .bind(new.destination)
         .bind(new.destination_account)
-        .bind(amount)
+        .bind(new.amount.get())
         .bind(new.memo)
         .bind(now.as_str())
         .bind(new.request_hash)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            let e = Error::from(e);
-            drop(tx);
-            if e.is_unique_violation() {
-                match self
-                    .payment_by_idempotency_key(
-                        new.api_key_id,
-                        new.idempotency_key,
-                        new.request_hash,
-                    )
-                    .await?
-                {
-                    Some(KeyedPayment::Replay(existing)) => {
-                        return Ok(Accepted::Existing(*existing));
-                    }
-                    Some(KeyedPayment::Conflict) => {
-                        return Err(Error::IdempotencyConflict(
-                            "this Idempotency-Key was already used with a different request".into(),
-                        ));
-                    }
-                    None => {}
+}
+
+impl Store {
+    /// Accepts a payment: inserts it and counts it against the wallet's daily limits (its
+    /// override, else `defaults`), atomically: on Postgres in one statement (the count is a
+    /// data-modifying CTE the insert depends on), on SQLite in one transaction. The usage row is
+    /// bumped with a conditional upsert, so two replicas accepting at once cannot both squeeze
+    /// under the limit. A payment this API key already made with the same Idempotency-Key is
+    /// returned instead (the unique index decides; a refused insert counts nothing).
+    pub async fn accept_payment(
+        &self,
+        new: &NewPayment<'_>,
+        defaults: DailyLimits,
+    ) -> Result<Accepted> {
+        let now = Timestamp::now();
+        let day = &now.as_str()[..10];
+        let amount = new.amount.get();
+        let insert = "INSERT INTO payments (id, api_key_id, idempotency_key, source_wallet_id, \
+             destination, destination_account, amount_stroops, memo, status, attempts, builds, \
+             next_attempt_at, created_at, updated_at, request_hash)";
+        let values = "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9, $10";
+        let counted = match self.backend {
+            Backend::Postgres => {
+                let sql = format!(
+                    "WITH counted AS ({}) {insert} SELECT {values} FROM counted",
+                    count_usage("$4", "$11", "$7", "$12", "$13")
+                );
+                let inserted = insert_payment(&sql, new, &now)
+                    .bind(day)
+                    .bind(defaults.daily_count)
+                    .bind(defaults.daily_amount_stroops)
+                    .execute(&self.pool)
+                    .await;
+                match inserted {
+                    Ok(done) => done.rows_affected(),
+                    Err(e) => return self.accept_refused(new, e.into()).await,
                 }
             }
-            return Err(e);
-        }
-        // The upsert below checks the limits only when the day's row exists; the first payment
-        // of the day is checked here. (Returning drops the transaction: nothing is written.)
-        if amount > limits.daily_amount_stroops || limits.daily_count < 1 {
-            return Err(Error::LimitExceeded(
-                "amount exceeds the wallet's daily amount limit".into(),
-            ));
-        }
-        let counted = sqlx::query(
-            "INSERT INTO wallet_daily_usage (wallet_id, day, payment_count, amount_stroops) \
-             VALUES ($1, $2, 1, $3) \
-             ON CONFLICT (wallet_id, day) DO UPDATE SET \
-               payment_count = wallet_daily_usage.payment_count + 1, \
-               amount_stroops = wallet_daily_usage.amount_stroops + $3 \
-             WHERE wallet_daily_usage.payment_count + 1 <= $4 \
-               AND wallet_daily_usage.amount_stroops + $3 <= $5",
-        )
-        .bind(new.source_wallet_id.to_string())
-        .bind(day)
-        .bind(amount)
-        .bind(limits.daily_count)
-        .bind(limits.daily_amount_stroops)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+            Backend::Sqlite => {
+                let mut tx = self.pool.begin().await?;
+                let sql = format!("{insert} VALUES ({values})");
+                if let Err(e) = insert_payment(&sql, new, &now).execute(&mut *tx).await {
+                    drop(tx);
+                    return self.accept_refused(new, e.into()).await;
+                }
+                let counted = sqlx::query(&count_usage("$1", "$2", "$3", "$4", "$5"))
+                    .bind(new.source_wallet_id.to_string())
+                    .bind(day)
+                    .bind(amount)
+                    .bind(defaults.daily_count)
+                    .bind(defaults.daily_amount_stroops)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                // Returning without a commit drops the transaction: nothing is written.
+                if counted == 1 {
+                    tx.commit().await?;
+                }
+                counted
+            }
+        };
         if counted != 1 {
             return Err(Error::LimitExceeded(
-                "the wallet's daily payment count or amount limit is reached".into(),
+                "the payment would exceed the wallet's daily payment count or amount limit".into(),
             ));
         }
         // The CREATED event is written by the database (migration 0003).
-        tx.commit().await?;
         Ok(Accepted::Created(PaymentRecord {
             id: new.id,
             source_wallet_id: new.source_wallet_id,
@@ -268,6 +287,26 @@ impl Store {
             created_at: now.clone(),
             updated_at: now,
         }))
+    }
+
+    /// An insert refused by the unique index on (API key, Idempotency-Key) is a replay or a
+    /// conflicting reuse of the key; any other error stays what it is.
+    async fn accept_refused(&self, new: &NewPayment<'_>, e: Error) -> Result<Accepted> {
+        if e.is_unique_violation() {
+            match self
+                .payment_by_idempotency_key(new.api_key_id, new.idempotency_key, new.request_hash)
+                .await?
+            {
+                Some(KeyedPayment::Replay(existing)) => return Ok(Accepted::Existing(*existing)),
+                Some(KeyedPayment::Conflict) => {
+                    return Err(Error::IdempotencyConflict(
+                        "this Idempotency-Key was already used with a different request".into(),
+                    ));
+                }
+                None => {}
+            }
+        }
+        Err(e)
     }
 
     /// The payment this API key made with this Idempotency-Key, if any, and whether the
