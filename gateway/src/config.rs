@@ -407,6 +407,12 @@ pub struct PaymentsConfig {
     /// How long a worker's lease on a source wallet lasts without renewal.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// How long a worker keeps a source wallet whose payments are all done, waiting for its
+    /// next one (0: give it back at once). A held wallet's next payment costs no lease
+    /// round trips; one accepted by another replica waits for the hold to end. Capped at
+    /// `lease_ms / 3` (the lease is renewed between payments).
+    #[serde(default = "default_idle_hold_ms")]
+    pub idle_hold_ms: u64,
 }
 
 impl Default for PaymentsConfig {
@@ -418,6 +424,7 @@ impl Default for PaymentsConfig {
             worker_concurrency: default_worker_concurrency(),
             poll_interval_ms: default_poll_interval_ms(),
             lease_ms: default_lease_ms(),
+            idle_hold_ms: default_idle_hold_ms(),
         }
     }
 }
@@ -439,6 +446,9 @@ fn default_poll_interval_ms() -> u64 {
 }
 fn default_lease_ms() -> u64 {
     60_000
+}
+fn default_idle_hold_ms() -> u64 {
+    2_000
 }
 
 /// Per-API-key request rate: a token bucket refilled at `per_second`, holding `burst`.
@@ -689,6 +699,7 @@ impl Config {
                 "poll_interval_ms must be positive and lease_ms at least 1000",
             );
         }
+
         Ok(())
     }
 }

@@ -61,7 +61,7 @@ impl Gateway {
             horizon,
             test_network: config.horizon.as_ref().is_some_and(|h| h.is_test_network()),
             payment_limits: http::payments::default_limits(&config.payments),
-            payment_wake: Arc::new(tokio::sync::Notify::new()),
+            payment_wake: Arc::new(crate::payments::worker::PaymentWake::default()),
         };
         Ok(Gateway { config, state })
     }

@@ -43,7 +43,17 @@ impl PaymentStack {
             GatewayOptions {
                 horizon_url: Some(sim.url()),
                 extra_toml: format!(
-                    "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n{extra_toml}\n"
+                    "\n[payments]\n{}{}{extra_toml}\n",
+                    if extra_toml.contains("poll_interval_ms") {
+                        ""
+                    } else {
+                        "poll_interval_ms = 50\n"
+                    },
+                    if extra_toml.contains("lease_ms") {
+                        ""
+                    } else {
+                        "lease_ms = 2000\n"
+                    },
                 ),
                 max_validity_secs,
                 ..GatewayOptions::default()
@@ -237,6 +247,42 @@ on_both_databases! {
         let id = s.accepted(&alice, &outsider.address(), "1").await;
         assert_eq!(s.finished(&id).await["status"], "SUCCESS");
         assert_eq!(s.sim.balance(outsider), Some(2 * XLM));
+    }
+
+    async fn a_wallet_is_held_for_its_next_payment_and_given_up_when_another_needs_the_slot(kind: DatabaseKind) {
+        // One slot, no scan unless woken (every 10 min), an idle wallet held up to 5 min: each
+        // payment below finishes within `finished`'s 90 s only if the API hands it to the drive
+        // holding its wallet, or the held wallet gives way to the one that needs the slot.
+        let s = PaymentStack::start_with(
+            kind,
+            "worker_concurrency = 1\npoll_interval_ms = 600000\nlease_ms = 900000\nidle_hold_ms = 300000",
+        )
+        .await;
+        let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        let (carol, _) = s.wallet("carol", Some(100 * XLM)).await;
+        let store = s.stack.db.store().await;
+        let lease = |wallet: String| {
+            let store = store.clone();
+            async move {
+                must(sqlx::query("SELECT owner FROM payment_leases WHERE wallet_id = $1")
+                    .bind(wallet)
+                    .fetch_optional(store.pool())
+                    .await)
+                .is_some()
+            }
+        };
+
+        let first = s.accepted(&alice, &bob, "1").await;
+        assert_eq!(s.finished(&first).await["status"], "SUCCESS");
+        assert!(lease(alice.clone()).await, "alice's wallet was given back, not held");
+        let second = s.accepted(&alice, &bob, "2").await;
+        assert_eq!(s.finished(&second).await["status"], "SUCCESS");
+        let other = s.accepted(&carol, &bob, "4").await;
+        assert_eq!(s.finished(&other).await["status"], "SUCCESS");
+        assert!(!lease(alice.clone()).await, "alice's idle wallet kept the only slot");
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+        store.close().await;
     }
 
     async fn the_same_idempotency_key_twice_makes_one_payment(kind: DatabaseKind) {

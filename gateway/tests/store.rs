@@ -180,7 +180,7 @@ on_both_databases! {
                 assert!(matches!(must(store.accept_payment(&new, limits).await), Accepted::Created(_)));
             }
         };
-        let next = || async { must(store.next_unfinished_payment(wallet).await).map(|p| p.id) };
+        let next = || async { must(store.next_unfinished_payment(wallet).await).map(|(p, _)| p.id) };
 
         accept(later, "later").await;
         assert_eq!(next().await, Some(later));
@@ -191,6 +191,18 @@ on_both_databases! {
         assert_eq!(next().await, Some(later));
         must(store.finish_payment(later, PaymentStatus::Success, None, Some(7), Some(100), None, None).await);
         assert_eq!(next().await, Some(earlier));
+        // The read says why the wallet may not pay (the worker fails the payment then).
+        let refusal = || async { must(store.next_unfinished_payment(wallet).await).and_then(|(_, why)| why) };
+        assert_eq!(refusal().await, None);
+        let reason = must(Reason::parse("investigation"));
+        must(store.set_user_blocked(user.id, true, &reason, &ctx()).await);
+        assert!(refusal().await.is_some_and(|why| why.starts_with("USER_BLOCKED")));
+        // A transaction signed while the block came is not stored (and so never sent).
+        assert!(!must(store.mark_signed(earlier, 6, 1_900_000_000, 100, &"cd".repeat(32), "AAAA").await));
+        assert_eq!(next().await, Some(earlier));
+        assert!(must(store.payment_hashes(earlier).await).is_empty());
+        must(store.set_user_blocked(user.id, false, &reason, &ctx()).await);
+        assert_eq!(refusal().await, None);
         must(store.fail_unsigned_payment(earlier, "test").await);
         assert_eq!(next().await, None);
 

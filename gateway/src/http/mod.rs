@@ -62,8 +62,8 @@ pub struct AppState {
     pub test_network: bool,
     /// The configured default daily limits per wallet.
     pub payment_limits: DailyLimits,
-    /// Wakes this process's payment worker when a payment is accepted.
-    pub payment_wake: Arc<tokio::sync::Notify>,
+    /// Tells this process's payment worker about accepted payments.
+    pub payment_wake: Arc<crate::payments::worker::PaymentWake>,
 }
 
 impl AppState {

@@ -341,7 +341,7 @@ async fn accept_payment(
         )
         .await?;
     if let Accepted::Created(p) = &accepted {
-        state.payment_wake.notify_one();
+        state.payment_wake.accepted(source_wallet_id);
         tracing::info!(payment_id = %p.id, wallet_id = %source_wallet_id, amount = p.amount.get(), "payment accepted");
     }
     Ok(accepted)

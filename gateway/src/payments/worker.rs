@@ -11,10 +11,13 @@
 //! leases to expire (`payments.lease_ms`); the next worker resumes from the stored state.
 //!
 //! **Per payment.**
-//! - `CREATED`: re-check the user and wallet (FAILED if blocked or frozen since acceptance);
-//!   read the sequence from Horizon, the fee from `fee_stats` (capped), set `max_time` to
-//!   now + `max_validity_secs`; build, ask signerd to sign, check signerd's hash equals ours, and
-//!   store the exact signed envelope and hash: `SIGNED`. Nothing is sent before that commit.
+//! - `CREATED`: FAILED if the user was blocked or the wallet frozen since acceptance (read with
+//!   the payment); read the sequence from Horizon, the fee from `fee_stats` (capped), set
+//!   `max_time` to now + `max_validity_secs`; build, ask signerd to sign, check signerd's hash
+//!   equals ours, and store the exact signed envelope and hash: `SIGNED`. That write is
+//!   conditional on the wallet still being allowed to pay; a block or freeze that came while the
+//!   transaction was built throws the signature away unsent and fails the payment. Nothing is
+//!   sent before that commit.
 //! - `SIGNED`/`SUBMITTED`: submit the *stored* bytes. Applied → `SUCCESS` (or `FAILED` with the
 //!   result codes when it failed in a ledger, e.g. `op_underfunded`). Rejected with a final code
 //!   (`tx_bad_auth`, `tx_insufficient_balance`, ...) → `FAILED`. Anything ambiguous (504, 503,
@@ -80,6 +83,46 @@ impl<K: Eq + std::hash::Hash, V: Clone> Remembered<K, V> {
     }
 }
 
+/// How accepted payments reach the worker in this process. A payment for a wallet the worker
+/// is driving (or holding, idle) goes to that wallet's drive; any other wakes the scan for due
+/// work. Replicas learn of each other's payments from their scans.
+#[derive(Default)]
+pub struct PaymentWake {
+    scan: Notify,
+    /// Idle wallets give themselves back when the scan finds more work than free slots.
+    crowded: Notify,
+    drives: Mutex<HashMap<WalletId, Arc<Notify>>>,
+}
+
+impl PaymentWake {
+    /// A payment of `wallet` was accepted (committed).
+    pub fn accepted(&self, wallet: WalletId) {
+        let drive = self
+            .drives
+            .lock()
+            .ok()
+            .and_then(|drives| drives.get(&wallet).cloned());
+        match drive {
+            Some(drive) => drive.notify_one(),
+            None => self.scan.notify_one(),
+        }
+    }
+
+    fn drive_started(&self, wallet: WalletId) -> Arc<Notify> {
+        let inbox = Arc::new(Notify::new());
+        if let Ok(mut drives) = self.drives.lock() {
+            drives.insert(wallet, inbox.clone());
+        }
+        inbox
+    }
+
+    fn drive_ending(&self, wallet: WalletId) {
+        if let Ok(mut drives) = self.drives.lock() {
+            drives.remove(&wallet);
+        }
+    }
+}
+
 /// What to do after one step.
 enum Next {
     /// Look at the wallet's next state at once.
@@ -107,6 +150,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     /// Lease length.
     pub lease: Duration,
+    /// How long a wallet with nothing left to do stays with the worker.
+    pub idle_hold: Duration,
 }
 
 impl WorkerSettings {
@@ -120,6 +165,7 @@ impl WorkerSettings {
             concurrency: payments.worker_concurrency,
             poll_interval: Duration::from_millis(payments.poll_interval_ms),
             lease: Duration::from_millis(payments.lease_ms),
+            idle_hold: Duration::from_millis(payments.idle_hold_ms.min(payments.lease_ms / 3)),
         }
     }
 }
@@ -132,7 +178,7 @@ pub struct PaymentWorker {
     settings: WorkerSettings,
     metrics: Metrics,
     owner: String,
-    wake: Arc<Notify>,
+    wake: Arc<PaymentWake>,
     active: Mutex<HashSet<WalletId>>,
     /// Destination accounts seen to exist.
     known_accounts: Remembered<String, ()>,
@@ -141,14 +187,14 @@ pub struct PaymentWorker {
 }
 
 impl PaymentWorker {
-    /// A worker; `wake` is notified by the API when a payment is accepted.
+    /// A worker; the API tells `wake` when a payment is accepted.
     pub fn new(
         store: Store,
         signer: Arc<Signer>,
         horizon: Arc<Horizon>,
         settings: WorkerSettings,
         metrics: Metrics,
-        wake: Arc<Notify>,
+        wake: Arc<PaymentWake>,
     ) -> Self {
         PaymentWorker {
             store,
@@ -183,36 +229,37 @@ impl PaymentWorker {
                 }
             }
             last_scan = Some(tokio::time::Instant::now());
-            let capacity = slots.available_permits();
-            if capacity > 0 {
-                match self
-                    .store
-                    .due_source_wallets(i64::try_from(capacity * 4).unwrap_or(1024))
-                    .await
-                {
-                    Ok(wallets) => {
-                        for wallet in wallets {
-                            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                                break;
-                            };
-                            if !self.mark_active(wallet) {
-                                continue;
-                            }
-                            let worker = self.clone();
-                            let stop = stop.clone();
-                            tokio::spawn(async move {
-                                worker.drive_wallet(wallet, stop).await;
-                                worker.unmark_active(wallet);
-                                drop(permit);
-                                worker.wake.notify_one();
-                            });
+            // Scanned even with every slot taken: due work then makes idle wallets give way.
+            let capacity = slots.available_permits().max(1);
+            match self
+                .store
+                .due_source_wallets(i64::try_from(capacity * 4).unwrap_or(1024))
+                .await
+            {
+                Ok(wallets) => {
+                    for wallet in wallets {
+                        let Ok(permit) = slots.clone().try_acquire_owned() else {
+                            // More due wallets than slots: idle ones make room.
+                            self.wake.crowded.notify_waiters();
+                            break;
+                        };
+                        if !self.mark_active(wallet) {
+                            continue;
                         }
+                        let worker = self.clone();
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            worker.drive_wallet(wallet, stop).await;
+                            worker.unmark_active(wallet);
+                            drop(permit);
+                            worker.wake.scan.notify_one();
+                        });
                     }
-                    Err(e) => tracing::warn!(error = %e, "payment worker cannot scan for work"),
                 }
+                Err(e) => tracing::warn!(error = %e, "payment worker cannot scan for work"),
             }
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.scan.notified() => {}
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 _ = stop.changed() => {}
             }
@@ -244,11 +291,23 @@ impl PaymentWorker {
         }
     }
 
-    /// Processes one source wallet's payments in order while holding its lease.
+    /// Processes one source wallet's payments in order while holding its lease, then keeps the
+    /// wallet a while (`idle_hold`) for its next payment, unless other wallets need the slot.
     async fn drive_wallet(&self, wallet: WalletId, mut stop: watch::Receiver<bool>) {
         if !self.lease(wallet).await {
             return;
         }
+        let inbox = self.wake.drive_started(wallet);
+        self.drive(wallet, &inbox, &mut stop).await;
+        // Unregistered before the lease goes: a payment accepted from here on wakes the scan,
+        // which the end of this drive wakes again once the lease is gone.
+        self.wake.drive_ending(wallet);
+        if let Err(e) = self.store.release_wallet(wallet, &self.owner).await {
+            tracing::warn!(error = %e, %wallet, "cannot release a lease (it expires on its own)");
+        }
+    }
+
+    async fn drive(&self, wallet: WalletId, inbox: &Notify, stop: &mut watch::Receiver<bool>) {
         let mut renewed = tokio::time::Instant::now();
         let mut known: Option<PaymentRecord> = None;
         loop {
@@ -263,12 +322,21 @@ impl PaymentWorker {
                 renewed = tokio::time::Instant::now();
             }
             let read = match known.take() {
-                Some(payment) => Ok(Some(payment)),
+                Some(payment) => Ok(Some((payment, None))),
                 None => self.store.next_unfinished_payment(wallet).await,
             };
-            let payment = match read {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
+            let (payment, refusal) = match read {
+                Ok(Some(next)) => next,
+                Ok(None) => {
+                    // Nothing left: hold the wallet for its next payment (the API hands it
+                    // over through `inbox`), unless other wallets need the slot.
+                    tokio::select! {
+                        _ = inbox.notified() => continue,
+                        _ = self.wake.crowded.notified() => break,
+                        _ = tokio::time::sleep(self.settings.idle_hold) => break,
+                        _ = stop.changed() => break,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, %wallet, "cannot read the next payment");
                     break;
@@ -279,7 +347,7 @@ impl PaymentWorker {
             }
             // The lease is renewed while a step runs (a synchronous submission can take longer
             // than the lease), so another worker never takes the wallet over mid-step.
-            let step = self.step(&payment);
+            let step = self.step(&payment, refusal);
             tokio::pin!(step);
             let mut lost = false;
             let outcome = loop {
@@ -326,14 +394,12 @@ impl PaymentWorker {
                 }
             }
         }
-        if let Err(e) = self.store.release_wallet(wallet, &self.owner).await {
-            tracing::warn!(error = %e, %wallet, "cannot release a lease (it expires on its own)");
-        }
     }
 
-    async fn step(&self, payment: &PaymentRecord) -> Result<Next> {
+    /// One step of a payment; `refusal` is why its wallet may not pay, as read with it.
+    async fn step(&self, payment: &PaymentRecord, refusal: Option<String>) -> Result<Next> {
         match payment.status {
-            PaymentStatus::Created => self.build_and_sign(payment).await,
+            PaymentStatus::Created => self.build_and_sign(payment, refusal).await,
             PaymentStatus::Signed | PaymentStatus::Submitted => self.submit(payment).await,
             PaymentStatus::Success | PaymentStatus::Failed => Ok(Next::Continue),
         }
@@ -349,7 +415,16 @@ impl PaymentWorker {
         Ok(Next::Continue)
     }
 
-    async fn build_and_sign(&self, payment: &PaymentRecord) -> Result<Next> {
+    async fn build_and_sign(
+        &self,
+        payment: &PaymentRecord,
+        refusal: Option<String>,
+    ) -> Result<Next> {
+        // Blocked or frozen since acceptance (as read with the payment): nothing to build. A
+        // block or freeze from here on is caught when the signed transaction is stored.
+        if let Some(reason) = refusal {
+            return self.fail(payment, &reason).await;
+        }
         let (key_id, source) = match self.sources.get(&payment.source_wallet_id) {
             Some(known) => known,
             None => {
@@ -439,11 +514,6 @@ impl PaymentWorker {
             create_destination,
         }
         .build(&self.settings.network_passphrase)?;
-        // Checked right before signing (after the Horizon reads, which may have waited out an
-        // outage): a block or freeze since acceptance stops the payment.
-        if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
-            return self.fail(payment, &reason).await;
-        }
         let request_id = RequestId::from_caller(&format!("payment-{}", payment.id))
             .unwrap_or_else(RequestId::generate);
         let signature = match self
@@ -493,11 +563,16 @@ impl PaymentWorker {
                 &envelope,
             )
             .await?;
-        tracing::debug!(payment_id = %payment.id, tx_hash = %hash, sequence, "payment signed");
         if !signed {
-            // Another worker moved it on meanwhile: read what it did.
+            // The wallet was blocked or frozen while this was built: the signature is thrown
+            // away unsent, and the payment fails. Otherwise another worker moved the payment
+            // on meanwhile: read what it did.
+            if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
+                return self.fail(payment, &reason).await;
+            }
             return Ok(Next::Continue);
         }
+        tracing::debug!(payment_id = %payment.id, tx_hash = %hash, sequence, "payment signed");
         Ok(Next::Submit(Box::new(PaymentRecord {
             status: PaymentStatus::Signed,
             sequence: Some(sequence),

@@ -522,17 +522,29 @@ impl Store {
     /// flight (`SIGNED` or `SUBMITTED`) if there is one, else the oldest `CREATED`. One
     /// transaction in flight at a time: a payment accepted concurrently with a smaller id but
     /// committed after a later one was signed must not be built on the same sequence number.
-    pub async fn next_unfinished_payment(&self, wallet: WalletId) -> Result<Option<PaymentRecord>> {
+    /// Read with it: why the wallet may not pay now (its user blocked or it frozen), if so.
+    pub async fn next_unfinished_payment(
+        &self,
+        wallet: WalletId,
+    ) -> Result<Option<(PaymentRecord, Option<String>)>> {
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("payments.{c} AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM payments WHERE source_wallet_id = $1 \
-             AND status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
-             ORDER BY CASE WHEN status = 'CREATED' THEN 1 ELSE 0 END, id LIMIT 1"
+            "SELECT {columns}, wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at \
+             FROM payments JOIN wallets ON wallets.id = payments.source_wallet_id \
+             JOIN users ON users.id = wallets.user_id \
+             WHERE payments.source_wallet_id = $1 \
+               AND payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
+             ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 1"
         ))
         .bind(wallet.to_string())
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(payment_from_row)
+        .map(|row| Ok((payment_from_row(row)?, refusal_from_row(row)?)))
         .transpose()
     }
 
@@ -558,7 +570,9 @@ impl Store {
     }
 
     /// CREATED → SIGNED: stores the signed envelope and its hash (before any submission). The
-    /// database adds the hash to `payment_transactions` and the event to the history.
+    /// database adds the hash to `payment_transactions` and the event to the history. False
+    /// (nothing stored) when the payment is no longer CREATED, or its wallet was frozen or its
+    /// user blocked since it was read: such a transaction is never sent.
     #[allow(clippy::too_many_arguments, reason = "one row's worth of columns")]
     pub async fn mark_signed(
         &self,
@@ -575,7 +589,9 @@ impl Store {
             "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
              tx_hash = $4, envelope_xdr = $5, builds = builds + 1, status_detail = $6, \
              next_attempt_at = $7, updated_at = $7 \
-             WHERE id = $8 AND status = 'CREATED'",
+             WHERE id = $8 AND status = 'CREATED' AND EXISTS (SELECT 1 FROM wallets \
+               JOIN users ON users.id = wallets.user_id WHERE wallets.id = payments.source_wallet_id \
+               AND wallets.frozen_at IS NULL AND users.blocked_at IS NULL)",
         )
         .bind(sequence)
         .bind(max_time)
@@ -700,17 +716,22 @@ impl Store {
         .bind(wallet.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Ok(Some("source wallet not found".into()));
-        };
-        if optional_text(&row, "blocked_at")?.is_some() {
-            return Ok(Some(
-                "USER_BLOCKED: the source wallet's user is blocked".into(),
-            ));
+        match row {
+            Some(row) => refusal_from_row(&row),
+            None => Ok(Some("source wallet not found".into())),
         }
-        if optional_text(&row, "frozen_at")?.is_some() {
-            return Ok(Some("WALLET_FROZEN: the source wallet is frozen".into()));
-        }
-        Ok(None)
     }
+}
+
+/// Why a wallet may not pay, from a row with its `frozen_at` and its user's `blocked_at`.
+fn refusal_from_row(row: &AnyRow) -> Result<Option<String>> {
+    if optional_text(row, "blocked_at")?.is_some() {
+        return Ok(Some(
+            "USER_BLOCKED: the source wallet's user is blocked".into(),
+        ));
+    }
+    if optional_text(row, "frozen_at")?.is_some() {
+        return Ok(Some("WALLET_FROZEN: the source wallet is frozen".into()));
+    }
+    Ok(None)
 }
