@@ -11,6 +11,7 @@
 
 pub mod api_keys;
 pub mod audit;
+mod group_commit;
 pub mod idempotency;
 pub mod migrations;
 pub mod payments;
@@ -58,6 +59,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite's payment writes go through here (see [`group_commit`]); `None` on Postgres.
+    group: Option<group_commit::GroupCommit>,
 }
 
 impl Store {
@@ -105,7 +108,40 @@ impl Store {
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        let group =
+            (backend == Backend::Sqlite).then(|| group_commit::GroupCommit::start(pool.clone()));
+        Ok(Store {
+            pool,
+            backend,
+            group,
+        })
+    }
+
+    /// Runs a write of the payment path: on SQLite in the next group commit (see
+    /// [`group_commit`]), on Postgres on a pooled connection (each statement commits itself,
+    /// unless the write opens a transaction).
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        write: group_commit::Write<T>,
+    ) -> Result<T> {
+        match &self.group {
+            Some(group) => group.write(write).await,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                write(&mut conn).await
+            }
+        }
+    }
+
+    /// One statement through [`Store::write`]; the rows it changed.
+    pub(crate) async fn write_statement(
+        &self,
+        statement: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>,
+    ) -> Result<u64> {
+        self.write(Box::new(move |conn| {
+            Box::pin(async move { Ok(statement.execute(conn).await?.rows_affected()) })
+        }))
+        .await
     }
 
     /// Applies pending migrations (under an advisory lock on Postgres, so replicas starting

@@ -1,6 +1,8 @@
 //! Payments, their status history, every transaction hash signed for them, per-wallet leases
 //! (one worker per source account across replicas) and daily limits.
 
+use std::sync::LazyLock;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -181,31 +183,48 @@ fn count_usage(wallet: &str, day: &str, amount: &str, count_cap: &str, amount_ca
     )
 }
 
+const INSERT_PAYMENT: &str = "INSERT INTO payments (id, api_key_id, idempotency_key, \
+    source_wallet_id, destination, destination_account, amount_stroops, memo, status, attempts, \
+    builds, next_attempt_at, created_at, updated_at, request_hash)";
+const PAYMENT_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9, $10";
+
+/// Postgres: the payment inserted only if the count (a data-modifying CTE) went through.
+static ACCEPT_POSTGRES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH counted AS ({}) {INSERT_PAYMENT} SELECT {PAYMENT_VALUES} FROM counted",
+        count_usage("$4", "$11", "$7", "$12", "$13")
+    )
+});
+/// SQLite: the insert, then the count, in one transaction.
+static INSERT_SQLITE: LazyLock<String> =
+    LazyLock::new(|| format!("{INSERT_PAYMENT} VALUES ({PAYMENT_VALUES})"));
+static COUNT_SQLITE: LazyLock<String> = LazyLock::new(|| count_usage("$1", "$2", "$3", "$4", "$5"));
+
 /// `sql` (an insert into payments) with `new`'s values bound as $1..$10.
-fn insert_payment<'q>(
-    sql: &'q str,
-    new: &'q NewPayment<'_>,
-    now: &'q Timestamp,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+fn insert_payment(
+    sql: &'static str,
+    new: &NewPayment<'_>,
+    now: &Timestamp,
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>> {
     sqlx::query(sql)
         .bind(new.id.to_string())
         .bind(new.api_key_id.to_string())
-        .bind(new.idempotency_key.as_str())
+        .bind(new.idempotency_key.as_str().to_owned())
         .bind(new.source_wallet_id.to_string())
-        .bind(new.destination)
-        .bind(new.destination_account)
+        .bind(new.destination.to_owned())
+        .bind(new.destination_account.to_owned())
         .bind(new.amount.get())
-        .bind(new.memo)
-        .bind(now.as_str())
-        .bind(new.request_hash)
+        .bind(new.memo.map(str::to_owned))
+        .bind(now.as_str().to_owned())
+        .bind(new.request_hash.to_owned())
 }
 
 impl Store {
     /// Accepts a payment: inserts it and counts it against the wallet's daily limits (its
     /// override, else `defaults`), atomically: on Postgres in one statement (the count is a
-    /// data-modifying CTE the insert depends on), on SQLite in one transaction. The usage row is
-    /// bumped with a conditional upsert, so two replicas accepting at once cannot both squeeze
-    /// under the limit. A payment this API key already made with the same Idempotency-Key is
+    /// data-modifying CTE the insert depends on), on SQLite in one savepoint of a group commit
+    /// (see `group_commit`). The usage row is bumped with a conditional upsert, so two replicas
+    /// accepting at once cannot both squeeze under the limit. A payment this API key already made with the same Idempotency-Key is
     /// returned instead (the unique index decides; a refused insert counts nothing).
     pub async fn accept_payment(
         &self,
@@ -215,49 +234,41 @@ impl Store {
         let now = Timestamp::now();
         let day = &now.as_str()[..10];
         let amount = new.amount.get();
-        let insert = "INSERT INTO payments (id, api_key_id, idempotency_key, source_wallet_id, \
-             destination, destination_account, amount_stroops, memo, status, attempts, builds, \
-             next_attempt_at, created_at, updated_at, request_hash)";
-        let values = "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9, $10";
         let counted = match self.backend {
-            Backend::Postgres => {
-                let sql = format!(
-                    "WITH counted AS ({}) {insert} SELECT {values} FROM counted",
-                    count_usage("$4", "$11", "$7", "$12", "$13")
-                );
-                let inserted = insert_payment(&sql, new, &now)
-                    .bind(day)
-                    .bind(defaults.daily_count)
-                    .bind(defaults.daily_amount_stroops)
-                    .execute(&self.pool)
-                    .await;
-                match inserted {
-                    Ok(done) => done.rows_affected(),
-                    Err(e) => return self.accept_refused(new, e.into()).await,
-                }
-            }
+            Backend::Postgres => insert_payment(&ACCEPT_POSTGRES, new, &now)
+                .bind(day.to_owned())
+                .bind(defaults.daily_count)
+                .bind(defaults.daily_amount_stroops)
+                .execute(&self.pool)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(Error::from),
             Backend::Sqlite => {
-                let mut tx = self.pool.begin().await?;
-                let sql = format!("{insert} VALUES ({values})");
-                if let Err(e) = insert_payment(&sql, new, &now).execute(&mut *tx).await {
-                    drop(tx);
-                    return self.accept_refused(new, e.into()).await;
-                }
-                let counted = sqlx::query(&count_usage("$1", "$2", "$3", "$4", "$5"))
+                let insert = insert_payment(&INSERT_SQLITE, new, &now);
+                let count = sqlx::query(&COUNT_SQLITE)
                     .bind(new.source_wallet_id.to_string())
-                    .bind(day)
+                    .bind(day.to_owned())
                     .bind(amount)
                     .bind(defaults.daily_count)
-                    .bind(defaults.daily_amount_stroops)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                // Returning without a commit drops the transaction: nothing is written.
-                if counted == 1 {
-                    tx.commit().await?;
-                }
-                counted
+                    .bind(defaults.daily_amount_stroops);
+                // In a group commit's savepoint: an error (the unique index, a refused count)
+                // rolls both statements back.
+                self.write(Box::new(move |conn| {
+                    Box::pin(async move {
+                        insert.execute(&mut *conn).await?;
+                        match count.execute(conn).await?.rows_affected() {
+                            1 => Ok(1),
+                            _ => Err(Error::LimitExceeded(String::new())),
+                        }
+                    })
+                }))
+                .await
             }
+        };
+        let counted = match counted {
+            Ok(counted) => counted,
+            Err(Error::LimitExceeded(_)) => 0,
+            Err(e) => return self.accept_refused(new, e).await,
         };
         if counted != 1 {
             return Err(Error::LimitExceeded(
@@ -493,28 +504,27 @@ impl Store {
         until: &Timestamp,
     ) -> Result<bool> {
         let now = Timestamp::now();
-        let taken = sqlx::query(
+        let taken = self.write_statement(sqlx::query(
             "INSERT INTO payment_leases (wallet_id, owner, locked_until) VALUES ($1, $2, $3) \
              ON CONFLICT (wallet_id) DO UPDATE SET owner = $2, locked_until = $3 \
              WHERE payment_leases.owner = $2 OR payment_leases.locked_until < $4",
         )
         .bind(wallet.to_string())
-        .bind(owner)
-        .bind(until.as_str())
-        .bind(now.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(owner.to_owned())
+        .bind(until.as_str().to_owned())
+        .bind(now.as_str().to_owned()))
+        .await?;
         Ok(taken == 1)
     }
 
     /// Gives a lease back.
     pub async fn release_wallet(&self, wallet: WalletId, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM payment_leases WHERE wallet_id = $1 AND owner = $2")
-            .bind(wallet.to_string())
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
+        self.write_statement(
+            sqlx::query("DELETE FROM payment_leases WHERE wallet_id = $1 AND owner = $2")
+                .bind(wallet.to_string())
+                .bind(owner.to_owned()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -585,7 +595,7 @@ impl Store {
     ) -> Result<bool> {
         let now = Timestamp::now();
         let detail = format!("sequence {sequence}, max_time {max_time}, fee {fee}");
-        let changed = sqlx::query(
+        let changed = self.write_statement(sqlx::query(
             "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
              tx_hash = $4, envelope_xdr = $5, builds = builds + 1, status_detail = $6, \
              next_attempt_at = $7, updated_at = $7 \
@@ -596,27 +606,26 @@ impl Store {
         .bind(sequence)
         .bind(max_time)
         .bind(fee)
-        .bind(tx_hash)
-        .bind(envelope_xdr)
-        .bind(&detail)
-        .bind(now.as_str())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(tx_hash.to_owned())
+        .bind(envelope_xdr.to_owned())
+        .bind(detail)
+        .bind(now.as_str().to_owned())
+        .bind(id.to_string()))
+        .await?;
         Ok(changed == 1)
     }
 
     /// Counts a submission; SIGNED → SUBMITTED on the first one.
     pub async fn mark_submitted(&self, id: PaymentId) -> Result<()> {
-        sqlx::query(
-            "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, \
+        self.write_statement(
+            sqlx::query(
+                "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, \
              status_detail = NULL, updated_at = $1 \
              WHERE id = $2 AND status IN ('SIGNED', 'SUBMITTED')",
+            )
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(id.to_string()),
         )
-        .bind(Timestamp::now().as_str())
-        .bind(id.to_string())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -643,40 +652,36 @@ impl Store {
             (None, Some(r)) => Some(r.to_owned()),
             (None, None) => ledger.map(|l| format!("ledger {l}")),
         };
-        let changed = sqlx::query(
+        let changed = self.write_statement(sqlx::query(
             "UPDATE payments SET status = $1, tx_hash = COALESCE($2, tx_hash), ledger = $3, \
              fee_stroops = COALESCE($4, fee_stroops), result_codes = $5, failure_reason = $6, \
              status_detail = $7, updated_at = $8 \
              WHERE id = $9 AND status IN ('CREATED', 'SIGNED', 'SUBMITTED')",
         )
         .bind(status.as_str())
-        .bind(tx_hash)
+        .bind(tx_hash.map(str::to_owned))
         .bind(ledger)
         .bind(fee_charged)
-        .bind(codes_json.as_deref())
-        .bind(reason)
-        .bind(detail.as_deref())
-        .bind(Timestamp::now().as_str())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(codes_json)
+        .bind(reason.map(str::to_owned))
+        .bind(detail)
+        .bind(Timestamp::now().as_str().to_owned())
+        .bind(id.to_string()))
+        .await?;
         Ok(changed == 1)
     }
 
     /// CREATED → FAILED (nothing was ever signed for the current build, so nothing can land).
     /// False when the payment is no longer CREATED.
     pub async fn fail_unsigned_payment(&self, id: PaymentId, reason: &str) -> Result<bool> {
-        let changed = sqlx::query(
+        let changed = self.write_statement(sqlx::query(
             "UPDATE payments SET status = 'FAILED', failure_reason = $1, status_detail = $1, \
              updated_at = $2 WHERE id = $3 AND status = 'CREATED'",
         )
-        .bind(reason)
-        .bind(Timestamp::now().as_str())
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(reason.to_owned())
+        .bind(Timestamp::now().as_str().to_owned())
+        .bind(id.to_string()))
+        .await?;
         Ok(changed == 1)
     }
 
@@ -684,26 +689,28 @@ impl Store {
     /// Its hash stays in `payment_transactions`, where confirmations still look for it.
     pub async fn reset_for_rebuild(&self, id: PaymentId, why: &str) -> Result<()> {
         let now = Timestamp::now();
-        sqlx::query(
-            "UPDATE payments SET status = 'CREATED', tx_hash = NULL, envelope_xdr = NULL, \
+        self.write_statement(
+            sqlx::query(
+                "UPDATE payments SET status = 'CREATED', tx_hash = NULL, envelope_xdr = NULL, \
              status_detail = $1, next_attempt_at = $2, updated_at = $2 \
              WHERE id = $3 AND status IN ('SIGNED', 'SUBMITTED')",
+            )
+            .bind(why.to_owned())
+            .bind(now.as_str().to_owned())
+            .bind(id.to_string()),
         )
-        .bind(why)
-        .bind(now.as_str())
-        .bind(id.to_string())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Puts a payment off until `at`.
     pub async fn postpone_payment(&self, id: PaymentId, at: &Timestamp) -> Result<()> {
-        sqlx::query("UPDATE payments SET next_attempt_at = $1 WHERE id = $2")
-            .bind(at.as_str())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        self.write_statement(
+            sqlx::query("UPDATE payments SET next_attempt_at = $1 WHERE id = $2")
+                .bind(at.as_str().to_owned())
+                .bind(id.to_string()),
+        )
+        .await?;
         Ok(())
     }
 
