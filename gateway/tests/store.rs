@@ -180,19 +180,22 @@ on_both_databases! {
                 assert!(matches!(must(store.accept_payment(&new, limits).await), Accepted::Created(_)));
             }
         };
-        let next = || async { must(store.next_unfinished_payment(wallet).await).map(|(p, _)| p.id) };
+        let next = || async { must(store.next_unfinished_payment(wallet).await).map(|next| next.payment.id) };
 
         accept(later, "later").await;
         assert_eq!(next().await, Some(later));
         assert!(must(store.mark_signed(later, 5, 1_900_000_000, 100, &"ab".repeat(32), "AAAA").await));
         accept(earlier, "earlier").await;
         assert_eq!(next().await, Some(later), "a CREATED payment went before the one in flight");
+        let last = || async { must(store.next_unfinished_payment(wallet).await).map(|next| next.last) };
+        assert_eq!(last().await, Some(false), "the read missed the other unfinished payment");
         must(store.mark_submitted(later).await);
         assert_eq!(next().await, Some(later));
         must(store.finish_payment(later, PaymentStatus::Success, None, Some(7), Some(100), None, None).await);
         assert_eq!(next().await, Some(earlier));
+        assert_eq!(last().await, Some(true));
         // The read says why the wallet may not pay (the worker fails the payment then).
-        let refusal = || async { must(store.next_unfinished_payment(wallet).await).and_then(|(_, why)| why) };
+        let refusal = || async { must(store.next_unfinished_payment(wallet).await).and_then(|next| next.refusal) };
         assert_eq!(refusal().await, None);
         let reason = must(Reason::parse("investigation"));
         must(store.set_user_blocked(user.id, true, &reason, &ctx()).await);

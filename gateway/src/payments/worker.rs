@@ -45,7 +45,7 @@ use crate::horizon::{Horizon, HorizonError, ResultCodes, Submission, Transaction
 use crate::metrics::Metrics;
 use crate::model::{AccountId, RequestId, SignerKeyId, Timestamp, WalletId};
 use crate::signer::Signer;
-use crate::store::{PaymentRecord, Store, WalletRecord};
+use crate::store::{NextPayment, PaymentRecord, Store, WalletRecord};
 
 /// Waits longer than this release the wallet's lease and the worker slot.
 const PARK_THRESHOLD: Duration = Duration::from_secs(3);
@@ -127,6 +127,8 @@ impl PaymentWake {
 enum Next {
     /// Look at the wallet's next state at once.
     Continue,
+    /// The payment reached `SUCCESS` or `FAILED` (this step wrote it).
+    Finished,
     /// Submit this payment, just signed, at once (its stored state, without reading it back).
     Submit(Box<PaymentRecord>),
     /// Come back after this long.
@@ -310,6 +312,9 @@ impl PaymentWorker {
     async fn drive(&self, wallet: WalletId, inbox: &Notify, stop: &mut watch::Receiver<bool>) {
         let mut renewed = tokio::time::Instant::now();
         let mut known: Option<PaymentRecord> = None;
+        // Whether the last read found nothing else to do: the wallet's payments accepted since
+        // then are handed over through `inbox`.
+        let mut last = false;
         loop {
             if *stop.borrow() {
                 break;
@@ -322,20 +327,23 @@ impl PaymentWorker {
                 renewed = tokio::time::Instant::now();
             }
             let read = match known.take() {
-                Some(payment) => Ok(Some((payment, None))),
+                Some(payment) => Ok(Some(NextPayment {
+                    payment,
+                    refusal: None,
+                    last,
+                })),
                 None => self.store.next_unfinished_payment(wallet).await,
             };
             let (payment, refusal) = match read {
-                Ok(Some(next)) => next,
+                Ok(Some(next)) => {
+                    last = next.last;
+                    (next.payment, next.refusal)
+                }
                 Ok(None) => {
-                    // Nothing left: hold the wallet for its next payment (the API hands it
-                    // over through `inbox`), unless other wallets need the slot.
-                    tokio::select! {
-                        _ = inbox.notified() => continue,
-                        _ = self.wake.crowded.notified() => break,
-                        _ = tokio::time::sleep(self.settings.idle_hold) => break,
-                        _ = stop.changed() => break,
+                    if self.hold_idle(inbox, stop).await {
+                        continue;
                     }
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, %wallet, "cannot read the next payment");
@@ -376,6 +384,12 @@ impl PaymentWorker {
             };
             match next {
                 Next::Continue => {}
+                Next::Finished if last => {
+                    if !self.hold_idle(inbox, stop).await {
+                        break;
+                    }
+                }
+                Next::Finished => {}
                 Next::Submit(signed) => known = Some(*signed),
                 // Long waits (and any wait the lease would not outlive) park the payment in
                 // the database and free the wallet.
@@ -396,6 +410,17 @@ impl PaymentWorker {
         }
     }
 
+    /// With nothing left to do: holds the wallet for its next payment (the API hands it over
+    /// through `inbox`), unless other wallets need the slot. True when one came.
+    async fn hold_idle(&self, inbox: &Notify, stop: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = inbox.notified() => true,
+            _ = self.wake.crowded.notified() => false,
+            _ = tokio::time::sleep(self.settings.idle_hold) => false,
+            _ = stop.changed() => false,
+        }
+    }
+
     /// One step of a payment; `refusal` is why its wallet may not pay, as read with it.
     async fn step(&self, payment: &PaymentRecord, refusal: Option<String>) -> Result<Next> {
         match payment.status {
@@ -411,6 +436,7 @@ impl PaymentWorker {
         tracing::info!(payment_id = %payment.id, reason, "payment failed");
         if self.store.fail_unsigned_payment(payment.id, reason).await? {
             self.metrics.payment_finished("FAILED");
+            return Ok(Next::Finished);
         }
         Ok(Next::Continue)
     }
@@ -631,6 +657,7 @@ impl PaymentWorker {
                     .await?
                 {
                     self.metrics.payment_finished("FAILED");
+                    return Ok(Next::Finished);
                 }
                 Ok(Next::Continue)
             }
@@ -671,6 +698,7 @@ impl PaymentWorker {
             .await?
         {
             self.metrics.payment_finished(status.as_str());
+            return Ok(Next::Finished);
         }
         Ok(Next::Continue)
     }

@@ -32,7 +32,9 @@ use crate::model::{Reason, Timestamp};
 
 pub use audit::AuditContext;
 pub use idempotency::IdempotencyClaim;
-pub use payments::{Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord};
+pub use payments::{
+    Accepted, DailyLimits, KeyedPayment, NewPayment, NextPayment, PaymentEvent, PaymentRecord,
+};
 pub use wallets::WalletRecord;
 
 /// Which database is behind the pool.

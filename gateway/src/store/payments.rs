@@ -109,6 +109,16 @@ pub enum Accepted {
     Existing(PaymentRecord),
 }
 
+/// The payment a worker looks at next, as read.
+pub struct NextPayment {
+    /// The payment.
+    pub payment: PaymentRecord,
+    /// Why its wallet may not pay now (its user blocked or it frozen), if so.
+    pub refusal: Option<String>,
+    /// Whether it was the wallet's only unfinished payment when read.
+    pub last: bool,
+}
+
 /// A payment found by its Idempotency-Key.
 pub enum KeyedPayment {
     /// Made by the same request: a replay.
@@ -532,30 +542,32 @@ impl Store {
     /// flight (`SIGNED` or `SUBMITTED`) if there is one, else the oldest `CREATED`. One
     /// transaction in flight at a time: a payment accepted concurrently with a smaller id but
     /// committed after a later one was signed must not be built on the same sequence number.
-    /// Read with it: why the wallet may not pay now (its user blocked or it frozen), if so.
-    pub async fn next_unfinished_payment(
-        &self,
-        wallet: WalletId,
-    ) -> Result<Option<(PaymentRecord, Option<String>)>> {
+    pub async fn next_unfinished_payment(&self, wallet: WalletId) -> Result<Option<NextPayment>> {
         let columns = COLUMNS
             .split(", ")
             .map(|c| format!("payments.{c} AS {c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        sqlx::query(&format!(
+        let rows = sqlx::query(&format!(
             "SELECT {columns}, wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at \
              FROM payments JOIN wallets ON wallets.id = payments.source_wallet_id \
              JOIN users ON users.id = wallets.user_id \
              WHERE payments.source_wallet_id = $1 \
                AND payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
-             ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 1"
+             ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 2"
         ))
         .bind(wallet.to_string())
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(|row| Ok((payment_from_row(row)?, refusal_from_row(row)?)))
-        .transpose()
+        .fetch_all(&self.pool)
+        .await?;
+        rows.first()
+            .map(|row| {
+                Ok(NextPayment {
+                    payment: payment_from_row(row)?,
+                    refusal: refusal_from_row(row)?,
+                    last: rows.len() == 1,
+                })
+            })
+            .transpose()
     }
 
     /// Every hash signed for a payment (current and rebuilt-away ones), with sequence and
