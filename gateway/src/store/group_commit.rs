@@ -153,3 +153,70 @@ async fn statement(conn: &mut AnyConnection, sql: &str) -> Result<(), sqlx::Erro
 fn unavailable(reason: String) -> Error {
     Error::Database(sqlx::Error::Io(std::io::Error::other(reason)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::any::AnyPoolOptions;
+
+    fn must<T, E: std::fmt::Display>(result: std::result::Result<T, E>) -> T {
+        result.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A write inserting `keys` one by one; the rows it inserted.
+    fn insert(keys: &'static [&'static str]) -> Write<u64> {
+        Box::new(move |conn| {
+            Box::pin(async move {
+                let mut inserted = 0;
+                for key in keys {
+                    inserted += sqlx::query("INSERT INTO t (k) VALUES ($1)")
+                        .bind(*key)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(inserted)
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_is_rolled_back_alone_and_the_rest_of_its_batch_commits() {
+        sqlx::any::install_default_drivers();
+        let dir = must(tempfile::tempdir());
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let pool = must(AnyPoolOptions::new().max_connections(2).connect(&url).await);
+        must(
+            sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+                .execute(&pool)
+                .await,
+        );
+        must(
+            sqlx::query("INSERT INTO t (k) VALUES ('taken')")
+                .execute(&pool)
+                .await,
+        );
+        let group = GroupCommit::start(pool.clone());
+
+        // On this single-threaded runtime the three jobs are queued before the writer task
+        // runs, so they share one batch. The second fails on its second statement.
+        let (a, b, c) = tokio::join!(
+            group.write(insert(&["a1", "a2"])),
+            group.write(insert(&["b1", "taken"])),
+            group.write(insert(&["c1"])),
+        );
+        assert_eq!(must(a), 2);
+        assert!(b.is_err_and(|e| e.is_unique_violation()));
+        assert_eq!(must(c), 1);
+        let keys: Vec<String> = must(
+            sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+                .fetch_all(&pool)
+                .await,
+        );
+        // b1 went with the write that failed; everything else is committed.
+        assert_eq!(keys, ["a1", "a2", "c1", "taken"]);
+
+        // The writer carries on after a failed write.
+        assert_eq!(must(group.write(insert(&["d1"])).await), 1);
+    }
+}
