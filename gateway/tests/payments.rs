@@ -344,6 +344,26 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
     }
 
+    async fn a_transaction_applied_but_not_yet_ingested_is_waited_for_not_rebuilt(kind: DatabaseKind) {
+        // max_time 1 s ahead; the submission answers 504 after applying, and Horizon shows the
+        // transaction only 15 ledgers (3 s) later. Meanwhile a closed ledger passes max_time with
+        // the hash unknown: only the account's consumed sequence tells the worker the
+        // transaction landed. A rebuild would be built on the next sequence and pay twice.
+        let s = PaymentStack::start_with_validity(kind, "", 1).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.delay_ingestion(15);
+        s.sim.timeout_after_apply(1);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(s.sim.faults().timeout_after_apply, 0, "the fault was never hit");
+        assert_eq!(statuses(&payment).iter().filter(|st| *st == "SIGNED").count(), 1, "{payment}");
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1);
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+    }
+
     async fn a_504_without_apply_is_resubmitted_and_pays_once(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
