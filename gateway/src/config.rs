@@ -410,7 +410,7 @@ pub struct PaymentsConfig {
     /// How long a worker keeps a source wallet whose payments are all done, waiting for its
     /// next one (0: give it back at once). A held wallet's next payment costs no lease
     /// round trips; one accepted by another replica waits for the hold to end. Capped at
-    /// `lease_ms / 3` (the lease is renewed between payments).
+    /// `lease_ms / 3` (the lease is renewed between payments); `gateway worker` never holds.
     #[serde(default = "default_idle_hold_ms")]
     pub idle_hold_ms: u64,
 }

@@ -71,15 +71,20 @@ impl Gateway {
         &self.state
     }
 
-    /// The payment worker, when Horizon is configured.
-    pub fn payment_worker(&self) -> Option<Arc<PaymentWorker>> {
+    /// The payment worker, when Horizon is configured. `with_api`: whether this process also
+    /// accepts payments (only then can a wallet held idle be handed its next payment).
+    pub fn payment_worker(&self, with_api: bool) -> Option<Arc<PaymentWorker>> {
         let horizon_config = self.config.horizon.as_ref()?;
         let horizon = self.state.horizon.clone()?;
+        let mut settings = WorkerSettings::new(horizon_config, &self.config.payments);
+        if !with_api {
+            settings.idle_hold = std::time::Duration::ZERO;
+        }
         Some(Arc::new(PaymentWorker::new(
             self.state.store.clone(),
             self.state.signer.clone(),
             horizon,
-            WorkerSettings::new(horizon_config, &self.config.payments),
+            settings,
             self.state.metrics.clone(),
             self.state.payment_wake.clone(),
         )))
@@ -87,7 +92,7 @@ impl Gateway {
 
     /// Runs only the payment worker until `shutdown` completes (`gateway worker`).
     pub async fn work(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let worker = self.payment_worker().ok_or_else(|| {
+        let worker = self.payment_worker(false).ok_or_else(|| {
             Error::Config("horizon: `gateway worker` needs a [horizon] section".into())
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -112,7 +117,7 @@ impl Gateway {
             stop_rx.clone(),
         ));
         let worker = if self.config.payments.worker {
-            self.payment_worker()
+            self.payment_worker(true)
                 .map(|worker| tokio::spawn(worker.run(stop_rx.clone())))
         } else {
             None
