@@ -193,6 +193,24 @@ fn count_usage(wallet: &str, day: &str, amount: &str, count_cap: &str, amount_ca
     )
 }
 
+/// The worker's read of a wallet's next payment (see [`Store::next_unfinished_payment`]), with
+/// the wallet's frozen and its user's blocked flags; two rows to tell whether it is the last.
+static NEXT_UNFINISHED: LazyLock<String> = LazyLock::new(|| {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("payments.{c} AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {columns}, wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at \
+         FROM payments JOIN wallets ON wallets.id = payments.source_wallet_id \
+         JOIN users ON users.id = wallets.user_id \
+         WHERE payments.source_wallet_id = $1 \
+           AND payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
+         ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 2"
+    )
+});
+
 const INSERT_PAYMENT: &str = "INSERT INTO payments (id, api_key_id, idempotency_key, \
     source_wallet_id, destination, destination_account, amount_stroops, memo, status, attempts, \
     builds, next_attempt_at, created_at, updated_at, request_hash)";
@@ -205,10 +223,16 @@ static ACCEPT_POSTGRES: LazyLock<String> = LazyLock::new(|| {
         count_usage("$4", "$11", "$7", "$12", "$13")
     )
 });
-/// SQLite: the insert, then the count, in one transaction.
+/// SQLite: the insert, then the count, in one savepoint of a group commit.
 static INSERT_SQLITE: LazyLock<String> =
     LazyLock::new(|| format!("{INSERT_PAYMENT} VALUES ({PAYMENT_VALUES})"));
 static COUNT_SQLITE: LazyLock<String> = LazyLock::new(|| count_usage("$1", "$2", "$3", "$4", "$5"));
+
+fn limit_exceeded() -> Error {
+    Error::LimitExceeded(
+        "the payment would exceed the wallet's daily payment count or amount limit".into(),
+    )
+}
 
 /// `sql` (an insert into payments) with `new`'s values bound as $1..$10.
 fn insert_payment(
@@ -234,8 +258,9 @@ impl Store {
     /// override, else `defaults`), atomically: on Postgres in one statement (the count is a
     /// data-modifying CTE the insert depends on), on SQLite in one savepoint of a group commit
     /// (see `group_commit`). The usage row is bumped with a conditional upsert, so two replicas
-    /// accepting at once cannot both squeeze under the limit. A payment this API key already made with the same Idempotency-Key is
-    /// returned instead (the unique index decides; a refused insert counts nothing).
+    /// accepting at once cannot both squeeze under the limit. A payment this API key already
+    /// made with the same Idempotency-Key is returned instead (the unique index decides; a
+    /// refused insert counts nothing).
     pub async fn accept_payment(
         &self,
         new: &NewPayment<'_>,
@@ -244,15 +269,18 @@ impl Store {
         let now = Timestamp::now();
         let day = &now.as_str()[..10];
         let amount = new.amount.get();
-        let counted = match self.backend {
+        let accepted = match self.backend {
             Backend::Postgres => insert_payment(&ACCEPT_POSTGRES, new, &now)
                 .bind(day.to_owned())
                 .bind(defaults.daily_count)
                 .bind(defaults.daily_amount_stroops)
                 .execute(&self.pool)
                 .await
-                .map(|done| done.rows_affected())
-                .map_err(Error::from),
+                .map_err(Error::from)
+                .and_then(|done| match done.rows_affected() {
+                    1 => Ok(()),
+                    _ => Err(limit_exceeded()),
+                }),
             Backend::Sqlite => {
                 let insert = insert_payment(&INSERT_SQLITE, new, &now);
                 let count = sqlx::query(&COUNT_SQLITE)
@@ -267,23 +295,18 @@ impl Store {
                     Box::pin(async move {
                         insert.execute(&mut *conn).await?;
                         match count.execute(conn).await?.rows_affected() {
-                            1 => Ok(1),
-                            _ => Err(Error::LimitExceeded(String::new())),
+                            1 => Ok(()),
+                            _ => Err(limit_exceeded()),
                         }
                     })
                 }))
                 .await
             }
         };
-        let counted = match counted {
-            Ok(counted) => counted,
-            Err(Error::LimitExceeded(_)) => 0,
+        match accepted {
+            Ok(()) => {}
+            Err(e @ Error::LimitExceeded(_)) => return Err(e),
             Err(e) => return self.accept_refused(new, e).await,
-        };
-        if counted != 1 {
-            return Err(Error::LimitExceeded(
-                "the payment would exceed the wallet's daily payment count or amount limit".into(),
-            ));
         }
         // The CREATED event is written by the database (migration 0003).
         Ok(Accepted::Created(PaymentRecord {
@@ -543,22 +566,10 @@ impl Store {
     /// transaction in flight at a time: a payment accepted concurrently with a smaller id but
     /// committed after a later one was signed must not be built on the same sequence number.
     pub async fn next_unfinished_payment(&self, wallet: WalletId) -> Result<Option<NextPayment>> {
-        let columns = COLUMNS
-            .split(", ")
-            .map(|c| format!("payments.{c} AS {c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = sqlx::query(&format!(
-            "SELECT {columns}, wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at \
-             FROM payments JOIN wallets ON wallets.id = payments.source_wallet_id \
-             JOIN users ON users.id = wallets.user_id \
-             WHERE payments.source_wallet_id = $1 \
-               AND payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
-             ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 2"
-        ))
-        .bind(wallet.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&NEXT_UNFINISHED)
+            .bind(wallet.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         rows.first()
             .map(|row| {
                 Ok(NextPayment {
