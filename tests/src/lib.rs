@@ -213,6 +213,8 @@ pub struct SignerdOptions {
     pub acl: Vec<Grant>,
     /// `server.max_message_bytes`, when not the default.
     pub max_message_bytes: Option<usize>,
+    /// More `key = value` lines for the `[server]` table.
+    pub server_toml: String,
     /// `backend.pkcs11.sessions`, when not the default.
     pub sessions: Option<usize>,
     /// `backend.pkcs11.health_check_interval_ms` (tests default to 100 ms).
@@ -622,6 +624,7 @@ health_check_interval_ms = {health}
 listen = "127.0.0.1:0"
 {max_message}
 {worker_threads}
+{server_extra}
 [tls]
 cert = "{pki}/server.pem"
 key = "{pki}/server.key"
@@ -646,6 +649,7 @@ listen = "127.0.0.1:0"
             .worker_threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
+        server_extra = options.server_toml,
         pki = pki.dir.display(),
         audit = options.audit_toml,
         limits = options.limits_toml.clone().unwrap_or_else(|| {
