@@ -186,13 +186,15 @@ fn token_task() {
                 }
                 serde_json::Value::Object(flags)
             };
+            let (private_flags, public_flags) = (flags(private[0]), flags(public[0]));
+            // What a PIN holder could do with the key: copy it under another id, delete it.
             let copy = session.copy_object(private[0], &[Attribute::Id(b"wallet-copy".to_vec())]);
             let destroy = session.destroy_object(private[0]);
             serde_json::json!({
                 "private_keys": private.len(),
                 "public_keys": public.len(),
-                "private": flags(private[0]),
-                "public": flags(public[0]),
+                "private": private_flags,
+                "public": public_flags,
                 "copy": copy.map(|_| "copied".to_owned()).unwrap_or_else(|e| e.to_string()),
                 "destroy": destroy.map(|_| "destroyed".to_owned()).unwrap_or_else(|e| e.to_string()),
             })
