@@ -545,6 +545,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let config = Config::parse(include_str!("../../hsm-config/signerd.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.limits.denial_burst, 50);
+        assert_eq!(config.server.request_timeout_ms, 30_000);
+    }
+
+    #[test]
     fn stream_timeout_and_denial_limits_are_checked() {
         for (line, name) in [
             (

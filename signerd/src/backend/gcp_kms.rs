@@ -1031,6 +1031,11 @@ mod tests {
             ("breaker_open_ms = 0", "breaker_open_ms"),
             ("key_creation_timeout_ms = 0", "key_creation_timeout_ms"),
             ("health_check_interval_ms = 1", "health_check_interval_ms"),
+            ("unknown_key_cache_ms = 3600001", "unknown_key_cache_ms"),
+            (
+                "unknown_key_lookups_per_second = 0",
+                "unknown_key_lookups_per_second",
+            ),
         ] {
             let err = error_of(extra);
             assert!(
