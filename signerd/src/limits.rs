@@ -136,6 +136,15 @@ impl DenialBudget {
         DenialAdmission::Suppress { first }
     }
 
+    /// Takes every pending count (at shutdown).
+    pub fn take_all(&self) -> Vec<(String, Suppressed)> {
+        self.suppressed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect()
+    }
+
     /// Takes `identity`'s pending count (for its summary record), if it still has one.
     pub fn take(&self, identity: &str) -> Option<Suppressed> {
         self.suppressed
@@ -168,5 +177,8 @@ mod tests {
         assert_eq!((pending.since.as_str(), pending.last_rule), ("t0", "acl"));
         assert_eq!(budget.take("mallory"), None, "a count is taken once");
         assert_eq!(admit("mallory"), DenialAdmission::Suppress { first: true });
+        let all = budget.take_all();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].0.as_str(), all[0].1.count), ("mallory", 1));
     }
 }

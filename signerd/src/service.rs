@@ -142,21 +142,7 @@ impl SignerService {
             let Some(suppressed) = caps.denials.take(&identity) else {
                 return;
             };
-            let summary = DecisionRecord {
-                kind: "decision",
-                time: record::now_rfc3339(),
-                request_id: "denial-summary".to_owned(),
-                identity: identity.clone(),
-                rpc: suppressed.last_rpc,
-                decision: Some(Decision::Denied),
-                rule: Some(DENIAL_BUDGET_RULE),
-                reason: Some(format!(
-                    "{} denied requests since {} were refused over the denial budget without a record of their own (last rule: {})",
-                    suppressed.count, suppressed.since, suppressed.last_rule
-                )),
-                suppressed_denials: Some(suppressed.count),
-                ..DecisionRecord::default()
-            };
+            let summary = denial_summary(&identity, &suppressed);
             if let Err(e) = audit.writer.append(record::members(&summary)).await {
                 tracing::error!(error = %e, %identity, count = suppressed.count, "could not record a denial summary");
             }
@@ -248,6 +234,38 @@ impl SignerService {
                 Err(e.into())
             }
         }
+    }
+}
+
+impl Drop for SignerService {
+    /// Counts still waiting for their summary when the server stops are queued for the log,
+    /// which drains its queue before it closes: no denial goes uncounted.
+    fn drop(&mut self) {
+        for (identity, suppressed) in self.caps.denials.take_all() {
+            let summary = denial_summary(&identity, &suppressed);
+            if let Err(e) = self.audit.writer.append_detached(record::members(&summary)) {
+                tracing::error!(error = %e, %identity, count = suppressed.count, "could not record a denial summary at shutdown");
+            }
+        }
+    }
+}
+
+/// The record summing up `identity`'s denials refused over its budget.
+fn denial_summary(identity: &str, suppressed: &crate::limits::Suppressed) -> DecisionRecord {
+    DecisionRecord {
+        kind: "decision",
+        time: record::now_rfc3339(),
+        request_id: "denial-summary".to_owned(),
+        identity: identity.to_owned(),
+        rpc: suppressed.last_rpc,
+        decision: Some(Decision::Denied),
+        rule: Some(DENIAL_BUDGET_RULE),
+        reason: Some(format!(
+            "{} denied requests since {} were refused over the denial budget without a record of their own (last rule: {})",
+            suppressed.count, suppressed.since, suppressed.last_rule
+        )),
+        suppressed_denials: Some(suppressed.count),
+        ..DecisionRecord::default()
     }
 }
 

@@ -565,3 +565,56 @@ async fn a_flood_of_large_denied_envelopes_writes_few_small_records_and_counts_t
         }
     }
 }
+
+#[tokio::test]
+async fn denials_counted_over_the_budget_are_in_the_log_after_a_clean_shutdown() {
+    let mut signerd = SignerdProcess::start(SignerdOptions {
+        acl: vec![Grant::keys("gateway", &["wallet-*"])],
+        limits_toml: Some("[limits]\ndenials_per_second = 1\ndenial_burst = 1".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut stranger = signerd
+        .client("stranger")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    const REFUSED: u64 = 10;
+    for _ in 0..REFUSED {
+        let status = stranger
+            .create_key(create("wallet-1"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a stranger created a key"));
+        assert!(
+            matches!(
+                status.code(),
+                Code::PermissionDenied | Code::ResourceExhausted
+            ),
+            "{status:?}"
+        );
+    }
+    // Stop at once: the count may still be waiting for its summary.
+    let status = signerd
+        .terminate()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(status.success(), "{status:?}\n{}", signerd.log());
+    let records: Vec<_> = signerd
+        .audit_records()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .filter(|r| r.identity.as_deref() == Some("stranger"))
+        .collect();
+    let individual = records
+        .iter()
+        .filter(|r| r.rule.as_deref() != Some(signerd::service::DENIAL_BUDGET_RULE))
+        .count() as u64;
+    let counted: u64 = records.iter().filter_map(|r| r.suppressed_denials).sum();
+    assert_eq!(
+        individual + counted,
+        REFUSED,
+        "every refusal is in the log: {records:?}"
+    );
+    assert!(counted > 0, "nothing went over the budget");
+}

@@ -144,6 +144,13 @@ impl AuditWriter {
         }
     }
 
+    /// Queues one record without waiting for it to be durable, for paths that cannot wait (a
+    /// value being dropped at shutdown). It lands if queued before [`AuditWriter::close`], which
+    /// drains the queue.
+    pub fn append_detached(&self, members: String) -> Result<()> {
+        self.enqueue(members).map(drop)
+    }
+
     /// Queues one record without waiting; never blocks (the caller is an async task).
     fn enqueue(
         &self,
