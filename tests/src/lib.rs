@@ -221,7 +221,8 @@ pub struct SignerdOptions {
     pub health_check_interval_ms: Option<u64>,
     /// The whole `[policy]` table, when not the default (testnet only, every rule on).
     pub policy_toml: Option<String>,
-    /// The whole `[limits]` table, when not the test default (caps far above test traffic).
+    /// The whole `[limits]` table, when not the test default (caps and the denial budget far
+    /// above test traffic).
     pub limits_toml: Option<String>,
     /// The `[audit]` table's extra lines (after `dir = "audit"`).
     pub audit_toml: String,
@@ -653,7 +654,7 @@ listen = "127.0.0.1:0"
         pki = pki.dir.display(),
         audit = options.audit_toml,
         limits = options.limits_toml.clone().unwrap_or_else(|| {
-            "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000".to_owned()
+            "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000\ndenials_per_second = 1000000\ndenial_burst = 1000000".to_owned()
         }),
         policy = options
             .policy_toml
