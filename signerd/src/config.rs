@@ -150,7 +150,8 @@ pub struct ServerConfig {
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: u32,
     /// How long one request may run, end to end; a request still running then is cancelled
-    /// (`CANCELLED`) and its resources freed.
+    /// (`CANCELLED`) and its resources freed. Keep it above `backend.gcp_kms.deadline_ms` and
+    /// `key_creation_timeout_ms`, or those are cut short.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// Threads for the async side (TLS, HTTP/2, gRPC). Token calls run on their own session
@@ -172,7 +173,7 @@ fn default_max_concurrent_streams() -> u32 {
     128
 }
 fn default_request_timeout_ms() -> u64 {
-    30_000
+    60_000
 }
 
 impl ServerConfig {
@@ -537,7 +538,7 @@ mod tests {
         assert_eq!(config.audit.key_id, "signerd-audit");
         assert!(config.metrics.listen.ip().is_loopback());
         assert_eq!(config.server.max_concurrent_streams, 128);
-        assert_eq!(config.server.request_timeout(), Duration::from_secs(30));
+        assert_eq!(config.server.request_timeout(), Duration::from_secs(60));
         assert_eq!(
             (config.limits.denials_per_second, config.limits.denial_burst),
             (10, 50)
@@ -549,7 +550,7 @@ mod tests {
         let config = Config::parse(include_str!("../../hsm-config/signerd.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.limits.denial_burst, 50);
-        assert_eq!(config.server.request_timeout_ms, 30_000);
+        assert_eq!(config.server.request_timeout_ms, 60_000);
     }
 
     #[test]

@@ -443,7 +443,8 @@ fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot> {
 }
 
 /// The message each indexed key signs at connect time, to prove its private object belongs to
-/// the public object with the same `CKA_ID`.
+/// the public object with the same `CKA_ID`. The signature never leaves the process, and the
+/// message is 48 bytes: it can never be taken for a signature over a 32-byte Stellar hash.
 const PAIR_CHECK_MESSAGE: &[u8] = b"signerd: this private key matches its public key";
 
 /// One pass over the token's Ed25519 keys, pairing private and public objects by `CKA_ID`.
