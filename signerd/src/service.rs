@@ -84,14 +84,6 @@ impl SignerService {
     /// it the caller gets `RESOURCE_EXHAUSTED` and the refusal is only counted, the count going
     /// into the log as one record (see [`crate::limits::DenialBudget`]).
     async fn deny(&self, ctx: &CallContext, mut record: DecisionRecord, denial: Denial) -> Status {
-        tracing::warn!(
-            request_id = %ctx.request_id,
-            identity = %ctx.caller,
-            rpc = ctx.rpc,
-            rule = denial.rule.name(),
-            reason = %denial.reason,
-            "denied"
-        );
         self.metrics.request(ctx.rpc, "denied");
         self.metrics
             .denials
@@ -105,6 +97,14 @@ impl SignerService {
                 .admit(&ctx.caller.0, ctx.rpc, denial.rule.name(), &record.time);
         match admission {
             DenialAdmission::Record(earlier) => {
+                tracing::warn!(
+                    request_id = %ctx.request_id,
+                    identity = %ctx.caller,
+                    rpc = ctx.rpc,
+                    rule = denial.rule.name(),
+                    reason = %denial.reason,
+                    "denied"
+                );
                 record.decision = Some(Decision::Denied);
                 record.rule = Some(denial.rule.name());
                 record.reason = Some(denial.reason.clone());
@@ -115,10 +115,14 @@ impl SignerService {
                 }
             }
             DenialAdmission::Suppress { first } => {
-                self.metrics.denials_suppressed.inc();
+                // The process log is a disk too: one line per flood, not one per request.
                 if first {
+                    tracing::warn!(identity = %ctx.caller, rule = denial.rule.name(), "denial budget exhausted: further denials of this identity are counted, not recorded one by one");
                     self.summarize_suppressed_later(ctx.caller.0.clone());
+                } else {
+                    tracing::debug!(request_id = %ctx.request_id, identity = %ctx.caller, rule = denial.rule.name(), "denied over the denial budget");
                 }
+                self.metrics.denials_suppressed.inc();
                 return Status::resource_exhausted(format!(
                     "too many refused requests from {}; slow down ({denial})",
                     ctx.caller

@@ -894,11 +894,22 @@ fn check_signature(
     Ok(signature)
 }
 
-/// Quota errors: KMS is up and refuses more calls for now (HTTP 429, `RESOURCE_EXHAUSTED`).
+/// Quota errors: KMS is up and refuses more calls for now (HTTP 429, `RESOURCE_EXHAUSTED`),
+/// also when the retry loop gave up on one (its error then wraps the last answer).
 fn is_quota(e: &google_cloud_gax::error::Error) -> bool {
-    e.status()
-        .is_some_and(|s| s.code == Code::ResourceExhausted)
-        || e.http_status_code() == Some(429)
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if let Some(kms) = error.downcast_ref::<google_cloud_gax::error::Error>()
+            && (kms
+                .status()
+                .is_some_and(|s| s.code == Code::ResourceExhausted)
+                || kms.http_status_code() == Some(429))
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Errors that mean "KMS not reachable or overloaded right now" (after the crate's retries).
@@ -1060,6 +1071,17 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn quota_errors_are_recognised_also_when_retries_gave_up_on_them() {
+        use google_cloud_gax::error::Error as KmsError;
+        use google_cloud_gax::error::rpc::Status;
+        let answer = |code| KmsError::service(Status::default().set_code(code));
+        assert!(is_quota(&answer(Code::ResourceExhausted)));
+        assert!(is_quota(&KmsError::exhausted(answer(Code::ResourceExhausted))));
+        assert!(!is_quota(&answer(Code::Unavailable)));
+        assert!(!is_quota(&KmsError::exhausted(answer(Code::Unavailable))));
     }
 
     const RFC8410_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
