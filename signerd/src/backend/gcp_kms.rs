@@ -1079,7 +1079,9 @@ mod tests {
         use google_cloud_gax::error::rpc::Status;
         let answer = |code| KmsError::service(Status::default().set_code(code));
         assert!(is_quota(&answer(Code::ResourceExhausted)));
-        assert!(is_quota(&KmsError::exhausted(answer(Code::ResourceExhausted))));
+        assert!(is_quota(&KmsError::exhausted(answer(
+            Code::ResourceExhausted
+        ))));
         assert!(!is_quota(&answer(Code::Unavailable)));
         assert!(!is_quota(&KmsError::exhausted(answer(Code::Unavailable))));
     }
