@@ -454,7 +454,7 @@ const PAIR_CHECK_MESSAGE: &[u8] = b"signerd: this private key matches its public
 /// public key of the same id, fail the whole connection (signerd does not start; a reconnect
 /// stays `UNAVAILABLE`) with an error naming the key id. Picking one of two candidates would let
 /// whoever can write to the token choose which key a wallet signs with. The pair check costs one
-/// `C_Sign` and one verification per key at connect time (about 0.6 ms per key measured with
+/// `C_Sign` and one verification per key at connect time (0.6 to 1 ms per key measured with
 /// SoftHSM on a busy 2-core machine).
 fn build_index(session: &Session) -> std::result::Result<BTreeMap<KeyId, IndexedKey>, Failure> {
     let mut public_keys = BTreeMap::new();
