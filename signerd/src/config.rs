@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
+use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 
 use crate::audit::log::AuditConfig;
@@ -47,6 +48,10 @@ pub struct Config {
 
 /// `[limits]`: signatures per second, per caller identity and per key. A backstop against a
 /// compromised or runaway caller, far above normal use; exceeding it is `RESOURCE_EXHAUSTED`.
+///
+/// Also the denial budget: how many refused requests per caller identity get an audit record of
+/// their own. Each one is an fsynced record, so without a budget any certificate holder (even one
+/// outside the ACL) could fill the disk and stop all signing.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -62,6 +67,13 @@ pub struct LimitsConfig {
     /// Burst per key.
     #[serde(default = "default_key_burst")]
     pub per_key_burst: u32,
+    /// Sustained recorded denials per second per identity. Denials beyond the budget are refused
+    /// with `RESOURCE_EXHAUSTED` and counted, and the count is written as one summary record.
+    #[serde(default = "default_denials_per_second")]
+    pub denials_per_second: u32,
+    /// Burst of recorded denials per identity.
+    #[serde(default = "default_denial_burst")]
+    pub denial_burst: u32,
 }
 
 fn default_identity_rate() -> u32 {
@@ -73,6 +85,12 @@ fn default_key_rate() -> u32 {
 fn default_key_burst() -> u32 {
     100
 }
+fn default_denials_per_second() -> u32 {
+    10
+}
+fn default_denial_burst() -> u32 {
+    50
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -81,6 +99,8 @@ impl Default for LimitsConfig {
             per_identity_burst: default_identity_rate(),
             per_key_per_second: default_key_rate(),
             per_key_burst: default_key_burst(),
+            denials_per_second: default_denials_per_second(),
+            denial_burst: default_denial_burst(),
         }
     }
 }
@@ -125,6 +145,15 @@ pub struct ServerConfig {
     /// Connections beyond this many are refused until others close.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// HTTP/2 streams (concurrent requests) one connection may have open; the client queues the
+    /// rest.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// How long one request may run, end to end; a request still running then is cancelled
+    /// (`CANCELLED`) and its resources freed. Keep it above `backend.gcp_kms.deadline_ms` and
+    /// `key_creation_timeout_ms`, or those are cut short.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
     /// Threads for the async side (TLS, HTTP/2, gRPC). Token calls run on their own session
     /// threads, so by default the async side gets half the cores (at least one), leaving the
     /// rest to the token.
@@ -140,6 +169,12 @@ fn default_handshake_timeout_ms() -> u64 {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_concurrent_streams() -> u32 {
+    128
+}
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
 
 impl ServerConfig {
     /// The number of async worker threads to start.
@@ -153,6 +188,11 @@ impl ServerConfig {
     /// The TLS handshake deadline.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// The deadline of one request.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 
@@ -213,20 +253,32 @@ fn default_health_interval_ms() -> u64 {
 }
 
 impl Pkcs11Config {
-    /// Reads the PIN from its file or environment variable. Never logged.
+    /// Reads the PIN from its file or environment variable. Never logged; every copy signerd
+    /// makes is zeroized when dropped. A `pin_env` variable is erased from the process
+    /// environment once read (see [`crate::environment`]), so neither `/proc/PID/environ` nor a
+    /// core dump shows it; reading it a second time therefore fails.
     pub fn read_pin(&self) -> Result<SecretString> {
         match (&self.pin_file, &self.pin_env) {
             (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                     Error::io(format!("backend.pkcs11.pin_file {}", path.display()), e)
-                })?;
-                Ok(SecretString::from(
-                    text.trim_end_matches(['\n', '\r']).to_owned(),
-                ))
+                })?);
+                Ok(SecretString::from(text.trim_end_matches(['\n', '\r'])))
             }
-            (None, Some(var)) => std::env::var(var).map(SecretString::from).map_err(|_| {
-                Error::Config(format!("backend.pkcs11.pin_env: variable {var} is not set"))
-            }),
+            (None, Some(var)) => {
+                let pin = std::env::var(var).map(SecretString::from).map_err(|_| {
+                    Error::Config(format!("backend.pkcs11.pin_env: variable {var} is not set"))
+                })?;
+                match crate::environment::erase_variable(var) {
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        variable = %var,
+                        "could not erase the PIN variable from the process environment"
+                    ),
+                }
+                Ok(pin)
+            }
             _ => Err(Error::Config(
                 "backend.pkcs11: set exactly one of pin_file or pin_env".into(),
             )),
@@ -331,6 +383,18 @@ impl Config {
         if self.server.max_connections == 0 {
             return field("server.max_connections", "must be positive");
         }
+        if !(1..=10_000).contains(&self.server.max_concurrent_streams) {
+            return field(
+                "server.max_concurrent_streams",
+                "must be between 1 and 10000",
+            );
+        }
+        if !(100..=600_000).contains(&self.server.request_timeout_ms) {
+            return field(
+                "server.request_timeout_ms",
+                "must be between 100 and 600000",
+            );
+        }
         if self
             .server
             .worker_threads
@@ -386,6 +450,8 @@ impl Config {
             ("limits.per_identity_burst", limits.per_identity_burst),
             ("limits.per_key_per_second", limits.per_key_per_second),
             ("limits.per_key_burst", limits.per_key_burst),
+            ("limits.denials_per_second", limits.denials_per_second),
+            ("limits.denial_burst", limits.denial_burst),
         ] {
             if value == 0 {
                 return field(name, "must be positive");
@@ -479,6 +545,41 @@ mod tests {
         assert_eq!(config.policy.operations, crate::policy::DEFAULT_OPERATIONS);
         assert_eq!(config.audit.key_id, "signerd-audit");
         assert!(config.metrics.listen.ip().is_loopback());
+        assert_eq!(config.server.max_concurrent_streams, 128);
+        assert_eq!(config.server.request_timeout(), Duration::from_secs(60));
+        assert_eq!(
+            (config.limits.denials_per_second, config.limits.denial_burst),
+            (10, 50)
+        );
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let config = Config::parse(include_str!("../../hsm-config/signerd.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.limits.denial_burst, 50);
+        assert_eq!(config.server.request_timeout_ms, 60_000);
+    }
+
+    #[test]
+    fn stream_timeout_and_denial_limits_are_checked() {
+        for (line, name) in [
+            (
+                "max_concurrent_streams = 0",
+                "server.max_concurrent_streams",
+            ),
+            ("request_timeout_ms = 0", "server.request_timeout_ms"),
+        ] {
+            let err = error_of(&MINIMAL.replace("[server]", &format!("[server]\n{line}")));
+            assert!(err.contains(name), "{err}");
+        }
+        for line in ["denials_per_second = 0", "denial_burst = 0"] {
+            let err = error_of(&format!("{MINIMAL}\n[limits]\n{line}\n"));
+            assert!(
+                err.contains(&format!("limits.{}", &line[..line.len() - 4])),
+                "{err}"
+            );
+        }
     }
 
     #[test]

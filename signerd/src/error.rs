@@ -24,6 +24,11 @@ pub enum Error {
     #[error("unavailable: {0}")]
     Unavailable(String),
 
+    /// A bounded resource is full (the audit queue, a caller's denial budget): the caller should
+    /// back off and retry.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+
     /// The configuration is invalid; the message names the field.
     #[error("config: {0}")]
     Config(String),
@@ -67,6 +72,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::new(Code::PermissionDenied, m),
             Error::KeyNotFound(id) => Status::new(Code::NotFound, format!("key not found: {id}")),
             Error::Unavailable(m) => Status::new(Code::Unavailable, m),
+            Error::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
             // Internal detail stays in the log; the caller only learns the category.
             Error::Config(_) | Error::Backend(_) | Error::Io { .. } | Error::Tls(_) => {
                 Status::new(Code::Internal, "internal error")

@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML config, checked at load.
+//! - [`environment`]: erasing a secret (the PIN variable) from the process environment.
 //! - [`tls`]: TLS 1.3 with mandatory client certificates; the caller identity comes from here.
 //! - [`authz`]: the ACL mapping identities to grants (deny by default).
 //! - [`keys`]: key ids and public keys, parsed once.
@@ -22,6 +23,7 @@ pub mod authz;
 pub mod backend;
 pub mod commands;
 pub mod config;
+pub mod environment;
 pub mod error;
 pub mod guard;
 pub mod keys;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Denials by rule.
     pub denials: Family<RuleLabels, Counter>,
+    /// Denials refused over a caller's denial budget, without a record of their own.
+    pub denials_suppressed: Counter,
     /// Backend sign latency (seconds).
     pub backend_sign_seconds: Family<BackendLabels, Histogram>,
     /// Keys loaded per backend.
@@ -66,6 +68,12 @@ impl Metrics {
         registry.register("requests", "Requests by RPC and result", requests.clone());
         let denials = Family::<RuleLabels, Counter>::default();
         registry.register("denials", "Denials by rule", denials.clone());
+        let denials_suppressed = Counter::default();
+        registry.register(
+            "denials_suppressed",
+            "Denials over a caller's denial budget, counted in a summary record instead of one each",
+            denials_suppressed.clone(),
+        );
         let backend_sign_seconds = Family::<BackendLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
         });
@@ -106,6 +114,7 @@ impl Metrics {
             registry,
             requests,
             denials,
+            denials_suppressed,
             backend_sign_seconds,
             keys_loaded,
             audit_fsync_seconds,

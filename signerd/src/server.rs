@@ -190,8 +190,12 @@ impl Signerd {
             tracing::info!("shutting down: no new connections, draining in-flight requests");
             let _ = stop_tx.send(true);
         };
+        // Per connection, at most max_concurrent_streams requests run (HTTP/2 SETTINGS; the
+        // client queues the rest), and no request outlives request_timeout.
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(Some(self.config.server.max_concurrent_streams))
+            .timeout(self.config.server.request_timeout())
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use signer_proto::v1 as pb;
 use signer_proto::v1::signer_server::Signer;
@@ -19,7 +19,7 @@ use crate::backend::Keyring;
 use crate::error::Error;
 use crate::guard::{GuardDecision, SequenceClaim, SequenceGuard};
 use crate::keys::{KeyId, KeyInfo, PublicKey};
-use crate::limits::{CapHit, VelocityCaps};
+use crate::limits::{CapHit, DenialAdmission, VelocityCaps};
 use crate::metrics::{BackendLabels, Metrics, RuleLabels};
 use crate::policy::{Denial, PolicySet, Rule};
 use crate::stellar::{NetworkPassphrase, ParsedTransaction, SignedPayload};
@@ -27,6 +27,21 @@ use crate::tls::PeerInfo;
 
 /// The gRPC metadata entry carrying the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The rule named by a record summing up denials refused over the denial budget.
+pub const DENIAL_BUDGET_RULE: &str = "denial_budget";
+
+/// How long after the first denial over budget its summary record is written.
+const DENIAL_SUMMARY_WINDOW: Duration = Duration::from_secs(1);
+
+/// The largest denial record (its JSON members), in bytes. A refusal costs the caller nothing,
+/// so what it makes signerd write is bounded; operations beyond the cap are counted in
+/// `operations_truncated`. `signed` records are not capped: they need every grant and policy
+/// check, and `server.max_message_bytes` bounds the envelope.
+pub const MAX_DENIAL_RECORD_BYTES: usize = 16 * 1024;
+
+/// The longest `reason` kept in a denial record, in bytes.
+const MAX_REASON_BYTES: usize = 1024;
 
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -64,23 +79,11 @@ impl SignerService {
         }
     }
 
-    /// Refuses a request: logs it, records it in the audit log, counts it, and returns the
-    /// status naming the rule.
+    /// Refuses a request: logs it, counts it, and returns the status naming the rule. Within the
+    /// caller's denial budget the refusal is recorded in the audit log (capped in size); beyond
+    /// it the caller gets `RESOURCE_EXHAUSTED` and the refusal is only counted, the count going
+    /// into the log as one record (see [`crate::limits::DenialBudget`]).
     async fn deny(&self, ctx: &CallContext, mut record: DecisionRecord, denial: Denial) -> Status {
-        tracing::warn!(
-            request_id = %ctx.request_id,
-            identity = %ctx.caller,
-            rpc = ctx.rpc,
-            rule = denial.rule.name(),
-            reason = %denial.reason,
-            "denied"
-        );
-        record.decision = Some(Decision::Denied);
-        record.rule = Some(denial.rule.name());
-        record.reason = Some(denial.reason.clone());
-        if let Err(e) = self.audit.writer.append(record::members(&record)).await {
-            tracing::error!(error = %e, request_id = %ctx.request_id, "could not record a denial");
-        }
         self.metrics.request(ctx.rpc, "denied");
         self.metrics
             .denials
@@ -88,11 +91,66 @@ impl SignerService {
                 rule: denial.rule.name(),
             })
             .inc();
+        let admission =
+            self.caps
+                .denials
+                .admit(&ctx.caller.0, ctx.rpc, denial.rule.name(), &record.time);
+        match admission {
+            DenialAdmission::Record(earlier) => {
+                tracing::warn!(
+                    request_id = %ctx.request_id,
+                    identity = %ctx.caller,
+                    rpc = ctx.rpc,
+                    rule = denial.rule.name(),
+                    reason = %denial.reason,
+                    "denied"
+                );
+                record.decision = Some(Decision::Denied);
+                record.rule = Some(denial.rule.name());
+                record.reason = Some(denial.reason.clone());
+                record.suppressed_denials = earlier.map(|e| e.count);
+                cap_denial_record(&mut record);
+                if let Err(e) = self.audit.writer.append(record::members(&record)).await {
+                    tracing::error!(error = %e, request_id = %ctx.request_id, "could not record a denial");
+                }
+            }
+            DenialAdmission::Suppress { first } => {
+                // The process log is a disk too: one line per flood, not one per request.
+                if first {
+                    tracing::warn!(identity = %ctx.caller, rule = denial.rule.name(), "denial budget exhausted: further denials of this identity are counted, not recorded one by one");
+                    self.summarize_suppressed_later(ctx.caller.0.clone());
+                } else {
+                    tracing::debug!(request_id = %ctx.request_id, identity = %ctx.caller, rule = denial.rule.name(), "denied over the denial budget");
+                }
+                self.metrics.denials_suppressed.inc();
+                return Status::resource_exhausted(format!(
+                    "too many refused requests from {}; slow down ({denial})",
+                    ctx.caller
+                ));
+            }
+        }
         let code = match denial.rule {
             Rule::Velocity | Rule::GuardFull => Code::ResourceExhausted,
             _ => Code::PermissionDenied,
         };
         Status::new(code, denial.to_string())
+    }
+
+    /// Writes `identity`'s count of unrecorded denials as one record once its window has passed,
+    /// unless a recorded denial has carried the count first.
+    fn summarize_suppressed_later(&self, identity: String) {
+        let (caps, audit) = (self.caps.clone(), self.audit.clone());
+        tokio::spawn(async move {
+            // Not synchronisation: the window over which a flood is summed up in one record.
+            tokio::time::sleep(DENIAL_SUMMARY_WINDOW).await;
+            let Some(suppressed) = caps.denials.take(&identity) else {
+                return;
+            };
+            let summary = denial_summary(&identity, &suppressed);
+            if let Err(e) = audit.writer.append(record::members(&summary)).await {
+                tracing::error!(error = %e, %identity, count = suppressed.count, "could not record a denial summary");
+            }
+        });
     }
 
     /// The checks every key-using RPC shares: the reserved audit key, the ACL, velocity caps.
@@ -241,6 +299,38 @@ impl SignerService {
     }
 }
 
+impl Drop for SignerService {
+    /// Counts still waiting for their summary when the server stops are queued for the log,
+    /// which drains its queue before it closes: no denial goes uncounted.
+    fn drop(&mut self) {
+        for (identity, suppressed) in self.caps.denials.take_all() {
+            let summary = denial_summary(&identity, &suppressed);
+            if let Err(e) = self.audit.writer.append_detached(record::members(&summary)) {
+                tracing::error!(error = %e, %identity, count = suppressed.count, "could not record a denial summary at shutdown");
+            }
+        }
+    }
+}
+
+/// The record summing up `identity`'s denials refused over its budget.
+fn denial_summary(identity: &str, suppressed: &crate::limits::Suppressed) -> DecisionRecord {
+    DecisionRecord {
+        kind: "decision",
+        time: record::now_rfc3339(),
+        request_id: "denial-summary".to_owned(),
+        identity: identity.to_owned(),
+        rpc: suppressed.last_rpc,
+        decision: Some(Decision::Denied),
+        rule: Some(DENIAL_BUDGET_RULE),
+        reason: Some(format!(
+            "{} denied requests since {} were refused over the denial budget without a record of their own (last rule: {})",
+            suppressed.count, suppressed.since, suppressed.last_rule
+        )),
+        suppressed_denials: Some(suppressed.count),
+        ..DecisionRecord::default()
+    }
+}
+
 /// Who is calling, with which request id, for which RPC.
 struct CallContext {
     caller: CallerIdentity,
@@ -300,6 +390,38 @@ fn describe_range(first: i64, last: i64) -> String {
     } else {
         format!("sequences {first}..={last}")
     }
+}
+
+/// Bounds a denial record to [`MAX_DENIAL_RECORD_BYTES`]: a long reason is cut, and operations
+/// are left out from the end (and counted) until it fits.
+fn cap_denial_record(record: &mut DecisionRecord) {
+    if let Some(reason) = record.reason.as_mut()
+        && reason.len() > MAX_REASON_BYTES
+    {
+        let mut cut = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str("...");
+    }
+    let size = record::members(record).len();
+    let Some(operations) = record.operations.as_mut() else {
+        return;
+    };
+    if size <= MAX_DENIAL_RECORD_BYTES {
+        return;
+    }
+    // Room for the `operations_truncated` member itself.
+    let mut excess = size - MAX_DENIAL_RECORD_BYTES + 32;
+    let total = operations.len();
+    while excess > 0
+        && let Some(dropped) = operations.pop()
+    {
+        let dropped = serde_json::to_string(&dropped).map_or(0, |json| json.len() + 1);
+        excess = excess.saturating_sub(dropped);
+    }
+    record.operations_truncated = Some(total - operations.len());
 }
 
 /// The caller's request id when it sent a sane one, else a fresh one.

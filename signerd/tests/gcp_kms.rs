@@ -20,6 +20,11 @@ async fn fake_kms() -> FakeKms {
 
 /// A KMS-only signerd on `kms`, with extra `[backend.gcp_kms]` settings.
 async fn signerd(kms: &FakeKms, settings: &str) -> SignerdProcess {
+    signerd_serving(kms, settings, "").await
+}
+
+/// [`signerd`] with extra `[server]` lines.
+async fn signerd_serving(kms: &FakeKms, settings: &str, server: &str) -> SignerdProcess {
     // signerd's audit key lives in the default backend; having it exist already keeps the call
     // counts below about the keys each test makes.
     if !kms.has_key(RING, "signerd-audit") {
@@ -33,6 +38,7 @@ async fn signerd(kms: &FakeKms, settings: &str) -> SignerdProcess {
     SignerdProcess::start(SignerdOptions {
         acl: vec![grant],
         gcp_kms: Some(options),
+        server_toml: server.to_owned(),
         ..Default::default()
     })
     .await
@@ -547,4 +553,162 @@ async fn a_missing_key_ring_stops_signerd_at_start_unless_it_may_create_it() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(kms.calls(KmsCall::CreateKeyRing), 1);
     assert!(kms.has_key(RING, "signerd-audit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_errors_answer_resource_exhausted_and_do_not_open_the_breaker() {
+    let kms = fake_kms().await;
+    // Three unavailable answers would open this breaker for the rest of the test.
+    let signerd = signerd(
+        &kms,
+        "max_attempts = 1\nbreaker_failures = 3\nbreaker_open_ms = 600000",
+    )
+    .await;
+    let mut client = connect(&signerd).await;
+    let key = create(&mut client, "wallet-1", "").await;
+
+    kms.inject(FaultPlan::times(Fault::TooManyRequests, 6).on_sign());
+    let before = kms.calls(KmsCall::AsymmetricSign);
+    for attempt in 1..=6 {
+        let status = sign(&mut client, "wallet-1", [3; 32])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("attempt {attempt}: signed through a 429"));
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "attempt {attempt}: {status:?}"
+        );
+        assert!(!status.message().contains("circuit open"), "{status:?}");
+    }
+    assert_eq!(
+        kms.calls(KmsCall::AsymmetricSign),
+        before + 6,
+        "every call reached KMS: the breaker stayed closed"
+    );
+    // The quota is back: the very next call reaches KMS and signs.
+    let signature = sign(&mut client, "wallet-1", [3; 32])
+        .await
+        .unwrap_or_else(|e| panic!("after the quota errors: {e}"));
+    assert!(signature_verifies(
+        &key.public_key_bytes,
+        &[3; 32],
+        &signature
+    ));
+    assert_eq!(kms.calls(KmsCall::AsymmetricSign), before + 7);
+    assert_eq!(
+        signerd.health("gateway").await.ok(),
+        Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_ids_are_remembered_and_their_lookups_rate_limited() {
+    let kms = fake_kms().await;
+    let signerd = signerd(
+        &kms,
+        "unknown_key_cache_ms = 600000\nunknown_key_lookups_per_second = 1",
+    )
+    .await;
+    let mut client = connect(&signerd).await;
+    let started = Instant::now();
+    let before = kms.calls(KmsCall::GetPublicKey);
+    for _ in 0..5 {
+        let status = client
+            .get_key(pb::GetKeyRequest {
+                key_id: "wallet-ghost".into(),
+            })
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a key that does not exist was found"));
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    assert_eq!(
+        kms.calls(KmsCall::GetPublicKey),
+        before + 1,
+        "the miss is remembered: one KMS lookup for five requests"
+    );
+
+    // Made-up ids, each new: at most one KMS lookup per second gets through.
+    let (mut not_found, mut refused) = (0u64, 0u64);
+    for i in 0..10 {
+        let status = client
+            .get_key(pb::GetKeyRequest {
+                key_id: format!("wallet-made-up-{i}"),
+            })
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a made-up key was found"));
+        match status.code() {
+            Code::NotFound => not_found += 1,
+            Code::ResourceExhausted => refused += 1,
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs() + 1;
+    let lookups = kms.calls(KmsCall::GetPublicKey) - before;
+    assert_eq!(lookups, 1 + not_found, "a refused lookup never reaches KMS");
+    assert!(
+        lookups <= 1 + elapsed,
+        "{lookups} KMS lookups in under {elapsed} s at one per second"
+    );
+    assert!(refused >= 1, "no lookup was refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_running_past_the_request_timeout_is_cancelled() {
+    let kms = fake_kms().await;
+    let signerd = signerd_serving(&kms, "", "request_timeout_ms = 1000").await;
+    let mut client = connect(&signerd).await;
+    create(&mut client, "wallet-1", "").await;
+
+    // KMS hangs far longer than the request may run (the KMS deadline is 15 s).
+    kms.set_latency(Duration::from_secs(20));
+    let started = Instant::now();
+    let status = sign(&mut client, "wallet-1", [2; 32])
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("signed through a 20 s latency"));
+    let elapsed = started.elapsed();
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the 1 s request timeout was not kept: {elapsed:?}"
+    );
+    kms.set_latency(Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_runs_at_most_max_concurrent_streams_requests_at_once() {
+    let kms = fake_kms().await;
+    let signerd = signerd_serving(&kms, "", "max_concurrent_streams = 2").await;
+    // One client: every request below shares one HTTP/2 connection.
+    let mut client = connect(&signerd).await;
+    let key = create(&mut client, "wallet-1", "").await;
+
+    // Each signature takes a while at KMS, so requests that run together overlap there.
+    kms.set_latency(Duration::from_millis(300));
+    let requests: Vec<_> = (0..6u8)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move { sign(&mut client, "wallet-1", [i; 32]).await })
+        })
+        .collect();
+    for (i, request) in requests.into_iter().enumerate() {
+        let signature = request
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert!(signature_verifies(
+            &key.public_key_bytes,
+            &[i as u8; 32],
+            &signature
+        ));
+    }
+    kms.set_latency(Duration::ZERO);
+    let most = kms.max_concurrent_signs();
+    assert!(
+        (1..=2).contains(&most),
+        "{most} signatures ran at once on one connection limited to 2 streams"
+    );
 }

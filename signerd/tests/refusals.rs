@@ -439,6 +439,186 @@ async fn blind_signing_needs_the_grant_and_exactly_32_bytes() {
     }
 }
 
+/// A 100-operation envelope from `source` whose every operation names a muxed source and a muxed
+/// destination: about the largest operation summary an envelope can make signerd write.
+fn hundred_operation_envelope(source: [u8; 32]) -> Vec<u8> {
+    use signer_testkit::stellar::{Tx, payment_to_muxed};
+    use stellar_xdr::{MuxedAccount, MuxedAccountMed25519, Uint256};
+    let mut tx = Tx::new(source, 1);
+    tx.operations = (0..100u64)
+        .map(|i| {
+            let mut op = payment_to_muxed([9; 32], u64::MAX - i, 1);
+            op.source_account = Some(MuxedAccount::MuxedEd25519(MuxedAccountMed25519 {
+                id: u64::MAX - i,
+                ed25519: Uint256([8; 32]),
+            }));
+            op
+        })
+        .collect();
+    tx.xdr()
+}
+
+#[tokio::test]
+async fn a_flood_of_large_denied_envelopes_writes_few_small_records_and_counts_the_rest() {
+    let signerd = SignerdProcess::start(SignerdOptions {
+        acl: vec![Grant::keys("gateway", &["wallet-*"])],
+        limits_toml: Some(
+            "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000\ndenials_per_second = 1\ndenial_burst = 5"
+                .into(),
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut gateway = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let key = signer_testkit::create_key(&mut gateway, "wallet-1").await;
+    let envelope = hundred_operation_envelope(signer_testkit::stellar::key_bytes(&key));
+    let mut stranger = signerd
+        .client("stranger")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // A caller outside the ACL, and one inside it sending envelopes its policy refuses (the
+    // default policy allows testnet only).
+    const FLOOD: u64 = 40;
+    const PUBNET: &str = "Public Global Stellar Network ; September 2015";
+    let started = std::time::Instant::now();
+    let mut answers = std::collections::HashMap::<(&str, Code), u64>::new();
+    for _ in 0..FLOOD {
+        for (identity, client) in [("stranger", &mut stranger), ("gateway", &mut gateway)] {
+            let status = client
+                .sign_transaction(sign("wallet-1", envelope.clone(), PUBNET))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{identity}: a refused envelope was signed"));
+            *answers.entry((identity, status.code())).or_default() += 1;
+        }
+    }
+    let elapsed_secs = started.elapsed().as_secs() + 1;
+
+    for identity in ["stranger", "gateway"] {
+        let recorded_answers = answers
+            .get(&(identity, Code::PermissionDenied))
+            .copied()
+            .unwrap_or(0);
+        let suppressed_answers = answers
+            .get(&(identity, Code::ResourceExhausted))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            recorded_answers + suppressed_answers,
+            FLOOD,
+            "{identity}: {answers:?}"
+        );
+        // Every denial is accounted for: recorded one by one, or counted in a later record
+        // (written once the identity's window has passed).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (individual, counted) = loop {
+            let records: Vec<_> = signerd
+                .audit_records()
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .into_iter()
+                .filter(|r| r.identity.as_deref() == Some(identity))
+                .filter(|r| r.decision == Some(signerd::audit::record::Decision::Denied))
+                .collect();
+            let individual: Vec<_> = records
+                .iter()
+                .filter(|r| r.rule.as_deref() != Some(signerd::service::DENIAL_BUDGET_RULE))
+                .cloned()
+                .collect();
+            let counted: u64 = records.iter().filter_map(|r| r.suppressed_denials).sum();
+            if individual.len() as u64 + counted >= FLOOD || tokio::time::Instant::now() > deadline
+            {
+                break (individual, counted);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(individual.len() as u64, recorded_answers, "{identity}");
+        assert_eq!(counted, suppressed_answers, "{identity}: nothing lost");
+        // Burst 5, then one per second: the disk sees a bounded number of denial records.
+        assert!(
+            individual.len() as u64 <= 5 + elapsed_secs,
+            "{identity}: {} denial records in {elapsed_secs} s",
+            individual.len()
+        );
+        assert!(suppressed_answers > 0, "{identity}: nothing was suppressed");
+        // Each record is capped; the truncation is counted, not hidden.
+        for record in &individual {
+            let kept = record.operations.as_ref().map_or(0, Vec::len);
+            let truncated = record.operations_truncated.unwrap_or(0);
+            assert!(
+                truncated > 0,
+                "{identity}: a 100-operation summary was not capped"
+            );
+            assert_eq!(kept + truncated, 100, "{identity}");
+        }
+    }
+    // No line of the log, whatever wrote it, is over the cap (plus the chain members).
+    let cap = signerd::service::MAX_DENIAL_RECORD_BYTES + 512;
+    for file in signerd::audit::reader::log_files(&signerd.audit_dir()).unwrap_or_default() {
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+        for line in text.lines() {
+            assert!(line.len() <= cap, "a {}-byte audit record", line.len());
+        }
+    }
+}
+
+#[tokio::test]
+async fn denials_counted_over_the_budget_are_in_the_log_after_a_clean_shutdown() {
+    let mut signerd = SignerdProcess::start(SignerdOptions {
+        acl: vec![Grant::keys("gateway", &["wallet-*"])],
+        limits_toml: Some("[limits]\ndenials_per_second = 1\ndenial_burst = 1".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut stranger = signerd
+        .client("stranger")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    const REFUSED: u64 = 10;
+    for _ in 0..REFUSED {
+        let status = stranger
+            .create_key(create("wallet-1"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a stranger created a key"));
+        assert!(
+            matches!(
+                status.code(),
+                Code::PermissionDenied | Code::ResourceExhausted
+            ),
+            "{status:?}"
+        );
+    }
+    // Stop at once: the count may still be waiting for its summary.
+    let status = signerd
+        .terminate()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(status.success(), "{status:?}\n{}", signerd.log());
+    let records: Vec<_> = signerd
+        .audit_records()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .filter(|r| r.identity.as_deref() == Some("stranger"))
+        .collect();
+    let individual = records
+        .iter()
+        .filter(|r| r.rule.as_deref() != Some(signerd::service::DENIAL_BUDGET_RULE))
+        .count() as u64;
+    let counted: u64 = records.iter().filter_map(|r| r.suppressed_denials).sum();
+    assert_eq!(
+        individual + counted,
+        REFUSED,
+        "every refusal is in the log: {records:?}"
+    );
+    assert!(counted > 0, "nothing went over the budget");
+}
+
 /// Blind signing is granted per key pattern, not per identity: an identity allowed to blind-sign
 /// with its `ops-*` keys may not blind-sign with another key it may use for transactions.
 #[tokio::test]

@@ -185,6 +185,9 @@ struct Shared {
     pending_polls: AtomicU32,
     max_page_size: AtomicUsize,
     calls: [AtomicU64; KmsCall::ALL.len()],
+    /// `AsymmetricSign` calls being answered right now, and the most there ever were at once.
+    signs_in_flight: AtomicU64,
+    max_signs_in_flight: AtomicU64,
 }
 
 /// A running fake KMS on 127.0.0.1. Stops when dropped.
@@ -219,6 +222,8 @@ impl FakeKms {
             pending_polls: AtomicU32::new(1),
             max_page_size: AtomicUsize::new(2),
             calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            signs_in_flight: AtomicU64::new(0),
+            max_signs_in_flight: AtomicU64::new(0),
         });
         let app = axum::Router::new()
             .route("/control/fault", post(set_fault).delete(clear_fault))
@@ -285,6 +290,11 @@ impl FakeKms {
     /// How many times `call` was received (faulted calls included).
     pub fn calls(&self, call: KmsCall) -> u64 {
         self.shared.calls[call.index()].load(Ordering::Relaxed)
+    }
+
+    /// The most `AsymmetricSign` calls the fake was answering at one time (latency included).
+    pub fn max_concurrent_signs(&self) -> u64 {
+        self.shared.max_signs_in_flight.load(Ordering::SeqCst)
     }
 
     /// The raw public key of a CryptoKey (full resource name), if it exists.
@@ -554,6 +564,7 @@ async fn kms_api(
     };
     let call = route.call();
     shared.calls[call.index()].fetch_add(1, Ordering::Relaxed);
+    let _in_flight = (call == KmsCall::AsymmetricSign).then(|| SignInFlight::enter(&shared));
     let latency = shared.latency_ms.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -611,6 +622,24 @@ async fn kms_api(
         Route::AsymmetricSign { version } => {
             asymmetric_sign(&shared, &version, &body, enums, fault)
         }
+    }
+}
+
+/// Counts one `AsymmetricSign` as in flight while alive (also when the client gives up and the
+/// handler is dropped mid-latency).
+struct SignInFlight(Arc<Shared>);
+
+impl SignInFlight {
+    fn enter(shared: &Arc<Shared>) -> Self {
+        let now = shared.signs_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_signs_in_flight.fetch_max(now, Ordering::SeqCst);
+        SignInFlight(shared.clone())
+    }
+}
+
+impl Drop for SignInFlight {
+    fn drop(&mut self) {
+        self.0.signs_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -974,6 +1003,8 @@ mod tests {
             pending_polls: AtomicU32::new(0),
             max_page_size: AtomicUsize::new(2),
             calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            signs_in_flight: AtomicU64::new(0),
+            max_signs_in_flight: AtomicU64::new(0),
         };
         assert_eq!(take_fault(&shared, KmsCall::GetPublicKey), None);
         assert_eq!(

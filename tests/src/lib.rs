@@ -227,13 +227,16 @@ pub struct SignerdOptions {
     pub acl: Vec<Grant>,
     /// `server.max_message_bytes`, when not the default.
     pub max_message_bytes: Option<usize>,
+    /// More `key = value` lines for the `[server]` table.
+    pub server_toml: String,
     /// `backend.pkcs11.sessions`, when not the default.
     pub sessions: Option<usize>,
     /// `backend.pkcs11.health_check_interval_ms` (tests default to 100 ms).
     pub health_check_interval_ms: Option<u64>,
     /// The whole `[policy]` table, when not the default (testnet only, every rule on).
     pub policy_toml: Option<String>,
-    /// The whole `[limits]` table, when not the test default (caps far above test traffic).
+    /// The whole `[limits]` table, when not the test default (caps and the denial budget far
+    /// above test traffic).
     pub limits_toml: Option<String>,
     /// The `[audit]` table's extra lines (after `dir = "audit"`).
     pub audit_toml: String,
@@ -636,6 +639,7 @@ health_check_interval_ms = {health}
 listen = "127.0.0.1:0"
 {max_message}
 {worker_threads}
+{server_extra}
 [tls]
 cert = "{pki}/server.pem"
 key = "{pki}/server.key"
@@ -660,10 +664,11 @@ listen = "127.0.0.1:0"
             .worker_threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
+        server_extra = options.server_toml,
         pki = pki.dir.display(),
         audit = options.audit_toml,
         limits = options.limits_toml.clone().unwrap_or_else(|| {
-            "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000".to_owned()
+            "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000\ndenials_per_second = 1000000\ndenial_burst = 1000000".to_owned()
         }),
         policy = options
             .policy_toml

@@ -86,6 +86,10 @@ pub struct DecisionRecord {
     /// What the operations do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operations: Option<Vec<OperationSummary>>,
+    /// For a denial whose record would exceed the size cap: how many operations (from the end)
+    /// are left out of `operations`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operations_truncated: Option<usize>,
     /// The outcome.
     pub decision: Option<Decision>,
     /// For a denial: the rule.
@@ -94,6 +98,11 @@ pub struct DecisionRecord {
     /// For a denial or failure: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a denial: how many earlier denials of this identity were refused over its denial
+    /// budget without a record of their own (since its previous record). A `denial_budget`
+    /// summary record carries only this count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_denials: Option<u64>,
 }
 
 /// An inclusive range of sequence numbers (strings: they are 64-bit values).
@@ -178,11 +187,15 @@ pub struct RecordView {
     /// See [`DecisionRecord`].
     pub operations: Option<Vec<OperationSummary>>,
     /// See [`DecisionRecord`].
+    pub operations_truncated: Option<usize>,
+    /// See [`DecisionRecord`].
     pub decision: Option<Decision>,
     /// See [`DecisionRecord`].
     pub rule: Option<String>,
     /// See [`DecisionRecord`].
     pub reason: Option<String>,
+    /// See [`DecisionRecord`].
+    pub suppressed_denials: Option<u64>,
     /// See [`CheckpointRecord`].
     pub covers_seq: Option<u64>,
     /// See [`CheckpointRecord`].

@@ -6,6 +6,10 @@
 //! caller therefore learns its record is on disk before it may let a signature go, and under load
 //! many requests share one fsync (group commit).
 //!
+//! The queue is bounded ([`QUEUE_CAPACITY`]): when the disk cannot keep up, an append is refused
+//! at once with [`Error::ResourceExhausted`] (`RESOURCE_EXHAUSTED` to the caller) instead of
+//! queueing without limit or blocking an async worker thread.
+//!
 //! If a write or fsync fails, the writer turns *failed* and stays so until restart: after a
 //! failed fsync the file's state is unknown, and a signer that cannot prove what it signed must
 //! stop signing. Every later append answers an error; health reports NOT_SERVING.
@@ -24,6 +28,10 @@ use crate::metrics::Metrics;
 
 /// Records sealed and synced in one round at most.
 const MAX_BATCH: usize = 4096;
+
+/// Records waiting for the writer at most: four full rounds. Beyond this the disk is not keeping
+/// up, and waiting longer would only grow memory and every caller's latency.
+pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
 /// Where a record landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +80,16 @@ pub struct WriterSettings {
 impl AuditWriter {
     /// Starts the writer after the durable head `(seq, hash)` found by reading the log.
     pub fn start(settings: WriterSettings, head: Appended, metrics: Arc<Metrics>) -> Result<Self> {
+        Self::start_with_capacity(settings, head, metrics, QUEUE_CAPACITY)
+    }
+
+    /// [`AuditWriter::start`] with a queue of `capacity` records.
+    fn start_with_capacity(
+        settings: WriterSettings,
+        head: Appended,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+    ) -> Result<Self> {
         let mut file = LogFile::open_last(&settings.dir)?;
         file.sync_dir()?;
         let shared = Arc::new(Shared {
@@ -81,7 +99,7 @@ impl AuditWriter {
             checkpoint_every: settings.checkpoint_every.max(1),
             checkpoint_due: tokio::sync::Notify::new(),
         });
-        let (requests, queue) = crossbeam_channel::unbounded::<Append>();
+        let (requests, queue) = crossbeam_channel::bounded::<Append>(capacity.max(1));
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -113,24 +131,44 @@ impl AuditWriter {
         })
     }
 
-    /// Appends one record (its JSON members) and waits until it is durable.
+    /// Appends one record (its JSON members) and waits until it is durable. Refused at once with
+    /// [`Error::ResourceExhausted`] when the queue is full.
     pub async fn append(&self, members: String) -> Result<Appended> {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        {
-            let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
-            let sender = requests
-                .as_ref()
-                .ok_or_else(|| Error::Unavailable("audit log closed".into()))?;
-            sender
-                .send(Append { members, reply })
-                .map_err(|_| Error::Unavailable("audit log closed".into()))?;
-        }
+        let result = self.enqueue(members)?;
         match result.await {
             Ok(Ok(appended)) => Ok(appended),
             Ok(Err(why)) => Err(Error::Unavailable(format!(
                 "audit log cannot be written: {why}"
             ))),
             Err(_) => Err(Error::Unavailable("audit log closed".into())),
+        }
+    }
+
+    /// Queues one record without waiting for it to be durable, for paths that cannot wait (a
+    /// value being dropped at shutdown). It lands if queued before [`AuditWriter::close`], which
+    /// drains the queue.
+    pub fn append_detached(&self, members: String) -> Result<()> {
+        self.enqueue(members).map(drop)
+    }
+
+    /// Queues one record without waiting; never blocks (the caller is an async task).
+    fn enqueue(
+        &self,
+        members: String,
+    ) -> Result<tokio::sync::oneshot::Receiver<std::result::Result<Appended, String>>> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
+        let sender = requests
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("audit log closed".into()))?;
+        match sender.try_send(Append { members, reply }) {
+            Ok(()) => Ok(result),
+            Err(crossbeam_channel::TrySendError::Full(_)) => Err(Error::ResourceExhausted(
+                "audit log queue is full; retry later".into(),
+            )),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                Err(Error::Unavailable("audit log closed".into()))
+            }
         }
     }
 
@@ -295,4 +333,76 @@ fn file_index(path: &Path) -> Option<u64> {
         .strip_suffix(FILE_SUFFIX)?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &Path, capacity: usize) -> AuditWriter {
+        let settings = WriterSettings {
+            dir: dir.to_path_buf(),
+            rotate_bytes: 1 << 20,
+            checkpoint_every: 1_000,
+        };
+        let head = Appended {
+            seq: 0,
+            hash: [0; 32],
+        };
+        AuditWriter::start_with_capacity(settings, head, Metrics::new(), capacity)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_queued_records_still_land() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let capacity = 2;
+        let writer = writer(dir.path(), capacity);
+        // Hold the head lock: the writer thread writes its round, then waits for the lock before
+        // it answers anyone or takes more from the queue.
+        let stalled = writer.shared.head.lock().unwrap_or_else(|p| p.into_inner());
+        let first = writer
+            .enqueue("\"kind\":\"test\",\"n\":0".into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Once its line is in the file, the thread holds that one record and the queue is empty.
+        let file = dir.path().join(file_name(1));
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&file).map_or(0, |m| m.len()) == 0 {
+            assert!(Instant::now() < deadline, "the writer never wrote");
+            std::thread::yield_now();
+        }
+        let mut queued = vec![first];
+        for i in 1..=capacity {
+            queued.push(
+                writer
+                    .enqueue(format!("\"kind\":\"test\",\"n\":{i}"))
+                    .unwrap_or_else(|e| panic!("slot {i}: {e}")),
+            );
+        }
+        assert!(matches!(
+            writer.enqueue("\"kind\":\"test\"".into()),
+            Err(Error::ResourceExhausted(_))
+        ));
+        // The async path refuses the same way, at once: its first poll is already the answer.
+        let refused = futures::FutureExt::now_or_never(writer.append("\"kind\":\"test\"".into()));
+        assert!(
+            matches!(refused, Some(Err(Error::ResourceExhausted(_)))),
+            "append waited for room in a full queue"
+        );
+        drop(stalled);
+        let mut seqs = Vec::new();
+        for reply in queued {
+            let appended = reply
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            seqs.push(appended.seq);
+        }
+        assert_eq!(
+            seqs,
+            [1, 2, 3],
+            "every accepted record is durable, in order"
+        );
+        writer.close();
+    }
 }

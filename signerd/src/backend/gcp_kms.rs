@@ -16,12 +16,19 @@
 //! 429/503 and transport errors are retried with exponential backoff (the client crate's retry
 //! loop), and a circuit breaker (failsafe) stops calling a KMS that keeps failing: while it is
 //! open, RPCs answer `UNAVAILABLE` at once and health says `NOT_SERVING`; the health probe is
-//! the trial call that closes it again.
+//! the trial call that closes it again. Quota errors (HTTP 429 / `RESOURCE_EXHAUSTED`) are
+//! retried too, but once retries are spent they answer `RESOURCE_EXHAUSTED` and leave the
+//! breaker alone: KMS is up, and a quota hit must not shut out every key for `breaker_open_ms`.
+//!
+//! An id KMS does not hold is remembered as unknown for `unknown_key_cache_ms`, and lookups of
+//! ids in neither cache are rate-limited (`unknown_key_lookups_per_second`), so requests for
+//! made-up ids cannot spend the quota that signing needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::RwLock;
-use std::time::Duration;
+use std::num::NonZeroU32;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -41,6 +48,7 @@ use google_cloud_kms_v1::model::crypto_key_version::{
     CryptoKeyVersionAlgorithm, CryptoKeyVersionState,
 };
 use google_cloud_kms_v1::model::{CryptoKey, CryptoKeyVersionTemplate, KeyRing, ProtectionLevel};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use super::KeyBackend;
@@ -61,6 +69,9 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
 
 /// Keys listed per page at start.
 const LIST_PAGE_SIZE: i32 = 500;
+
+/// Unknown key ids remembered at most (a bound on memory, whatever ids callers make up).
+const MAX_UNKNOWN_CACHED: usize = 10_000;
 
 /// Public keys fetched at once while filling the cache at start.
 const STARTUP_FETCH_CONCURRENCY: usize = 8;
@@ -114,6 +125,16 @@ pub struct GcpKmsConfig {
     /// How often KMS is probed (`GetKeyRing`, no retries).
     #[serde(default = "default_health_check_interval_ms")]
     pub health_check_interval_ms: u64,
+    /// How long "no such key" from KMS is remembered for a key id, so repeated requests for an
+    /// unknown id do not each cost a KMS call. A key created by another signerd in that window
+    /// is found once it passes.
+    #[serde(default = "default_unknown_key_cache_ms")]
+    pub unknown_key_cache_ms: u64,
+    /// KMS lookups of key ids not in the cache, per second (also the burst). Beyond it a request
+    /// for an unknown id is refused with `RESOURCE_EXHAUSTED` without calling KMS, so a caller
+    /// cycling through made-up ids cannot spend signerd's KMS quota.
+    #[serde(default = "default_unknown_key_lookups_per_second")]
+    pub unknown_key_lookups_per_second: u32,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -142,6 +163,12 @@ fn default_key_creation_timeout_ms() -> u64 {
 }
 fn default_health_check_interval_ms() -> u64 {
     5_000
+}
+fn default_unknown_key_cache_ms() -> u64 {
+    5_000
+}
+fn default_unknown_key_lookups_per_second() -> u32 {
+    10
 }
 
 impl GcpKmsConfig {
@@ -196,6 +223,12 @@ impl GcpKmsConfig {
         }
         if self.health_check_interval_ms < 10 {
             return field("health_check_interval_ms", "must be at least 10");
+        }
+        if self.unknown_key_cache_ms > 3_600_000 {
+            return field("unknown_key_cache_ms", "must be at most 3600000 (one hour)");
+        }
+        if self.unknown_key_lookups_per_second == 0 {
+            return field("unknown_key_lookups_per_second", "must be positive");
         }
         Ok(())
     }
@@ -303,6 +336,10 @@ enum CallError {
     /// KMS could not be reached or kept failing transiently (after retries), or the breaker is
     /// open: the caller gets `UNAVAILABLE`.
     Unavailable(String),
+    /// KMS is up but over quota (HTTP 429 / `RESOURCE_EXHAUSTED`, after retries): the caller
+    /// gets `RESOURCE_EXHAUSTED`. Not a sign of an outage, so it does not count against the
+    /// breaker: a quota hit must not turn into minutes of refusing every key.
+    Throttled(String),
     /// KMS answered, and said no.
     Refused(google_cloud_gax::error::Error),
 }
@@ -311,7 +348,7 @@ impl CallError {
     fn code(&self) -> Option<Code> {
         match self {
             CallError::Refused(e) => e.status().map(|s| s.code),
-            CallError::Unavailable(_) => None,
+            CallError::Unavailable(_) | CallError::Throttled(_) => None,
         }
     }
 
@@ -319,6 +356,7 @@ impl CallError {
     fn into_error(self, what: &str) -> Error {
         match self {
             CallError::Unavailable(m) => Error::Unavailable(m),
+            CallError::Throttled(m) => Error::ResourceExhausted(m),
             CallError::Refused(e) => {
                 tracing::error!(error = %e, "gcp-kms {what} refused");
                 Error::Backend(format!("gcp-kms {what}: {e}"))
@@ -341,6 +379,11 @@ pub struct GcpKmsBackend {
     key_creation_timeout: Duration,
     breaker: Breaker,
     keys: RwLock<BTreeMap<KeyId, CachedKey>>,
+    /// Ids KMS said it does not hold, and until when that answer stands.
+    unknown: Mutex<HashMap<KeyId, Instant>>,
+    unknown_ttl: Duration,
+    /// KMS lookups of ids in neither cache.
+    unknown_lookups: DefaultDirectRateLimiter,
 }
 
 impl GcpKmsBackend {
@@ -411,6 +454,11 @@ impl GcpKmsBackend {
                 ))
                 .build(),
             keys: RwLock::new(BTreeMap::new()),
+            unknown: Mutex::new(HashMap::new()),
+            unknown_ttl: Duration::from_millis(config.unknown_key_cache_ms),
+            unknown_lookups: RateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(config.unknown_key_lookups_per_second).unwrap_or(NonZeroU32::MIN),
+            )),
         };
         backend.ensure_key_ring(config.create_key_ring).await?;
         backend.fill_cache().await?;
@@ -433,6 +481,14 @@ impl GcpKmsBackend {
             Ok(Ok(value)) => {
                 self.breaker.on_success();
                 Ok(value)
+            }
+            Ok(Err(e)) if is_quota(&e) => {
+                // KMS answered: it is reachable, only out of quota for now.
+                self.breaker.on_success();
+                tracing::warn!(error = %e, "gcp-kms {what} over quota");
+                Err(CallError::Throttled(
+                    "gcp-kms quota exhausted; retry later".into(),
+                ))
             }
             Ok(Err(e)) if is_transient(&e) => {
                 self.breaker.on_error();
@@ -638,18 +694,58 @@ impl GcpKmsBackend {
     }
 
     /// The key from the cache, else from KMS (another signerd may have created it).
+    ///
+    /// A miss in KMS is remembered for `unknown_key_cache_ms`, and KMS lookups of ids in neither
+    /// cache are rate-limited (`RESOURCE_EXHAUSTED` beyond the rate): a caller asking for
+    /// made-up ids must not spend the KMS quota that signing needs.
     async fn lookup(&self, id: &KeyId) -> Result<Option<CachedKey>> {
         if let Some(key) = self.cached(id) {
             return Ok(Some(key));
         }
-        if id.as_str().len() > MAX_CRYPTO_KEY_ID_LEN {
+        if id.as_str().len() > MAX_CRYPTO_KEY_ID_LEN || self.known_unknown(id) {
             return Ok(None);
         }
+        if self.unknown_lookups.check().is_err() {
+            return Err(Error::ResourceExhausted(
+                "gcp-kms: too many lookups of unknown key ids; retry later".into(),
+            ));
+        }
         let key = self.fetch_public_key(id).await?;
-        if let Some(key) = &key {
-            write(&self.keys).insert(id.clone(), key.clone());
+        match &key {
+            Some(key) => {
+                write(&self.keys).insert(id.clone(), key.clone());
+            }
+            None => self.remember_unknown(id),
         }
         Ok(key)
+    }
+
+    /// Whether KMS recently said it does not hold `id`.
+    fn known_unknown(&self, id: &KeyId) -> bool {
+        let mut unknown = lock(&self.unknown);
+        match unknown.get(id) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                unknown.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_unknown(&self, id: &KeyId) {
+        if self.unknown_ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut unknown = lock(&self.unknown);
+        if unknown.len() >= MAX_UNKNOWN_CACHED {
+            unknown.retain(|_, until| *until > now);
+        }
+        // Still full of live entries: the lookup rate limit bounds the cost instead.
+        if unknown.len() < MAX_UNKNOWN_CACHED {
+            unknown.insert(id.clone(), now + self.unknown_ttl);
+        }
     }
 }
 
@@ -697,6 +793,7 @@ impl KeyBackend for GcpKmsBackend {
             Error::Backend(format!("gcp-kms key {id}: no public key once enabled"))
         })?;
         write(&self.keys).insert(id.clone(), key.clone());
+        lock(&self.unknown).remove(id);
         tracing::info!(key_id = %id, created, public_key = %key.public.account_id(), "gcp-kms key ready");
         Ok((key_info(id, &key), created))
     }
@@ -753,6 +850,11 @@ impl KeyBackend for GcpKmsBackend {
                 tracing::warn!(reason = %m, "gcp-kms unavailable");
                 false
             }
+            // Reachable; requests get RESOURCE_EXHAUSTED until the quota refills.
+            Err(CallError::Throttled(m)) => {
+                tracing::warn!(reason = %m, "gcp-kms over quota");
+                true
+            }
             // KMS answered (e.g. the ring was deleted, or IAM changed): reachable, but signerd
             // cannot work with it.
             Err(CallError::Refused(e)) => {
@@ -790,6 +892,24 @@ fn check_signature(
         .verify_strict(hash, &Signature::from_bytes(&signature))
         .map_err(|_| "signature does not verify under the key's public key".to_owned())?;
     Ok(signature)
+}
+
+/// Quota errors: KMS is up and refuses more calls for now (HTTP 429, `RESOURCE_EXHAUSTED`),
+/// also when the retry loop gave up on one (its error then wraps the last answer).
+fn is_quota(e: &google_cloud_gax::error::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if let Some(kms) = error.downcast_ref::<google_cloud_gax::error::Error>()
+            && (kms
+                .status()
+                .is_some_and(|s| s.code == Code::ResourceExhausted)
+                || kms.http_status_code() == Some(429))
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Errors that mean "KMS not reachable or overloaded right now" (after the crate's retries).
@@ -835,6 +955,9 @@ fn key_info(id: &KeyId, key: &CachedKey) -> KeyInfo {
 
 // Poisoning only records that another thread panicked while holding the lock; the cache stays
 // consistent (entries are inserted whole), so serving continues.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }
@@ -919,6 +1042,11 @@ mod tests {
             ("breaker_open_ms = 0", "breaker_open_ms"),
             ("key_creation_timeout_ms = 0", "key_creation_timeout_ms"),
             ("health_check_interval_ms = 1", "health_check_interval_ms"),
+            ("unknown_key_cache_ms = 3600001", "unknown_key_cache_ms"),
+            (
+                "unknown_key_lookups_per_second = 0",
+                "unknown_key_lookups_per_second",
+            ),
         ] {
             let err = error_of(extra);
             assert!(
@@ -943,6 +1071,19 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn quota_errors_are_recognised_also_when_retries_gave_up_on_them() {
+        use google_cloud_gax::error::Error as KmsError;
+        use google_cloud_gax::error::rpc::Status;
+        let answer = |code| KmsError::service(Status::default().set_code(code));
+        assert!(is_quota(&answer(Code::ResourceExhausted)));
+        assert!(is_quota(&KmsError::exhausted(answer(
+            Code::ResourceExhausted
+        ))));
+        assert!(!is_quota(&answer(Code::Unavailable)));
+        assert!(!is_quota(&KmsError::exhausted(answer(Code::Unavailable))));
     }
 
     const RFC8410_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";

@@ -1,6 +1,7 @@
 //! `signerd inspect-key --config FILE KEY_ID`: reads a key's protection attributes straight from
 //! the PKCS#11 token and prints them as JSON, so a security reviewer can check for themselves that
-//! a key is sensitive, was never extractable, and that its value cannot be read.
+//! a key is sensitive, was never extractable, cannot be copied or destroyed, and that its value
+//! cannot be read.
 
 use std::path::Path;
 
@@ -57,6 +58,9 @@ pub fn run(config_path: &Path, key_id: &str) -> anyhow::Result<()> {
             AttributeType::AlwaysSensitive,
             AttributeType::Extractable,
             AttributeType::NeverExtractable,
+            AttributeType::Copyable,
+            AttributeType::Modifiable,
+            AttributeType::Destroyable,
         ],
     )?;
     for attr in flags {
@@ -67,6 +71,9 @@ pub fn run(config_path: &Path, key_id: &str) -> anyhow::Result<()> {
             Attribute::AlwaysSensitive(v) => ("always_sensitive", v),
             Attribute::Extractable(v) => ("extractable", v),
             Attribute::NeverExtractable(v) => ("never_extractable", v),
+            Attribute::Copyable(v) => ("copyable", v),
+            Attribute::Modifiable(v) => ("modifiable", v),
+            Attribute::Destroyable(v) => ("destroyable", v),
             _ => continue,
         };
         report.insert(name.into(), value.into());
