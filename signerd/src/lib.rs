@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: the TOML config, checked at load.
 //! - [`tls`]: TLS 1.3 with mandatory client certificates; the caller identity comes from here.
-//! - [`authz`]: the ACL mapping identities to grants (deny by default).
+//! - [`authz`]: the ACL mapping typed identities to grants (deny by default).
+//! - [`trust`]: the TLS config and the ACL, reloaded together on `SIGHUP`.
 //! - [`keys`]: key ids and public keys, parsed once.
 //! - [`stellar`]: envelope decoding and hashing (the signer computes what it signs).
 //! - [`backend`]: the [`backend::KeyBackend`] trait and the backends behind it
@@ -33,3 +34,4 @@ pub mod server;
 pub mod service;
 pub mod stellar;
 pub mod tls;
+pub mod trust;

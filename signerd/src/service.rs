@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::audit::log::AuditLog;
 use crate::audit::record::{self, Decision, DecisionRecord};
-use crate::authz::{Acl, Action, CallerIdentity};
+use crate::authz::{Action, CallerIdentity};
 use crate::backend::Keyring;
 use crate::error::Error;
 use crate::guard::{GuardDecision, SequenceGuard};
@@ -24,6 +24,7 @@ use crate::metrics::{BackendLabels, Metrics, RuleLabels};
 use crate::policy::{Denial, PolicySet, Rule};
 use crate::stellar::{NetworkPassphrase, ParsedTransaction, SignedPayload};
 use crate::tls::PeerInfo;
+use crate::trust::ReloadableTrust;
 
 /// The gRPC metadata entry carrying the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -34,7 +35,8 @@ const MAX_PAGE_SIZE: usize = 1000;
 /// Everything a handler consults.
 pub struct SignerService {
     keyring: Arc<Keyring>,
-    acl: Arc<Acl>,
+    /// Holds the ACL; read once per request, since SIGHUP may replace it.
+    trust: Arc<ReloadableTrust>,
     policies: PolicySet,
     guard: Arc<Mutex<SequenceGuard>>,
     audit: Arc<AuditLog>,
@@ -46,7 +48,7 @@ impl SignerService {
     /// Builds the service.
     pub fn new(
         keyring: Arc<Keyring>,
-        acl: Arc<Acl>,
+        trust: Arc<ReloadableTrust>,
         policies: PolicySet,
         guard: Arc<Mutex<SequenceGuard>>,
         audit: Arc<AuditLog>,
@@ -55,7 +57,7 @@ impl SignerService {
     ) -> Self {
         SignerService {
             keyring,
-            acl,
+            trust,
             policies,
             guard,
             audit,
@@ -111,12 +113,14 @@ impl SignerService {
             );
             return Err(self.deny(ctx, record(), denial).await);
         }
-        if let Err(Error::PermissionDenied(reason)) = self.acl.authorize(&ctx.caller, action) {
+        let acl = self.trust.current().acl.clone();
+        if let Err(Error::PermissionDenied(reason)) = acl.authorize(&ctx.caller, action) {
             return Err(self
                 .deny(ctx, record(), Denial::new(Rule::Acl, reason))
                 .await);
         }
-        if counts_toward_velocity && let Err(hit) = self.caps.check(&ctx.caller.0, key_id.as_str())
+        if counts_toward_velocity
+            && let Err(hit) = self.caps.check(ctx.caller.as_str(), key_id.as_str())
         {
             let reason = match hit {
                 CapHit::Identity => format!("identity {} is over its signing rate", ctx.caller),
@@ -211,7 +215,7 @@ impl CallContext {
             kind: "decision",
             time: record::now_rfc3339(),
             request_id: self.request_id.clone(),
-            identity: self.caller.0.clone(),
+            identity: self.caller.to_string(),
             rpc: self.rpc,
             key_id: key_id.map(str::to_owned),
             ..DecisionRecord::default()
@@ -325,6 +329,13 @@ impl Signer for SignerService {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let ctx = CallContext::of(&request, "ListKeys")?;
+        // One ACL for the whole listing, even if SIGHUP swaps it meanwhile.
+        let acl = self.trust.current().acl.clone();
+        if let Err(Error::PermissionDenied(reason)) = acl.authorize_listing(&ctx.caller) {
+            return Err(self
+                .deny(&ctx, ctx.record(None), Denial::new(Rule::Acl, reason))
+                .await);
+        }
         let req = request.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
@@ -344,7 +355,7 @@ impl Signer for SignerService {
             .await?
             .into_iter()
             .filter(|key| after.as_ref().is_none_or(|after| key.id > *after))
-            .filter(|key| key.id != *audit_key && self.acl.may_use(&ctx.caller, &key.id));
+            .filter(|key| key.id != *audit_key && acl.may_use(&ctx.caller, &key.id));
         let mut keys: Vec<KeyInfo> = visible.take(page_size + 1).collect();
         let next_page_token = if keys.len() > page_size {
             keys.truncate(page_size);
