@@ -525,6 +525,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let example = include_str!("../../hsm-config/signerd.toml");
+        let config = Config::parse(example).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.acl[0].identity.as_str(), "cn:gateway");
+    }
+
+    #[test]
     fn untyped_identity_is_refused_with_the_fix() {
         let err = error_of(&MINIMAL.replace("uri:spiffe://test/gateway", "gateway"));
         assert!(
