@@ -61,7 +61,19 @@ fn load_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> 
     Ok(certs)
 }
 
-fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+/// Loads the CRLs and checks that each is signed by one of the client CAs. A CRL from another
+/// CA would cover no client certificate, and since a certificate no CRL covers is refused, it
+/// would lock out every client; a CRL with a bad signature would do the same at the handshake.
+fn load_crls(
+    paths: &[PathBuf],
+    client_cas: &[CertificateDer<'_>],
+) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let mut cas = Vec::new();
+    for ca in client_cas {
+        let (_, ca) = X509Certificate::from_der(ca.as_ref())
+            .map_err(|e| Error::Tls(format!("tls.client_ca: {e}")))?;
+        cas.push(ca);
+    }
     let mut crls = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let field = format!("tls.crls[{i}] {}", path.display());
@@ -71,10 +83,19 @@ fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'stat
         if found.is_empty() {
             return Err(Error::Tls(format!("{field}: no CRL found")));
         }
-        // Parse each one here, so that the error names its file rather than the whole list.
-        for crl in &found {
-            CertificateRevocationList::from_der(crl.as_ref())
+        for der in &found {
+            let (_, crl) = CertificateRevocationList::from_der(der.as_ref())
                 .map_err(|e| Error::Tls(format!("{field}: not a readable CRL ({e})")))?;
+            let signed_by_a_client_ca = cas.iter().any(|ca| {
+                ca.subject().as_raw() == crl.issuer().as_raw()
+                    && crl.verify_signature(ca.public_key()).is_ok()
+            });
+            if !signed_by_a_client_ca {
+                return Err(Error::Tls(format!(
+                    "{field}: the CRL of {} is not signed by a CA in tls.client_ca",
+                    crl.issuer()
+                )));
+            }
         }
         crls.extend(found);
     }
@@ -86,8 +107,10 @@ fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'stat
 pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig> {
     let provider = provider();
     let certified = load_certified_key(&tls.cert, &tls.key, &provider)?;
+    let client_cas = load_certs("tls.client_ca", &tls.client_ca)?;
+    let crls = load_crls(&tls.crls, &client_cas)?;
     let mut roots = RootCertStore::empty();
-    for ca in load_certs("tls.client_ca", &tls.client_ca)? {
+    for ca in client_cas {
         roots
             .add(ca)
             .map_err(|e| Error::Tls(format!("tls.client_ca: {e}")))?;
@@ -95,7 +118,7 @@ pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig> {
     // With CRLs, a certificate whose status no CRL covers is refused (rustls's default), and
     // every certificate of the chain below the trust anchor is checked.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(load_crls(&tls.crls)?)
+        .with_crls(crls)
         .build()
         .map_err(|e| Error::Tls(format!("tls.client_ca or tls.crls: {e}")))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

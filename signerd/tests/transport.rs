@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use signer_proto::v1 as pb;
 use signer_proto::v1::signer_client::SignerClient;
-use signer_testkit::{Grant, SignerdOptions, SignerdProcess, refusal, with_request_id};
+use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TestPki, refusal, with_request_id};
 use signerd::audit::record::Decision;
 use signerd::pki::IssuedCertificate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -452,6 +452,23 @@ async fn sighup_applies_revocations_and_acl_changes_atomically_and_keeps_the_old
         .await
         .unwrap_or_else(|e| panic!("after a refused CRL: {e:#}"));
 
+    // A well-formed CRL of another CA: it would cover no client, so every client would be
+    // refused for want of a revocation status.
+    let foreign_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let foreign = TestPki::generate(foreign_dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    std::fs::copy(foreign.crl_path(), &crl_path).unwrap_or_else(|e| panic!("{e}"));
+    reload(&signerd, REFUSED, 3).await;
+    assert!(
+        signerd
+            .log()
+            .contains("not signed by a CA in tls.client_ca"),
+        "the refusal does not say whose CRL it is:\n{}",
+        signerd.log()
+    );
+    works(keeper.clone())
+        .await
+        .unwrap_or_else(|e| panic!("after a foreign CRL: {e:#}"));
+
     // A good CRL revoking the victim, with a bad ACL beside it: nothing of it applies.
     signerd
         .pki
@@ -462,7 +479,7 @@ async fn sighup_applies_revocations_and_acl_changes_atomically_and_keeps_the_old
         config_text.replace("identity = \"cn:gateway\"", "identity = \"gateway\""),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    reload(&signerd, REFUSED, 3).await;
+    reload(&signerd, REFUSED, 4).await;
     assert!(
         signerd.log().contains("acl.identity"),
         "the refusal does not name the ACL:\n{}",
