@@ -288,7 +288,12 @@ async fn accept_connections(
             _ = stop.changed() => return,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(trust.current().tls.clone());
+        let trust_now = trust.current();
+        let (acceptor, generation) = (
+            TlsAcceptor::from(trust_now.tls.clone()),
+            trust_now.generation,
+        );
+        let trust = trust.clone();
         let (ticket, evicted) = handshakes.admit();
         let timeout = handshakes.timeout;
         let connection_slots = connection_slots.clone();
@@ -317,7 +322,7 @@ async fn accept_connections(
                 tracing::warn!(%remote, "connection limit reached; closing the connection");
                 return;
             };
-            match AuthenticatedStream::new(stream, slot) {
+            match AuthenticatedStream::new(stream, slot, trust, generation) {
                 Ok(stream) => {
                     tracing::debug!(%remote, identity = %stream.identity(), "client authenticated");
                     let _ = verified.send(Ok(stream)).await;

@@ -202,6 +202,10 @@ impl CallContext {
             .extensions()
             .get::<PeerInfo>()
             .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
+        if let Err(why) = peer.check_still_trusted() {
+            tracing::warn!(identity = %peer.identity, remote = ?peer.remote_addr, rpc, reason = %why, "request refused: the connection's certificate is no longer trusted");
+            return Err(Status::unauthenticated(why));
+        }
         Ok(CallContext {
             caller: peer.identity.clone(),
             request_id: request_id(request.metadata()),

@@ -10,12 +10,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,6 +30,7 @@ use x509_parser::prelude::{CertificateRevocationList, FromDer, GeneralName, X509
 use crate::authz::CallerIdentity;
 use crate::config::TlsConfig;
 use crate::error::{Error, Result};
+use crate::trust::ReloadableTrust;
 
 /// The crypto provider used everywhere (ring: no C toolchain beyond `cc`, no cmake).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -102,11 +106,8 @@ fn load_crls(
     Ok(crls)
 }
 
-/// Builds the rustls server config from the files `tls` names: TLS 1.3 only, client
-/// certificates mandatory and checked against the CA and the CRLs, no session resumption.
-pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig> {
-    let provider = provider();
-    let certified = load_certified_key(&tls.cert, &tls.key, &provider)?;
+/// Builds the client certificate verifier from the CA and the CRLs `tls` names.
+pub fn client_verifier(tls: &TlsConfig) -> Result<Arc<dyn ClientCertVerifier>> {
     let client_cas = load_certs("tls.client_ca", &tls.client_ca)?;
     let crls = load_crls(&tls.crls, &client_cas)?;
     let mut roots = RootCertStore::empty();
@@ -117,10 +118,20 @@ pub fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig> {
     }
     // With CRLs, a certificate whose status no CRL covers is refused (rustls's default), and
     // every certificate of the chain below the trust anchor is checked.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls(crls)
         .build()
-        .map_err(|e| Error::Tls(format!("tls.client_ca or tls.crls: {e}")))?;
+        .map_err(|e| Error::Tls(format!("tls.client_ca or tls.crls: {e}")))
+}
+
+/// Builds the rustls server config: the server certificate `tls` names, TLS 1.3 only, client
+/// certificates mandatory and checked by `verifier`, no session resumption.
+pub fn server_config(
+    tls: &TlsConfig,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<rustls::ServerConfig> {
+    let provider = provider();
+    let certified = load_certified_key(&tls.cert, &tls.key, &provider)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Tls(e.to_string()))?
@@ -189,12 +200,64 @@ pub fn identity_from_certificate(der: &[u8]) -> Result<CallerIdentity> {
 }
 
 /// What the gRPC handlers learn about the connection a request arrived on.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PeerInfo {
     /// The verified caller identity.
     pub identity: CallerIdentity,
     /// The peer's address, for logs.
     pub remote_addr: Option<std::net::SocketAddr>,
+    certificate: Arc<AcceptedCertificate>,
+}
+
+impl std::fmt::Debug for PeerInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerInfo")
+            .field("identity", &self.identity)
+            .field("remote_addr", &self.remote_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The certificate chain a connection was accepted with. An HTTP/2 connection lives for hours;
+/// it must outlive neither its certificate's expiry nor a reload whose CA or CRLs refuse it.
+struct AcceptedCertificate {
+    /// Leaf first.
+    chain: Vec<CertificateDer<'static>>,
+    /// The leaf's notAfter, Unix seconds.
+    not_after: i64,
+    trust: Arc<ReloadableTrust>,
+    /// The trust generation the chain was last verified against; verifying again only after a
+    /// reload keeps requests cheap.
+    verified_generation: AtomicU64,
+}
+
+impl PeerInfo {
+    /// Holds the connection's certificate to the trust in force now: refuses a request once the
+    /// certificate has expired, or once a reload (another CA, a CRL revoking it) refuses it.
+    pub fn check_still_trusted(&self) -> std::result::Result<(), String> {
+        let accepted = &self.certificate;
+        let now = UnixTime::now();
+        if i64::try_from(now.as_secs()).unwrap_or(i64::MAX) >= accepted.not_after {
+            return Err("client certificate expired; reconnect with a valid one".into());
+        }
+        let trust = accepted.trust.current();
+        if accepted.verified_generation.load(Ordering::Acquire) == trust.generation {
+            return Ok(());
+        }
+        let Some((leaf, intermediates)) = accepted.chain.split_first() else {
+            return Err("no client certificate".into());
+        };
+        trust
+            .client_verifier
+            .verify_client_cert(leaf, intermediates, now)
+            .map_err(|e| {
+                format!("the reloaded trust refuses this client certificate ({e}); reconnect")
+            })?;
+        accepted
+            .verified_generation
+            .store(trust.generation, Ordering::Release);
+        Ok(())
+    }
 }
 
 /// A TLS stream whose client certificate has been verified and whose identity has been read.
@@ -206,23 +269,36 @@ pub struct AuthenticatedStream {
 }
 
 impl AuthenticatedStream {
-    /// Reads the identity from a finished handshake; fails when the certificate names none.
+    /// Reads the identity from a handshake finished under trust generation `generation` of
+    /// `trust`; fails when the certificate names none.
     pub fn new(
         inner: TlsStream<TcpStream>,
         slot: tokio::sync::OwnedSemaphorePermit,
+        trust: Arc<ReloadableTrust>,
+        generation: u64,
     ) -> Result<Self> {
         let (tcp, session) = inner.get_ref();
         let remote_addr = tcp.peer_addr().ok();
-        let leaf = session
+        let chain = session
             .peer_certificates()
-            .and_then(|certs| certs.first())
-            .ok_or_else(|| Error::Tls("no client certificate".into()))?;
-        let identity = identity_from_certificate(leaf.as_ref())?;
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| Error::Tls("no client certificate".into()))?
+            .to_vec();
+        let identity = identity_from_certificate(chain[0].as_ref())?;
+        let (_, leaf) = X509Certificate::from_der(chain[0].as_ref())
+            .map_err(|e| Error::Tls(format!("client certificate: {e}")))?;
+        let not_after = leaf.validity().not_after.timestamp();
         Ok(AuthenticatedStream {
             inner,
             peer: PeerInfo {
                 identity,
                 remote_addr,
+                certificate: Arc::new(AcceptedCertificate {
+                    chain,
+                    not_after,
+                    trust,
+                    verified_generation: AtomicU64::new(generation),
+                }),
             },
             _slot: slot,
         })

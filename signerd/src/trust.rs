@@ -1,11 +1,15 @@
 //! What `SIGHUP` reloads, as one: the TLS server config (server certificate and key, client CA,
 //! CRLs) and the ACL. A reload reads the whole config file again and builds both before it
 //! swaps them in together, so a handshake and a request see either all of the old trust or all
-//! of the new; a file that does not load leaves the old trust in place. Other settings need a
-//! restart.
+//! of the new; a file that does not load leaves the old trust in place. Established connections
+//! are held to the new CA and CRLs at their next request (see
+//! [`crate::tls::PeerInfo::check_still_trusted`]). Other settings need a restart.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use rustls::server::danger::ClientCertVerifier;
 
 use crate::authz::Acl;
 use crate::config::Config;
@@ -14,8 +18,13 @@ use crate::tls;
 
 /// The TLS server config and the ACL, built from one config file.
 pub struct Trust {
+    /// Tells one load from another (unique in the process), so that a connection knows whether
+    /// its certificate was verified against this trust.
+    pub generation: u64,
     /// What new connections are accepted with.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The client certificate verifier inside `tls`, to hold established connections to it.
+    pub client_verifier: Arc<dyn ClientCertVerifier>,
     /// What requests are authorized against.
     pub acl: Arc<Acl>,
 }
@@ -23,8 +32,12 @@ pub struct Trust {
 impl Trust {
     /// Loads the TLS material the config names and compiles its ACL.
     pub fn load(config: &Config) -> Result<Self> {
+        static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+        let client_verifier = tls::client_verifier(&config.tls)?;
         Ok(Trust {
-            tls: Arc::new(tls::server_config(&config.tls)?),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            tls: Arc::new(tls::server_config(&config.tls, client_verifier.clone())?),
+            client_verifier,
             acl: Arc::new(Acl::new(&config.acl)),
         })
     }

@@ -379,6 +379,49 @@ async fn session_resumption_is_not_honoured() {
     );
 }
 
+#[tokio::test]
+async fn a_connection_does_not_outlive_its_certificate() {
+    let signerd = signerd_with(|_| {}).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // Valid for a few seconds more: long enough to connect and be served once.
+    let not_after = now + 8;
+    let short_lived = signerd
+        .pki
+        .client_valid(
+            &signerd::pki::ClientName::CommonName("gateway".into()),
+            now - 60,
+            not_after,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = client_with(&signerd, &short_lived)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .create_key(create("wallet-1"))
+        .await
+        .unwrap_or_else(|e| panic!("while valid: {e}"));
+    // Wait (on the clock, not a fixed sleep) until the certificate has expired.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+        <= not_after
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the clock stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same HTTP/2 connection, after expiry.
+    refusal(
+        sign_vector(&mut client, "wallet-1").await,
+        Code::Unauthenticated,
+        "expired",
+    );
+}
+
 /// Waits for the `count`th reload outcome containing `needle`, after sending SIGHUP.
 async fn reload(signerd: &SignerdProcess, needle: &str, count: usize) {
     signerd.signal("HUP").unwrap_or_else(|e| panic!("{e:#}"));
@@ -489,9 +532,21 @@ async fn sighup_applies_revocations_and_acl_changes_atomically_and_keeps_the_old
         .await
         .unwrap_or_else(|e| panic!("a refused reload applied its CRL: {e:#}"));
 
-    // The ACL fixed: the CRL applies, the victim's next connection is refused.
+    // The ACL fixed: the CRL applies. The victim's next connection is refused, and so is its
+    // next request on a connection made before the reload.
+    let mut victim_established = client_with(&signerd, &victim)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    sign_vector(&mut victim_established, "wallet-1")
+        .await
+        .unwrap_or_else(|e| panic!("before the revocation: {e}"));
     std::fs::write(&signerd.config, &config_text).unwrap_or_else(|e| panic!("{e}"));
     reload(&signerd, RELOADED, 1).await;
+    refusal(
+        sign_vector(&mut victim_established, "wallet-1").await,
+        Code::Unauthenticated,
+        "Revoked",
+    );
     assert_no_handler_runs(&signerd, &victim).await;
     log_count_reaches(&signerd, "invalid peer certificate: Revoked", 1).await;
     works(keeper.clone())
