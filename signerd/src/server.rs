@@ -101,8 +101,8 @@ impl Signerd {
     }
 
     /// A handle that reloads the TLS material and the ACL from `config_path`, for a signal
-    /// handler (see [`ReloadableTrust::reload`]). Established connections keep their session;
-    /// new handshakes and every request from then on use the new trust.
+    /// handler (see [`ReloadableTrust::reload`]). New handshakes and every request from then on
+    /// use the new trust; established connections stay open and are held to it.
     pub fn trust_reloader(
         &self,
         config_path: PathBuf,
@@ -402,4 +402,44 @@ async fn set_health(reporter: &HealthReporter, metrics: &Metrics, healthy: bool)
     reporter
         .set_service_status(SIGNER_SERVICE_NAME, status)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_handshake_budget_closes_the_oldest_pending_handshake() {
+        let mut handshakes = Handshakes::new(2, Duration::from_secs(3));
+        let (first, mut first_evicted) = handshakes.admit();
+        let (second, mut second_evicted) = handshakes.admit();
+        assert!(
+            first_evicted
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
+        );
+        let (_third, mut third_evicted) = handshakes.admit();
+        // The oldest was closed to make room; the others keep going.
+        assert_eq!(
+            first_evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
+        assert_eq!(
+            second_evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
+        assert_eq!(
+            third_evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
+        drop(first);
+        // A finished handshake gives its place back.
+        drop(second);
+        let pending = handshakes
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        assert_eq!(pending, 1);
+    }
 }
