@@ -3,8 +3,10 @@
 //! per connection.
 //!
 //! There is no session resumption: a resumed TLS 1.3 session skips the client certificate, so a
-//! certificate that expired or was revoked since would keep working. The whole server config is
-//! rebuilt on `SIGHUP` (see [`crate::trust`]).
+//! certificate that expired or was revoked since would keep working. For the same reason an
+//! established connection is held to its certificate at every request ([`PeerInfo`]): not past
+//! its expiry, and accepted by the CA and CRLs in force. The whole server config is rebuilt on
+//! `SIGHUP` (see [`crate::trust`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
