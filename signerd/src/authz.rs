@@ -1,19 +1,80 @@
 //! Who may do what. The caller's identity is taken from its verified client certificate (see
 //! [`crate::tls`]); the ACL from the config maps identities to grants. Deny by default: an
-//! identity that is not listed may do nothing at all.
+//! identity that is not listed may do nothing at all, not even list keys.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::Deserialize;
 use wildmatch::WildMatch;
 
 use crate::config::AclEntry;
 use crate::error::{Error, Result};
 use crate::keys::KeyId;
 
-/// The authenticated identity of a caller: its certificate's SAN URI, else SAN DNS name, else CN.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CallerIdentity(pub String);
+/// The authenticated identity of a caller, typed by the certificate field it came from, so that
+/// a subject CN can never pass for a SAN: `uri:spiffe://…` (a SAN URI), `dns:host.example`
+/// (a SAN DNS name, lower-cased) or `cn:gateway` (the subject CN of a certificate without a
+/// SAN extension). The text form is what the ACL, the logs and the audit log carry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CallerIdentity(String);
+
+impl CallerIdentity {
+    /// The identity of a certificate named by a SAN URI.
+    pub fn uri(uri: &str) -> std::result::Result<Self, String> {
+        Self::typed("uri", uri)
+    }
+
+    /// The identity of a certificate named by a SAN DNS name (DNS names compare without case).
+    pub fn dns(name: &str) -> std::result::Result<Self, String> {
+        Self::typed("dns", &name.to_ascii_lowercase())
+    }
+
+    /// The identity of a certificate without a SAN extension, named by its subject CN.
+    pub fn common_name(cn: &str) -> std::result::Result<Self, String> {
+        Self::typed("cn", cn)
+    }
+
+    /// Parses the text form `kind:name` (`uri:`, `dns:` or `cn:`).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.split_once(':') {
+            Some(("uri", name)) => Self::uri(name),
+            Some(("dns", name)) => Self::dns(name),
+            Some(("cn", name)) => Self::common_name(name),
+            _ => Err(format!(
+                "{text:?} does not say which certificate name it is: write \"uri:<SAN URI>\", \
+                 \"dns:<SAN DNS name>\" or \"cn:<subject CN>\" (the CN is only read from a \
+                 certificate without a SAN), e.g. \"cn:{text}\""
+            )),
+        }
+    }
+
+    fn typed(kind: &str, name: &str) -> std::result::Result<Self, String> {
+        if name.is_empty() {
+            return Err(format!("the {kind} name is empty"));
+        }
+        if name.len() > 1024 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "the {kind} name is longer than 1024 bytes or holds control characters"
+            ));
+        }
+        Ok(CallerIdentity(format!("{kind}:{name}")))
+    }
+
+    /// The text form, `kind:name`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CallerIdentity {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        Self::parse(&text).map_err(|why| format!("acl.identity: {why}"))
+    }
+}
 
 impl fmt::Display for CallerIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,7 +112,7 @@ impl Grant {
 
 /// The access control list, compiled once from the config.
 pub struct Acl {
-    grants: HashMap<String, Grant>,
+    grants: HashMap<CallerIdentity, Grant>,
 }
 
 impl Acl {
@@ -74,7 +135,7 @@ impl Acl {
     /// Allows or denies `action` for `caller`; a denial says why.
     pub fn authorize(&self, caller: &CallerIdentity, action: Action<'_>) -> Result<()> {
         let deny = |why: String| Err(Error::PermissionDenied(why));
-        let Some(grant) = self.grants.get(&caller.0) else {
+        let Some(grant) = self.grants.get(caller) else {
             return deny(format!("identity {caller} is not in the acl"));
         };
         match action {
@@ -95,10 +156,22 @@ impl Acl {
         }
     }
 
+    /// Allows `caller` to list keys (the listing shows only keys its patterns cover) when the
+    /// ACL names it at all; an unlisted identity is refused like for every other call.
+    pub fn authorize_listing(&self, caller: &CallerIdentity) -> Result<()> {
+        if self.grants.contains_key(caller) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "identity {caller} is not in the acl"
+            )))
+        }
+    }
+
     /// Whether `caller` may see `key` (used to filter listings without leaking other ids).
     pub fn may_use(&self, caller: &CallerIdentity, key: &KeyId) -> bool {
         self.grants
-            .get(&caller.0)
+            .get(caller)
             .is_some_and(|grant| grant.covers(key))
     }
 }
@@ -110,13 +183,13 @@ mod tests {
     fn acl() -> Acl {
         Acl::new(&[
             AclEntry {
-                identity: "gateway".into(),
+                identity: who("gateway"),
                 create_keys: true,
                 keys: vec!["wallet-*".into()],
                 blind_sign: Vec::new(),
             },
             AclEntry {
-                identity: "ops".into(),
+                identity: who("ops"),
                 create_keys: false,
                 keys: vec!["ops-?".into(), "hot-*".into()],
                 blind_sign: vec!["ops-?".into()],
@@ -128,8 +201,8 @@ mod tests {
         KeyId::parse(id).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn who(id: &str) -> CallerIdentity {
-        CallerIdentity(id.into())
+    fn who(cn: &str) -> CallerIdentity {
+        CallerIdentity::common_name(cn).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -178,6 +251,42 @@ mod tests {
         assert!(
             acl.authorize(&who("ops"), Action::BlindSign(&key("hot-1")))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn unlisted_identity_may_not_list() {
+        let acl = acl();
+        assert!(acl.authorize_listing(&who("gateway")).is_ok());
+        let err = acl.authorize_listing(&who("stranger"));
+        assert!(matches!(err, Err(Error::PermissionDenied(m)) if m.contains("not in the acl")));
+    }
+
+    #[test]
+    fn identities_are_typed_and_kinds_never_match_each_other() {
+        let cn = CallerIdentity::parse("cn:spiffe://x/gateway").unwrap_or_else(|e| panic!("{e}"));
+        let uri = CallerIdentity::parse("uri:spiffe://x/gateway").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(cn, uri);
+        assert_eq!(uri.as_str(), "uri:spiffe://x/gateway");
+        assert_eq!(
+            CallerIdentity::parse("dns:Payments.Example").map(|i| i.to_string()),
+            Ok("dns:payments.example".to_owned())
+        );
+        for bad in [
+            "gateway",
+            "spiffe://x/gateway",
+            "email:a@b",
+            "cn:",
+            "uri:a\nb",
+            "",
+        ] {
+            let err = CallerIdentity::parse(bad).err();
+            assert!(err.is_some(), "{bad:?} was accepted");
+        }
+        let err = CallerIdentity::parse("gateway").err().unwrap_or_default();
+        assert!(
+            err.contains("cn:gateway"),
+            "the error does not show the fix: {err}"
         );
     }
 }

@@ -13,6 +13,7 @@ use secrecy::zeroize::Zeroizing;
 use serde::Deserialize;
 
 use crate::audit::log::AuditConfig;
+use crate::authz::CallerIdentity;
 use crate::backend::gcp_kms::GcpKmsConfig;
 use crate::error::{Error, Result};
 use crate::policy::PolicyConfig;
@@ -139,10 +140,15 @@ pub struct ServerConfig {
     /// Largest request message accepted, in bytes.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// How long a client has to finish the TLS handshake.
+    /// How long a client has from its TCP connect to the end of the TLS handshake.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
-    /// Connections beyond this many are refused until others close.
+    /// Connections still in their TLS handshake, a budget of their own: when it is full, a new
+    /// connection closes the oldest pending one, so idle sockets cannot keep real clients out.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Authenticated connections (handshake done) beyond this many are closed until others
+    /// close.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// HTTP/2 streams (concurrent requests) one connection may have open; the client queues the
@@ -164,7 +170,10 @@ fn default_max_message_bytes() -> usize {
     256 * 1024
 }
 fn default_handshake_timeout_ms() -> u64 {
-    10_000
+    3_000
+}
+fn default_max_handshakes() -> usize {
+    64
 }
 fn default_max_connections() -> usize {
     1024
@@ -206,6 +215,10 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// The CA (one or more certificates) that client certificates must chain to.
     pub client_ca: PathBuf,
+    /// PEM files of CRLs (from the CAs in `client_ca`); a revoked client certificate is refused
+    /// at the handshake. With CRLs, a client certificate no CRL covers is refused too.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
 }
 
 /// Backends holding keys.
@@ -295,8 +308,9 @@ impl Pkcs11Config {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct AclEntry {
-    /// The identity from the client certificate: SAN URI, else SAN DNS name, else CN.
-    pub identity: String,
+    /// The typed identity from the client certificate: `uri:` its SAN URI, else `dns:` its SAN
+    /// DNS name, else (a certificate without a SAN extension) `cn:` its subject CN.
+    pub identity: CallerIdentity,
     /// May create keys (only with ids matching `keys`).
     #[serde(default)]
     pub create_keys: bool,
@@ -358,6 +372,7 @@ impl Config {
         resolve(&mut self.tls.cert);
         resolve(&mut self.tls.key);
         resolve(&mut self.tls.client_ca);
+        self.tls.crls.iter_mut().for_each(resolve);
         resolve(&mut self.audit.dir);
         if let Some(pin_file) = self
             .backend
@@ -379,6 +394,9 @@ impl Config {
         }
         if self.server.handshake_timeout_ms == 0 {
             return field("server.handshake_timeout_ms", "must be positive");
+        }
+        if !(1..=65_536).contains(&self.server.max_handshakes) {
+            return field("server.max_handshakes", "must be between 1 and 65536");
         }
         if self.server.max_connections == 0 {
             return field("server.max_connections", "must be positive");
@@ -459,13 +477,10 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, entry) in self.acl.iter().enumerate() {
-            if entry.identity.is_empty() {
-                return field(&format!("acl[{i}].identity"), "must not be empty");
-            }
             if !seen.insert(&entry.identity) {
                 return field(
                     &format!("acl[{i}].identity"),
-                    &format!("{:?} appears twice", entry.identity),
+                    &format!("{:?} appears twice", entry.identity.as_str()),
                 );
             }
             if let Some(bad) = entry.keys.iter().find(|p| !valid_pattern(p)) {
@@ -517,7 +532,7 @@ mod tests {
         [audit]
         dir = "audit"
         [[acl]]
-        identity = "spiffe://test/gateway"
+        identity = "uri:spiffe://test/gateway"
         create_keys = true
         keys = ["wallet-*"]
     "#;
@@ -533,6 +548,9 @@ mod tests {
     fn minimal_config_gets_safe_defaults() {
         let config = Config::parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.server.max_message_bytes, 256 * 1024);
+        assert_eq!(config.server.max_handshakes, 64);
+        assert_eq!(config.server.handshake_timeout(), Duration::from_secs(3));
+        assert!(config.tls.crls.is_empty());
         assert_eq!(config.backend.default, "pkcs11");
         assert!(config.acl[0].blind_sign.is_empty());
         assert!(
@@ -618,8 +636,31 @@ mod tests {
 
     #[test]
     fn duplicate_identity_is_named() {
-        let dup = format!("{MINIMAL}\n[[acl]]\nidentity = \"spiffe://test/gateway\"\n");
+        let dup = format!("{MINIMAL}\n[[acl]]\nidentity = \"uri:spiffe://test/gateway\"\n");
         assert!(error_of(&dup).contains("acl[1].identity"));
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let example = include_str!("../../hsm-config/signerd.toml");
+        let config = Config::parse(example).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.acl[0].identity.as_str(), "cn:gateway");
+    }
+
+    #[test]
+    fn untyped_identity_is_refused_with_the_fix() {
+        let err = error_of(&MINIMAL.replace("uri:spiffe://test/gateway", "gateway"));
+        assert!(
+            err.contains("acl.identity") && err.contains("\"cn:gateway\""),
+            "{err}"
+        );
+        let err = error_of(&MINIMAL.replace("uri:spiffe://test/gateway", "email:ops@example"));
+        assert!(err.contains("acl.identity"), "{err}");
+        let err = error_of(&MINIMAL.replace("uri:spiffe://test/gateway", "cn:"));
+        assert!(
+            err.contains("acl.identity") && err.contains("empty"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`config`]: the TOML config, checked at load.
 //! - [`environment`]: erasing a secret (the PIN variable) from the process environment.
 //! - [`tls`]: TLS 1.3 with mandatory client certificates; the caller identity comes from here.
-//! - [`authz`]: the ACL mapping identities to grants (deny by default).
+//! - [`authz`]: the ACL mapping typed identities to grants (deny by default).
+//! - [`trust`]: the TLS config and the ACL, reloaded together on `SIGHUP`.
 //! - [`keys`]: key ids and public keys, parsed once.
 //! - [`stellar`]: envelope decoding and hashing (the signer computes what it signs).
 //! - [`backend`]: the [`backend::KeyBackend`] trait and the backends behind it
@@ -35,3 +36,4 @@ pub mod server;
 pub mod service;
 pub mod stellar;
 pub mod tls;
+pub mod trust;

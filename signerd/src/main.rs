@@ -30,7 +30,8 @@ enum Command {
         /// Directory to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// A client identity to issue a certificate for (CN = NAME); repeatable.
+        /// A client to issue a certificate for (CN = NAME, no SAN: ACL identity `cn:NAME`);
+        /// repeatable.
         #[arg(long = "client")]
         clients: Vec<String>,
     },
@@ -74,7 +75,7 @@ enum AuditCommand {
         /// Only this key id.
         #[arg(long)]
         key_id: Option<String>,
-        /// Only this caller identity.
+        /// Only this caller identity, as the audit log writes it (`cn:gateway`, `uri:…`).
         #[arg(long)]
         identity: Option<String>,
         /// Only this transaction hash (hex; matches tx, inner tx or signed hash).

@@ -5,9 +5,14 @@
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateRevocationListParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SanType, SerialNumber,
 };
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The certificate parameters [`DevPki::issue_client_params`] takes (rcgen's).
+pub use rcgen::CertificateParams;
 
 use crate::error::{Error, Result};
 
@@ -110,6 +115,47 @@ impl DevPki {
         self.issue(params)
     }
 
+    /// A client certificate from hand-made parameters, for tests of odd certificates (a CN
+    /// beside a SAN, a malformed extension). Client authentication is added to the extended key
+    /// usages when they name none.
+    pub fn issue_client_params(&self, mut params: CertificateParams) -> Result<IssuedCertificate> {
+        if params.extended_key_usages.is_empty() {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        self.issue(params)
+    }
+
+    /// A CRL signed by this CA, valid from an hour ago for a day, revoking `revoked`.
+    pub fn crl_pem(&self, revoked: &[IssuedCertificate]) -> Result<String> {
+        let now = time_now();
+        let revoked_certs = revoked
+            .iter()
+            .map(|cert| {
+                Ok(RevokedCertParams {
+                    serial_number: serial_of(cert)?,
+                    revocation_time: to_offset(now - 60)?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Later CRLs carry larger numbers, as RFC 5280 wants.
+        let crl_number = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let params = CertificateRevocationListParams {
+            this_update: to_offset(now - ONE_HOUR)?,
+            next_update: to_offset(now + ONE_DAY)?,
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.ca).map_err(pki_err)?;
+        crl.pem().map_err(pki_err)
+    }
+
     fn issue(&self, params: CertificateParams) -> Result<IssuedCertificate> {
         let key = KeyPair::generate().map_err(pki_err)?;
         let cert = params.signed_by(&key, &self.ca).map_err(pki_err)?;
@@ -156,6 +202,12 @@ fn time_now() -> i64 {
 
 fn to_offset(unix: i64) -> Result<time::OffsetDateTime> {
     time::OffsetDateTime::from_unix_timestamp(unix).map_err(pki_err)
+}
+
+fn serial_of(cert: &IssuedCertificate) -> Result<SerialNumber> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert.cert_pem.as_bytes()).map_err(pki_err)?;
+    let (_, parsed) = X509Certificate::from_der(&pem.contents).map_err(pki_err)?;
+    Ok(SerialNumber::from_slice(parsed.raw_serial()))
 }
 
 fn dn(cn: &str) -> DistinguishedName {

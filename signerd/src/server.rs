@@ -2,20 +2,21 @@
 //! health service honest. `Signerd::serve(listener, shutdown)` returns once in-flight requests
 //! have drained.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use signer_proto::v1::signer_server::SignerServer;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::audit::log::AuditLog;
-use crate::authz::Acl;
 use crate::backend::gcp_kms::GcpKmsBackend;
 use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::{KeyBackend, Keyring};
@@ -26,7 +27,8 @@ use crate::limits::VelocityCaps;
 use crate::metrics::{BackendLabels, Metrics};
 use crate::policy::PolicySet;
 use crate::service::SignerService;
-use crate::tls::{self, AuthenticatedStream, ReloadableCertificate};
+use crate::tls::AuthenticatedStream;
+use crate::trust::{ReloadableTrust, Trust};
 
 /// The gRPC service name reported by the health service.
 pub const SIGNER_SERVICE_NAME: &str = "signer.v1.Signer";
@@ -36,13 +38,11 @@ pub const SIGNER_SERVICE_NAME: &str = "signer.v1.Signer";
 pub struct Signerd {
     config: Config,
     keyring: Arc<Keyring>,
-    acl: Arc<Acl>,
     guard: Arc<Mutex<SequenceGuard>>,
     audit: Arc<AuditLog>,
     caps: Arc<VelocityCaps>,
     metrics: Arc<Metrics>,
-    certificate: Arc<ReloadableCertificate>,
-    tls: Arc<rustls::ServerConfig>,
+    trust: Arc<ReloadableTrust>,
     health_interval: Duration,
 }
 
@@ -50,12 +50,7 @@ impl Signerd {
     /// Loads TLS material and connects every configured backend. Any failure here means signerd
     /// does not start, with an error that names the problem.
     pub async fn start(config: Config) -> Result<Self> {
-        let certificate = Arc::new(ReloadableCertificate::load(
-            &config.tls.cert,
-            &config.tls.key,
-            tls::provider(),
-        )?);
-        let tls = Arc::new(tls::server_config(&config.tls, certificate.clone())?);
+        let trust = Arc::new(ReloadableTrust::new(Trust::load(&config)?));
         let mut backends: Vec<Arc<dyn KeyBackend>> = Vec::new();
         let mut health_interval = Duration::from_secs(5);
         if let Some(p11) = &config.backend.pkcs11 {
@@ -67,7 +62,6 @@ impl Signerd {
             health_interval = health_interval.min(kms.health_check_interval());
         }
         let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
-        let acl = Arc::new(Acl::new(&config.acl));
         let metrics = Metrics::new();
         let mut guard = SequenceGuard::new(GuardLimits {
             max_entries: config.audit.guard_max_entries,
@@ -83,13 +77,11 @@ impl Signerd {
         Ok(Signerd {
             config,
             keyring,
-            acl,
             guard: Arc::new(Mutex::new(guard)),
             audit,
             caps,
             metrics,
-            certificate,
-            tls,
+            trust,
             health_interval,
         })
     }
@@ -111,18 +103,15 @@ impl Signerd {
             .map_err(|e| Error::io(format!("metrics.listen: cannot bind {listen}"), e))
     }
 
-    /// Re-reads the server certificate and key from the configured files. Existing connections
-    /// keep their session; new handshakes use the new certificate.
-    pub fn reload_certificate(&self) -> Result<()> {
-        self.certificate
-            .reload(&self.config.tls.cert, &self.config.tls.key)
-    }
-
-    /// A handle that reloads the certificate, for a signal handler.
-    pub fn certificate_reloader(&self) -> impl Fn() -> Result<()> + Send + Sync + 'static {
-        let certificate = self.certificate.clone();
-        let (cert, key) = (self.config.tls.cert.clone(), self.config.tls.key.clone());
-        move || certificate.reload(&cert, &key)
+    /// A handle that reloads the TLS material and the ACL from `config_path`, for a signal
+    /// handler (see [`ReloadableTrust::reload`]). New handshakes and every request from then on
+    /// use the new trust; established connections stay open and are held to it.
+    pub fn trust_reloader(
+        &self,
+        config_path: PathBuf,
+    ) -> impl Fn() -> Result<()> + Clone + Send + Sync + 'static {
+        let trust = self.trust.clone();
+        move || trust.reload(&config_path)
     }
 
     /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests.
@@ -167,8 +156,11 @@ impl Signerd {
         let (conn_tx, conn_rx) = mpsc::channel(64);
         let accept_task = tokio::spawn(accept_connections(
             listener,
-            TlsAcceptor::from(self.tls.clone()),
-            self.config.server.handshake_timeout(),
+            self.trust.clone(),
+            Handshakes::new(
+                self.config.server.max_handshakes,
+                self.config.server.handshake_timeout(),
+            ),
             Arc::new(Semaphore::new(self.config.server.max_connections)),
             conn_tx,
             stop_rx,
@@ -176,7 +168,7 @@ impl Signerd {
 
         let service = SignerServer::new(SignerService::new(
             self.keyring.clone(),
-            self.acl.clone(),
+            self.trust.clone(),
             PolicySet::new(&self.config.policy),
             self.guard.clone(),
             self.audit.clone(),
@@ -217,13 +209,75 @@ impl Signerd {
     }
 }
 
+/// The connections still in their TLS handshake. They have a budget of their own, apart from
+/// `server.max_connections`, and a short deadline; when the budget is full the oldest pending
+/// handshake is closed to make room. An idle socket costs an attacker a connect, and to keep a
+/// real client (whose handshake takes one round trip) out, an attacker would have to open
+/// `max_handshakes` connections within that round trip, again and again.
+struct Handshakes {
+    budget: usize,
+    timeout: Duration,
+    next_id: u64,
+    /// Pending handshakes, oldest first; dropping a sender closes that connection.
+    pending: Arc<Mutex<BTreeMap<u64, oneshot::Sender<()>>>>,
+}
+
+impl Handshakes {
+    fn new(budget: usize, timeout: Duration) -> Self {
+        Handshakes {
+            budget,
+            timeout,
+            next_id: 0,
+            pending: Arc::default(),
+        }
+    }
+
+    /// Registers a new handshake, closing the oldest pending one when the budget is full.
+    /// Returns the ticket the handshake task holds and the future that resolves when it is
+    /// closed to make room.
+    fn admit(&mut self) -> (HandshakeTicket, oneshot::Receiver<()>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (evict, evicted) = oneshot::channel();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        while pending.len() >= self.budget {
+            // Dropping the sender wakes that task, which closes its connection.
+            pending.pop_first();
+        }
+        pending.insert(id, evict);
+        (
+            HandshakeTicket {
+                id,
+                pending: self.pending.clone(),
+            },
+            evicted,
+        )
+    }
+}
+
+/// A handshake's place in [`Handshakes`]; gives it up when the handshake ends, whichever way.
+struct HandshakeTicket {
+    id: u64,
+    pending: Arc<Mutex<BTreeMap<u64, oneshot::Sender<()>>>>,
+}
+
+impl Drop for HandshakeTicket {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
 /// Accepts TCP connections and runs each TLS handshake in its own task, so a slow or hostile
-/// client cannot hold up the others. Only connections that present a valid client certificate
-/// naming an identity reach the gRPC server.
+/// client cannot hold up the others. Each handshake uses the trust in force when the
+/// connection arrived. Only connections that present a valid client certificate naming an
+/// identity reach the gRPC server, and only those count against `server.max_connections`.
 async fn accept_connections(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
+    trust: Arc<ReloadableTrust>,
+    mut handshakes: Handshakes,
     connection_slots: Arc<Semaphore>,
     verified: mpsc::Sender<std::io::Result<AuthenticatedStream>>,
     mut stop: watch::Receiver<bool>,
@@ -240,15 +294,26 @@ async fn accept_connections(
             },
             _ = stop.changed() => return,
         };
-        let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "connection limit reached; refusing connection");
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let trust_now = trust.current();
+        let (acceptor, generation) = (
+            TlsAcceptor::from(trust_now.tls.clone()),
+            trust_now.generation,
+        );
+        let trust = trust.clone();
+        let (ticket, evicted) = handshakes.admit();
+        let timeout = handshakes.timeout;
+        let connection_slots = connection_slots.clone();
         let verified = verified.clone();
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(timeout, acceptor.accept(tcp)) => done,
+                _ = evicted => {
+                    tracing::debug!(%remote, "handshake budget full: oldest pending connection closed");
+                    return;
+                }
+            };
+            drop(ticket);
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -260,7 +325,11 @@ async fn accept_connections(
                     return;
                 }
             };
-            match AuthenticatedStream::new(stream, slot) {
+            let Ok(slot) = connection_slots.try_acquire_owned() else {
+                tracing::warn!(%remote, "connection limit reached; closing the connection");
+                return;
+            };
+            match AuthenticatedStream::new(stream, slot, trust, generation) {
                 Ok(stream) => {
                     tracing::debug!(%remote, identity = %stream.identity(), "client authenticated");
                     let _ = verified.send(Ok(stream)).await;
@@ -340,4 +409,44 @@ async fn set_health(reporter: &HealthReporter, metrics: &Metrics, healthy: bool)
     reporter
         .set_service_status(SIGNER_SERVICE_NAME, status)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_handshake_budget_closes_the_oldest_pending_handshake() {
+        let mut handshakes = Handshakes::new(2, Duration::from_secs(3));
+        let (first, mut first_evicted) = handshakes.admit();
+        let (second, mut second_evicted) = handshakes.admit();
+        assert!(
+            first_evicted
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Empty)
+        );
+        let (_third, mut third_evicted) = handshakes.admit();
+        // The oldest was closed to make room; the others keep going.
+        assert_eq!(
+            first_evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
+        assert_eq!(
+            second_evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
+        assert_eq!(
+            third_evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
+        drop(first);
+        // A finished handshake gives its place back.
+        drop(second);
+        let pending = handshakes
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        assert_eq!(pending, 1);
+    }
 }

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::audit::log::AuditLog;
 use crate::audit::record::{self, Decision, DecisionRecord};
-use crate::authz::{Acl, Action, CallerIdentity};
+use crate::authz::{Action, CallerIdentity};
 use crate::backend::Keyring;
 use crate::error::Error;
 use crate::guard::{GuardDecision, SequenceClaim, SequenceGuard};
@@ -24,6 +24,7 @@ use crate::metrics::{BackendLabels, Metrics, RuleLabels};
 use crate::policy::{Denial, PolicySet, Rule};
 use crate::stellar::{NetworkPassphrase, ParsedTransaction, SignedPayload};
 use crate::tls::PeerInfo;
+use crate::trust::ReloadableTrust;
 
 /// The gRPC metadata entry carrying the caller's request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -49,7 +50,8 @@ const MAX_PAGE_SIZE: usize = 1000;
 /// Everything a handler consults.
 pub struct SignerService {
     keyring: Arc<Keyring>,
-    acl: Arc<Acl>,
+    /// Holds the ACL; read once per request, since SIGHUP may replace it.
+    trust: Arc<ReloadableTrust>,
     policies: PolicySet,
     guard: Arc<Mutex<SequenceGuard>>,
     audit: Arc<AuditLog>,
@@ -61,7 +63,7 @@ impl SignerService {
     /// Builds the service.
     pub fn new(
         keyring: Arc<Keyring>,
-        acl: Arc<Acl>,
+        trust: Arc<ReloadableTrust>,
         policies: PolicySet,
         guard: Arc<Mutex<SequenceGuard>>,
         audit: Arc<AuditLog>,
@@ -70,7 +72,7 @@ impl SignerService {
     ) -> Self {
         SignerService {
             keyring,
-            acl,
+            trust,
             policies,
             guard,
             audit,
@@ -91,10 +93,12 @@ impl SignerService {
                 rule: denial.rule.name(),
             })
             .inc();
-        let admission =
-            self.caps
-                .denials
-                .admit(&ctx.caller.0, ctx.rpc, denial.rule.name(), &record.time);
+        let admission = self.caps.denials.admit(
+            ctx.caller.as_str(),
+            ctx.rpc,
+            denial.rule.name(),
+            &record.time,
+        );
         match admission {
             DenialAdmission::Record(earlier) => {
                 tracing::warn!(
@@ -118,7 +122,7 @@ impl SignerService {
                 // The process log is a disk too: one line per flood, not one per request.
                 if first {
                     tracing::warn!(identity = %ctx.caller, rule = denial.rule.name(), "denial budget exhausted: further denials of this identity are counted, not recorded one by one");
-                    self.summarize_suppressed_later(ctx.caller.0.clone());
+                    self.summarize_suppressed_later(ctx.caller.to_string());
                 } else {
                     tracing::debug!(request_id = %ctx.request_id, identity = %ctx.caller, rule = denial.rule.name(), "denied over the denial budget");
                 }
@@ -169,12 +173,14 @@ impl SignerService {
             );
             return Err(self.deny(ctx, record(), denial).await);
         }
-        if let Err(Error::PermissionDenied(reason)) = self.acl.authorize(&ctx.caller, action) {
+        let acl = self.trust.current().acl.clone();
+        if let Err(Error::PermissionDenied(reason)) = acl.authorize(&ctx.caller, action) {
             return Err(self
                 .deny(ctx, record(), Denial::new(Rule::Acl, reason))
                 .await);
         }
-        if counts_toward_velocity && let Err(hit) = self.caps.check(&ctx.caller.0, key_id.as_str())
+        if counts_toward_velocity
+            && let Err(hit) = self.caps.check(ctx.caller.as_str(), key_id.as_str())
         {
             let reason = match hit {
                 CapHit::Identity => format!("identity {} is over its signing rate", ctx.caller),
@@ -261,7 +267,7 @@ impl SignerService {
             .guard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .check_and_reserve(claim, tx.sequence_hash(), max_time, &caller.0, now);
+            .check_and_reserve(claim, tx.sequence_hash(), max_time, caller.as_str(), now);
         match decision {
             GuardDecision::Reserved => Ok(Some((claim, true))),
             GuardDecision::SameTransaction => Ok(Some((claim, false))),
@@ -346,6 +352,10 @@ impl CallContext {
             .extensions()
             .get::<PeerInfo>()
             .ok_or_else(|| Status::unauthenticated("no verified client certificate"))?;
+        if let Err(why) = peer.check_still_trusted() {
+            tracing::warn!(identity = %peer.identity, remote = ?peer.remote_addr, rpc, reason = %why, "request refused: the connection's certificate is no longer trusted");
+            return Err(Status::unauthenticated(why));
+        }
         Ok(CallContext {
             caller: peer.identity.clone(),
             request_id: request_id(request.metadata()),
@@ -359,7 +369,7 @@ impl CallContext {
             kind: "decision",
             time: record::now_rfc3339(),
             request_id: self.request_id.clone(),
-            identity: self.caller.0.clone(),
+            identity: self.caller.to_string(),
             rpc: self.rpc,
             key_id: key_id.map(str::to_owned),
             ..DecisionRecord::default()
@@ -514,6 +524,13 @@ impl Signer for SignerService {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let ctx = CallContext::of(&request, "ListKeys")?;
+        // One ACL for the whole listing, even if SIGHUP swaps it meanwhile.
+        let acl = self.trust.current().acl.clone();
+        if let Err(Error::PermissionDenied(reason)) = acl.authorize_listing(&ctx.caller) {
+            return Err(self
+                .deny(&ctx, ctx.record(None), Denial::new(Rule::Acl, reason))
+                .await);
+        }
         let req = request.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE_SIZE,
@@ -533,7 +550,7 @@ impl Signer for SignerService {
             .await?
             .into_iter()
             .filter(|key| after.as_ref().is_none_or(|after| key.id > *after))
-            .filter(|key| key.id != *audit_key && self.acl.may_use(&ctx.caller, &key.id));
+            .filter(|key| key.id != *audit_key && acl.may_use(&ctx.caller, &key.id));
         let mut keys: Vec<KeyInfo> = visible.take(page_size + 1).collect();
         let next_page_token = if keys.len() > page_size {
             keys.truncate(page_size);

@@ -188,6 +188,6 @@ async fn sighup_swaps_the_certificate_without_dropping_connections() {
     assert!(
         signerd
             .log()
-            .contains("SIGHUP: server certificate reloaded")
+            .contains("SIGHUP: reloaded the server certificate")
     );
 }

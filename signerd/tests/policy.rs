@@ -214,7 +214,7 @@ impl Fixture {
             record.reason.as_deref().is_some_and(|r| !r.is_empty()),
             "{what}"
         );
-        assert_eq!(record.identity.as_deref(), Some("gateway"), "{what}");
+        assert_eq!(record.identity.as_deref(), Some("cn:gateway"), "{what}");
     }
 }
 

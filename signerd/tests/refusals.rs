@@ -19,8 +19,8 @@ async fn signerd() -> SignerdProcess {
     SignerdProcess::start(SignerdOptions {
         acl: vec![
             Grant::keys("gateway", &["wallet-*"]),
-            Grant::keys("spiffe://stellar-signer.test/payments", &["pay-*"]),
-            Grant::keys("payments.internal.test", &["dns-*"]),
+            Grant::for_identity("uri:spiffe://stellar-signer.test/payments", &["pay-*"]),
+            Grant::for_identity("dns:payments.internal.test", &["dns-*"]),
             ops,
             reader,
         ],

@@ -159,6 +159,7 @@ pub struct TestPki {
     /// Directory holding the files.
     pub dir: PathBuf,
     ca: DevPki,
+    revoked: std::sync::Mutex<Vec<IssuedCertificate>>,
 }
 
 impl TestPki {
@@ -166,10 +167,13 @@ impl TestPki {
     pub fn generate(dir: &Path) -> Result<TestPki> {
         let ca = DevPki::generate("stellar-signer test CA")?;
         ca.write_dir(dir, &[])?;
-        Ok(TestPki {
+        let pki = TestPki {
             dir: dir.to_path_buf(),
             ca,
-        })
+            revoked: std::sync::Mutex::new(Vec::new()),
+        };
+        std::fs::write(pki.crl_path(), pki.ca.crl_pem(&[])?)?;
+        Ok(pki)
     }
 
     /// The CA certificate, PEM.
@@ -177,11 +181,42 @@ impl TestPki {
         self.ca.ca_pem()
     }
 
-    /// A valid client certificate whose CN is `identity`.
-    pub fn client(&self, identity: &str) -> Result<IssuedCertificate> {
-        Ok(self
-            .ca
-            .issue_client(&ClientName::CommonName(identity.to_owned()), 1)?)
+    /// A valid client certificate whose CN is `common_name` (no SAN): the ACL knows it as
+    /// `cn:<common_name>`.
+    pub fn client(&self, common_name: &str) -> Result<IssuedCertificate> {
+        self.client_named(&ClientName::CommonName(common_name.to_owned()))
+    }
+
+    /// A valid client certificate named as `name` says.
+    pub fn client_named(&self, name: &ClientName) -> Result<IssuedCertificate> {
+        Ok(self.ca.issue_client(name, 1)?)
+    }
+
+    /// A client certificate from hand-made parameters (names, extensions), valid for a day
+    /// unless the parameters say otherwise; for tests of odd certificates.
+    pub fn client_from_params(
+        &self,
+        params: signerd::pki::CertificateParams,
+    ) -> Result<IssuedCertificate> {
+        Ok(self.ca.issue_client_params(params)?)
+    }
+
+    /// Adds `cert` to the revoked certificates and rewrites `crl.pem` (signed by the CA, listing
+    /// every certificate revoked so far). signerd reads it when `tls.crls` names it, at start and
+    /// on SIGHUP.
+    pub fn revoke(&self, cert: &IssuedCertificate) -> Result<()> {
+        let mut revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        revoked.push(cert.clone());
+        std::fs::write(self.crl_path(), self.ca.crl_pem(&revoked)?)?;
+        Ok(())
+    }
+
+    /// The CRL file: written empty at generation, rewritten by [`TestPki::revoke`].
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.join("crl.pem")
     }
 
     /// A client certificate with a chosen name form and validity (Unix seconds).
@@ -198,7 +233,8 @@ impl TestPki {
 /// One ACL entry for a test signerd.
 #[derive(Clone, Debug)]
 pub struct Grant {
-    /// The identity (the client certificate's CN in most tests).
+    /// The typed identity as the config writes it (`cn:gateway`, `uri:spiffe://…`,
+    /// `dns:…`).
     pub identity: String,
     /// May create keys.
     pub create_keys: bool,
@@ -209,8 +245,16 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Create and sign with keys matching `patterns`.
-    pub fn keys(identity: &str, patterns: &[&str]) -> Grant {
+    /// Create and sign with keys matching `patterns`, for the certificates
+    /// [`SignerdProcess::client`] and [`TestPki::client`] make for `common_name` (identity
+    /// `cn:<common_name>`).
+    pub fn keys(common_name: &str, patterns: &[&str]) -> Grant {
+        Grant::for_identity(&format!("cn:{common_name}"), patterns)
+    }
+
+    /// Create and sign with keys matching `patterns`, for a typed identity (`uri:…`, `dns:…`,
+    /// `cn:…`).
+    pub fn for_identity(identity: &str, patterns: &[&str]) -> Grant {
         Grant {
             identity: identity.to_owned(),
             create_keys: true,
@@ -227,8 +271,11 @@ pub struct SignerdOptions {
     pub acl: Vec<Grant>,
     /// `server.max_message_bytes`, when not the default.
     pub max_message_bytes: Option<usize>,
-    /// More `key = value` lines for the `[server]` table.
+    /// More lines for the `[server]` table.
     pub server_toml: String,
+    /// More lines for the `[tls]` table (paths relative to the config's directory; the PKI is
+    /// in `pki/`).
+    pub tls_toml: String,
     /// `backend.pkcs11.sessions`, when not the default.
     pub sessions: Option<usize>,
     /// `backend.pkcs11.health_check_interval_ms` (tests default to 100 ms).
@@ -639,11 +686,12 @@ health_check_interval_ms = {health}
 listen = "127.0.0.1:0"
 {max_message}
 {worker_threads}
-{server_extra}
+{server}
 [tls]
 cert = "{pki}/server.pem"
 key = "{pki}/server.key"
 client_ca = "{pki}/ca.pem"
+{tls}
 {pkcs11}
 [audit]
 dir = "audit"
@@ -664,7 +712,8 @@ listen = "127.0.0.1:0"
             .worker_threads
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
-        server_extra = options.server_toml,
+        server = options.server_toml,
+        tls = options.tls_toml,
         pki = pki.dir.display(),
         audit = options.audit_toml,
         limits = options.limits_toml.clone().unwrap_or_else(|| {

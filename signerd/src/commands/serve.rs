@@ -1,5 +1,5 @@
 //! `signerd serve --config FILE`: run the daemon until SIGTERM or SIGINT; SIGHUP reloads the
-//! server certificate and key.
+//! server certificate and key, the client CA, the CRLs and the ACL, all or nothing.
 
 use std::path::Path;
 
@@ -22,10 +22,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         .worker_threads(config.server.worker_threads())
         .enable_all()
         .build()?
-        .block_on(serve(config))
+        .block_on(serve(config, config_path))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let listen = config.server.listen;
     let signerd = Signerd::start(config)
         .await
@@ -44,15 +44,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%local, "signerd listening");
     println!("signerd listening on {local}");
 
-    let reload = signerd.certificate_reloader();
+    let reload = signerd.trust_reloader(config_path.to_path_buf());
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match reload() {
-                Ok(()) => tracing::info!("SIGHUP: server certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: reload failed; keeping the old certificate")
-                }
+            // The reload reads files: keep it off the async workers.
+            let reload = reload.clone();
+            let outcome = tokio::task::spawn_blocking(reload).await;
+            match outcome {
+                Ok(Ok(())) => tracing::info!(
+                    "SIGHUP: reloaded the server certificate, client CA, CRLs and ACL; \
+                     other settings need a restart"
+                ),
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: reload refused; keeping the old server certificate, client CA, CRLs and ACL"
+                ),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
             }
         }
     });
