@@ -64,14 +64,16 @@ async fn invalid_configs_refuse_to_start_and_name_the_problem() {
         ),
         (
             "blind_sign as a switch for every key",
-            format!("{good}\n[[acl]]\nidentity = \"ops\"\nkeys = [\"ops-*\"]\nblind_sign = true\n"),
+            format!(
+                "{good}\n[[acl]]\nidentity = \"cn:ops\"\nkeys = [\"ops-*\"]\nblind_sign = true\n"
+            ),
             TEST_PIN,
             "blind_sign",
         ),
         (
             "a bad blind_sign pattern",
             format!(
-                "{good}\n[[acl]]\nidentity = \"ops\"\nkeys = [\"ops-*\"]\nblind_sign = [\"ops/*\"]\n"
+                "{good}\n[[acl]]\nidentity = \"cn:ops\"\nkeys = [\"ops-*\"]\nblind_sign = [\"ops/*\"]\n"
             ),
             TEST_PIN,
             "acl[0].blind_sign",

@@ -521,7 +521,7 @@ async fn a_flood_of_large_denied_envelopes_writes_few_small_records_and_counts_t
                 .audit_records()
                 .unwrap_or_else(|e| panic!("{e:#}"))
                 .into_iter()
-                .filter(|r| r.identity.as_deref() == Some(identity))
+                .filter(|r| r.identity.as_deref() == Some(format!("cn:{identity}").as_str()))
                 .filter(|r| r.decision == Some(signerd::audit::record::Decision::Denied))
                 .collect();
             let individual: Vec<_> = records
@@ -604,7 +604,7 @@ async fn denials_counted_over_the_budget_are_in_the_log_after_a_clean_shutdown()
         .audit_records()
         .unwrap_or_else(|e| panic!("{e:#}"))
         .into_iter()
-        .filter(|r| r.identity.as_deref() == Some("stranger"))
+        .filter(|r| r.identity.as_deref() == Some("cn:stranger"))
         .collect();
     let individual = records
         .iter()
@@ -624,7 +624,7 @@ async fn denials_counted_over_the_budget_are_in_the_log_after_a_clean_shutdown()
 #[tokio::test]
 async fn blind_signing_is_granted_per_key_pattern() {
     let signerd = SignerdProcess::start(SignerdOptions {
-        extra_toml: "\n[[acl]]\nidentity = \"ops\"\ncreate_keys = true\nkeys = [\"ops-*\", \"hot-*\"]\nblind_sign = [\"ops-*\"]\n".into(),
+        extra_toml: "\n[[acl]]\nidentity = \"cn:ops\"\ncreate_keys = true\nkeys = [\"ops-*\", \"hot-*\"]\nblind_sign = [\"ops-*\"]\n".into(),
         ..Default::default()
     })
     .await
