@@ -483,11 +483,13 @@ fn build_index(session: &Session) -> std::result::Result<BTreeMap<KeyId, Indexed
             ),
         }
     }
-    let mut index = BTreeMap::new();
     let private_template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(KeyType::EC_EDWARDS),
     ];
+    // Every private key is listed before any pair is checked, so that a duplicate is named as
+    // such whatever order the token returns its objects in.
+    let mut private_keys = BTreeMap::new();
     for handle in session.find_objects(&private_template)? {
         let attrs = session.get_attributes(handle, &[AttributeType::Id])?;
         let Some(id) = attrs.into_iter().find_map(|a| match a {
@@ -497,9 +499,12 @@ fn build_index(session: &Session) -> std::result::Result<BTreeMap<KeyId, Indexed
             tracing::warn!("skipping an Ed25519 private key whose CKA_ID is not a key id");
             continue;
         };
-        if index.contains_key(&id) {
+        if private_keys.insert(id.clone(), handle).is_some() {
             return Err(inconsistent(&id, "two private keys share this CKA_ID"));
         }
+    }
+    let mut index = BTreeMap::new();
+    for (id, handle) in private_keys {
         let Some(public) = public_keys.get(&id) else {
             tracing::warn!(key_id = %id, "skipping a private key without its public key");
             continue;
