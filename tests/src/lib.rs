@@ -363,6 +363,12 @@ impl SignerdProcess {
 
     /// Starts the binary (again) with this process's config, and waits for its readiness line.
     pub async fn launch(&mut self) -> Result<()> {
+        self.launch_with_args(&[]).await
+    }
+
+    /// [`Self::launch`] with more `signerd serve` arguments (`--accept-audit-gap`). When
+    /// signerd exits instead of becoming ready, the error holds its log.
+    pub async fn launch_with_args(&mut self, args: &[&str]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -371,6 +377,7 @@ impl SignerdProcess {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
+            .args(args)
             .env("SOFTHSM2_CONF", &self.token.conf)
             .env("SIGNERD_TEST_PIN", TEST_PIN)
             .env("RUST_LOG", "info")
@@ -461,6 +468,20 @@ impl SignerdProcess {
         Ok(std::process::Command::new(&self.binary)
             .args(["audit", "verify"])
             .arg(self.audit_dir())
+            .args(["--audit-key", &self.audit_key])
+            .args(extra_args)
+            .output()?)
+    }
+
+    /// Runs `signerd audit verify` on `path` (a copy of the log) with this process's audit key.
+    pub fn verify_audit_at(
+        &self,
+        path: &Path,
+        extra_args: &[&str],
+    ) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&self.binary)
+            .args(["audit", "verify"])
+            .arg(path)
             .args(["--audit-key", &self.audit_key])
             .args(extra_args)
             .output()?)
@@ -598,6 +619,17 @@ pub fn with_request_id<T>(message: T, request_id: &str) -> tonic::Request<T> {
     request
 }
 
+/// The `[audit]` lines after `dir`: the options' own, and `anchor = "none"` when the audit key
+/// goes to Cloud KMS (which cannot keep the anchor) unless the options say otherwise.
+fn audit_table(options: &SignerdOptions) -> String {
+    let kms_default = options.gcp_kms.as_ref().is_some_and(|k| k.default);
+    if kms_default && !options.audit_toml.contains("anchor") {
+        format!("{}\nanchor = \"none\"", options.audit_toml)
+    } else {
+        options.audit_toml.clone()
+    }
+}
+
 fn render_config(options: &SignerdOptions, token: &Token, pki: &TestPki) -> String {
     let pkcs11 = if options.gcp_kms.as_ref().is_some_and(|k| k.without_pkcs11) {
         String::new()
@@ -647,7 +679,7 @@ listen = "127.0.0.1:0"
             .map(|n| format!("worker_threads = {n}"))
             .unwrap_or_default(),
         pki = pki.dir.display(),
-        audit = options.audit_toml,
+        audit = audit_table(options),
         limits = options.limits_toml.clone().unwrap_or_else(|| {
             "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000".to_owned()
         }),

@@ -1,17 +1,19 @@
-//! The [`AuditLog`]: opens the log at start (verifying it, cutting a torn tail, rebuilding the
-//! sequence guard from it), owns the writer, and writes signed checkpoints on a timer, every N
-//! records, at start and, marked final, at shutdown.
+//! The [`AuditLog`]: opens the log at start (verifying it, cutting a torn tail, comparing it with
+//! the anchor kept in the backend, rebuilding the sequence guard from it), owns the writer, and
+//! writes signed checkpoints on a timer, every N records, at start and, marked final, at
+//! shutdown; each checkpoint, once durable, becomes the new anchor.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::checkpoint;
+use super::anchor::{self, AnchorCheck, AuditAnchor, LogFound};
+use super::checkpoint::{self, Claim};
 use super::reader::{self, WalkOptions};
-use super::record::{self, CheckpointRecord, Decision, EventRecord};
+use super::record::{self, CheckpointRecord, Decision, EventRecord, GapRecord};
 use super::writer::{Appended, AuditWriter, WriterSettings};
 use crate::backend::{KeyBackend, Keyring};
 use crate::error::{Error, Result};
@@ -41,6 +43,26 @@ pub struct AuditConfig {
     /// Sequence-guard entries without an expiry kept at most.
     #[serde(default = "default_guard_max_entries")]
     pub guard_max_entries: usize,
+    /// Where the last checkpoint is anchored outside the directory.
+    #[serde(default)]
+    pub anchor: AnchorMode,
+    /// Set by `signerd serve --accept-audit-gap`, never by the file: start even though the log
+    /// is behind its anchor, recording a `gap`.
+    #[serde(skip)]
+    pub accept_gap: bool,
+}
+
+/// `audit.anchor`.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorMode {
+    /// In the backend holding the audit key (a PKCS#11 data object beside it). A log behind
+    /// its anchor stops signerd at start.
+    #[default]
+    Backend,
+    /// No anchor: deleting or cutting the log back to an earlier final checkpoint goes
+    /// unnoticed at start. For an audit key in Cloud KMS, which cannot keep one.
+    None,
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -89,13 +111,15 @@ pub struct AuditLog {
     every: Duration,
     /// Serialises checkpoints (timer, record count, shutdown).
     checkpointing: tokio::sync::Mutex<()>,
-    last_covered: Mutex<u64>,
+    /// Each durable checkpoint is stored as the backend's anchor.
+    anchored: bool,
 }
 
 impl AuditLog {
     /// Opens the log: gets (or creates) the audit key, verifies every file, cuts a torn final
-    /// line, feeds every signature on record to `guard`, starts the writer, and writes a start
-    /// checkpoint. A log that fails verification stops signerd from starting.
+    /// line, compares the log with the anchor, feeds every signature on record to `guard`,
+    /// starts the writer, and writes a start checkpoint. A log that fails verification, or is
+    /// behind its anchor (unless `accept_gap`), stops signerd from starting.
     pub async fn open(
         config: &AuditConfig,
         keyring: &Keyring,
@@ -103,31 +127,64 @@ impl AuditLog {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
         let key_id = KeyId::parse(&config.key_id)?;
-        let (key_info, _) = keyring.create_key(&key_id, None).await?;
-        let (_, backend) = keyring.find(&key_id).await?;
-        let backend = backend.clone();
+        let anchored = config.anchor == AnchorMode::Backend;
+        let (key_info, backend, anchor) = audit_key(keyring, &key_id, anchored).await?;
 
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|e| Error::io(format!("audit.dir {}", config.dir.display()), e))?;
-        let files = reader::log_files(&config.dir)
-            .map_err(|e| Error::io(format!("audit.dir {}", config.dir.display()), e))?;
+        let dir_error = |e| Error::io(format!("audit.dir {}", config.dir.display()), e);
+        std::fs::create_dir_all(&config.dir).map_err(dir_error)?;
+        only_regular_files(&config.dir).map_err(dir_error)?;
+        let files = reader::log_files(&config.dir).map_err(dir_error)?;
         let options = WalkOptions {
             audit_key: Some(key_info.public_key.0),
             repair_torn_tail: true,
         };
         let now = record::now_unix();
-        let summary = reader::walk(&files, &options, |_, view| restore_guard(guard, view, now))
-            .map_err(|e| {
-                Error::Config(format!(
-                    "audit log fails verification, refusing to start: {e} (run `signerd audit verify`)"
-                ))
-            })?;
+        let anchor_seq = anchor.map_or(0, |a| a.seq);
+        let mut hash_at_anchor = None;
+        let summary = reader::walk(&files, &options, |line, view| {
+            if line.seq == anchor_seq {
+                hash_at_anchor = Some(line.hash);
+            }
+            restore_guard(guard, view, now)
+        })
+        .map_err(|e| {
+            Error::Config(format!(
+                "audit log fails verification, refusing to start: {e} (run `signerd audit verify`)"
+            ))
+        })?;
         tracing::info!(
             records = summary.records,
             files = summary.files,
             guard_entries = guard.len(),
             "audit log verified"
         );
+        let found = LogFound {
+            head_seq: summary.head_seq,
+            hash_at_anchor,
+            files: summary.files,
+        };
+        let gap = match anchored.then(|| anchor::compare(anchor, &found)) {
+            None | Some(AnchorCheck::Holds) => None,
+            Some(AnchorCheck::NotAnchoredYet) => {
+                tracing::warn!(
+                    head_seq = summary.head_seq,
+                    "the token holds no audit anchor yet (a log from before anchors): anchoring it now"
+                );
+                None
+            }
+            Some(AnchorCheck::Missing(why)) if config.accept_gap => {
+                tracing::warn!(%why, "audit log behind its anchor: gap accepted by --accept-audit-gap");
+                Some((anchor.unwrap_or(AuditAnchor::EMPTY), why))
+            }
+            Some(AnchorCheck::Missing(why)) => {
+                return Err(Error::Config(format!(
+                    "audit log is behind its anchor, refusing to start: {why}. Restore the \
+                     missing files; or, if the loss is known and accepted, start once with \
+                     `signerd serve --accept-audit-gap`, which records a `gap` (and the sequence \
+                     guard forgets what the missing records held)"
+                )));
+            }
+        };
 
         let writer = AuditWriter::start(
             WriterSettings {
@@ -148,7 +205,7 @@ impl AuditLog {
             backend,
             every: Duration::from_secs(config.checkpoint_every_secs),
             checkpointing: tokio::sync::Mutex::new(()),
-            last_covered: Mutex::new(summary.covered_seq),
+            anchored,
         });
         if summary.repaired_bytes > 0 {
             tracing::warn!(
@@ -163,6 +220,18 @@ impl AuditLog {
                 ),
             )
             .await?;
+        }
+        if let Some((anchor, why)) = gap {
+            let record = GapRecord {
+                kind: "gap",
+                time: record::now_rfc3339(),
+                anchored_seq: anchor.seq,
+                anchored_hash: hex::encode(anchor.hash),
+                found_seq: summary.head_seq,
+                found_hash: hex::encode(summary.head_hash),
+                message: format!("accepted by --accept-audit-gap: {why}"),
+            };
+            log.writer.append(record::members(&record)).await?;
         }
         log.event(
             "start",
@@ -192,25 +261,46 @@ impl AuditLog {
         self.writer.append(record::members(&record)).await
     }
 
-    /// Signs the current head with the audit key and appends the checkpoint record.
+    /// Holds the writer, signs a version-2 checkpoint over its head with the audit key, appends
+    /// it as the very next record and, once it is durable, stores it as the anchor.
     pub async fn checkpoint(&self, is_final: bool) -> Result<Appended> {
         let _one_at_a_time = self.checkpointing.lock().await;
-        let head = self.writer.head();
-        let signature = self
-            .backend
-            .sign(&self.key_id, &checkpoint::message(head.seq, &head.hash))
-            .await?;
+        let held = self.writer.hold().await?;
+        let head = held.head();
+        let claim = Claim {
+            seq: head.seq + 1,
+            covers_seq: head.seq,
+            covers_hash: head.hash,
+            is_final,
+            time_ms: record::now_unix_ms(),
+            guard_digest: [0; 32],
+        };
+        // On failure the hold is dropped and the writer goes on without a checkpoint.
+        let signature = self.backend.sign(&self.key_id, &claim.message()).await?;
         let record = CheckpointRecord {
             kind: "checkpoint".into(),
-            time: record::now_rfc3339(),
-            covers_seq: head.seq,
-            covers_hash: hex::encode(head.hash),
+            version: checkpoint::CURRENT_VERSION,
+            time: record::rfc3339_of_ms(claim.time_ms),
+            time_ms: claim.time_ms,
+            covers_seq: claim.covers_seq,
+            covers_hash: hex::encode(claim.covers_hash),
+            guard_digest: hex::encode(claim.guard_digest),
             audit_key: self.key.account_id(),
             signature: hex::encode(signature),
             is_final,
         };
-        let appended = self.writer.append(record::members(&record)).await?;
-        *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = head.seq;
+        let appended = held.append(record::members(&record)).await?;
+        if self.anchored {
+            // Only now: the anchor never points past what is durable, so a crash leaves the
+            // log ahead of its anchor (normal), never behind it (tampering).
+            let anchor = AuditAnchor {
+                seq: appended.seq,
+                hash: appended.hash,
+            };
+            self.backend
+                .store_audit_anchor(&self.key_id, &anchor)
+                .await?;
+        }
         Ok(appended)
     }
 
@@ -244,6 +334,63 @@ impl AuditLog {
         }
         self.writer.close();
     }
+}
+
+/// The audit key, the backend holding it and (when `anchored`) its anchor. A new audit key gets
+/// the empty anchor first, so that "the key exists but has no anchor" only ever means a log from
+/// before anchors, never a crash between creating the key and anchoring.
+async fn audit_key(
+    keyring: &Keyring,
+    key_id: &KeyId,
+    anchored: bool,
+) -> Result<(
+    crate::keys::KeyInfo,
+    Arc<dyn KeyBackend>,
+    Option<AuditAnchor>,
+)> {
+    let existing = match keyring.find(key_id).await {
+        Ok((info, backend)) => Some((info, backend.clone())),
+        Err(Error::KeyNotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let unsupported = |backend: &Arc<dyn KeyBackend>| {
+        Error::Config(format!(
+            "audit.anchor: the audit key {key_id} is in the {} backend, which cannot keep the \
+             anchor; set audit.anchor = \"none\" (see the README's audit section)",
+            backend.name()
+        ))
+    };
+    if let Some((info, backend)) = existing {
+        if !anchored {
+            return Ok((info, backend, None));
+        }
+        if !backend.holds_audit_anchor() {
+            return Err(unsupported(&backend));
+        }
+        let anchor = backend.audit_anchor(key_id).await?;
+        return Ok((info, backend, anchor));
+    }
+    let target = keyring.default_backend();
+    if anchored {
+        if !target.holds_audit_anchor() {
+            return Err(unsupported(target));
+        }
+        target
+            .store_audit_anchor(key_id, &AuditAnchor::EMPTY)
+            .await?;
+    }
+    let (info, _) = keyring.create_key(key_id, None).await?;
+    tracing::info!(key_id = %key_id, public_key = %info.public_key.account_id(), "audit key created");
+    Ok((info, target.clone(), anchored.then_some(AuditAnchor::EMPTY)))
+}
+
+/// Refuses a symlink or any non-regular file in the audit directory: signerd must append to,
+/// and verify, only files that are really there.
+fn only_regular_files(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        reader::regular_file(&entry?.path())?;
+    }
+    Ok(())
 }
 
 /// Feeds one record read at start to the guard: every `signed` SignTransaction decision.

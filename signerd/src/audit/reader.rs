@@ -4,12 +4,12 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::chain::{self, GENESIS, SealedLine};
 use super::checkpoint;
-use super::record::RecordView;
+use super::record::{self, RecordView};
 
 /// The prefix and suffix of rotated log files: `audit-00000001.jsonl`, ...
 pub const FILE_PREFIX: &str = "audit-";
@@ -21,20 +21,49 @@ const RECENT_HASHES: usize = 200_000;
 
 /// The log files under `path` in chain order: `path` itself if it is a file, else its
 /// `audit-*.jsonl` files sorted by name.
+///
+/// A symlink or anything but a regular file among them is an error: a link could make signerd
+/// append to, or a verifier read, a file outside the audit directory.
 pub fn log_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+    if !path.is_dir() {
+        return regular_file(path).map(|()| vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(FILE_PREFIX) && n.ends_with(FILE_SUFFIX))
-        })
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_log = name
+            .to_str()
+            .is_some_and(|n| n.starts_with(FILE_PREFIX) && n.ends_with(FILE_SUFFIX));
+        if is_log {
+            regular_file(&entry.path())?;
+            files.push(entry.path());
+        }
+    }
     files.sort();
     Ok(files)
+}
+
+/// Fails unless `path` is a regular file itself (not a symlink, directory, FIFO or device).
+pub fn regular_file(path: &Path) -> std::io::Result<()> {
+    let kind = std::fs::symlink_metadata(path)?.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    let what = if kind.is_symlink() {
+        "a symlink"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "{} is {what}: an audit directory holds only regular files",
+            path.display()
+        ),
+    ))
 }
 
 /// How to walk.
@@ -47,6 +76,40 @@ pub struct WalkOptions {
     pub repair_torn_tail: bool,
 }
 
+/// A checkpoint the walk checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointSeen {
+    /// The checkpoint record's own seq.
+    pub seq: u64,
+    /// The checkpoint record's own hash.
+    pub hash: [u8; 32],
+    /// 1 or 2.
+    pub version: u8,
+    /// Its `time` member (signed only in version 2).
+    pub time: String,
+    /// Its signed time (version 2 only).
+    pub time_ms: Option<u64>,
+    /// The record it covers.
+    pub covers_seq: u64,
+    /// Its `final` member (signed only in version 2).
+    pub is_final: bool,
+    /// The guard snapshot digest it signs (version 2 only; zeros: none).
+    pub guard_digest: [u8; 32],
+}
+
+/// A `gap` record: an operator accepted a log behind its anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapSeen {
+    /// The gap record's seq.
+    pub seq: u64,
+    /// The checkpoint the backend had anchored.
+    pub anchored_seq: u64,
+    /// The head of the log that was found instead.
+    pub found_seq: u64,
+    /// In words.
+    pub message: String,
+}
+
 /// What a walk found.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -54,18 +117,24 @@ pub struct Summary {
     pub records: u64,
     /// Files read.
     pub files: usize,
+    /// The seq the walk started after (0: the log's beginning; else a trusted checkpoint).
+    pub started_after: u64,
     /// The last record's seq (0 for an empty log).
     pub head_seq: u64,
     /// The last record's hash ([`GENESIS`] for an empty log).
     pub head_hash: [u8; 32],
     /// Checkpoints read.
     pub checkpoints: u64,
+    /// Of those, version-1 checkpoints (whose `final`, time and position are not signed).
+    pub v1_checkpoints: u64,
     /// The highest seq covered by a checkpoint.
     pub covered_seq: u64,
-    /// Time of the last checkpoint.
-    pub last_checkpoint_time: Option<String>,
-    /// The last record is a final checkpoint (written at a clean shutdown).
+    /// The last checkpoint.
+    pub last_checkpoint: Option<CheckpointSeen>,
+    /// The last record is a final checkpoint covering the record before it (a clean shutdown).
     pub sealed: bool,
+    /// Operator-accepted gaps (`gap` records), in log order.
+    pub gaps: Vec<GapSeen>,
     /// Bytes of a torn final line that were cut off (only with `repair_torn_tail`).
     pub repaired_bytes: u64,
 }
@@ -84,18 +153,67 @@ pub struct VerifyError {
     pub reason: String,
 }
 
-/// Walks and verifies `files` in order, calling `visit` for every record that checks out.
+/// Where a walk starts: the log's beginning, or just after a checkpoint already trusted (found
+/// with [`locate`]), so that only what follows it is read.
+#[derive(Clone, Debug)]
+pub struct StartPoint {
+    /// Index in the file list of the file to start in.
+    pub file_index: usize,
+    /// Byte offset in that file of the first record to read.
+    pub offset: u64,
+    /// Lines of that file before `offset`.
+    pub lines_before: u64,
+    /// The record before the first one read: its seq (0 at the beginning)...
+    pub head_seq: u64,
+    /// ...and hash ([`GENESIS`] at the beginning).
+    pub head_hash: [u8; 32],
+    /// The trusted checkpoint itself, when starting after one.
+    pub after: Option<CheckpointSeen>,
+}
+
+impl StartPoint {
+    /// The log's first record.
+    pub fn beginning() -> Self {
+        StartPoint {
+            file_index: 0,
+            offset: 0,
+            lines_before: 0,
+            head_seq: 0,
+            head_hash: GENESIS,
+            after: None,
+        }
+    }
+}
+
+/// Walks and verifies `files` from their beginning, calling `visit` for every record that
+/// checks out.
 pub fn walk(
     files: &[PathBuf],
+    options: &WalkOptions,
+    visit: impl FnMut(&SealedLine, &RecordView),
+) -> Result<Summary, VerifyError> {
+    walk_from(files, &StartPoint::beginning(), options, visit)
+}
+
+/// Walks and verifies `files` from `start`, calling `visit` for every record that checks out.
+pub fn walk_from(
+    files: &[PathBuf],
+    start: &StartPoint,
     options: &WalkOptions,
     mut visit: impl FnMut(&SealedLine, &RecordView),
 ) -> Result<Summary, VerifyError> {
     let mut summary = Summary {
-        head_hash: GENESIS,
+        started_after: start.head_seq,
+        head_seq: start.head_seq,
+        head_hash: start.head_hash,
+        covered_seq: start.after.as_ref().map_or(0, |c| c.covers_seq),
+        last_checkpoint: start.after.clone(),
+        sealed: start.after.as_ref().is_some_and(|c| c.is_final),
         ..Summary::default()
     };
     let mut recent: VecDeque<(u64, [u8; 32])> = VecDeque::new();
-    for (file_index, path) in files.iter().enumerate() {
+    recent.push_back((start.head_seq, start.head_hash));
+    for (file_index, path) in files.iter().enumerate().skip(start.file_index) {
         let is_last_file = file_index + 1 == files.len();
         let fail = |line: u64, seq: Option<u64>, reason: String| VerifyError {
             file: path.clone(),
@@ -103,11 +221,18 @@ pub fn walk(
             seq,
             reason,
         };
-        let file = File::open(path).map_err(|e| fail(0, None, format!("cannot open: {e}")))?;
+        let mut file = File::open(path).map_err(|e| fail(0, None, format!("cannot open: {e}")))?;
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = BufReader::new(file);
-        let mut offset = 0u64;
-        let mut line_no = 0u64;
+        let (mut offset, mut line_no) = if file_index == start.file_index {
+            (start.offset, start.lines_before)
+        } else {
+            (0, 0)
+        };
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| fail(line_no, None, format!("cannot seek: {e}")))?;
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut buf = Vec::new();
         summary.files += 1;
         loop {
@@ -168,14 +293,29 @@ pub fn walk(
             let view: RecordView = serde_json::from_value(sealed.value.clone())
                 .map_err(|e| fail(line_no, seq, format!("unexpected record shape: {e}")))?;
             summary.sealed = false;
-            if view.kind == "checkpoint" {
-                check_checkpoint(&view, &recent, options)
-                    .map_err(|reason| fail(line_no, seq, reason))?;
-                summary.checkpoints += 1;
-                summary.covered_seq = view.covers_seq.unwrap_or(0);
-                summary.last_checkpoint_time = Some(view.time.clone());
-                summary.sealed = view.is_final == Some(true)
-                    && view.covers_seq == Some(sealed.seq.saturating_sub(1));
+            match view.kind.as_str() {
+                "checkpoint" => {
+                    let after_v2 = summary
+                        .last_checkpoint
+                        .as_ref()
+                        .is_some_and(|c| c.version >= 2);
+                    let seen = check_checkpoint(&sealed, &view, &recent, after_v2, options)
+                        .map_err(|reason| fail(line_no, seq, reason))?;
+                    summary.checkpoints += 1;
+                    if seen.version == 1 {
+                        summary.v1_checkpoints += 1;
+                    }
+                    summary.covered_seq = seen.covers_seq;
+                    summary.sealed = seen.is_final && seen.covers_seq + 1 == seen.seq;
+                    summary.last_checkpoint = Some(seen);
+                }
+                "gap" => summary.gaps.push(GapSeen {
+                    seq: sealed.seq,
+                    anchored_seq: view.anchored_seq.unwrap_or(0),
+                    found_seq: view.found_seq.unwrap_or(0),
+                    message: view.message.clone().unwrap_or_default(),
+                }),
+                _ => {}
             }
             visit(&sealed, &view);
             recent.push_back((sealed.seq, sealed.hash));
@@ -190,30 +330,84 @@ pub fn walk(
     Ok(summary)
 }
 
+/// Checks a checkpoint record: what it covers and, with the audit key, its signature.
+///
+/// A version-2 checkpoint must cover the record right before it. A version-1 checkpoint (no
+/// `version` member) is accepted only before the first version-2 one: a log does not switch
+/// back, so a v1 record after a v2 one is a forgery's way around the signed `final` flag.
 fn check_checkpoint(
+    sealed: &SealedLine,
     view: &RecordView,
     recent: &VecDeque<(u64, [u8; 32])>,
+    after_v2: bool,
     options: &WalkOptions,
-) -> Result<(), String> {
+) -> Result<CheckpointSeen, String> {
     let covers_seq = view.covers_seq.ok_or("checkpoint without covers_seq")?;
     let covers_hash = view
         .covers_hash
         .as_deref()
         .and_then(chain::decode_hash)
         .ok_or("checkpoint without covers_hash")?;
-    let actual = recent
-        .iter()
-        .rev()
-        .find(|(seq, _)| *seq == covers_seq)
-        .map(|(_, hash)| *hash)
-        .ok_or_else(|| {
-            format!("checkpoint covers seq {covers_seq}, which is not a recent record")
-        })?;
-    if actual != covers_hash {
-        return Err(format!(
-            "checkpoint covers seq {covers_seq} with a hash that record does not have"
-        ));
-    }
+    let version = view.version.unwrap_or(1);
+    let seen = match version {
+        1 => {
+            if after_v2 {
+                return Err(
+                    "version-1 checkpoint after a version-2 one: a log cannot switch back".into(),
+                );
+            }
+            let actual = recent
+                .iter()
+                .rev()
+                .find(|(seq, _)| *seq == covers_seq)
+                .map(|(_, hash)| *hash)
+                .ok_or_else(|| {
+                    format!("checkpoint covers seq {covers_seq}, which is not a recent record")
+                })?;
+            if actual != covers_hash {
+                return Err(format!(
+                    "checkpoint covers seq {covers_seq} with a hash that record does not have"
+                ));
+            }
+            CheckpointSeen {
+                seq: sealed.seq,
+                hash: sealed.hash,
+                version: 1,
+                time: view.time.clone(),
+                time_ms: None,
+                covers_seq,
+                is_final: view.is_final == Some(true),
+                guard_digest: [0; 32],
+            }
+        }
+        2 => {
+            if covers_seq + 1 != sealed.seq || covers_hash != sealed.prev_hash {
+                return Err(format!(
+                    "checkpoint covers seq {covers_seq}, not the record right before it"
+                ));
+            }
+            let time_ms = view.time_ms.ok_or("checkpoint without time_ms")?;
+            if view.time != record::rfc3339_of_ms(time_ms) {
+                return Err("checkpoint time does not match its signed time_ms".into());
+            }
+            let guard_digest = view
+                .guard_digest
+                .as_deref()
+                .and_then(chain::decode_hash)
+                .ok_or("checkpoint without guard_digest")?;
+            CheckpointSeen {
+                seq: sealed.seq,
+                hash: sealed.hash,
+                version: 2,
+                time: view.time.clone(),
+                time_ms: Some(time_ms),
+                covers_seq,
+                is_final: view.is_final.ok_or("checkpoint without final")?,
+                guard_digest,
+            }
+        }
+        other => return Err(format!("checkpoint version {other} is not known")),
+    };
     if let Some(expected_key) = options.audit_key {
         let key = view
             .audit_key
@@ -228,11 +422,24 @@ fn check_checkpoint(
             .as_deref()
             .and_then(|s| hex::decode(s).ok())
             .ok_or("checkpoint without a signature")?;
-        if !checkpoint::verify(&expected_key, covers_seq, &covers_hash, &signature) {
+        let message = if seen.version == 1 {
+            checkpoint::message_v1(covers_seq, &covers_hash)
+        } else {
+            checkpoint::Claim {
+                seq: seen.seq,
+                covers_seq,
+                covers_hash,
+                is_final: seen.is_final,
+                time_ms: seen.time_ms.unwrap_or_default(),
+                guard_digest: seen.guard_digest,
+            }
+            .message()
+        };
+        if !checkpoint::verify(&expected_key, &message, &signature) {
             return Err("checkpoint signature does not verify with the audit key".to_owned());
         }
     }
-    Ok(())
+    Ok(seen)
 }
 
 fn truncate(path: &Path, len: u64) -> std::io::Result<()> {

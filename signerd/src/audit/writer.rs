@@ -39,6 +39,25 @@ struct Append {
     reply: tokio::sync::oneshot::Sender<std::result::Result<Appended, String>>,
 }
 
+/// What the writer thread is asked to do.
+enum Request {
+    /// Append a record.
+    Append(Append),
+    /// Write everything queued before this, report the head, then append nothing else until
+    /// the holder hands over one record (or lets go): a checkpoint must be the record right
+    /// after the head it covers.
+    Hold(Hold),
+}
+
+struct Hold {
+    granted: tokio::sync::oneshot::Sender<Appended>,
+    then: std::sync::mpsc::Receiver<Append>,
+}
+
+/// How long the writer waits for a holder to hand over its record before it lets go on its
+/// own (a backend that hangs must not stop the log for longer).
+const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// State shared between the writer thread and its handles.
 struct Shared {
     /// The last durable record.
@@ -53,7 +72,7 @@ struct Shared {
 
 /// Appends sealed records to the log directory.
 pub struct AuditWriter {
-    requests: RwLock<Option<crossbeam_channel::Sender<Append>>>,
+    requests: RwLock<Option<crossbeam_channel::Sender<Request>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -81,17 +100,41 @@ impl AuditWriter {
             checkpoint_every: settings.checkpoint_every.max(1),
             checkpoint_due: tokio::sync::Notify::new(),
         });
-        let (requests, queue) = crossbeam_channel::unbounded::<Append>();
+        let (requests, queue) = crossbeam_channel::unbounded::<Request>();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 let mut head = head;
-                while let Ok(first) = queue.recv() {
+                let mut next = None;
+                loop {
+                    let first = match next.take() {
+                        Some(request) => request,
+                        None => match queue.recv() {
+                            Ok(request) => request,
+                            Err(_) => break,
+                        },
+                    };
+                    let first = match first {
+                        Request::Append(append) => append,
+                        Request::Hold(hold) => {
+                            if hold.granted.send(head).is_err() {
+                                continue;
+                            }
+                            match hold.then.recv_timeout(HOLD_TIMEOUT) {
+                                Ok(append) => append,
+                                Err(_) => continue,
+                            }
+                        }
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match queue.try_recv() {
-                            Ok(more) => batch.push(more),
+                            Ok(Request::Append(more)) => batch.push(more),
+                            Ok(hold) => {
+                                next = Some(hold);
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
@@ -116,22 +159,36 @@ impl AuditWriter {
     /// Appends one record (its JSON members) and waits until it is durable.
     pub async fn append(&self, members: String) -> Result<Appended> {
         let (reply, result) = tokio::sync::oneshot::channel();
-        {
-            let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
-            let sender = requests
-                .as_ref()
-                .ok_or_else(|| Error::Unavailable("audit log closed".into()))?;
-            sender
-                .send(Append { members, reply })
-                .map_err(|_| Error::Unavailable("audit log closed".into()))?;
+        self.send(Request::Append(Append { members, reply }))?;
+        outcome(result).await
+    }
+
+    /// Waits until everything queued so far is durable and holds the writer there: the next
+    /// record written is the one handed to [`HeldWriter::append`], right after
+    /// [`HeldWriter::head`]. Requests queue up meanwhile; dropping the hold lets them through.
+    pub async fn hold(&self) -> Result<HeldWriter> {
+        if !self.healthy() {
+            return Err(Error::Unavailable(
+                "audit log cannot be written: an earlier write failed".into(),
+            ));
         }
-        match result.await {
-            Ok(Ok(appended)) => Ok(appended),
-            Ok(Err(why)) => Err(Error::Unavailable(format!(
-                "audit log cannot be written: {why}"
-            ))),
-            Err(_) => Err(Error::Unavailable("audit log closed".into())),
-        }
+        let (granted, head) = tokio::sync::oneshot::channel();
+        let (handover, then) = std::sync::mpsc::channel();
+        self.send(Request::Hold(Hold { granted, then }))?;
+        let head = head
+            .await
+            .map_err(|_| Error::Unavailable("audit log closed".into()))?;
+        Ok(HeldWriter { head, handover })
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
+        let sender = requests
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("audit log closed".into()))?;
+        sender
+            .send(request)
+            .map_err(|_| Error::Unavailable("audit log closed".into()))
     }
 
     /// The last durable record.
@@ -158,6 +215,41 @@ impl AuditWriter {
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// The writer, stopped right after [`HeldWriter::head`] until a record is handed over.
+pub struct HeldWriter {
+    head: Appended,
+    handover: std::sync::mpsc::Sender<Append>,
+}
+
+impl HeldWriter {
+    /// The last durable record: the next one written gets `head().seq + 1`.
+    pub fn head(&self) -> Appended {
+        self.head
+    }
+
+    /// Appends `members` as the record right after [`Self::head`] and waits until it is
+    /// durable; then the writer goes on with what queued up meanwhile.
+    pub async fn append(self, members: String) -> Result<Appended> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.handover
+            .send(Append { members, reply })
+            .map_err(|_| Error::Unavailable("audit log hold timed out or closed".into()))?;
+        outcome(result).await
+    }
+}
+
+async fn outcome(
+    result: tokio::sync::oneshot::Receiver<std::result::Result<Appended, String>>,
+) -> Result<Appended> {
+    match result.await {
+        Ok(Ok(appended)) => Ok(appended),
+        Ok(Err(why)) => Err(Error::Unavailable(format!(
+            "audit log cannot be written: {why}"
+        ))),
+        Err(_) => Err(Error::Unavailable("audit log closed".into())),
     }
 }
 
@@ -237,13 +329,22 @@ impl LogFile {
             .map_err(|e| Error::io(format!("audit.dir {}", dir.display()), e))?
             .last()
             .and_then(|p| file_index(p));
-        Self::open(dir, last.unwrap_or(1))
+        match last {
+            Some(index) => Self::open(dir, index, false),
+            None => Self::open(dir, 1, true),
+        }
     }
 
-    fn open(dir: &Path, index: u64) -> Result<Self> {
+    /// Opens file `index` for appending; `new`: it must not exist yet. A new file is created
+    /// with `O_EXCL`, which also refuses a symlink planted under its name.
+    fn open(dir: &Path, index: u64, new: bool) -> Result<Self> {
         let path = dir.join(file_name(index));
+        if !new {
+            super::reader::regular_file(&path)
+                .map_err(|e| Error::io(format!("audit log {}", path.display()), e))?;
+        }
         let file = OpenOptions::new()
-            .create(true)
+            .create_new(new)
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(format!("opening audit log {}", path.display()), e))?;
@@ -263,7 +364,7 @@ impl LogFile {
         if self.len < settings.rotate_bytes || self.len == 0 {
             return Ok(());
         }
-        let next = Self::open(&self.dir, self.index + 1).map_err(std::io::Error::other)?;
+        let next = Self::open(&self.dir, self.index + 1, true).map_err(std::io::Error::other)?;
         *self = next;
         self.sync_dir().map_err(std::io::Error::other)
     }
