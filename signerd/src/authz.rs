@@ -34,13 +34,18 @@ pub enum Action<'a> {
 
 struct Grant {
     create_keys: bool,
-    blind_sign: bool,
+    /// Keys this identity may blind-sign with (each also needs `keys`).
+    blind_sign: Vec<WildMatch>,
     keys: Vec<WildMatch>,
 }
 
 impl Grant {
     fn covers(&self, key: &KeyId) -> bool {
         self.keys.iter().any(|p| p.matches(key.as_str()))
+    }
+
+    fn may_blind_sign(&self, key: &KeyId) -> bool {
+        self.blind_sign.iter().any(|p| p.matches(key.as_str()))
     }
 }
 
@@ -57,7 +62,7 @@ impl Acl {
             .map(|e| {
                 let grant = Grant {
                     create_keys: e.create_keys,
-                    blind_sign: e.blind_sign,
+                    blind_sign: e.blind_sign.iter().map(|p| WildMatch::new(p)).collect(),
                     keys: e.keys.iter().map(|p| WildMatch::new(p)).collect(),
                 };
                 (e.identity.clone(), grant)
@@ -76,7 +81,7 @@ impl Acl {
             Action::CreateKey(key) if !grant.create_keys => {
                 deny(format!("identity {caller} may not create keys ({key})"))
             }
-            Action::BlindSign(key) if !grant.blind_sign => {
+            Action::BlindSign(key) if !grant.may_blind_sign(key) => {
                 deny(format!("identity {caller} may not blind-sign ({key})"))
             }
             Action::CreateKey(key) | Action::UseKey(key) | Action::BlindSign(key)
@@ -108,13 +113,13 @@ mod tests {
                 identity: "gateway".into(),
                 create_keys: true,
                 keys: vec!["wallet-*".into()],
-                blind_sign: false,
+                blind_sign: Vec::new(),
             },
             AclEntry {
                 identity: "ops".into(),
                 create_keys: false,
-                keys: vec!["ops-?".into()],
-                blind_sign: true,
+                keys: vec!["ops-?".into(), "hot-*".into()],
+                blind_sign: vec!["ops-?".into()],
             },
         ])
     }
@@ -163,6 +168,15 @@ mod tests {
         );
         assert!(
             acl.authorize(&who("ops"), Action::BlindSign(&key("ops-12")))
+                .is_err()
+        );
+        // Blind signing is per key pattern: a key the identity may use is not enough.
+        assert!(
+            acl.authorize(&who("ops"), Action::UseKey(&key("hot-1")))
+                .is_ok()
+        );
+        assert!(
+            acl.authorize(&who("ops"), Action::BlindSign(&key("hot-1")))
                 .is_err()
         );
     }

@@ -251,9 +251,10 @@ pub struct AclEntry {
     /// Glob patterns (`*`, `?`) of key ids this identity may see and sign with.
     #[serde(default)]
     pub keys: Vec<String>,
-    /// May sign bare hashes with its keys (blind signing).
+    /// Glob patterns of the keys this identity may blind-sign with (sign bare hashes); each key
+    /// must also match `keys`. Empty (the default): no blind signing.
     #[serde(default)]
-    pub blind_sign: bool,
+    pub blind_sign: Vec<String>,
 }
 
 /// Logging.
@@ -407,7 +408,13 @@ impl Config {
                     &format!("{bad:?} is not a pattern over [A-Za-z0-9_-*?]"),
                 );
             }
-            if (entry.create_keys || entry.blind_sign) && entry.keys.is_empty() {
+            if let Some(bad) = entry.blind_sign.iter().find(|p| !valid_pattern(p)) {
+                return field(
+                    &format!("acl[{i}].blind_sign"),
+                    &format!("{bad:?} is not a pattern over [A-Za-z0-9_-*?]"),
+                );
+            }
+            if (entry.create_keys || !entry.blind_sign.is_empty()) && entry.keys.is_empty() {
                 return field(
                     &format!("acl[{i}].keys"),
                     "must name the keys that create_keys or blind_sign apply to",
@@ -461,16 +468,24 @@ mod tests {
         let config = Config::parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.server.max_message_bytes, 256 * 1024);
         assert_eq!(config.backend.default, "pkcs11");
-        assert!(!config.acl[0].blind_sign);
+        assert!(config.acl[0].blind_sign.is_empty());
         assert!(
             config.policy.networks.is_empty(),
             "no network is allowed unless configured"
         );
         assert!(config.policy.require_source && config.policy.require_time_bounds);
         assert_eq!(config.policy.max_validity_secs, 300);
-        assert!(!config.policy.allow_account_merge && !config.policy.allow_signer_changes);
+        assert!(!config.policy.allow_sequence_preconditions && !config.policy.allow_signer_changes);
+        assert_eq!(config.policy.operations, crate::policy::DEFAULT_OPERATIONS);
         assert_eq!(config.audit.key_id, "signerd-audit");
         assert!(config.metrics.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let example = include_str!("../../hsm-config/signerd.toml");
+        let config = Config::parse(example).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.policy.operations, crate::policy::DEFAULT_OPERATIONS);
     }
 
     #[test]
@@ -510,6 +525,20 @@ mod tests {
     fn bad_pattern_is_named() {
         let err = error_of(&MINIMAL.replace("wallet-*", "wallet/*"));
         assert!(err.contains("acl[0].keys"), "{err}");
+        let err = error_of(&MINIMAL.replace(
+            "keys = [\"wallet-*\"]",
+            "keys = [\"wallet-*\"]\nblind_sign = [\"ops/*\"]",
+        ));
+        assert!(err.contains("acl[0].blind_sign"), "{err}");
+    }
+
+    #[test]
+    fn blind_sign_is_a_list_of_key_patterns_not_a_switch() {
+        let err = error_of(&MINIMAL.replace(
+            "keys = [\"wallet-*\"]",
+            "keys = [\"wallet-*\"]\nblind_sign = true",
+        ));
+        assert!(err.contains("blind_sign"), "{err}");
     }
 
     #[test]

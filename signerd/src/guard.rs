@@ -1,16 +1,28 @@
-//! The sequence guard: once signerd has signed transaction H for (source account, sequence S), it
-//! refuses to sign a different transaction for the same (account, S). Re-signing H is fine. Time
-//! bounds plus this guard are what make "resubmit the same bytes, never rebuild blindly" safe for
-//! the gateway: two different transactions with the same sequence can never both be signed while
-//! either could still be applied.
+//! The sequence guard: once signerd has signed transaction H with the key of its source account
+//! A at sequence S on network N, it refuses to sign a different transaction that could consume
+//! (N, A, S). Re-signing H is fine. Time bounds plus this guard are what make "resubmit the same
+//! bytes, never rebuild blindly" safe for the gateway: two different transactions for one
+//! sequence can never both be signed while either could still be applied.
+//!
+//! What a transaction can consume is a range of sequence numbers, a [`SequenceClaim`]: usually
+//! just its own sequence S, but a `min_seq_num` M lets it apply anywhere from M + 1 to S (and so
+//! kill a pending transaction at any of them), and a `bump_sequence` of its own source moves the
+//! account to the bump target. Claims of different transactions never overlap.
+//!
+//! Only the transaction source's own key reserves anything (the caller decides that): a key that
+//! is merely an operation source or a fee-bump fee source must not be able to block another
+//! account's sequence numbers.
 //!
 //! Memory stays bounded: an entry whose transaction has a `max_time` is dropped once that time is
 //! past (a transaction can never be applied after its `max_time`, so another one for the same
-//! sequence is then harmless). Entries without a `max_time` (keys whose policy does not require
-//! time bounds) are kept up to `max_entries`, oldest dropped first, with a warning.
+//! sequence is then harmless). Entries are never evicted before that: when the guard holds
+//! `max_entries`, or an identity holds `max_entries_per_identity`, new reservations are refused
+//! instead. Entries without a `max_time` never expire and so count against both caps for good.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::keys::PublicKey;
 
@@ -18,97 +30,184 @@ use crate::keys::PublicKey;
 /// network's ledger close times.
 pub const EXPIRY_MARGIN_SECS: u64 = 60;
 
-/// What the guard says about a (account, sequence, hash) triple.
+/// The sequence numbers of one account on one network a transaction can consume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SequenceClaim {
+    /// The network id (sha256 of the passphrase): the same account has one sequence per network.
+    pub network: [u8; 32],
+    /// The transaction source (the inner source for a fee bump).
+    pub account: PublicKey,
+    /// The lowest sequence the transaction can consume (`min_seq_num` + 1, else its sequence).
+    pub first: i64,
+    /// The highest (its sequence, or a higher `bump_sequence` target of its own source).
+    pub last: i64,
+}
+
+/// The caps that keep the guard's memory bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardLimits {
+    /// Entries held at most, over every identity.
+    pub max_entries: usize,
+    /// Entries one caller identity may hold at most.
+    pub max_entries_per_identity: usize,
+}
+
+/// What the guard says about a claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuardDecision {
-    /// Nothing was signed for this (account, sequence): it is now reserved for this hash.
+    /// Nothing overlapping was signed: the claim is now reserved for this hash.
     Reserved,
     /// This very transaction was signed before; signing it again is fine.
     SameTransaction,
-    /// A different transaction was signed for this (account, sequence).
+    /// A different transaction was signed for an overlapping claim.
     Conflict {
         /// The hash signed before.
         signed: [u8; 32],
+        /// The sequences that transaction claims.
+        first: i64,
+        /// See `first`.
+        last: i64,
+    },
+    /// The guard holds `max_entries` unexpired entries: nothing new can be reserved.
+    Full {
+        /// The cap.
+        limit: usize,
+    },
+    /// The caller identity holds `max_entries_per_identity` unexpired entries.
+    IdentityFull {
+        /// The cap.
+        limit: usize,
     },
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    hash: [u8; 32],
-    /// Unix seconds after which the entry may be dropped; `None`: never expires.
-    expires_at: Option<u64>,
+/// One reservation, as the guard holds it (for snapshots and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardEntry {
+    /// What is reserved.
+    pub claim: SequenceClaim,
+    /// The transaction hash it is reserved for (the inner hash for a fee bump).
+    pub hash: [u8; 32],
+    /// The transaction's `max_time` (Unix seconds); `None`: it never expires.
+    pub max_time: Option<u64>,
+    /// The caller identity the entry counts against.
+    pub identity: String,
 }
 
-type Slot = (PublicKey, i64);
+/// (network, account, first sequence): ordered so that one account's claims on one network are
+/// adjacent and sorted.
+type SlotKey = ([u8; 32], [u8; 32], i64);
+
+#[derive(Clone, Debug)]
+struct Entry {
+    last: i64,
+    hash: [u8; 32],
+    max_time: Option<u64>,
+    identity: Arc<str>,
+}
 
 /// The guard's state. Not synchronised: the caller holds it behind a mutex.
 pub struct SequenceGuard {
-    entries: HashMap<Slot, Entry>,
-    /// Expiring entries by expiry time (min-heap).
-    expiring: BinaryHeap<Reverse<(u64, [u8; 32], i64)>>,
-    /// Non-expiring entries in insertion order.
-    permanent: VecDeque<Slot>,
-    max_entries: usize,
+    /// Disjoint claims, keyed by their first sequence.
+    entries: BTreeMap<SlotKey, Entry>,
+    /// Expiring entries by expiry time (min-heap); stale items are skipped when they come up.
+    expiring: BinaryHeap<Reverse<(u64, SlotKey)>>,
+    /// Entries held per identity; the `Arc` is shared with the entries.
+    per_identity: HashMap<Arc<str>, usize>,
+    limits: GuardLimits,
 }
 
 impl SequenceGuard {
-    /// An empty guard that keeps at most `max_entries` non-expiring entries.
-    pub fn new(max_entries: usize) -> Self {
+    /// An empty guard with these caps.
+    pub fn new(limits: GuardLimits) -> Self {
         SequenceGuard {
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             expiring: BinaryHeap::new(),
-            permanent: VecDeque::new(),
-            max_entries,
+            per_identity: HashMap::new(),
+            limits,
         }
     }
 
-    /// Checks (account, sequence) against `hash` and reserves it when free. `max_time` is the
-    /// transaction's upper time bound (0 or `None`: unbounded); `now` is Unix seconds.
+    /// Checks `claim` against `hash` and reserves it for `identity` when nothing overlapping is
+    /// held and the caps allow. `max_time` is the transaction's upper time bound (0 or `None`:
+    /// unbounded); `now` is Unix seconds.
     pub fn check_and_reserve(
         &mut self,
-        account: PublicKey,
-        sequence: i64,
+        claim: SequenceClaim,
         hash: [u8; 32],
         max_time: Option<u64>,
+        identity: &str,
         now: u64,
     ) -> GuardDecision {
         self.expire(now);
-        let slot = (account, sequence);
-        if let Some(entry) = self.entries.get(&slot) {
+        if let Some((key, entry)) = self.overlapping(&claim) {
             return if entry.hash == hash {
                 GuardDecision::SameTransaction
             } else {
-                GuardDecision::Conflict { signed: entry.hash }
+                GuardDecision::Conflict {
+                    signed: entry.hash,
+                    first: key.2,
+                    last: entry.last,
+                }
             };
         }
-        self.insert(slot, hash, max_time);
+        if self.entries.len() >= self.limits.max_entries {
+            return GuardDecision::Full {
+                limit: self.limits.max_entries,
+            };
+        }
+        if self.per_identity.get(identity).copied().unwrap_or(0)
+            >= self.limits.max_entries_per_identity
+        {
+            return GuardDecision::IdentityFull {
+                limit: self.limits.max_entries_per_identity,
+            };
+        }
+        self.insert(claim, hash, max_time, identity);
         GuardDecision::Reserved
     }
 
     /// Undoes a reservation that was never used (the audit record could not be written).
-    pub fn release(&mut self, account: PublicKey, sequence: i64, hash: [u8; 32]) {
-        let slot = (account, sequence);
-        if self.entries.get(&slot).is_some_and(|e| e.hash == hash) {
-            self.entries.remove(&slot);
-            // Heap and queue entries for the slot are skipped lazily when they come up.
+    pub fn release(&mut self, claim: SequenceClaim, hash: [u8; 32]) {
+        let key = slot_key(&claim);
+        if self.entries.get(&key).is_some_and(|e| e.hash == hash) {
+            self.remove(&key);
+            // A heap item for the slot is skipped when it comes up.
         }
     }
 
     /// Records a signature found in the audit log (rebuilding the guard at start). A later
-    /// record for the same slot replaces an earlier one.
+    /// record replaces earlier overlapping ones; the caps do not apply (what was signed stays
+    /// guarded, whatever the config says now).
     pub fn restore(
         &mut self,
-        account: PublicKey,
-        sequence: i64,
+        claim: SequenceClaim,
         hash: [u8; 32],
         max_time: Option<u64>,
+        identity: &str,
         now: u64,
     ) {
-        let expires_at = expiry(max_time);
-        if expires_at.is_some_and(|t| t < now) {
+        if expiry(max_time).is_some_and(|t| t < now) {
             return;
         }
-        self.insert((account, sequence), hash, max_time);
+        while let Some((key, _)) = self.overlapping(&claim) {
+            self.remove(&key);
+        }
+        self.insert(claim, hash, max_time, identity);
+    }
+
+    /// Every entry held, in (network, account, sequence) order.
+    pub fn entries(&self) -> impl Iterator<Item = GuardEntry> + '_ {
+        self.entries.iter().map(|(key, entry)| GuardEntry {
+            claim: SequenceClaim {
+                network: key.0,
+                account: PublicKey(key.1),
+                first: key.2,
+                last: entry.last,
+            },
+            hash: entry.hash,
+            max_time: entry.max_time,
+            identity: entry.identity.to_string(),
+        })
     }
 
     /// Entries currently held.
@@ -121,50 +220,95 @@ impl SequenceGuard {
         self.entries.is_empty()
     }
 
-    fn insert(&mut self, slot: Slot, hash: [u8; 32], max_time: Option<u64>) {
-        let expires_at = expiry(max_time);
-        self.entries.insert(slot, Entry { hash, expires_at });
-        match expires_at {
-            Some(t) => self.expiring.push(Reverse((t, slot.0.0, slot.1))),
-            None => {
-                self.permanent.push_back(slot);
-                while self.permanent.len() > self.max_entries {
-                    let Some(old) = self.permanent.pop_front() else {
-                        break;
-                    };
-                    if self
-                        .entries
-                        .get(&old)
-                        .is_some_and(|e| e.expires_at.is_none())
-                    {
-                        self.entries.remove(&old);
-                        tracing::warn!(
-                            max_entries = self.max_entries,
-                            "sequence guard full: forgot the oldest transaction without time bounds"
-                        );
-                    }
-                }
+    /// Entries `identity` currently holds.
+    pub fn held_by(&self, identity: &str) -> usize {
+        self.per_identity.get(identity).copied().unwrap_or(0)
+    }
+
+    /// The held claim overlapping `claim`, if any. Held claims are disjoint and sorted, so the
+    /// only candidate is the last one starting at or before `claim.last`.
+    fn overlapping(&self, claim: &SequenceClaim) -> Option<(SlotKey, &Entry)> {
+        let lowest = (claim.network, claim.account.0, i64::MIN);
+        let (key, entry) = self
+            .entries
+            .range((
+                Bound::Included(lowest),
+                Bound::Included(slot_key_at(claim, claim.last)),
+            ))
+            .next_back()?;
+        (entry.last >= claim.first).then_some((*key, entry))
+    }
+
+    fn insert(
+        &mut self,
+        claim: SequenceClaim,
+        hash: [u8; 32],
+        max_time: Option<u64>,
+        identity: &str,
+    ) {
+        let identity: Arc<str> = match self.per_identity.get_key_value(identity) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(identity),
+        };
+        *self.per_identity.entry(identity.clone()).or_insert(0) += 1;
+        let key = slot_key(&claim);
+        if let Some(expires_at) = expiry(max_time) {
+            self.expiring.push(Reverse((expires_at, key)));
+        }
+        let replaced = self.entries.insert(
+            key,
+            Entry {
+                last: claim.last,
+                hash,
+                max_time,
+                identity,
+            },
+        );
+        // Callers remove overlapping entries first; a replaced entry would leave its count.
+        if let Some(old) = replaced {
+            self.uncount(&old.identity);
+        }
+    }
+
+    fn remove(&mut self, key: &SlotKey) {
+        if let Some(old) = self.entries.remove(key) {
+            self.uncount(&old.identity);
+        }
+    }
+
+    fn uncount(&mut self, identity: &Arc<str>) {
+        if let Some(count) = self.per_identity.get_mut(identity) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_identity.remove(identity);
             }
         }
     }
 
     fn expire(&mut self, now: u64) {
-        while let Some(Reverse((expires_at, account, sequence))) = self.expiring.peek().copied() {
+        while let Some(Reverse((expires_at, key))) = self.expiring.peek().copied() {
             if expires_at >= now {
                 break;
             }
             self.expiring.pop();
-            let slot = (PublicKey(account), sequence);
             // Only remove if the live entry is the one this heap item was pushed for.
             if self
                 .entries
-                .get(&slot)
-                .is_some_and(|e| e.expires_at == Some(expires_at))
+                .get(&key)
+                .is_some_and(|e| expiry(e.max_time) == Some(expires_at))
             {
-                self.entries.remove(&slot);
+                self.remove(&key);
             }
         }
     }
+}
+
+fn slot_key(claim: &SequenceClaim) -> SlotKey {
+    slot_key_at(claim, claim.first)
+}
+
+fn slot_key_at(claim: &SequenceClaim, sequence: i64) -> SlotKey {
+    (claim.network, claim.account.0, sequence)
 }
 
 fn expiry(max_time: Option<u64>) -> Option<u64> {
@@ -179,54 +323,128 @@ mod tests {
 
     const A: PublicKey = PublicKey([1; 32]);
     const B: PublicKey = PublicKey([2; 32]);
+    const TESTNET: [u8; 32] = [0xa0; 32];
+    const PUBNET: [u8; 32] = [0xb0; 32];
+
+    fn limits(max_entries: usize, max_entries_per_identity: usize) -> GuardLimits {
+        GuardLimits {
+            max_entries,
+            max_entries_per_identity,
+        }
+    }
+
+    fn at(account: PublicKey, sequence: i64) -> SequenceClaim {
+        range(account, sequence, sequence)
+    }
+
+    fn range(account: PublicKey, first: i64, last: i64) -> SequenceClaim {
+        SequenceClaim {
+            network: TESTNET,
+            account,
+            first,
+            last,
+        }
+    }
 
     #[test]
     fn same_hash_again_is_fine_a_different_hash_conflicts() {
-        let mut guard = SequenceGuard::new(10);
+        let mut guard = SequenceGuard::new(limits(10, 10));
         assert_eq!(
-            guard.check_and_reserve(A, 7, [9; 32], Some(1000), 900),
+            guard.check_and_reserve(at(A, 7), [9; 32], Some(1000), "gw", 900),
             GuardDecision::Reserved
         );
         assert_eq!(
-            guard.check_and_reserve(A, 7, [9; 32], Some(1000), 901),
+            guard.check_and_reserve(at(A, 7), [9; 32], Some(1000), "gw", 901),
             GuardDecision::SameTransaction
         );
         assert_eq!(
-            guard.check_and_reserve(A, 7, [8; 32], Some(1000), 902),
-            GuardDecision::Conflict { signed: [9; 32] }
+            guard.check_and_reserve(at(A, 7), [8; 32], Some(1000), "gw", 902),
+            GuardDecision::Conflict {
+                signed: [9; 32],
+                first: 7,
+                last: 7
+            }
         );
         // Other sequences and other accounts are independent.
         assert_eq!(
-            guard.check_and_reserve(A, 8, [8; 32], Some(1000), 902),
+            guard.check_and_reserve(at(A, 8), [8; 32], Some(1000), "gw", 902),
             GuardDecision::Reserved
         );
         assert_eq!(
-            guard.check_and_reserve(B, 7, [8; 32], Some(1000), 902),
+            guard.check_and_reserve(at(B, 7), [8; 32], Some(1000), "gw", 902),
             GuardDecision::Reserved
         );
+    }
+
+    #[test]
+    fn networks_are_separate_sequence_spaces() {
+        let mut guard = SequenceGuard::new(limits(10, 10));
+        guard.check_and_reserve(at(A, 7), [9; 32], Some(1000), "gw", 900);
+        let mut on_pubnet = at(A, 7);
+        on_pubnet.network = PUBNET;
+        assert_eq!(
+            guard.check_and_reserve(on_pubnet, [8; 32], Some(1000), "gw", 900),
+            GuardDecision::Reserved
+        );
+    }
+
+    #[test]
+    fn a_range_conflicts_with_every_sequence_it_covers() {
+        let mut guard = SequenceGuard::new(limits(10, 10));
+        // S + 1 with min_seq_num S - 1: can consume S and S + 1.
+        assert_eq!(
+            guard.check_and_reserve(range(A, 10, 11), [1; 32], Some(1000), "gw", 900),
+            GuardDecision::Reserved
+        );
+        for sequence in [10, 11] {
+            assert!(matches!(
+                guard.check_and_reserve(at(A, sequence), [2; 32], Some(1000), "gw", 900),
+                GuardDecision::Conflict { signed, .. } if signed == [1; 32]
+            ));
+        }
+        assert!(matches!(
+            guard.check_and_reserve(range(A, 0, 100), [2; 32], Some(1000), "gw", 900),
+            GuardDecision::Conflict { .. }
+        ));
+        // Outside the range: free.
+        assert_eq!(
+            guard.check_and_reserve(at(A, 9), [3; 32], Some(1000), "gw", 900),
+            GuardDecision::Reserved
+        );
+        assert_eq!(
+            guard.check_and_reserve(range(A, 12, i64::MAX), [4; 32], Some(1000), "gw", 900),
+            GuardDecision::Reserved
+        );
+        assert!(matches!(
+            guard.check_and_reserve(at(A, 5_000), [5; 32], Some(1000), "gw", 900),
+            GuardDecision::Conflict { signed, .. } if signed == [4; 32]
+        ));
     }
 
     #[test]
     fn entries_expire_after_max_time_plus_margin() {
-        let mut guard = SequenceGuard::new(10);
-        guard.check_and_reserve(A, 7, [9; 32], Some(1000), 900);
+        let mut guard = SequenceGuard::new(limits(10, 10));
+        guard.check_and_reserve(at(A, 7), [9; 32], Some(1000), "gw", 900);
         let still_guarded = 1000 + EXPIRY_MARGIN_SECS;
         assert!(matches!(
-            guard.check_and_reserve(A, 7, [8; 32], Some(2000), still_guarded),
+            guard.check_and_reserve(at(A, 7), [8; 32], Some(2000), "gw", still_guarded),
             GuardDecision::Conflict { .. }
         ));
         assert_eq!(
-            guard.check_and_reserve(A, 7, [8; 32], Some(2000), still_guarded + 1),
+            guard.check_and_reserve(at(A, 7), [8; 32], Some(2000), "gw", still_guarded + 1),
             GuardDecision::Reserved
         );
+        assert_eq!(guard.held_by("gw"), 1);
     }
 
     #[test]
     fn memory_is_bounded_by_expiry() {
-        let mut guard = SequenceGuard::new(10);
+        let mut guard = SequenceGuard::new(limits(1_000, 1_000));
         for i in 0..10_000u64 {
             let now = 1_000_000 + i;
-            guard.check_and_reserve(A, i as i64, [1; 32], Some(now + 300), now);
+            let decision =
+                guard.check_and_reserve(at(A, i as i64), [1; 32], Some(now + 300), "gw", now);
+            assert_eq!(decision, GuardDecision::Reserved, "{i}");
         }
         assert!(
             guard.len() <= 300 + EXPIRY_MARGIN_SECS as usize + 1,
@@ -237,30 +455,81 @@ mod tests {
     }
 
     #[test]
-    fn unbounded_entries_are_capped_oldest_first() {
-        let mut guard = SequenceGuard::new(3);
-        for seq in 0..5 {
-            guard.check_and_reserve(A, seq, [1; 32], None, 0);
+    fn a_full_guard_refuses_and_never_evicts() {
+        let mut guard = SequenceGuard::new(limits(3, 10));
+        for sequence in 0..3 {
+            assert_eq!(
+                guard.check_and_reserve(at(A, sequence), [1; 32], None, "gw", 0),
+                GuardDecision::Reserved
+            );
         }
-        assert_eq!(guard.len(), 3);
         assert_eq!(
-            guard.check_and_reserve(A, 0, [2; 32], None, 0),
-            GuardDecision::Reserved
+            guard.check_and_reserve(at(A, 3), [1; 32], None, "gw", 0),
+            GuardDecision::Full { limit: 3 }
         );
+        // Nothing was forgotten: the oldest entry still conflicts.
         assert!(matches!(
-            guard.check_and_reserve(A, 4, [2; 32], None, 0),
+            guard.check_and_reserve(at(A, 0), [2; 32], None, "gw", 0),
             GuardDecision::Conflict { .. }
         ));
+        assert_eq!(
+            guard.check_and_reserve(at(A, 0), [1; 32], None, "gw", 0),
+            GuardDecision::SameTransaction
+        );
+        assert_eq!(guard.len(), 3);
+    }
+
+    #[test]
+    fn each_identity_has_its_own_cap() {
+        let mut guard = SequenceGuard::new(limits(10, 2));
+        for sequence in 0..2 {
+            guard.check_and_reserve(at(A, sequence), [1; 32], Some(1000), "noisy", 900);
+        }
+        assert_eq!(
+            guard.check_and_reserve(at(A, 2), [1; 32], Some(1000), "noisy", 900),
+            GuardDecision::IdentityFull { limit: 2 }
+        );
+        assert_eq!(
+            guard.check_and_reserve(at(B, 0), [1; 32], Some(1000), "quiet", 900),
+            GuardDecision::Reserved
+        );
+        // Expiry gives the noisy identity its room back.
+        assert_eq!(
+            guard.check_and_reserve(
+                at(A, 2),
+                [1; 32],
+                Some(2000),
+                "noisy",
+                1000 + EXPIRY_MARGIN_SECS + 1
+            ),
+            GuardDecision::Reserved
+        );
+        assert_eq!(guard.held_by("noisy"), 1);
     }
 
     #[test]
     fn release_frees_an_unused_reservation() {
-        let mut guard = SequenceGuard::new(10);
-        guard.check_and_reserve(A, 7, [9; 32], Some(1000), 900);
-        guard.release(A, 7, [9; 32]);
+        let mut guard = SequenceGuard::new(limits(10, 10));
+        guard.check_and_reserve(at(A, 7), [9; 32], Some(1000), "gw", 900);
+        guard.release(at(A, 7), [9; 32]);
+        assert_eq!(guard.held_by("gw"), 0);
         assert_eq!(
-            guard.check_and_reserve(A, 7, [8; 32], Some(1000), 900),
+            guard.check_and_reserve(at(A, 7), [8; 32], Some(1000), "gw", 900),
             GuardDecision::Reserved
         );
+    }
+
+    #[test]
+    fn restore_lets_the_later_record_win_and_ignores_the_caps() {
+        let mut guard = SequenceGuard::new(limits(1, 1));
+        guard.restore(at(A, 7), [1; 32], Some(1000), "gw", 900);
+        guard.restore(range(A, 6, 7), [2; 32], Some(1000), "gw", 900);
+        guard.restore(at(A, 8), [3; 32], None, "gw", 900);
+        guard.restore(at(A, 9), [4; 32], Some(10), "gw", 900); // long expired
+        let held: Vec<GuardEntry> = guard.entries().collect();
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert_eq!(held[0].hash, [2; 32]);
+        assert_eq!((held[0].claim.first, held[0].claim.last), (6, 7));
+        assert_eq!(guard.held_by("gw"), 2);
     }
 }

@@ -10,7 +10,8 @@ use wildmatch::WildMatch;
 
 use crate::keys::{KeyId, PublicKey};
 use crate::stellar::{
-    NetworkPassphrase, ParsedTransaction, all_operation_type_names, operation_type_name,
+    NetworkPassphrase, ParsedTransaction, SignedPayload, all_operation_type_names,
+    operation_type_name,
 };
 
 /// The rule behind a refusal; its name appears in responses, audit records and metrics.
@@ -20,14 +21,22 @@ pub enum Rule {
     Acl,
     /// The network passphrase is not allowed for the key.
     Network,
-    /// The key is not a source of the transaction, an operation, or the fee bump.
+    /// The transaction source or an operation's effective source is not the key's own account
+    /// (nor one the key's policy lists), and the key is not the fee source of a fee bump.
     Source,
     /// Time bounds missing, too far ahead, or already past.
     TimeBounds,
     /// An operation type the key may not sign.
     OperationType,
-    /// A different transaction was already signed for this (account, sequence).
+    /// The fee the signature commits to is above the key's `max_fee_stroops`.
+    Fee,
+    /// `min_seq_num`, `min_seq_age` or `min_seq_ledger_gap`, which the key may not use.
+    Preconditions,
+    /// A different transaction was already signed for these (network, account, sequences).
     SequenceGuard,
+    /// The sequence guard, or the caller's share of it, is full: nothing new can be reserved
+    /// until entries expire.
+    GuardFull,
     /// A velocity cap (per identity or per key) was exceeded.
     Velocity,
     /// The key is reserved (the audit key).
@@ -43,7 +52,10 @@ impl Rule {
             Rule::Source => "source",
             Rule::TimeBounds => "time_bounds",
             Rule::OperationType => "operation_type",
+            Rule::Fee => "fee",
+            Rule::Preconditions => "preconditions",
             Rule::SequenceGuard => "sequence_guard",
+            Rule::GuardFull => "guard_full",
             Rule::Velocity => "velocity",
             Rule::ReservedKey => "reserved_key",
         }
@@ -81,6 +93,16 @@ impl fmt::Display for Denial {
     }
 }
 
+/// The operation types every key may sign unless its policy says otherwise: they move value out
+/// of the key's own account and nothing else. Anything else (offers, `bump_sequence`, claimable
+/// balances, sponsorship, liquidity pools, `invoke_host_function`, ...) must be listed.
+pub const DEFAULT_OPERATIONS: [&str; 4] = [
+    "payment",
+    "path_payment_strict_receive",
+    "path_payment_strict_send",
+    "create_account",
+];
+
 /// `[policy]`: the defaults for every key, and per-key overrides.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -88,25 +110,40 @@ pub struct PolicyConfig {
     /// Network passphrases keys may sign for. Empty: no transaction can be signed.
     #[serde(default)]
     pub networks: Vec<String>,
-    /// The key must be the transaction source, an operation source, or the fee-bump source.
+    /// The transaction source and every operation's effective source must be the key's own
+    /// account or one of `accounts`; the fee source of a fee bump may wrap any transaction.
     #[serde(default = "yes")]
     pub require_source: bool,
+    /// Other accounts (G...) the key may act for: as transaction source or operation source
+    /// (accounts where the key is a signer). Empty: only its own account.
+    #[serde(default)]
+    pub accounts: Vec<String>,
     /// Time bounds with a `max_time` are required.
     #[serde(default = "yes")]
     pub require_time_bounds: bool,
     /// `max_time` may be at most this many seconds ahead of now.
     #[serde(default = "default_max_validity")]
     pub max_validity_secs: u64,
-    /// Operation types allowed (snake_case, e.g. `payment`); empty: every type, except the
-    /// guarded ones below unless enabled.
-    #[serde(default)]
+    /// Operation types allowed (snake_case, e.g. `payment`). Default: [`DEFAULT_OPERATIONS`].
+    #[serde(default = "default_operations")]
     pub operations: Vec<String>,
-    /// Allow `set_options` that change signers, the master weight or thresholds.
+    /// Allow `set_options` that change signers, the master weight or thresholds (when
+    /// `set_options` is listed at all).
     #[serde(default)]
     pub allow_signer_changes: bool,
-    /// Allow `account_merge`.
+    /// Allow the sequence preconditions `min_seq_num`, `min_seq_age` and `min_seq_ledger_gap`.
+    /// The sequence guard then reserves every sequence a `min_seq_num` lets the transaction
+    /// consume.
     #[serde(default)]
-    pub allow_account_merge: bool,
+    pub allow_sequence_preconditions: bool,
+    /// The highest fee (stroops) a signature may commit to: the transaction's fee, or the outer
+    /// fee for the fee source of a fee bump.
+    #[serde(default = "default_max_fee")]
+    pub max_fee_stroops: u64,
+    /// Sequence-guard entries one caller identity may hold at once; beyond it that identity's
+    /// new transactions are refused (`guard_full`) until its entries expire.
+    #[serde(default = "default_guard_per_identity")]
+    pub guard_max_entries_per_identity: usize,
     /// Overrides for keys matching a pattern; the first match wins.
     #[serde(default)]
     pub keys: Vec<KeyPolicyConfig>,
@@ -117,18 +154,21 @@ impl Default for PolicyConfig {
         PolicyConfig {
             networks: Vec::new(),
             require_source: true,
+            accounts: Vec::new(),
             require_time_bounds: true,
             max_validity_secs: default_max_validity(),
-            operations: Vec::new(),
+            operations: default_operations(),
             allow_signer_changes: false,
-            allow_account_merge: false,
+            allow_sequence_preconditions: false,
+            max_fee_stroops: default_max_fee(),
+            guard_max_entries_per_identity: default_guard_per_identity(),
             keys: Vec::new(),
         }
     }
 }
 
 /// `[[policy.keys]]`: overrides for the keys matching `pattern`. Unset fields keep the default.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPolicyConfig {
     /// Glob pattern (`*`, `?`) over key ids.
@@ -137,6 +177,8 @@ pub struct KeyPolicyConfig {
     pub networks: Option<Vec<String>>,
     /// See [`PolicyConfig::require_source`].
     pub require_source: Option<bool>,
+    /// See [`PolicyConfig::accounts`].
+    pub accounts: Option<Vec<String>>,
     /// See [`PolicyConfig::require_time_bounds`].
     pub require_time_bounds: Option<bool>,
     /// See [`PolicyConfig::max_validity_secs`].
@@ -145,8 +187,10 @@ pub struct KeyPolicyConfig {
     pub operations: Option<Vec<String>>,
     /// See [`PolicyConfig::allow_signer_changes`].
     pub allow_signer_changes: Option<bool>,
-    /// See [`PolicyConfig::allow_account_merge`].
-    pub allow_account_merge: Option<bool>,
+    /// See [`PolicyConfig::allow_sequence_preconditions`].
+    pub allow_sequence_preconditions: Option<bool>,
+    /// See [`PolicyConfig::max_fee_stroops`].
+    pub max_fee_stroops: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -155,45 +199,91 @@ fn yes() -> bool {
 fn default_max_validity() -> u64 {
     300
 }
+fn default_operations() -> Vec<String> {
+    DEFAULT_OPERATIONS
+        .iter()
+        .map(|op| (*op).to_owned())
+        .collect()
+}
+fn default_max_fee() -> u64 {
+    // 0.1 XLM: a hundred operations at 10 000 stroops each, far above normal surge pricing.
+    1_000_000
+}
+fn default_guard_per_identity() -> usize {
+    250_000
+}
+
+/// The rules of one table, the default or an override, as checked at load.
+struct RuleFields<'a> {
+    networks: &'a [String],
+    accounts: &'a [String],
+    operations: Option<&'a [String]>,
+    max_validity_secs: Option<u64>,
+    max_fee_stroops: Option<u64>,
+}
+
+impl RuleFields<'_> {
+    fn check(&self, prefix: &str, known: &[String]) -> Result<(), String> {
+        for (i, network) in self.networks.iter().enumerate() {
+            NetworkPassphrase::parse(network).map_err(|e| format!("{prefix}networks[{i}]: {e}"))?;
+        }
+        for (i, account) in self.accounts.iter().enumerate() {
+            parse_account(account).map_err(|e| format!("{prefix}accounts[{i}]: {e}"))?;
+        }
+        if let Some(operations) = self.operations {
+            if operations.is_empty() {
+                return Err(format!(
+                    "{prefix}operations: must list at least one operation type"
+                ));
+            }
+            if let Some(op) = operations.iter().find(|op| !known.contains(op)) {
+                return Err(format!("{prefix}operations: unknown operation type {op:?}"));
+            }
+        }
+        if self.max_validity_secs == Some(0) {
+            return Err(format!("{prefix}max_validity_secs: must be positive"));
+        }
+        if self.max_fee_stroops == Some(0) {
+            return Err(format!("{prefix}max_fee_stroops: must be positive"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_account(account: &str) -> Result<PublicKey, String> {
+    stellar_strkey::ed25519::PublicKey::from_string(account)
+        .map(|key| PublicKey(key.0))
+        .map_err(|_| format!("{account:?} is not a G... account id"))
+}
 
 impl PolicyConfig {
     /// Checks the section; errors name the field.
     pub fn check(&self) -> Result<(), String> {
         let known = all_operation_type_names();
-        let check_rules = |prefix: &str,
-                           networks: &[String],
-                           operations: &[String],
-                           max_validity: u64|
-         -> Result<(), String> {
-            for (i, network) in networks.iter().enumerate() {
-                NetworkPassphrase::parse(network)
-                    .map_err(|e| format!("{prefix}networks[{i}]: {e}"))?;
-            }
-            if let Some(op) = operations.iter().find(|op| !known.contains(op)) {
-                return Err(format!("{prefix}operations: unknown operation type {op:?}"));
-            }
-            if max_validity == 0 {
-                return Err(format!("{prefix}max_validity_secs: must be positive"));
-            }
-            Ok(())
-        };
-        check_rules(
-            "policy.",
-            &self.networks,
-            &self.operations,
-            self.max_validity_secs,
-        )?;
+        RuleFields {
+            networks: &self.networks,
+            accounts: &self.accounts,
+            operations: Some(&self.operations),
+            max_validity_secs: Some(self.max_validity_secs),
+            max_fee_stroops: Some(self.max_fee_stroops),
+        }
+        .check("policy.", &known)?;
+        if self.guard_max_entries_per_identity == 0 {
+            return Err("policy.guard_max_entries_per_identity: must be positive".into());
+        }
         for (i, key) in self.keys.iter().enumerate() {
             let prefix = format!("policy.keys[{i}].");
             if key.pattern.is_empty() {
                 return Err(format!("{prefix}pattern: must not be empty"));
             }
-            check_rules(
-                &prefix,
-                key.networks.as_deref().unwrap_or_default(),
-                key.operations.as_deref().unwrap_or_default(),
-                key.max_validity_secs.unwrap_or(1),
-            )?;
+            RuleFields {
+                networks: key.networks.as_deref().unwrap_or_default(),
+                accounts: key.accounts.as_deref().unwrap_or_default(),
+                operations: key.operations.as_deref(),
+                max_validity_secs: key.max_validity_secs,
+                max_fee_stroops: key.max_fee_stroops,
+            }
+            .check(&prefix, &known)?;
         }
         Ok(())
     }
@@ -204,11 +294,13 @@ impl PolicyConfig {
 pub struct Policy {
     networks: Vec<String>,
     require_source: bool,
+    accounts: Vec<PublicKey>,
     require_time_bounds: bool,
     max_validity_secs: u64,
     operations: Vec<String>,
     allow_signer_changes: bool,
-    allow_account_merge: bool,
+    allow_sequence_preconditions: bool,
+    max_fee_stroops: u64,
 }
 
 /// Every key's policy, compiled once from the config.
@@ -217,17 +309,24 @@ pub struct PolicySet {
     overrides: Vec<(WildMatch, Policy)>,
 }
 
+/// Parses account ids already checked by [`PolicyConfig::check`].
+fn accounts(list: &[String]) -> Vec<PublicKey> {
+    list.iter().filter_map(|a| parse_account(a).ok()).collect()
+}
+
 impl PolicySet {
     /// Compiles `[policy]` (already checked).
     pub fn new(config: &PolicyConfig) -> Self {
         let default = Policy {
             networks: config.networks.clone(),
             require_source: config.require_source,
+            accounts: accounts(&config.accounts),
             require_time_bounds: config.require_time_bounds,
             max_validity_secs: config.max_validity_secs,
             operations: config.operations.clone(),
             allow_signer_changes: config.allow_signer_changes,
-            allow_account_merge: config.allow_account_merge,
+            allow_sequence_preconditions: config.allow_sequence_preconditions,
+            max_fee_stroops: config.max_fee_stroops,
         };
         let overrides = config
             .keys
@@ -239,6 +338,11 @@ impl PolicySet {
                         .clone()
                         .unwrap_or_else(|| default.networks.clone()),
                     require_source: k.require_source.unwrap_or(default.require_source),
+                    accounts: k
+                        .accounts
+                        .as_deref()
+                        .map(accounts)
+                        .unwrap_or_else(|| default.accounts.clone()),
                     require_time_bounds: k
                         .require_time_bounds
                         .unwrap_or(default.require_time_bounds),
@@ -250,9 +354,10 @@ impl PolicySet {
                     allow_signer_changes: k
                         .allow_signer_changes
                         .unwrap_or(default.allow_signer_changes),
-                    allow_account_merge: k
-                        .allow_account_merge
-                        .unwrap_or(default.allow_account_merge),
+                    allow_sequence_preconditions: k
+                        .allow_sequence_preconditions
+                        .unwrap_or(default.allow_sequence_preconditions),
+                    max_fee_stroops: k.max_fee_stroops.unwrap_or(default.max_fee_stroops),
                 };
                 (WildMatch::new(&k.pattern), policy)
             })
@@ -285,75 +390,122 @@ impl Policy {
                 format!("network {:?} is not allowed for this key", network.as_str()),
             ));
         }
-        if self.require_source {
-            let involved = tx.source == *key
-                || tx.fee_source == Some(*key)
-                || tx.operation_sources().any(|s| s == *key);
-            if !involved {
-                return Err(Denial::new(
-                    Rule::Source,
-                    "the key is not the source of the transaction, of an operation, or of the fee bump",
-                ));
-            }
+        // The fee source of a fee bump signs only the outer transaction: it pays the fee and
+        // authorizes nothing inside, so it may wrap any inner transaction (its fee is capped
+        // below). Everyone else signs the (inner) transaction and answers for all of it.
+        let pays_fee_only = tx.payload_for(key).0 == SignedPayload::FeeBump;
+        if self.require_source && !pays_fee_only {
+            self.check_sources(tx, key)?;
         }
         if self.require_time_bounds {
-            let max_time = match tx.time_bounds() {
-                None | Some((_, 0)) => {
-                    return Err(Denial::new(
-                        Rule::TimeBounds,
-                        "time bounds with a max_time are required",
-                    ));
-                }
-                Some((_, max_time)) => max_time,
-            };
-            if max_time <= now {
-                return Err(Denial::new(
-                    Rule::TimeBounds,
-                    format!("max_time {max_time} is already past (now {now})"),
-                ));
-            }
-            if max_time > now.saturating_add(self.max_validity_secs) {
-                return Err(Denial::new(
-                    Rule::TimeBounds,
-                    format!(
-                        "max_time {max_time} is more than {} s ahead (now {now})",
-                        self.max_validity_secs
-                    ),
-                ));
-            }
+            self.check_time_bounds(tx, now)?;
         }
-        for (i, op) in tx.operations().iter().enumerate() {
-            // The name is only needed against an allowlist: no allocation per operation otherwise.
-            if !self.operations.is_empty() {
-                let name = operation_type_name(&op.body);
-                if !self.operations.contains(&name) {
-                    return Err(Denial::new(
-                        Rule::OperationType,
-                        format!("operation {i} ({name}) is not allowed for this key"),
-                    ));
-                }
+        let fee = tx.fee_for(key);
+        if u64::try_from(fee).is_ok_and(|fee| fee > self.max_fee_stroops) {
+            return Err(Denial::new(
+                Rule::Fee,
+                format!(
+                    "fee {fee} stroops is above this key's max_fee_stroops {}",
+                    self.max_fee_stroops
+                ),
+            ));
+        }
+        if pays_fee_only {
+            return Ok(());
+        }
+        let preconditions = tx.sequence_preconditions();
+        if preconditions.any() && !self.allow_sequence_preconditions {
+            return Err(Denial::new(
+                Rule::Preconditions,
+                format!(
+                    "min_seq_num {:?}, min_seq_age {} or min_seq_ledger_gap {} is set; this key may not use sequence preconditions",
+                    preconditions.min_seq_num,
+                    preconditions.min_seq_age,
+                    preconditions.min_seq_ledger_gap
+                ),
+            ));
+        }
+        self.check_operations(tx)
+    }
+
+    /// The transaction source and every operation's effective source (muxed ids normalised to
+    /// their account) are the key's own account or one the policy lists.
+    fn check_sources(&self, tx: &ParsedTransaction, key: &PublicKey) -> Result<(), Denial> {
+        let allowed = |account: &PublicKey| account == key || self.accounts.contains(account);
+        if !allowed(&tx.source) {
+            return Err(Denial::new(
+                Rule::Source,
+                format!(
+                    "the transaction source {} is not this key's account, nor one its policy lists",
+                    tx.source.account_id()
+                ),
+            ));
+        }
+        if let Some((i, source)) = tx
+            .effective_operation_sources()
+            .enumerate()
+            .find(|(_, source)| !allowed(source))
+        {
+            return Err(Denial::new(
+                Rule::Source,
+                format!(
+                    "operation {i} acts for {}, which is not this key's account, nor one its policy lists",
+                    source.account_id()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_time_bounds(&self, tx: &ParsedTransaction, now: u64) -> Result<(), Denial> {
+        let max_time = match tx.time_bounds() {
+            None | Some((_, 0)) => {
+                return Err(Denial::new(
+                    Rule::TimeBounds,
+                    "time bounds with a max_time are required",
+                ));
             }
-            match &op.body {
-                OperationBody::SetOptions(set) if !self.allow_signer_changes => {
-                    let changes_authority = set.signer.is_some()
-                        || set.master_weight.is_some()
-                        || set.low_threshold.is_some()
-                        || set.med_threshold.is_some()
-                        || set.high_threshold.is_some();
-                    if changes_authority {
-                        return Err(Denial::new(
-                            Rule::OperationType,
-                            format!("operation {i} (set_options) changes signers or thresholds"),
-                        ));
-                    }
-                }
-                OperationBody::AccountMerge(_) if !self.allow_account_merge => {
+            Some((_, max_time)) => max_time,
+        };
+        if max_time <= now {
+            return Err(Denial::new(
+                Rule::TimeBounds,
+                format!("max_time {max_time} is already past (now {now})"),
+            ));
+        }
+        if max_time > now.saturating_add(self.max_validity_secs) {
+            return Err(Denial::new(
+                Rule::TimeBounds,
+                format!(
+                    "max_time {max_time} is more than {} s ahead (now {now})",
+                    self.max_validity_secs
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_operations(&self, tx: &ParsedTransaction) -> Result<(), Denial> {
+        for (i, op) in tx.operations().iter().enumerate() {
+            let name = operation_type_name(&op.body);
+            if !self.operations.contains(&name) {
+                return Err(Denial::new(
+                    Rule::OperationType,
+                    format!("operation {i} ({name}) is not allowed for this key"),
+                ));
+            }
+            if let OperationBody::SetOptions(set) = &op.body {
+                let changes_authority = set.signer.is_some()
+                    || set.master_weight.is_some()
+                    || set.low_threshold.is_some()
+                    || set.med_threshold.is_some()
+                    || set.high_threshold.is_some();
+                if changes_authority && !self.allow_signer_changes {
                     return Err(Denial::new(
                         Rule::OperationType,
-                        format!("operation {i} (account_merge) is not allowed for this key"),
+                        format!("operation {i} (set_options) changes signers or thresholds"),
                     ));
                 }
-                _ => {}
             }
         }
         Ok(())
@@ -378,22 +530,57 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_operation_list_is_refused_at_load() {
+        let config = PolicyConfig {
+            keys: vec![KeyPolicyConfig {
+                pattern: "x-*".into(),
+                operations: Some(Vec::new()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = config.check().err().unwrap_or_default();
+        assert!(err.contains("policy.keys[0].operations"), "{err}");
+    }
+
+    #[test]
     fn bad_override_is_named_by_index() {
         let config = PolicyConfig {
             keys: vec![KeyPolicyConfig {
                 pattern: "x-*".into(),
                 networks: Some(vec![String::new()]),
-                require_source: None,
-                require_time_bounds: None,
-                max_validity_secs: None,
-                operations: None,
-                allow_signer_changes: None,
-                allow_account_merge: None,
+                ..Default::default()
             }],
             ..Default::default()
         };
         let err = config.check().err().unwrap_or_default();
         assert!(err.contains("policy.keys[0].networks[0]"), "{err}");
+        let config = PolicyConfig {
+            keys: vec![KeyPolicyConfig {
+                pattern: "x-*".into(),
+                accounts: Some(vec!["not-an-account".into()]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = config.check().err().unwrap_or_default();
+        assert!(err.contains("policy.keys[0].accounts[0]"), "{err}");
+        let config = PolicyConfig {
+            max_fee_stroops: 0,
+            ..Default::default()
+        };
+        let err = config.check().err().unwrap_or_default();
+        assert!(err.contains("policy.max_fee_stroops"), "{err}");
+    }
+
+    #[test]
+    fn the_default_operation_set_is_an_allowlist_of_payments() {
+        let config = PolicyConfig::default();
+        assert!(config.check().is_ok());
+        let policy = PolicySet::new(&config);
+        let wallet = policy.for_key(&KeyId::parse("wallet-1").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(wallet.operations, DEFAULT_OPERATIONS);
+        assert!(!wallet.allow_sequence_preconditions);
     }
 
     #[test]
@@ -404,21 +591,18 @@ mod tests {
         };
         config.keys.push(KeyPolicyConfig {
             pattern: "treasury-*".into(),
-            networks: None,
-            require_source: None,
-            require_time_bounds: None,
             max_validity_secs: Some(60),
-            operations: None,
-            allow_signer_changes: None,
-            allow_account_merge: Some(true),
+            operations: Some(vec!["account_merge".into()]),
+            ..Default::default()
         });
         let set = PolicySet::new(&config);
         let treasury = set.for_key(&KeyId::parse("treasury-1").unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(treasury.max_validity_secs, 60);
-        assert!(treasury.allow_account_merge);
+        assert_eq!(treasury.operations, ["account_merge"]);
         assert_eq!(treasury.networks, ["A"]);
+        assert_eq!(treasury.max_fee_stroops, default_max_fee());
         let wallet = set.for_key(&KeyId::parse("wallet-1").unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(wallet.max_validity_secs, 300);
-        assert!(!wallet.allow_account_merge);
+        assert_eq!(wallet.operations, DEFAULT_OPERATIONS);
     }
 }

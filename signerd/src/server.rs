@@ -21,7 +21,7 @@ use crate::backend::pkcs11::Pkcs11Backend;
 use crate::backend::{KeyBackend, Keyring};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::guard::SequenceGuard;
+use crate::guard::{GuardLimits, SequenceGuard};
 use crate::limits::VelocityCaps;
 use crate::metrics::{BackendLabels, Metrics};
 use crate::policy::PolicySet;
@@ -69,7 +69,10 @@ impl Signerd {
         let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
         let acl = Arc::new(Acl::new(&config.acl));
         let metrics = Metrics::new();
-        let mut guard = SequenceGuard::new(config.audit.guard_max_entries);
+        let mut guard = SequenceGuard::new(GuardLimits {
+            max_entries: config.audit.guard_max_entries,
+            max_entries_per_identity: config.policy.guard_max_entries_per_identity,
+        });
         let audit = AuditLog::open(&config.audit, &keyring, &mut guard, metrics.clone()).await?;
         tracing::info!(
             audit_key = %audit.public_key().account_id(),

@@ -89,7 +89,7 @@ impl SignerService {
             })
             .inc();
         let code = match denial.rule {
-            Rule::Velocity => Code::ResourceExhausted,
+            Rule::Velocity | Rule::GuardFull => Code::ResourceExhausted,
             _ => Code::PermissionDenied,
         };
         Status::new(code, denial.to_string())
@@ -233,6 +233,15 @@ fn describe_transaction(
     record.fee_source = tx.fee_source.map(|k| k.account_id());
     record.max_time = tx.time_bounds().map(|(_, max)| max).filter(|m| *m > 0);
     record.operations = Some(tx.operation_summaries());
+}
+
+/// "sequence S" or "sequences F..=L", for refusals.
+fn describe_range(first: i64, last: i64) -> String {
+    if first == last {
+        format!("sequence {first}")
+    } else {
+        format!("sequences {first}..={last}")
+    }
 }
 
 /// The caller's request id when it sent a sane one, else a fresh one.
@@ -390,32 +399,72 @@ impl Signer for SignerService {
         let (payload, signed_hash) = tx.payload_for(&key.public_key);
         record.signed_hash = Some(hex::encode(signed_hash));
 
-        let max_time = tx.time_bounds().map(|(_, max)| max);
+        // Only the transaction source's own key reserves its sequence numbers: a key that is
+        // merely an operation source or the fee source of a fee bump must not be able to block
+        // another account's transactions.
+        let reservation = (tx.source == key.public_key).then(|| tx.sequence_claim());
         let guarded = tx.sequence_hash();
-        let decision = self
-            .guard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check_and_reserve(tx.source, tx.sequence, guarded, max_time, now);
-        if let GuardDecision::Conflict { signed } = decision {
-            let denial = Denial::new(
-                Rule::SequenceGuard,
-                format!(
-                    "sequence {} of {} was already signed for transaction {}",
-                    tx.sequence,
-                    tx.source.account_id(),
-                    hex::encode(signed)
-                ),
-            );
-            return Err(self.deny(&ctx, record, denial).await);
+        let mut reserved = false;
+        if let Some(claim) = reservation {
+            let max_time = tx.time_bounds().map(|(_, max)| max);
+            let decision = self
+                .guard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check_and_reserve(claim, guarded, max_time, &ctx.caller.0, now);
+            let denial = match decision {
+                GuardDecision::Reserved => {
+                    reserved = true;
+                    None
+                }
+                GuardDecision::SameTransaction => None,
+                GuardDecision::Conflict {
+                    signed,
+                    first,
+                    last,
+                } => Some(Denial::new(
+                    Rule::SequenceGuard,
+                    format!(
+                        "{} of {} {} already signed for transaction {}",
+                        describe_range(claim.first, claim.last),
+                        claim.account.account_id(),
+                        if (first, last) == (claim.first, claim.last) {
+                            "was".to_owned()
+                        } else {
+                            format!("overlaps {}", describe_range(first, last))
+                        },
+                        hex::encode(signed)
+                    ),
+                )),
+                GuardDecision::Full { limit } => Some(Denial::new(
+                    Rule::GuardFull,
+                    format!(
+                        "the sequence guard holds its maximum of {limit} unexpired transactions"
+                    ),
+                )),
+                GuardDecision::IdentityFull { limit } => Some(Denial::new(
+                    Rule::GuardFull,
+                    format!(
+                        "identity {} holds its maximum of {limit} unexpired sequence-guard entries",
+                        ctx.caller
+                    ),
+                )),
+            };
+            if let Some(denial) = denial {
+                return Err(self.deny(&ctx, record, denial).await);
+            }
+            record.reserved_sequences = Some(record::SequenceRange {
+                first: claim.first.to_string(),
+                last: claim.last.to_string(),
+            });
         }
         if let Err(status) = self.record_signed(&ctx, &mut record).await {
             // Nothing was recorded as signed, so nothing may hold the slot.
-            if decision == GuardDecision::Reserved {
+            if let (Some(claim), true) = (reservation, reserved) {
                 self.guard
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .release(tx.source, tx.sequence, guarded);
+                    .release(claim, guarded);
             }
             return Err(status);
         }

@@ -2,15 +2,17 @@
 //! here, into a [`ParsedTransaction`] that carries the hashes signerd computed itself and the
 //! accounts the transaction involves. Nothing past this module touches raw XDR.
 
+use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountId, Asset, ChangeTrustAsset, FeeBumpTransactionInnerTx, Limits, MuxedAccount, Operation,
     OperationBody, Preconditions, PublicKey as XdrPublicKey, ReadXdr, TimeBounds,
-    TransactionEnvelope,
+    TransactionEnvelope, WriteXdr,
 };
 
 use crate::error::{Error, Result};
+use crate::guard::SequenceClaim;
 use crate::keys::PublicKey;
 
 /// A network passphrase as sent by a caller, e.g. `Test SDF Network ; September 2015`.
@@ -81,6 +83,8 @@ pub struct ParsedTransaction {
     pub source: PublicKey,
     /// The sequence number of the (inner) transaction.
     pub sequence: i64,
+    /// The network id the hashes were computed for.
+    pub network_id: [u8; 32],
 }
 
 impl ParsedTransaction {
@@ -128,6 +132,7 @@ impl ParsedTransaction {
             fee_source,
             source,
             sequence,
+            network_id,
         })
     }
 
@@ -157,6 +162,76 @@ impl ParsedTransaction {
         bounds.map(|b| (b.min_time.0, b.max_time.0))
     }
 
+    /// The sequence preconditions of the (inner) transaction (CAP-21): each lets a transaction
+    /// apply when its sequence is not simply the next one, or makes it wait.
+    pub fn sequence_preconditions(&self) -> SequencePreconditions {
+        let v2 = match &self.envelope {
+            TransactionEnvelope::TxV0(_) => None,
+            TransactionEnvelope::Tx(e) => preconditions_v2(&e.tx.cond),
+            TransactionEnvelope::TxFeeBump(e) => {
+                let FeeBumpTransactionInnerTx::Tx(inner) = &e.tx.inner_tx;
+                preconditions_v2(&inner.tx.cond)
+            }
+        };
+        v2.map(|v2| SequencePreconditions {
+            min_seq_num: v2.min_seq_num.as_ref().map(|s| s.0),
+            min_seq_age: v2.min_seq_age.0,
+            min_seq_ledger_gap: v2.min_seq_ledger_gap,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The fee `key`'s signature commits to, in stroops: the outer fee for the fee source of a
+    /// fee bump, else the (inner) transaction's fee.
+    pub fn fee_for(&self, key: &PublicKey) -> i64 {
+        match (&self.envelope, self.payload_for(key).0) {
+            (TransactionEnvelope::TxFeeBump(e), SignedPayload::FeeBump) => e.tx.fee,
+            (TransactionEnvelope::TxV0(e), _) => i64::from(e.tx.fee),
+            (TransactionEnvelope::Tx(e), _) => i64::from(e.tx.fee),
+            (TransactionEnvelope::TxFeeBump(e), _) => {
+                let FeeBumpTransactionInnerTx::Tx(inner) = &e.tx.inner_tx;
+                i64::from(inner.tx.fee)
+            }
+        }
+    }
+
+    /// The account that acts for each operation: its own source, else the transaction source.
+    pub fn effective_operation_sources(&self) -> impl Iterator<Item = PublicKey> + '_ {
+        self.operations().iter().map(|op| {
+            op.source_account
+                .as_ref()
+                .map(muxed_ed25519)
+                .unwrap_or(self.source)
+        })
+    }
+
+    /// The sequence numbers of the transaction source this transaction can consume: from
+    /// `min_seq_num` + 1 (else its own sequence) up to its own sequence, or up to a higher
+    /// `bump_sequence` target of an operation acting for the transaction source.
+    pub fn sequence_claim(&self) -> SequenceClaim {
+        let own = self.sequence;
+        let first = self
+            .sequence_preconditions()
+            .min_seq_num
+            .map_or(own, |min| min.saturating_add(1).min(own));
+        let bumped_to = self
+            .operations()
+            .iter()
+            .zip(self.effective_operation_sources())
+            .filter(|(_, source)| *source == self.source)
+            .filter_map(|(op, _)| match &op.body {
+                OperationBody::BumpSequence(bump) => Some(bump.bump_to.0),
+                _ => None,
+            })
+            .max();
+        SequenceClaim {
+            network: self.network_id,
+            account: self.source,
+            first,
+            last: bumped_to.map_or(own, |to| to.max(own)),
+        }
+    }
+
     /// The hash that identifies "the transaction with this (source, sequence)": the inner
     /// transaction's hash for a fee bump (a new fee bump around the same inner transaction is
     /// the same payment), else the transaction hash.
@@ -169,14 +244,6 @@ impl ParsedTransaction {
         self.operations().iter().map(OperationSummary::of).collect()
     }
 
-    /// The accounts named as source of an operation (operations without their own source act for
-    /// the transaction source and are not listed).
-    pub fn operation_sources(&self) -> impl Iterator<Item = PublicKey> + '_ {
-        self.operations()
-            .iter()
-            .filter_map(|op| op.source_account.as_ref().map(muxed_ed25519))
-    }
-
     /// Which payload `key` is responsible for, and its hash: the fee source of a fee bump signs the
     /// outer transaction; anyone else signs the (inner) transaction.
     pub fn payload_for(&self, key: &PublicKey) -> (SignedPayload, [u8; 32]) {
@@ -187,6 +254,32 @@ impl ParsedTransaction {
             (_, Some(inner)) => (SignedPayload::InnerTransaction, inner),
             _ => (SignedPayload::Transaction, self.tx_hash),
         }
+    }
+}
+
+fn preconditions_v2(cond: &Preconditions) -> Option<&stellar_xdr::PreconditionsV2> {
+    match cond {
+        Preconditions::V2(v2) => Some(v2),
+        _ => None,
+    }
+}
+
+/// The sequence preconditions of a transaction; all absent (zero) by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequencePreconditions {
+    /// `min_seq_num`: the transaction applies while the account's sequence is anywhere from this
+    /// up to its own sequence - 1 (and so can jump over, and kill, a pending transaction).
+    pub min_seq_num: Option<i64>,
+    /// `min_seq_age` (seconds), 0 when absent.
+    pub min_seq_age: u64,
+    /// `min_seq_ledger_gap` (ledgers), 0 when absent.
+    pub min_seq_ledger_gap: u32,
+}
+
+impl SequencePreconditions {
+    /// Whether any of the three is set.
+    pub fn any(&self) -> bool {
+        self.min_seq_num.is_some() || self.min_seq_age > 0 || self.min_seq_ledger_gap > 0
     }
 }
 
@@ -279,9 +372,21 @@ pub struct OperationSummary {
     /// Amount in units of the asset (stroops / 10^7).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub amount: Option<String>,
+    /// What the members above leave out of this operation, named rather than dropped (e.g.
+    /// `price, offer_id` for an offer, `body` for a type with no summary at all).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub not_summarised: Option<String>,
+    /// The whole operation as base64 XDR, when something is not summarised and it is at most
+    /// [`OperationSummary::MAX_XDR_BYTES`] long (longer ones are only named, with their size).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub xdr: Option<String>,
 }
 
 impl OperationSummary {
+    /// The largest operation whose XDR is copied into the record: enough for every classic
+    /// operation, while a caller cannot make each (even refused) request write a large record.
+    pub const MAX_XDR_BYTES: usize = 1024;
+
     fn of(op: &Operation) -> Self {
         let mut summary = OperationSummary {
             op_type: operation_type_name(&op.body),
@@ -289,7 +394,34 @@ impl OperationSummary {
             destination: None,
             asset: None,
             amount: None,
+            not_summarised: None,
+            xdr: None,
         };
+        let left_out = match &op.body {
+            OperationBody::CreateAccount(_)
+            | OperationBody::Payment(_)
+            | OperationBody::AccountMerge(_)
+            | OperationBody::ChangeTrust(_)
+            | OperationBody::Clawback(_) => None,
+            OperationBody::PathPaymentStrictReceive(_) => Some("send_asset, send_max, path"),
+            OperationBody::PathPaymentStrictSend(_) => Some("dest_asset, dest_min, path"),
+            OperationBody::ManageSellOffer(_) => Some("buying, price, offer_id"),
+            OperationBody::ManageBuyOffer(_) => Some("selling, price, offer_id"),
+            OperationBody::CreatePassiveSellOffer(_) => Some("buying, price"),
+            _ => Some("body"),
+        };
+        if let Some(left_out) = left_out {
+            let xdr = op.to_xdr(Limits::none()).unwrap_or_default();
+            if xdr.len() <= Self::MAX_XDR_BYTES {
+                summary.not_summarised = Some(left_out.to_owned());
+                summary.xdr = Some(base64::engine::general_purpose::STANDARD.encode(&xdr));
+            } else {
+                summary.not_summarised = Some(format!(
+                    "{left_out} ({} bytes of XDR, not copied)",
+                    xdr.len()
+                ));
+            }
+        }
         let (destination, asset, amount) = match &op.body {
             OperationBody::CreateAccount(o) => (
                 Some(account_address(&o.destination)),

@@ -438,3 +438,43 @@ async fn blind_signing_needs_the_grant_and_exactly_32_bytes() {
         assert_eq!(status.code(), Code::InvalidArgument, "{len}");
     }
 }
+
+/// Blind signing is granted per key pattern, not per identity: an identity allowed to blind-sign
+/// with its `ops-*` keys may not blind-sign with another key it may use for transactions.
+#[tokio::test]
+async fn blind_signing_is_granted_per_key_pattern() {
+    let signerd = SignerdProcess::start(SignerdOptions {
+        extra_toml: "\n[[acl]]\nidentity = \"ops\"\ncreate_keys = true\nkeys = [\"ops-*\", \"hot-*\"]\nblind_sign = [\"ops-*\"]\n".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut ops = signerd
+        .client("ops")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for key in ["ops-1", "hot-1"] {
+        ops.create_key(create(key))
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    let blind = |key: &str| pb::SignHashRequest {
+        key_id: key.into(),
+        hash: vec![7; 32],
+    };
+    ops.sign_hash(blind("ops-1"))
+        .await
+        .unwrap_or_else(|e| panic!("a key the pattern covers: {e}"));
+    refusal(
+        ops.sign_hash(blind("hot-1")).await,
+        Code::PermissionDenied,
+        "may not blind-sign",
+    );
+    let records = signerd.audit_records().unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        records.iter().any(|r| r.rpc.as_deref() == Some("SignHash")
+            && r.key_id.as_deref() == Some("hot-1")
+            && r.rule.as_deref() == Some("acl")),
+        "the refusal is not on record"
+    );
+}

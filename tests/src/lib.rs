@@ -76,11 +76,25 @@ pub const VECTOR_NETWORKS: [&str; 3] = [
     "Test SDF Future Network ; October 2022",
 ];
 
+/// The operation types the reference vectors use, beyond the default allowlist.
+pub const VECTOR_OPERATIONS: [&str; 9] = [
+    "bump_sequence",
+    "payment",
+    "path_payment_strict_send",
+    "path_payment_strict_receive",
+    "create_account",
+    "change_trust",
+    "manage_sell_offer",
+    "manage_buy_offer",
+    "set_options",
+];
+
 /// A `[[policy.keys]]` override letting keys matching `pattern` sign the reference vectors:
-/// every vector network, any source, old time bounds. For tests about hashing, not policy.
+/// every vector network, any source, old time bounds, the vectors' operation types listed
+/// explicitly. For tests about hashing, not policy.
 pub fn vector_policy(pattern: &str) -> String {
     format!(
-        "\n[[policy.keys]]\npattern = {pattern:?}\nnetworks = {VECTOR_NETWORKS:?}\nrequire_source = false\nrequire_time_bounds = false\n"
+        "\n[[policy.keys]]\npattern = {pattern:?}\nnetworks = {VECTOR_NETWORKS:?}\nrequire_source = false\nrequire_time_bounds = false\noperations = {VECTOR_OPERATIONS:?}\n"
     )
 }
 
@@ -190,7 +204,7 @@ pub struct Grant {
     pub create_keys: bool,
     /// Key id patterns.
     pub keys: Vec<String>,
-    /// May blind-sign.
+    /// May blind-sign with every key of `keys` (rendered as `blind_sign = <keys>`).
     pub blind_sign: bool,
 }
 
@@ -693,8 +707,15 @@ listen = "127.0.0.1:0"
     }
     for grant in &options.acl {
         toml.push_str(&format!(
-            "\n[[acl]]\nidentity = {:?}\ncreate_keys = {}\nkeys = {:?}\nblind_sign = {}\n",
-            grant.identity, grant.create_keys, grant.keys, grant.blind_sign
+            "\n[[acl]]\nidentity = {:?}\ncreate_keys = {}\nkeys = {:?}\nblind_sign = {:?}\n",
+            grant.identity,
+            grant.create_keys,
+            grant.keys,
+            if grant.blind_sign {
+                grant.keys.as_slice()
+            } else {
+                &[]
+            }
         ));
     }
     toml.push('\n');

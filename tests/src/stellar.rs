@@ -1,11 +1,13 @@
 //! Building Stellar transactions for tests, with stellar-xdr: the same types signerd decodes.
 
 use stellar_xdr::{
-    AccountId, Asset, CreateAccountOp, FeeBumpTransaction, FeeBumpTransactionEnvelope,
-    FeeBumpTransactionExt, FeeBumpTransactionInnerTx, Limits, Memo, MuxedAccount,
-    MuxedAccountMed25519, Operation, OperationBody, PaymentOp, Preconditions, PublicKey,
-    SequenceNumber, SetOptionsOp, Signer, SignerKey, TimeBounds, TimePoint, Transaction,
-    TransactionEnvelope, TransactionExt, TransactionV1Envelope, Uint256, WriteXdr,
+    AccountId, Asset, BumpSequenceOp, ContractId, CreateAccountOp, Duration, FeeBumpTransaction,
+    FeeBumpTransactionEnvelope, FeeBumpTransactionExt, FeeBumpTransactionInnerTx, Hash,
+    HostFunction, InvokeContractArgs, InvokeHostFunctionOp, Limits, ManageSellOfferOp, Memo,
+    MuxedAccount, MuxedAccountMed25519, Operation, OperationBody, PaymentOp, Preconditions,
+    PreconditionsV2, Price, PublicKey, ScAddress, ScSymbol, ScVal, SequenceNumber, SetOptionsOp,
+    Signer, SignerKey, TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
+    TransactionV1Envelope, Uint256, WriteXdr,
 };
 
 /// Now, in Unix seconds.
@@ -106,6 +108,51 @@ pub fn account_merge(destination: [u8; 32]) -> Operation {
     }
 }
 
+/// Bumps the source account's sequence to `to` (`i64::MAX`: the account can never transact
+/// again).
+pub fn bump_sequence(to: i64) -> Operation {
+    Operation {
+        source_account: None,
+        body: OperationBody::BumpSequence(BumpSequenceOp {
+            bump_to: SequenceNumber(to),
+        }),
+    }
+}
+
+/// An offer selling `stroops` of XLM for `buying` at 1/1000 of a unit: any price is signable.
+pub fn sell_offer(buying_issuer: [u8; 32], stroops: i64) -> Operation {
+    Operation {
+        source_account: None,
+        body: OperationBody::ManageSellOffer(ManageSellOfferOp {
+            selling: Asset::Native,
+            buying: Asset::CreditAlphanum4(stellar_xdr::AlphaNum4 {
+                asset_code: stellar_xdr::AssetCode4(*b"USDC"),
+                issuer: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(buying_issuer))),
+            }),
+            amount: stroops,
+            price: Price { n: 1, d: 1000 },
+            offer_id: 0,
+        }),
+    }
+}
+
+/// A Soroban call of `function` on contract `contract` with one address argument (e.g. a token
+/// `approve` for `spender`).
+pub fn invoke_contract(contract: [u8; 32], function: &str, spender: [u8; 32]) -> Operation {
+    let address = ScAddress::Account(AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(spender))));
+    Operation {
+        source_account: None,
+        body: OperationBody::InvokeHostFunction(InvokeHostFunctionOp {
+            host_function: HostFunction::InvokeContract(InvokeContractArgs {
+                contract_address: ScAddress::Contract(ContractId(Hash(contract))),
+                function_name: ScSymbol(function.try_into().unwrap_or_default()),
+                args: vec![ScVal::Address(address)].try_into().unwrap_or_default(),
+            }),
+            auth: Default::default(),
+        }),
+    }
+}
+
 /// `op` with its own source account.
 pub fn with_source(mut op: Operation, source: [u8; 32]) -> Operation {
     op.source_account = Some(muxed(source));
@@ -127,6 +174,11 @@ pub struct Tx {
     pub fee: u32,
     /// A text memo (changes the hash without changing anything else).
     pub memo: Option<String>,
+    /// `min_seq_num`: lets the transaction apply while the account's sequence is anywhere from
+    /// this up to `sequence - 1`.
+    pub min_seq_num: Option<i64>,
+    /// `min_seq_age` in seconds (0: absent).
+    pub min_seq_age: u64,
 }
 
 impl Tx {
@@ -140,17 +192,28 @@ impl Tx {
             operations: vec![payment([7; 32], 10_000_000)],
             fee: 100,
             memo: None,
+            min_seq_num: None,
+            min_seq_age: 0,
         }
     }
 
     /// The v1 envelope (no signatures).
     pub fn v1(&self) -> TransactionV1Envelope {
-        let cond = match self.time_bounds {
-            Some((min, max)) => Preconditions::Time(TimeBounds {
-                min_time: TimePoint(min),
-                max_time: TimePoint(max),
+        let time_bounds = self.time_bounds.map(|(min, max)| TimeBounds {
+            min_time: TimePoint(min),
+            max_time: TimePoint(max),
+        });
+        let cond = match (time_bounds, self.min_seq_num, self.min_seq_age) {
+            (None, None, 0) => Preconditions::None,
+            (Some(bounds), None, 0) => Preconditions::Time(bounds),
+            (time_bounds, min_seq_num, min_seq_age) => Preconditions::V2(PreconditionsV2 {
+                time_bounds,
+                ledger_bounds: None,
+                min_seq_num: min_seq_num.map(SequenceNumber),
+                min_seq_age: Duration(min_seq_age),
+                min_seq_ledger_gap: 0,
+                extra_signers: Default::default(),
             }),
-            None => Preconditions::None,
         };
         let memo = match &self.memo {
             Some(text) => text

@@ -17,9 +17,10 @@ use super::record::{self, CheckpointRecord, Decision, EventRecord, GapRecord};
 use super::writer::{Appended, AuditWriter, WriterSettings};
 use crate::backend::{KeyBackend, Keyring};
 use crate::error::{Error, Result};
-use crate::guard::SequenceGuard;
+use crate::guard::{SequenceClaim, SequenceGuard};
 use crate::keys::{KeyId, PublicKey};
 use crate::metrics::Metrics;
+use crate::stellar::NetworkPassphrase;
 
 /// `[audit]`.
 #[derive(Debug, Deserialize, Clone)]
@@ -40,7 +41,8 @@ pub struct AuditConfig {
     /// ...or after this many seconds, whichever comes first (also when idle, as a heartbeat).
     #[serde(default = "default_every_secs")]
     pub checkpoint_every_secs: u64,
-    /// Sequence-guard entries without an expiry kept at most.
+    /// Sequence-guard entries held at most (unexpired, over every identity); beyond it new
+    /// reservations are refused, never evicted. See also `policy.guard_max_entries_per_identity`.
     #[serde(default = "default_guard_max_entries")]
     pub guard_max_entries: usize,
     /// Where the last checkpoint is anchored outside the directory.
@@ -393,7 +395,8 @@ fn only_regular_files(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Feeds one record read at start to the guard: every `signed` SignTransaction decision.
+/// Feeds one record read at start to the guard: every `signed` SignTransaction decision that
+/// reserved sequence numbers (the key was the transaction source), on its network.
 fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64) {
     if view.kind != "decision"
         || view.decision != Some(Decision::Signed)
@@ -402,15 +405,32 @@ fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64)
         return;
     }
     let parsed = (|| {
+        let network = NetworkPassphrase::parse(view.network.as_deref()?).ok()?;
         let account =
             stellar_strkey::ed25519::PublicKey::from_string(view.source_account.as_deref()?)
                 .ok()?;
-        let sequence: i64 = view.sequence.as_deref()?.parse().ok()?;
+        let (first, last) = match &view.reserved_sequences {
+            Some(range) => (range.first.parse().ok()?, range.last.parse().ok()?),
+            // Records from before reservations were recorded: only the source's own key
+            // reserves, and then just its sequence.
+            None if view.public_key.is_some() && view.public_key == view.source_account => {
+                let sequence: i64 = view.sequence.as_deref()?.parse().ok()?;
+                (sequence, sequence)
+            }
+            None => return None,
+        };
         let hash_hex = view.inner_tx_hash.as_deref().or(view.tx_hash.as_deref())?;
         let hash = super::chain::decode_hash(hash_hex)?;
-        Some((PublicKey(account.0), sequence, hash))
+        let claim = SequenceClaim {
+            network: network.network_id(),
+            account: PublicKey(account.0),
+            first,
+            last,
+        };
+        Some((claim, hash))
     })();
-    if let Some((account, sequence, hash)) = parsed {
-        guard.restore(account, sequence, hash, view.max_time, now);
+    if let Some((claim, hash)) = parsed {
+        let identity = view.identity.as_deref().unwrap_or_default();
+        guard.restore(claim, hash, view.max_time, identity, now);
     }
 }

@@ -100,6 +100,10 @@ pub struct DecisionRecord {
     /// The upper time bound (Unix seconds), when the transaction has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_time: Option<u64>,
+    /// The sequence numbers of `source_account` on `network` this signature holds in the
+    /// sequence guard: present exactly when the key is the transaction source and signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved_sequences: Option<SequenceRange>,
     /// What the operations do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operations: Option<Vec<OperationSummary>>,
@@ -111,6 +115,15 @@ pub struct DecisionRecord {
     /// For a denial or failure: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// An inclusive range of sequence numbers (strings: they are 64-bit values).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceRange {
+    /// The lowest.
+    pub first: String,
+    /// The highest.
+    pub last: String,
 }
 
 /// A signed checkpoint (version 2, see [`super::checkpoint`]): the audit key's signature over
@@ -210,6 +223,8 @@ pub struct RecordView {
     pub fee_source: Option<String>,
     /// See [`DecisionRecord`].
     pub max_time: Option<u64>,
+    /// See [`DecisionRecord`].
+    pub reserved_sequences: Option<SequenceRange>,
     /// See [`DecisionRecord`].
     pub operations: Option<Vec<OperationSummary>>,
     /// See [`DecisionRecord`].
