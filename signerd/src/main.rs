@@ -75,6 +75,9 @@ enum AuditCommand {
         /// flag and time are not signed) seal the log or date it.
         #[arg(long)]
         accept_v1: bool,
+        /// SEQ:HASH of a version-2 checkpoint already verified: check only what follows it.
+        #[arg(long, requires = "audit_key")]
+        from_checkpoint: Option<String>,
     },
     /// List records, filtered.
     Show {
@@ -118,12 +121,14 @@ fn main() -> anyhow::Result<()> {
             live,
             max_checkpoint_age,
             accept_v1,
+            from_checkpoint,
         }) => {
             let args = signerd::commands::audit_verify::VerifyArgs {
                 audit_key,
                 live,
                 max_checkpoint_age_secs: max_checkpoint_age,
                 accept_v1,
+                from_checkpoint,
             };
             match signerd::commands::audit_verify::run(&path, &args) {
                 Ok(summary) => {

@@ -1126,3 +1126,158 @@ async fn fifty_sigkills_under_concurrent_signing_always_restart_by_themselves() 
         "seed {seed}: a crash was recorded as a gap"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Start-up does not grow with history: it starts from the anchored checkpoint's guard snapshot.
+
+#[tokio::test]
+async fn history_before_the_trusted_checkpoint_is_verified_after_listening_and_stops_signing_when_bad()
+ {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for seq in 1..=3 {
+        client
+            .sign_transaction(sign_request(key, seq, seq))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    // An old record is altered: start-up no longer reads it before listening...
+    let file = only_file(&signerd.audit_dir());
+    let mut all = lines(&file);
+    let target = all
+        .iter()
+        .position(|l| l.contains("\"amount\":\"0.0000002\""))
+        .unwrap_or_else(|| panic!("no 2-stroop payment"));
+    all[target] = all[target].replace("\"amount\":\"0.0000002\"", "\"amount\":\"0.0000009\"");
+    write_lines(&file, &all);
+    signerd
+        .launch()
+        .await
+        .unwrap_or_else(|e| panic!("start-up read the whole history: {e:#}"));
+    // ...but verifies it right after, and then refuses to sign.
+    signerd
+        .wait_for_health("gateway", ServingStatus::NotServing)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let refused = client.sign_transaction(sign_request(key, 4, 1)).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::Unavailable));
+    let log = signerd.log();
+    assert!(
+        log.contains("audit history fails verification") && log.contains("hash mismatch"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_doctored_guard_snapshot_is_not_trusted() {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, 9, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    // Every snapshot emptied: a guard that forgot sequence 9, if it were believed.
+    let mut doctored = 0;
+    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.to_string_lossy().ends_with(".bin") {
+            std::fs::write(&path, b"SSG1").unwrap_or_else(|e| panic!("{e}"));
+            doctored += 1;
+        }
+    }
+    assert!(doctored > 0, "no guard snapshot was written");
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let conflict = client.sign_transaction(sign_request(key, 9, 2)).await;
+    let status = conflict
+        .err()
+        .unwrap_or_else(|| panic!("a doctored snapshot made the guard forget sequence 9"));
+    assert!(
+        status.message().contains("policy sequence_guard:"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        signerd
+            .log()
+            .contains("guard snapshot does not match its signed digest"),
+        "{}",
+        signerd.log()
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_resumes_from_a_checkpoint_already_verified() {
+    let (signerd, copy) = sealed_log().await;
+    let file = only_file(copy.path());
+    let mut all = lines(&file);
+    let start_checkpoint = checkpoint_lines(&all)[0];
+    let trusted =
+        signerd::audit::chain::check(&all[start_checkpoint]).unwrap_or_else(|e| panic!("{e}"));
+    let from = format!("{}:{}", trusted.seq, hex::encode(trusted.hash));
+    let resume = |extra: &[&str]| {
+        let output = signerd
+            .verify_audit_at(copy.path(), extra)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (ok, text) = resume(&["--from-checkpoint", &from]);
+    assert!(ok, "{text}");
+    let after = all.len() - start_checkpoint - 1;
+    assert!(
+        text.contains(&format!("ok: {after} records")) && text.contains("sealed by a final"),
+        "{text}"
+    );
+
+    // What came before the trusted checkpoint is not read again...
+    all[0] = all[0].replace("started", "STARTED");
+    write_lines(&file, &all);
+    let (ok, text) = resume(&["--from-checkpoint", &from]);
+    assert!(ok, "{text}");
+    let (ok, _) = resume(&[]);
+    assert!(
+        !ok,
+        "the altered first record went unnoticed by a full verify"
+    );
+    // ...what comes after it is, and a trusted point that is not in the log is refused.
+    let last = all.len() - 1;
+    all[last] = all[last].replace("\"final\":true", "\"final\":false");
+    write_lines(&file, &all);
+    let (ok, text) = resume(&["--from-checkpoint", &from]);
+    assert!(!ok && text.contains("hash mismatch"), "{text}");
+    let wrong = format!("{}:{}", trusted.seq, hex::encode([7u8; 32]));
+    let (ok, text) = resume(&["--from-checkpoint", &wrong]);
+    assert!(!ok && text.contains("another hash"), "{text}");
+}

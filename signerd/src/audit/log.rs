@@ -3,9 +3,12 @@
 //! writes signed checkpoints on a timer, every N records, at start and, marked final, at
 //! shutdown; each checkpoint, once durable, becomes the new anchor.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -115,6 +118,25 @@ pub struct AuditLog {
     checkpointing: tokio::sync::Mutex<()>,
     /// Each durable checkpoint is stored as the backend's anchor.
     anchored: bool,
+    dir: PathBuf,
+    /// Saved with a checkpoint at start, at shutdown and at most every `every` in between.
+    guard: Arc<Mutex<SequenceGuard>>,
+    snapshots: Mutex<Snapshots>,
+}
+
+/// The guard snapshots this process keeps.
+struct Snapshots {
+    /// When the last one was saved.
+    last: Option<Instant>,
+    /// The checkpoint seqs of the snapshots kept (the newest two); every other file is removed.
+    kept: Vec<u64>,
+}
+
+/// A trusted place to start reading: a checkpoint with its guard snapshot.
+struct Resume {
+    located: reader::Located,
+    checkpoint: reader::CheckpointSeen,
+    snapshot: Vec<u8>,
 }
 
 impl AuditLog {
@@ -125,7 +147,7 @@ impl AuditLog {
     pub async fn open(
         config: &AuditConfig,
         keyring: &Keyring,
-        guard: &mut SequenceGuard,
+        guard: Arc<Mutex<SequenceGuard>>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
         let key_id = KeyId::parse(&config.key_id)?;
@@ -139,27 +161,59 @@ impl AuditLog {
         let options = WalkOptions {
             audit_key: Some(key_info.public_key.0),
             repair_torn_tail: true,
+            stop_after: None,
         };
         let now = record::now_unix();
-        let anchor_seq = anchor.map_or(0, |a| a.seq);
-        let mut hash_at_anchor = None;
-        let summary = reader::walk(&files, &options, |line, view| {
-            if line.seq == anchor_seq {
-                hash_at_anchor = Some(line.hash);
+        // Start from the newest guard snapshot at or before the anchor whose checkpoint checks
+        // out, and read only what follows it; older history is verified in the background.
+        let bound = match anchor {
+            Some(anchor) if anchor.seq == 0 => None,
+            Some(anchor) => Some(anchor.seq),
+            None => Some(u64::MAX),
+        };
+        let resume = match bound {
+            Some(bound) => trusted_snapshot(&config.dir, &files, bound, key_info.public_key.0)
+                .map_err(dir_error)?,
+            None => None,
+        };
+        let (summary, hash_at_anchor) = {
+            let mut start = reader::StartPoint::beginning();
+            let mut restoring = guard.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(resume) = &resume {
+                let held = restoring
+                    .restore_snapshot(&resume.snapshot, now)
+                    .map_err(|e| Error::Config(format!("audit.dir: {e}")))?;
+                tracing::info!(
+                    checkpoint = resume.checkpoint.seq,
+                    entries = held,
+                    "sequence guard restored from the snapshot of a signed checkpoint"
+                );
+                start = resume.located.start_after(resume.checkpoint.clone());
+            } else if !files.is_empty() {
+                tracing::warn!("no usable guard snapshot: reading the whole audit log");
             }
-            restore_guard(guard, view, now)
-        })
-        .map_err(|e| {
-            Error::Config(format!(
-                "audit log fails verification, refusing to start: {e} (run `signerd audit verify`)"
-            ))
-        })?;
-        tracing::info!(
-            records = summary.records,
-            files = summary.files,
-            guard_entries = guard.len(),
-            "audit log verified"
-        );
+            let anchor_seq = anchor.map_or(0, |a| a.seq);
+            let mut hash_at_anchor = (anchor_seq == start.head_seq).then_some(start.head_hash);
+            let summary = reader::walk_from(&files, &start, &options, |line, view| {
+                if line.seq == anchor_seq {
+                    hash_at_anchor = Some(line.hash);
+                }
+                restore_guard(&mut restoring, view, now)
+            })
+            .map_err(|e| {
+                Error::Config(format!(
+                    "audit log fails verification, refusing to start: {e} (run `signerd audit verify`)"
+                ))
+            })?;
+            tracing::info!(
+                read_from = summary.started_after + 1,
+                records = summary.records,
+                files = summary.files,
+                guard_entries = restoring.len(),
+                "audit log verified"
+            );
+            (summary, hash_at_anchor)
+        };
         let found = LogFound {
             head_seq: summary.head_seq,
             hash_at_anchor,
@@ -208,7 +262,14 @@ impl AuditLog {
             every: Duration::from_secs(config.checkpoint_every_secs),
             checkpointing: tokio::sync::Mutex::new(()),
             anchored,
+            dir: config.dir.clone(),
+            guard,
+            snapshots: Mutex::new(Snapshots {
+                last: None,
+                kept: resume.iter().map(|r| r.checkpoint.seq).collect(),
+            }),
         });
+
         if summary.repaired_bytes > 0 {
             tracing::warn!(
                 bytes = summary.repaired_bytes,
@@ -241,6 +302,9 @@ impl AuditLog {
         )
         .await?;
         log.checkpoint(false).await?;
+        if let Some(resume) = resume {
+            log.verify_history(files, resume.located.file_index, resume.checkpoint);
+        }
         Ok(log)
     }
 
@@ -269,13 +333,24 @@ impl AuditLog {
         let _one_at_a_time = self.checkpointing.lock().await;
         let held = self.writer.hold().await?;
         let head = held.head();
+        // Taken while the writer is held: every signature at or before `head` is in it (the
+        // guard reserves before the record is written), and perhaps a few reserved for records
+        // still queued, which only makes the restored guard stricter.
+        let snapshot = self.snapshot_due(is_final).then(|| {
+            self.guard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot()
+        });
         let claim = Claim {
             seq: head.seq + 1,
             covers_seq: head.seq,
             covers_hash: head.hash,
             is_final,
             time_ms: record::now_unix_ms(),
-            guard_digest: [0; 32],
+            guard_digest: snapshot
+                .as_ref()
+                .map_or([0; 32], |bytes| Sha256::digest(bytes).into()),
         };
         // On failure the hold is dropped and the writer goes on without a checkpoint.
         let signature = self.backend.sign(&self.key_id, &claim.message()).await?;
@@ -292,6 +367,10 @@ impl AuditLog {
             is_final,
         };
         let appended = held.append(record::members(&record)).await?;
+        if let Some(bytes) = snapshot {
+            // Durable before the anchor names this checkpoint: start-up trusts the pair.
+            self.save_snapshot(appended.seq, bytes).await?;
+        }
         if self.anchored {
             // Only now: the anchor never points past what is durable, so a crash leaves the
             // log ahead of its anchor (normal), never behind it (tampering).
@@ -304,6 +383,95 @@ impl AuditLog {
                 .await?;
         }
         Ok(appended)
+    }
+
+    fn snapshot_due(&self, is_final: bool) -> bool {
+        let snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        is_final
+            || snapshots
+                .last
+                .is_none_or(|last| last.elapsed() >= self.every)
+    }
+
+    /// Writes `guard-<seq>.bin` atomically (temp file, fsync, rename, directory fsync) and
+    /// removes every other snapshot but the previous one.
+    async fn save_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<()> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &snapshot_name(seq), &bytes))
+            .await
+            .map_err(|e| Error::Backend(format!("guard snapshot task: {e}")))?
+            .map_err(|e| Error::io(format!("writing guard snapshot {}", snapshot_name(seq)), e))?;
+        let kept = {
+            let mut snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            snapshots.last = Some(Instant::now());
+            snapshots.kept.push(seq);
+            let excess = snapshots.kept.len().saturating_sub(2);
+            snapshots.kept.drain(..excess);
+            snapshots.kept.clone()
+        };
+        for (old, _) in snapshot_files(&self.dir).unwrap_or_default() {
+            if !kept.contains(&old) {
+                let _ = std::fs::remove_file(self.dir.join(snapshot_name(old)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies the history before the checkpoint start-up trusted (records `1..=trusted.seq`,
+    /// every hash, link and signature) on a thread of its own. If it fails, the log is marked
+    /// failed: signing stops (`UNAVAILABLE`) and health turns `NOT_SERVING`, as a log failing
+    /// verification at start would have stopped signerd.
+    fn verify_history(
+        self: &Arc<Self>,
+        mut files: Vec<PathBuf>,
+        last_file: usize,
+        trusted: reader::CheckpointSeen,
+    ) {
+        files.truncate(last_file + 1);
+        let log = Arc::downgrade(self);
+        let options = WalkOptions {
+            audit_key: Some(self.key.0),
+            repair_torn_tail: false,
+            stop_after: Some(trusted.seq),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("audit-history".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = reader::walk(&files, &options, |_, _| {})
+                    .map_err(|e| e.to_string())
+                    .and_then(|summary| {
+                        if (summary.head_seq, summary.head_hash) == (trusted.seq, trusted.hash) {
+                            Ok(summary)
+                        } else {
+                            Err(format!(
+                                "the history ends at seq {} instead of reaching checkpoint {}",
+                                summary.head_seq, trusted.seq
+                            ))
+                        }
+                    });
+                match outcome {
+                    Ok(summary) => tracing::info!(
+                        records = summary.records,
+                        checkpoints = summary.checkpoints,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "audit history before the start checkpoint verified"
+                    ),
+                    Err(why) => {
+                        tracing::error!(
+                            %why,
+                            "audit history fails verification: refusing to sign until restarted"
+                        );
+                        if let Some(log) = log.upgrade() {
+                            log.writer.fail();
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the audit history check");
+            self.writer.fail();
+        }
     }
 
     /// Writes checkpoints every `checkpoint_every_secs`, and whenever the writer reports
@@ -384,6 +552,96 @@ async fn audit_key(
     let (info, _) = keyring.create_key(key_id, None).await?;
     tracing::info!(key_id = %key_id, public_key = %info.public_key.account_id(), "audit key created");
     Ok((info, target.clone(), anchored.then_some(AuditAnchor::EMPTY)))
+}
+
+/// `guard-00000000000000000042.bin` for the checkpoint at seq 42.
+fn snapshot_name(seq: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{seq:020}{SNAPSHOT_SUFFIX}")
+}
+
+const SNAPSHOT_PREFIX: &str = "guard-";
+const SNAPSHOT_SUFFIX: &str = ".bin";
+
+/// The guard snapshots in `dir`, newest (highest checkpoint seq) first.
+fn snapshot_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let seq: Option<u64> = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| {
+                n.strip_prefix(SNAPSHOT_PREFIX)?
+                    .strip_suffix(SNAPSHOT_SUFFIX)
+            })
+            .and_then(|n| n.parse().ok());
+        if let Some(seq) = seq {
+            found.push((seq, path));
+        }
+    }
+    found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    Ok(found)
+}
+
+/// The newest guard snapshot at or before checkpoint `bound` whose checkpoint is in the log,
+/// is a version-2 checkpoint signed by the audit key, and signs the snapshot's SHA-256. A
+/// snapshot that does not check out is passed over (an older one, or the whole log, is read
+/// instead), with a warning.
+fn trusted_snapshot(
+    dir: &Path,
+    files: &[PathBuf],
+    bound: u64,
+    audit_key: [u8; 32],
+) -> std::io::Result<Option<Resume>> {
+    for (seq, path) in snapshot_files(dir)? {
+        if seq > bound {
+            continue;
+        }
+        let Some(located) = reader::locate(files, seq)? else {
+            tracing::warn!(
+                seq,
+                "guard snapshot for a checkpoint the log does not hold; ignored"
+            );
+            continue;
+        };
+        let checkpoint = match reader::check_trusted_checkpoint(&located.line, audit_key) {
+            Ok(checkpoint) => checkpoint,
+            Err(why) => {
+                tracing::warn!(seq, %why, "guard snapshot beside a bad checkpoint; ignored");
+                continue;
+            }
+        };
+        let snapshot = std::fs::read(&path)?;
+        let digest: [u8; 32] = Sha256::digest(&snapshot).into();
+        if digest != checkpoint.guard_digest {
+            tracing::warn!(
+                seq,
+                "guard snapshot does not match its signed digest; ignored"
+            );
+            continue;
+        }
+        return Ok(Some(Resume {
+            located,
+            checkpoint,
+            snapshot,
+        }));
+    }
+    Ok(None)
+}
+
+/// Writes `name` in `dir` so that a crash leaves the old file or the whole new one: a temp
+/// file, fsync, rename, directory fsync.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = dir.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_file(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Refuses a symlink or any non-regular file in the audit directory: signerd must append to,

@@ -74,6 +74,8 @@ pub struct WalkOptions {
     /// Truncate a torn final line of the last file (a crash mid-write) instead of failing.
     /// Only signerd itself does this, at start, before appending.
     pub repair_torn_tail: bool,
+    /// Stop after the record with this seq (verifying history while signerd appends more).
+    pub stop_after: Option<u64>,
 }
 
 /// A checkpoint the walk checked.
@@ -236,6 +238,9 @@ pub fn walk_from(
         let mut buf = Vec::new();
         summary.files += 1;
         loop {
+            if options.stop_after == Some(summary.head_seq) {
+                return Ok(summary);
+            }
             buf.clear();
             let read = reader
                 .read_until(b'\n', &mut buf)
@@ -328,6 +333,106 @@ pub fn walk_from(
         }
     }
     Ok(summary)
+}
+
+/// A record found by [`locate`].
+#[derive(Clone, Debug)]
+pub struct Located {
+    /// Index of its file in the file list.
+    pub file_index: usize,
+    /// Byte offset of its line in that file.
+    pub offset: u64,
+    /// Lines of that file before it.
+    pub lines_before: u64,
+    /// The line, without its newline.
+    pub line: String,
+}
+
+impl Located {
+    /// Where a walk continues after this record, whose checked contents are `after`.
+    pub fn start_after(&self, after: CheckpointSeen) -> StartPoint {
+        StartPoint {
+            file_index: self.file_index,
+            offset: self.offset + self.line.len() as u64 + 1,
+            lines_before: self.lines_before + 1,
+            head_seq: after.seq,
+            head_hash: after.hash,
+            after: Some(after),
+        }
+    }
+}
+
+/// Finds record `seq` without reading the history before it: a binary search over the files by
+/// their first record's seq, then a scan of one file. Reads only the `seq` prefix of lines.
+pub fn locate(files: &[PathBuf], seq: u64) -> std::io::Result<Option<Located>> {
+    // The files are in chain order, so their first seqs increase; an empty file (only ever
+    // the last) sorts last.
+    let (mut low, mut high) = (0usize, files.len());
+    while low < high {
+        let middle = (low + high) / 2;
+        match first_seq(&files[middle])? {
+            Some(first) if first <= seq => low = middle + 1,
+            _ => high = middle,
+        }
+    }
+    let Some(file_index) = low.checked_sub(1) else {
+        return Ok(None);
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(&files[file_index])?);
+    let (mut offset, mut lines_before) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let read = reader.read_until(b'\n', &mut buf)?;
+        if read == 0 || !buf.ends_with(b"\n") {
+            return Ok(None);
+        }
+        if line_seq(&buf) == Some(seq) {
+            let line = String::from_utf8_lossy(&buf[..buf.len() - 1]).into_owned();
+            return Ok(Some(Located {
+                file_index,
+                offset,
+                lines_before,
+                line,
+            }));
+        }
+        offset += read as u64;
+        lines_before += 1;
+    }
+}
+
+/// The seq of a file's first record (`None`: empty or unreadable first line).
+fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
+    let mut reader = BufReader::with_capacity(4096, File::open(path)?);
+    let mut buf = Vec::new();
+    reader.read_until(b'\n', &mut buf)?;
+    Ok(line_seq(&buf))
+}
+
+/// The seq from a line's `{"seq":N,` prefix, without parsing the line.
+fn line_seq(line: &[u8]) -> Option<u64> {
+    let digits = line.strip_prefix(b"{\"seq\":")?;
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+/// Checks a checkpoint found with [`locate`] on its own, as a trusted starting point: its own
+/// hash, that it is a version-2 checkpoint (which signs its position) and its signature.
+pub fn check_trusted_checkpoint(line: &str, audit_key: [u8; 32]) -> Result<CheckpointSeen, String> {
+    let sealed = chain::check(line).map_err(|e| e.to_string())?;
+    let view: RecordView = serde_json::from_value(sealed.value.clone())
+        .map_err(|e| format!("unexpected record shape: {e}"))?;
+    if view.kind != "checkpoint" || view.version != Some(2) {
+        return Err(format!(
+            "record {} is not a version-2 checkpoint",
+            sealed.seq
+        ));
+    }
+    let options = WalkOptions {
+        audit_key: Some(audit_key),
+        ..WalkOptions::default()
+    };
+    check_checkpoint(&sealed, &view, &VecDeque::new(), true, &options)
 }
 
 /// Checks a checkpoint record: what it covers and, with the audit key, its signature.

@@ -201,6 +201,12 @@ impl AuditWriter {
         !self.shared.failed.load(Ordering::SeqCst)
     }
 
+    /// Marks the log failed from outside (its history failed verification): every later append
+    /// answers an error, as after a failed write.
+    pub fn fail(&self) {
+        self.shared.failed.store(true, Ordering::SeqCst);
+    }
+
     /// Waits until enough records have accumulated to call for a checkpoint.
     pub async fn checkpoint_due(&self) {
         self.shared.checkpoint_due.notified().await;
