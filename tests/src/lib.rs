@@ -245,6 +245,9 @@ pub struct SignerdOptions {
     pub worker_threads: Option<usize>,
     /// A `[backend.gcp_kms]` table, when the Cloud KMS backend is wanted.
     pub gcp_kms: Option<GcpKmsOptions>,
+    /// How long a launch may take to become ready (60 s when unset; benches reading long
+    /// logs set more).
+    pub ready_timeout: Option<Duration>,
 }
 
 /// The `gcp-kms` backend of a test signerd, pointed at a (fake) KMS with anonymous credentials.
@@ -334,6 +337,7 @@ pub struct SignerdProcess {
     /// The audit public key it reported (G...).
     pub audit_key: String,
     binary: PathBuf,
+    ready_timeout: Duration,
     child: Option<Child>,
 }
 
@@ -354,6 +358,7 @@ impl SignerdProcess {
             metrics_addr: None,
             audit_key: String::new(),
             binary: options.binary.clone().unwrap_or_else(signerd_bin),
+            ready_timeout: options.ready_timeout.unwrap_or(Duration::from_secs(60)),
             child: None,
         };
         process.launch().await?;
@@ -403,7 +408,7 @@ impl SignerdProcess {
             .with_context(|| format!("starting {}", self.binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        let ready = tokio::time::timeout(self.ready_timeout, async {
             let mut metrics = None;
             let mut audit_key = String::new();
             while let Some(line) = lines.next_line().await? {
@@ -428,7 +433,11 @@ impl SignerdProcess {
             }
             Ok(Ok(None)) => bail!("signerd exited before it was ready:\n{}", self.log()),
             Ok(Err(e)) => bail!("reading signerd output: {e}\n{}", self.log()),
-            Err(_) => bail!("signerd not ready after 60 s:\n{}", self.log()),
+            Err(_) => bail!(
+                "signerd not ready after {} s:\n{}",
+                self.ready_timeout.as_secs(),
+                self.log()
+            ),
         }
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });

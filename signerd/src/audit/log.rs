@@ -157,6 +157,7 @@ impl AuditLog {
         let dir_error = |e| Error::io(format!("audit.dir {}", config.dir.display()), e);
         std::fs::create_dir_all(&config.dir).map_err(dir_error)?;
         only_regular_files(&config.dir).map_err(dir_error)?;
+        remove_unfinished_snapshots(&config.dir).map_err(dir_error)?;
         let files = reader::log_files(&config.dir).map_err(dir_error)?;
         let options = WalkOptions {
             audit_key: Some(key_info.public_key.0),
@@ -642,6 +643,21 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
     file.sync_all()?;
     std::fs::rename(&temp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes snapshot temp files a crash left behind (never renamed, so never trusted).
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".tmp") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a symlink or any non-regular file in the audit directory: signerd must append to,

@@ -122,11 +122,13 @@ pub fn run(path: &Path, args: &VerifyArgs) -> anyhow::Result<String> {
         } else {
             String::new()
         };
+        let from = match summary.started_after {
+            0 => String::new(),
+            trusted => format!(" after the trusted checkpoint at seq {trusted}"),
+        };
         format!(
-            "{} checkpoints{v1} verified with the audit key, covering seq {}..={}{sealed}",
-            summary.checkpoints,
-            summary.started_after + 1,
-            summary.covered_seq,
+            "{} checkpoints{v1} verified with the audit key{from}, covering up to seq {}{sealed}",
+            summary.checkpoints, summary.covered_seq,
         )
     } else {
         format!(
