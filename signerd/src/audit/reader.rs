@@ -552,3 +552,127 @@ fn truncate(path: &Path, len: u64) -> std::io::Result<()> {
     file.set_len(len)?;
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::{Signer, SigningKey};
+
+    use super::*;
+
+    const KEY: [u8; 32] = [42; 32];
+
+    /// A log of `kinds`: "event", "v1", "v1-final", "v2", "v2-final", each properly signed.
+    fn log_of(kinds: &[&str]) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let signer = SigningKey::from_bytes(&KEY);
+        let audit_key =
+            stellar_strkey::ed25519::PublicKey(signer.verifying_key().to_bytes()).to_string();
+        let (mut seq, mut prev, mut text) = (0u64, GENESIS, String::new());
+        for kind in kinds {
+            seq += 1;
+            let is_final = kind.ends_with("final");
+            let members = match *kind {
+                "event" => r#""kind":"start","time":"t","message":"m""#.to_owned(),
+                v1 if v1.starts_with("v1") => {
+                    let signature = signer.sign(&checkpoint::message_v1(seq - 1, &prev));
+                    format!(
+                        r#""kind":"checkpoint","time":"t","covers_seq":{},"covers_hash":"{}","audit_key":"{audit_key}","signature":"{}","final":{is_final}"#,
+                        seq - 1,
+                        hex::encode(prev),
+                        hex::encode(signature.to_bytes())
+                    )
+                }
+                _ => {
+                    let claim = checkpoint::Claim {
+                        seq,
+                        covers_seq: seq - 1,
+                        covers_hash: prev,
+                        is_final,
+                        time_ms: 1_700_000_000_000,
+                        guard_digest: [0; 32],
+                    };
+                    let signature = signer.sign(&claim.message());
+                    format!(
+                        r#""kind":"checkpoint","version":2,"time":"{}","time_ms":{},"covers_seq":{},"covers_hash":"{}","guard_digest":"{}","audit_key":"{audit_key}","signature":"{}","final":{is_final}"#,
+                        record::rfc3339_of_ms(claim.time_ms),
+                        claim.time_ms,
+                        seq - 1,
+                        hex::encode(prev),
+                        hex::encode([0u8; 32]),
+                        hex::encode(signature.to_bytes())
+                    )
+                }
+            };
+            let (line, hash) = chain::seal(seq, &prev, &members);
+            text.push_str(&line);
+            prev = hash;
+        }
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit-00000001.jsonl");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        (dir, vec![path])
+    }
+
+    fn verified(kinds: &[&str]) -> Result<Summary, VerifyError> {
+        let (_dir, files) = log_of(kinds);
+        let public = SigningKey::from_bytes(&KEY).verifying_key().to_bytes();
+        let options = WalkOptions {
+            audit_key: Some(public),
+            ..WalkOptions::default()
+        };
+        walk(&files, &options, |_, _| {})
+    }
+
+    #[test]
+    fn an_upgraded_log_verifies_and_reports_its_v1_checkpoints() {
+        let summary = verified(&[
+            "event", "v1", "event", "v1-final", "event", "v2", "v2-final",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((summary.checkpoints, summary.v1_checkpoints), (4, 2));
+        assert!(summary.sealed);
+        assert_eq!(summary.last_checkpoint.map(|c| c.version), Some(2));
+    }
+
+    #[test]
+    fn a_v1_checkpoint_after_a_v2_one_is_refused() {
+        let error = verified(&["event", "v2", "event", "v1-final"])
+            .err()
+            .unwrap_or_else(|| panic!("a log switched back to v1"));
+        assert!(error.reason.contains("cannot switch back"), "{error}");
+    }
+
+    #[test]
+    fn a_log_sealed_by_a_v1_checkpoint_says_so() {
+        let summary = verified(&["event", "v1-final"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(summary.sealed);
+        assert_eq!(summary.last_checkpoint.map(|c| c.version), Some(1));
+    }
+
+    #[test]
+    fn located_records_resume_a_walk_after_them() {
+        let (_dir, files) = log_of(&["event", "v2", "event", "event", "v2-final"]);
+        let located = locate(&files, 2)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("seq 2 not found"));
+        let public = SigningKey::from_bytes(&KEY).verifying_key().to_bytes();
+        let trusted =
+            check_trusted_checkpoint(&located.line, public).unwrap_or_else(|e| panic!("{e}"));
+        let options = WalkOptions {
+            audit_key: Some(public),
+            ..WalkOptions::default()
+        };
+        let summary = walk_from(&files, &located.start_after(trusted), &options, |_, _| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (summary.records, summary.head_seq, summary.started_after),
+            (3, 5, 2)
+        );
+        assert!(summary.sealed);
+        assert!(
+            locate(&files, 6)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+        assert!(check_trusted_checkpoint(&located.line, [1; 32]).is_err());
+    }
+}
