@@ -77,8 +77,9 @@ async fn run(records: u64) -> anyhow::Result<()> {
 
     let (catch_up, catch_up_peak) = timed_launch(&mut signerd).await?;
     signerd.terminate().await?;
+    let checks_before = history_lines(&signerd.log()).count();
     let (steady, steady_peak) = timed_launch(&mut signerd).await?;
-    let history = wait_for_history_check(&signerd).await?;
+    let history = wait_for_history_check(&signerd, checks_before).await?;
     let after_history_peak = peak_rss_mib(signerd.pid());
     signerd.terminate().await?;
     println!(
@@ -156,19 +157,33 @@ async fn timed_launch(signerd: &mut SignerdProcess) -> anyhow::Result<(Duration,
     Ok((started.elapsed(), peak_rss_mib(signerd.pid())))
 }
 
-/// Waits for signerd's log line about the background history check; returns it, shortened.
-async fn wait_for_history_check(signerd: &SignerdProcess) -> anyhow::Result<String> {
+fn history_lines(log: &str) -> impl Iterator<Item = &str> {
+    log.lines().filter(|l| l.contains("audit history"))
+}
+
+/// Waits for the log line of this start's background history check (the log already held
+/// `before` such lines from earlier starts); returns it, shortened.
+async fn wait_for_history_check(signerd: &SignerdProcess, before: usize) -> anyhow::Result<String> {
     let started = Instant::now();
     loop {
         let log = signerd.log();
-        if let Some(line) = log.lines().rev().find(|l| l.contains("audit history")) {
-            // The text log may colour `seconds=`: take the first number after the name.
-            let seconds: String = line
-                .split("seconds")
+        if let Some(line) = history_lines(&log).nth(before) {
+            // The text log colours `seconds=`: drop escape sequences, then take the value.
+            let mut plain = String::new();
+            let mut in_escape = false;
+            for c in line.chars() {
+                match (in_escape, c) {
+                    (false, '\u{1b}') => in_escape = true,
+                    (true, 'm') => in_escape = false,
+                    (false, c) => plain.push(c),
+                    (true, _) => {}
+                }
+            }
+            let seconds: String = plain
+                .split("seconds=")
                 .nth(1)
                 .unwrap_or_default()
                 .chars()
-                .skip_while(|c| !c.is_ascii_digit())
                 .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .collect();
             let ok = line.contains("verified");
