@@ -17,8 +17,8 @@ use crate::audit::record::{self, Decision, DecisionRecord};
 use crate::authz::{Acl, Action, CallerIdentity};
 use crate::backend::Keyring;
 use crate::error::Error;
-use crate::guard::{GuardDecision, SequenceGuard};
-use crate::keys::{KeyId, KeyInfo};
+use crate::guard::{GuardDecision, SequenceClaim, SequenceGuard};
+use crate::keys::{KeyId, KeyInfo, PublicKey};
 use crate::limits::{CapHit, VelocityCaps};
 use crate::metrics::{BackendLabels, Metrics, RuleLabels};
 use crate::policy::{Denial, PolicySet, Rule};
@@ -179,6 +179,64 @@ impl SignerService {
                 self.metrics.request(ctx.rpc, "failed");
                 Err(e.into())
             }
+        }
+    }
+
+    /// Reserves in the sequence guard the sequence numbers `tx` can consume, when `key` is its
+    /// source. Only the source's own key reserves: a key that is merely an operation source or
+    /// the fee source of a fee bump must not be able to block another account's transactions.
+    /// Returns the claim and whether this call reserved it (false: the identical transaction,
+    /// signed before, already holds it), or the guard's refusal.
+    fn reserve_sequences(
+        &self,
+        caller: &CallerIdentity,
+        tx: &ParsedTransaction,
+        key: &PublicKey,
+        now: u64,
+    ) -> Result<Option<(SequenceClaim, bool)>, Denial> {
+        if tx.source != *key {
+            return Ok(None);
+        }
+        let claim = tx.sequence_claim();
+        let max_time = tx.time_bounds().map(|(_, max)| max);
+        let decision = self
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_and_reserve(claim, tx.sequence_hash(), max_time, &caller.0, now);
+        match decision {
+            GuardDecision::Reserved => Ok(Some((claim, true))),
+            GuardDecision::SameTransaction => Ok(Some((claim, false))),
+            GuardDecision::Conflict {
+                signed,
+                first,
+                last,
+            } => {
+                let held = if (first, last) == (claim.first, claim.last) {
+                    "was".to_owned()
+                } else {
+                    format!("overlaps {}", describe_range(first, last))
+                };
+                Err(Denial::new(
+                    Rule::SequenceGuard,
+                    format!(
+                        "{} of {} {held} already signed for transaction {}",
+                        describe_range(claim.first, claim.last),
+                        claim.account.account_id(),
+                        hex::encode(signed)
+                    ),
+                ))
+            }
+            GuardDecision::Full { limit } => Err(Denial::new(
+                Rule::GuardFull,
+                format!("the sequence guard holds its maximum of {limit} unexpired transactions"),
+            )),
+            GuardDecision::IdentityFull { limit } => Err(Denial::new(
+                Rule::GuardFull,
+                format!(
+                    "identity {caller} holds its maximum of {limit} unexpired sequence-guard entries"
+                ),
+            )),
         }
     }
 }
@@ -399,72 +457,21 @@ impl Signer for SignerService {
         let (payload, signed_hash) = tx.payload_for(&key.public_key);
         record.signed_hash = Some(hex::encode(signed_hash));
 
-        // Only the transaction source's own key reserves its sequence numbers: a key that is
-        // merely an operation source or the fee source of a fee bump must not be able to block
-        // another account's transactions.
-        let reservation = (tx.source == key.public_key).then(|| tx.sequence_claim());
-        let guarded = tx.sequence_hash();
-        let mut reserved = false;
-        if let Some(claim) = reservation {
-            let max_time = tx.time_bounds().map(|(_, max)| max);
-            let decision = self
-                .guard
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check_and_reserve(claim, guarded, max_time, &ctx.caller.0, now);
-            let denial = match decision {
-                GuardDecision::Reserved => {
-                    reserved = true;
-                    None
-                }
-                GuardDecision::SameTransaction => None,
-                GuardDecision::Conflict {
-                    signed,
-                    first,
-                    last,
-                } => Some(Denial::new(
-                    Rule::SequenceGuard,
-                    format!(
-                        "{} of {} {} already signed for transaction {}",
-                        describe_range(claim.first, claim.last),
-                        claim.account.account_id(),
-                        if (first, last) == (claim.first, claim.last) {
-                            "was".to_owned()
-                        } else {
-                            format!("overlaps {}", describe_range(first, last))
-                        },
-                        hex::encode(signed)
-                    ),
-                )),
-                GuardDecision::Full { limit } => Some(Denial::new(
-                    Rule::GuardFull,
-                    format!(
-                        "the sequence guard holds its maximum of {limit} unexpired transactions"
-                    ),
-                )),
-                GuardDecision::IdentityFull { limit } => Some(Denial::new(
-                    Rule::GuardFull,
-                    format!(
-                        "identity {} holds its maximum of {limit} unexpired sequence-guard entries",
-                        ctx.caller
-                    ),
-                )),
-            };
-            if let Some(denial) = denial {
-                return Err(self.deny(&ctx, record, denial).await);
-            }
-            record.reserved_sequences = Some(record::SequenceRange {
-                first: claim.first.to_string(),
-                last: claim.last.to_string(),
-            });
-        }
+        let reservation = match self.reserve_sequences(&ctx.caller, &tx, &key.public_key, now) {
+            Ok(reservation) => reservation,
+            Err(denial) => return Err(self.deny(&ctx, record, denial).await),
+        };
+        record.reserved_sequences = reservation.map(|(claim, _)| record::SequenceRange {
+            first: claim.first.to_string(),
+            last: claim.last.to_string(),
+        });
         if let Err(status) = self.record_signed(&ctx, &mut record).await {
             // Nothing was recorded as signed, so nothing may hold the slot.
-            if let (Some(claim), true) = (reservation, reserved) {
+            if let Some((claim, true)) = reservation {
                 self.guard
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .release(claim, guarded);
+                    .release(claim, tx.sequence_hash());
             }
             return Err(status);
         }

@@ -711,6 +711,123 @@ mod tests {
         );
     }
 
+    /// A v1 transaction from `source` at `sequence` with `cond` and `operations`, decoded.
+    fn decoded(
+        source: [u8; 32],
+        sequence: i64,
+        cond: Preconditions,
+        operations: Vec<Operation>,
+    ) -> ParsedTransaction {
+        use stellar_xdr::{
+            Memo, SequenceNumber, Transaction, TransactionExt, TransactionV1Envelope, Uint256,
+        };
+        let envelope = TransactionEnvelope::Tx(TransactionV1Envelope {
+            tx: Transaction {
+                source_account: MuxedAccount::Ed25519(Uint256(source)),
+                fee: 100,
+                seq_num: SequenceNumber(sequence),
+                cond,
+                memo: Memo::None,
+                operations: operations.try_into().unwrap_or_default(),
+                ext: TransactionExt::V0,
+            },
+            signatures: Default::default(),
+        });
+        let network = NetworkPassphrase::parse("Test SDF Network ; September 2015")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let xdr = envelope
+            .to_xdr(Limits::none())
+            .unwrap_or_else(|e| panic!("{e}"));
+        ParsedTransaction::decode(&xdr, &network).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn bump(to: i64, source: Option<[u8; 32]>) -> Operation {
+        Operation {
+            source_account: source.map(|s| MuxedAccount::Ed25519(stellar_xdr::Uint256(s))),
+            body: OperationBody::BumpSequence(stellar_xdr::BumpSequenceOp {
+                bump_to: stellar_xdr::SequenceNumber(to),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_claim_covers_every_sequence_the_transaction_can_consume() {
+        let plain = decoded([1; 32], 11, Preconditions::None, vec![bump(5, None)]);
+        assert_eq!(
+            (plain.sequence_claim().first, plain.sequence_claim().last),
+            (11, 11)
+        );
+        assert!(!plain.sequence_preconditions().any());
+
+        let v2 = |min_seq_num: Option<i64>| {
+            Preconditions::V2(stellar_xdr::PreconditionsV2 {
+                min_seq_num: min_seq_num.map(stellar_xdr::SequenceNumber),
+                ..Default::default()
+            })
+        };
+        let jumper = decoded([1; 32], 11, v2(Some(9)), Vec::new());
+        assert!(jumper.sequence_preconditions().any());
+        assert_eq!(
+            (jumper.sequence_claim().first, jumper.sequence_claim().last),
+            (10, 11)
+        );
+        // A min_seq_num at or past the sequence can never apply; the claim stays the sequence.
+        let never = decoded([1; 32], 11, v2(Some(20)), Vec::new());
+        assert_eq!(never.sequence_claim().first, 11);
+
+        // A bump by the source itself moves the account; a bump by another account does not.
+        let bumped = decoded(
+            [1; 32],
+            11,
+            Preconditions::None,
+            vec![bump(i64::MAX, None), bump(500, Some([2; 32]))],
+        );
+        assert_eq!(bumped.sequence_claim().last, i64::MAX);
+        let other = decoded(
+            [1; 32],
+            11,
+            Preconditions::None,
+            vec![bump(500, Some([2; 32]))],
+        );
+        assert_eq!(other.sequence_claim().last, 11);
+        assert_eq!(
+            other.effective_operation_sources().collect::<Vec<_>>(),
+            [PublicKey([2; 32])]
+        );
+        assert_eq!(other.sequence_claim().network, other.network_id);
+    }
+
+    #[test]
+    fn summaries_name_what_they_leave_out() {
+        let tx = decoded(
+            [1; 32],
+            1,
+            Preconditions::None,
+            vec![
+                bump(7, None),
+                Operation {
+                    source_account: None,
+                    body: OperationBody::Payment(stellar_xdr::PaymentOp {
+                        destination: MuxedAccount::Ed25519(stellar_xdr::Uint256([3; 32])),
+                        asset: Asset::Native,
+                        amount: 1,
+                    }),
+                },
+            ],
+        );
+        let [bumped, paid] = tx
+            .operation_summaries()
+            .try_into()
+            .unwrap_or_else(|_| panic!());
+        assert_eq!(bumped.not_summarised.as_deref(), Some("body"));
+        let xdr = base64::engine::general_purpose::STANDARD
+            .decode(bumped.xdr.unwrap_or_default())
+            .unwrap_or_default();
+        let op = Operation::from_xdr(&xdr, Limits::none()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(op, bump(7, None));
+        assert_eq!((paid.not_summarised, paid.xdr), (None, None));
+    }
+
     #[test]
     fn amounts_have_seven_places() {
         assert_eq!(format_amount(123_456_789), "12.3456789");

@@ -51,6 +51,32 @@ async fn invalid_configs_refuse_to_start_and_name_the_problem() {
             "teleport",
         ),
         (
+            "empty operation allowlist",
+            good.replace("[policy]", "[policy]\noperations = []"),
+            TEST_PIN,
+            "policy.operations",
+        ),
+        (
+            "an allowed account that is not an account",
+            format!("{good}\n[[policy.keys]]\npattern = \"x-*\"\naccounts = [\"GNOPE\"]\n"),
+            TEST_PIN,
+            "policy.keys[0].accounts[0]",
+        ),
+        (
+            "blind_sign as a switch for every key",
+            format!("{good}\n[[acl]]\nidentity = \"ops\"\nkeys = [\"ops-*\"]\nblind_sign = true\n"),
+            TEST_PIN,
+            "blind_sign",
+        ),
+        (
+            "a bad blind_sign pattern",
+            format!(
+                "{good}\n[[acl]]\nidentity = \"ops\"\nkeys = [\"ops-*\"]\nblind_sign = [\"ops/*\"]\n"
+            ),
+            TEST_PIN,
+            "acl[0].blind_sign",
+        ),
+        (
             "no such token",
             good.replace("token_label = \"signerd-test\"", "token_label = \"nope\""),
             TEST_PIN,

@@ -708,3 +708,66 @@ fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64)
         guard.restore(claim, hash, view.max_time, identity, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::GuardLimits;
+
+    const TESTNET: &str = "Test SDF Network ; September 2015";
+
+    fn signed(key: [u8; 32], source: [u8; 32], network: &str) -> record::RecordView {
+        record::RecordView {
+            kind: "decision".into(),
+            rpc: Some("SignTransaction".into()),
+            decision: Some(Decision::Signed),
+            identity: Some("gateway".into()),
+            public_key: Some(PublicKey(key).account_id()),
+            source_account: Some(PublicKey(source).account_id()),
+            network: Some(network.into()),
+            sequence: Some("100".into()),
+            tx_hash: Some(hex::encode([5; 32])),
+            max_time: Some(2_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_sources_own_signatures_are_restored_on_their_network() {
+        let mut guard = SequenceGuard::new(GuardLimits {
+            max_entries: 10,
+            max_entries_per_identity: 10,
+        });
+        // Written before records named their reservation: a fee payer's signature over the
+        // treasury's transaction, and the treasury's own.
+        restore_guard(&mut guard, &signed([1; 32], [2; 32], TESTNET), 1_000);
+        assert!(
+            guard.is_empty(),
+            "a fee payer's signature reserved the treasury's sequence"
+        );
+        restore_guard(&mut guard, &signed([2; 32], [2; 32], TESTNET), 1_000);
+        // A record naming its reservation: a range.
+        let mut ranged = signed(
+            [3; 32],
+            [3; 32],
+            "Public Global Stellar Network ; September 2015",
+        );
+        ranged.reserved_sequences = Some(record::SequenceRange {
+            first: "90".into(),
+            last: "100".into(),
+        });
+        restore_guard(&mut guard, &ranged, 1_000);
+        let entries: Vec<_> = guard.entries().collect();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let testnet = NetworkPassphrase::parse(TESTNET)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .network_id();
+        assert!(entries.iter().any(|e| e.claim.account == PublicKey([2; 32])
+            && e.claim.network == testnet
+            && (e.claim.first, e.claim.last) == (100, 100)));
+        assert!(entries.iter().any(|e| e.claim.account == PublicKey([3; 32])
+            && e.claim.network != testnet
+            && (e.claim.first, e.claim.last) == (90, 100)
+            && e.identity == "gateway"));
+    }
+}
