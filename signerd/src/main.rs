@@ -24,6 +24,11 @@ enum Command {
             default_value = "/etc/signerd/signerd.toml"
         )]
         config: PathBuf,
+        /// Start even though the audit log is behind the checkpoint anchored in the token
+        /// (files deleted or cut): records a `gap` that `audit verify` reports. Use once, after
+        /// finding out what was lost.
+        #[arg(long)]
+        accept_audit_gap: bool,
     },
     /// Write a development PKI: CA, localhost server certificate, client certificates.
     DevPki {
@@ -67,6 +72,13 @@ enum AuditCommand {
         /// With --live: fail when the last checkpoint is older than this many seconds.
         #[arg(long, requires = "live")]
         max_checkpoint_age: Option<u64>,
+        /// Let a version-1 checkpoint (logs from before checkpoint version 2, whose `final`
+        /// flag and time are not signed) seal the log or date it.
+        #[arg(long)]
+        accept_v1: bool,
+        /// SEQ:HASH of a version-2 checkpoint already verified: check only what follows it.
+        #[arg(long, requires = "audit_key")]
+        from_checkpoint: Option<String>,
     },
     /// List records, filtered.
     Show {
@@ -99,18 +111,25 @@ enum AuditCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => signerd::commands::serve::run(&config),
+        Command::Serve {
+            config,
+            accept_audit_gap,
+        } => signerd::commands::serve::run(&config, accept_audit_gap),
         Command::DevPki { out, clients } => signerd::commands::dev_pki::run(&out, &clients),
         Command::Audit(AuditCommand::Verify {
             path,
             audit_key,
             live,
             max_checkpoint_age,
+            accept_v1,
+            from_checkpoint,
         }) => {
             let args = signerd::commands::audit_verify::VerifyArgs {
                 audit_key,
                 live,
                 max_checkpoint_age_secs: max_checkpoint_age,
+                accept_v1,
+                from_checkpoint,
             };
             match signerd::commands::audit_verify::run(&path, &args) {
                 Ok(summary) => {

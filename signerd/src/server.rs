@@ -63,11 +63,11 @@ impl Signerd {
         }
         let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
         let metrics = Metrics::new();
-        let mut guard = SequenceGuard::new(GuardLimits {
+        let guard = Arc::new(Mutex::new(SequenceGuard::new(GuardLimits {
             max_entries: config.audit.guard_max_entries,
             max_entries_per_identity: config.policy.guard_max_entries_per_identity,
-        });
-        let audit = AuditLog::open(&config.audit, &keyring, &mut guard, metrics.clone()).await?;
+        })));
+        let audit = AuditLog::open(&config.audit, &keyring, guard.clone(), metrics.clone()).await?;
         tracing::info!(
             audit_key = %audit.public_key().account_id(),
             "audit log open; verify with `signerd audit verify --audit-key {}`",
@@ -77,7 +77,7 @@ impl Signerd {
         Ok(Signerd {
             config,
             keyring,
-            guard: Arc::new(Mutex::new(guard)),
+            guard,
             audit,
             caps,
             metrics,

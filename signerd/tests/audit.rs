@@ -574,3 +574,710 @@ async fn metrics_report_requests_denials_audit_and_health() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// An editor of the audit directory (no audit key, no token PIN) against the checkpoints and the
+// anchor.
+
+/// Re-seals one line after `edit`, as an attacker without the audit key would: the same seq and
+/// prev_hash, the record's members edited, a recomputed hash.
+fn reseal(line: &str, edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>)) -> String {
+    let sealed = signerd::audit::chain::check(line).unwrap_or_else(|e| panic!("{e}"));
+    let serde_json::Value::Object(mut members) = sealed.value else {
+        panic!("not an object");
+    };
+    for chain_member in ["seq", "prev_hash", "hash"] {
+        members.remove(chain_member);
+    }
+    edit(&mut members);
+    let json = serde_json::to_string(&members).unwrap_or_else(|e| panic!("{e}"));
+    let (resealed, _) =
+        signerd::audit::chain::seal(sealed.seq, &sealed.prev_hash, &json[1..json.len() - 1]);
+    resealed.trim_end().to_owned()
+}
+
+/// Appends `line`'s members as a new record after the last of `lines` (re-chained).
+fn rechain_onto(lines: &mut Vec<String>, line: &str) {
+    let last = lines
+        .last()
+        .map(|l| signerd::audit::chain::check(l).unwrap_or_else(|e| panic!("{e}")));
+    let (seq, prev) = last.map_or((1, signerd::audit::chain::GENESIS), |l| (l.seq + 1, l.hash));
+    let serde_json::Value::Object(mut members) =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}"))
+    else {
+        panic!("not an object");
+    };
+    for chain_member in ["seq", "prev_hash", "hash"] {
+        members.remove(chain_member);
+    }
+    let json = serde_json::to_string(&members).unwrap_or_else(|e| panic!("{e}"));
+    let (sealed, _) = signerd::audit::chain::seal(seq, &prev, &json[1..json.len() - 1]);
+    lines.push(sealed.trim_end().to_owned());
+}
+
+fn checkpoint_lines(lines: &[String]) -> Vec<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("\"kind\":\"checkpoint\""))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn is_final(line: &str) -> bool {
+    line.contains("\"final\":true")
+}
+
+#[tokio::test]
+async fn a_cut_log_whose_start_checkpoint_is_flipped_to_final_does_not_verify() {
+    let (signerd, copy) = sealed_log().await;
+    let file = only_file(copy.path());
+    let all = lines(&file);
+    let start_checkpoint = checkpoint_lines(&all)[0];
+    assert!(!is_final(&all[start_checkpoint]));
+    // Everything signed after the start is cut; the start checkpoint claims to end the log.
+    let mut cut = all[..=start_checkpoint].to_vec();
+    cut[start_checkpoint] = reseal(&cut[start_checkpoint], |record| {
+        record.insert("final".into(), true.into());
+    });
+    write_lines(&file, &cut);
+    let (ok, text) = verify(&signerd, copy.path(), true);
+    assert!(!ok, "a cut log verified as sealed: {text}");
+    assert!(
+        text.contains("checkpoint signature does not verify"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_rewritten_checkpoint_time_does_not_pass_the_live_age_check() {
+    let (signerd, copy) = sealed_log().await;
+    let file = only_file(copy.path());
+    let all = lines(&file);
+    let start_checkpoint = checkpoint_lines(&all)[0];
+    let mut cut = all[..=start_checkpoint].to_vec();
+    // A log cut long ago, made to look fresh forever: its last checkpoint dated a day ahead.
+    let ahead_ms = signerd::audit::record::now_unix_ms() + 86_400_000;
+    cut[start_checkpoint] = reseal(&cut[start_checkpoint], |record| {
+        record.insert(
+            "time".into(),
+            signerd::audit::record::rfc3339_of_ms(ahead_ms).into(),
+        );
+        if record.contains_key("time_ms") {
+            record.insert("time_ms".into(), ahead_ms.into());
+        }
+    });
+    write_lines(&file, &cut);
+    let output = signerd
+        .verify_audit_at(copy.path(), &["--live", "--max-checkpoint-age", "0"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !output.status.success(),
+        "a redated checkpoint passed: {text}"
+    );
+    assert!(
+        text.contains("checkpoint signature does not verify"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_cut_back_to_an_earlier_final_checkpoint_does_not_restart() {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, 1, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, 2, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let file = only_file(&signerd.audit_dir());
+    let all = lines(&file);
+    let first_final = *checkpoint_lines(&all)
+        .iter()
+        .find(|i| is_final(&all[**i]))
+        .unwrap_or_else(|| panic!("no final checkpoint"));
+    let second_start = checkpoint_lines(&all)
+        .into_iter()
+        .find(|i| *i > first_final)
+        .unwrap_or_else(|| panic!("no second run"));
+
+    // Replayed after the second run's start checkpoint, the first run's final checkpoint does
+    // not seal the log: its signature names its own position.
+    let mut replayed = all[..=second_start].to_vec();
+    rechain_onto(&mut replayed, &all[first_final]);
+    write_lines(&file, &replayed);
+    let (ok, text) = verify(&signerd, &signerd.audit_dir(), true);
+    assert!(!ok, "a replayed final checkpoint sealed the log: {text}");
+
+    // Cut back to that final checkpoint, the log is a genuine, sealed earlier log: only the
+    // anchor in the token shows that the second run is missing.
+    write_lines(&file, &all[..=first_final]);
+    let (ok, text) = verify(&signerd, &signerd.audit_dir(), true);
+    assert!(ok, "{text}");
+    let refused = signerd.launch().await;
+    let error = format!(
+        "{:#}",
+        refused.err().unwrap_or_else(|| panic!(
+            "signerd restarted on a log cut back to an older final checkpoint"
+        ))
+    );
+    assert!(error.contains("behind its anchor"), "{error}");
+    let anchored_seq = all.len();
+    assert!(
+        error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
+            && error.contains(&format!("the log ends at seq {}", first_final + 1)),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_emptied_audit_directory_stops_signerd_until_the_gap_is_accepted() {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, 5, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let anchored_seq = lines(&only_file(&signerd.audit_dir())).len();
+    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
+        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let refused = signerd.launch().await;
+    let error = format!(
+        "{:#}",
+        refused
+            .err()
+            .unwrap_or_else(|| panic!("signerd started a new chain in an emptied directory"))
+    );
+    assert!(
+        error.contains("behind its anchor")
+            && error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
+            && error.contains("holds no record"),
+        "{error}"
+    );
+    assert!(
+        signerd::audit::reader::log_files(&signerd.audit_dir())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .all(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0) == 0),
+        "a refused start wrote records"
+    );
+
+    // The operator accepts the loss explicitly: signerd starts and the log says so.
+    signerd
+        .launch_with_args(&["--accept-audit-gap"])
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let output = signerd
+        .verify_audit(&[])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("1 gap(s) accepted by an operator")
+            && text.contains(&format!("the anchor was checkpoint seq {anchored_seq}")),
+        "{text}"
+    );
+    let gap = signerd
+        .audit_records()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .find(|r| r.kind == "gap")
+        .unwrap_or_else(|| panic!("no gap record"));
+    assert_eq!(gap.anchored_seq, Some(anchored_seq as u64));
+    assert_eq!(gap.found_seq, Some(0));
+    // And from then on the log is anchored again: a plain restart works.
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test]
+async fn a_tail_cut_and_rechained_stops_signerd() {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for seq in 1..=4 {
+        client
+            .sign_transaction(sign_request(key, seq, 1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let file = only_file(&signerd.audit_dir());
+    let all = lines(&file);
+    // The signatures after the start checkpoint are cut, and the log is padded back to its old
+    // length with records that chain correctly (copies of the start event): a crashed signerd's
+    // log, as far as the chain can tell.
+    let start_checkpoint = checkpoint_lines(&all)[0];
+    let mut forged = all[..=start_checkpoint].to_vec();
+    while forged.len() < all.len() + 1 {
+        rechain_onto(&mut forged, &all[0]);
+    }
+    write_lines(&file, &forged);
+    let (chain_ok, text) = verify(&signerd, &signerd.audit_dir(), false);
+    assert!(chain_ok, "{text}");
+    let refused = signerd.launch().await;
+    let error = format!(
+        "{:#}",
+        refused
+            .err()
+            .unwrap_or_else(|| panic!("signerd restarted on a cut and re-chained log"))
+    );
+    assert!(
+        error.contains("behind its anchor")
+            && error.contains(&format!("record {} is a different one", all.len())),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_symlinked_log_file_stops_signerd() {
+    let (mut signerd, _) = signerd_with("").await;
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let file = only_file(&signerd.audit_dir());
+    let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let moved = elsewhere.path().join("audit-00000001.jsonl");
+    std::fs::copy(&file, &moved).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&moved, &file).unwrap_or_else(|e| panic!("{e}"));
+    let refused = signerd.launch().await;
+    let error = format!(
+        "{:#}",
+        refused
+            .err()
+            .unwrap_or_else(|| panic!("signerd appended through a symlink"))
+    );
+    assert!(error.contains("is a symlink"), "{error}");
+    let (ok, text) = verify(&signerd, &signerd.audit_dir(), true);
+    assert!(!ok && text.contains("is a symlink"), "{text}");
+}
+
+#[tokio::test]
+async fn the_token_anchors_the_last_durable_checkpoint() {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, 3, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let last = lines(&only_file(&signerd.audit_dir()))
+        .pop()
+        .unwrap_or_default();
+    let last = signerd::audit::chain::check(&last).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(last.value["kind"], "checkpoint");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_signerd"))
+        .args(["inspect-key", "--config"])
+        .arg(&signerd.config)
+        .arg("signerd-audit")
+        .env("SOFTHSM2_CONF", &signerd.token.conf)
+        .env("SIGNERD_TEST_PIN", signer_testkit::TEST_PIN)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let anchor = &report["audit_anchor"];
+    assert_eq!(anchor["seq"], last.seq, "{report}");
+    assert_eq!(anchor["hash"], hex::encode(last.hash), "{report}");
+    assert_eq!(anchor["token"], true, "{report}");
+    assert_eq!(anchor["private"], true, "{report}");
+}
+
+#[tokio::test]
+async fn an_audit_key_in_cloud_kms_needs_the_anchor_switched_off_explicitly() {
+    let kms = signer_testkit::fake_kms::FakeKms::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let refused = SignerdProcess::start(SignerdOptions {
+        audit_toml: "anchor = \"backend\"".to_owned(),
+        gcp_kms: Some(signer_testkit::GcpKmsOptions::fake(&kms)),
+        ..Default::default()
+    })
+    .await;
+    let error = format!(
+        "{:#}",
+        refused
+            .err()
+            .unwrap_or_else(|| panic!("an unanchored log started without audit.anchor = \"none\""))
+    );
+    assert!(
+        error.contains("audit.anchor") && error.contains("gcp-kms"),
+        "{error}"
+    );
+    // The fake KMS never saw the audit key created: refused before anything changed.
+    assert!(!kms.has_key(signer_testkit::GcpKmsOptions::KEY_RING, "signerd-audit"));
+}
+
+/// splitmix64: a seeded generator, so a failing run of the crash test can be replayed.
+struct Seeded(u64);
+
+impl Seeded {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % bound
+    }
+}
+
+#[tokio::test]
+async fn fifty_sigkills_under_concurrent_signing_always_restart_by_themselves() {
+    let seed = std::env::var("AUDIT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("crash test seed {seed} (replay with AUDIT_CRASH_SEED={seed})");
+    let mut random = Seeded(seed);
+    // Frequent checkpoints, so that kills land around checkpoint writes and anchor updates too.
+    let (mut signerd, key) = signerd_with("checkpoint_every_records = 5").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // Signed before any kill: the guard must hold it through all of them.
+    client
+        .sign_transaction(sign_request(key, 1, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    type Received = Vec<(String, Vec<u8>)>;
+    let received: Arc<Mutex<Received>> = Arc::default();
+    for round in 0..50i64 {
+        if round > 0 {
+            signerd.launch().await.unwrap_or_else(|e| {
+                panic!("seed {seed}: restart {round} after SIGKILL needed help: {e:#}")
+            });
+        }
+        let kill_after = random.below(12) as usize;
+        let (count_tx, mut count_rx) = tokio::sync::watch::channel(0usize);
+        let count_tx = Arc::new(count_tx);
+        let mut workers = Vec::new();
+        for worker in 0..4i64 {
+            let mut client = signerd
+                .client("gateway")
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let (received, count_tx) = (received.clone(), count_tx.clone());
+            workers.push(tokio::spawn(async move {
+                for n in 0..100_000i64 {
+                    let sequence = 10 + round * 1_000_000 + worker * 100_000 + n;
+                    let request_id = format!("kill-{sequence}");
+                    let request = with_request_id(sign_request(key, sequence, 1), &request_id);
+                    let Ok(response) = client.sign_transaction(request).await else {
+                        return;
+                    };
+                    let signed_hash = response.into_inner().signed_hash;
+                    received
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((request_id, signed_hash));
+                    count_tx.send_modify(|count| *count += 1);
+                }
+            }));
+        }
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            count_rx.wait_for(|count| *count >= kill_after),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: round {round} signed nothing for 60 s"))
+        .unwrap_or_else(|e| panic!("{e}"));
+        signerd.kill().await.unwrap_or_else(|e| panic!("{e:#}"));
+        for worker in workers {
+            worker.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    signerd
+        .launch()
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: final restart: {e:#}"));
+    let signed: std::collections::HashMap<String, String> = signerd
+        .audit_records()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .filter(|r| r.decision == Some(signerd::audit::record::Decision::Signed))
+        .filter_map(|r| Some((r.request_id?, r.signed_hash?)))
+        .collect();
+    let received = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        received.len() >= 50,
+        "seed {seed}: only {} signatures",
+        received.len()
+    );
+    for (request_id, signed_hash) in &received {
+        assert_eq!(
+            signed.get(request_id),
+            Some(&hex::encode(signed_hash)),
+            "seed {seed}: {request_id} reached the client without its audit record"
+        );
+    }
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let conflict = client.sign_transaction(sign_request(key, 1, 2)).await;
+    let status = conflict
+        .err()
+        .unwrap_or_else(|| panic!("seed {seed}: a conflicting hash for sequence 1 was signed"));
+    assert!(
+        status.message().contains("policy sequence_guard:"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    let output = signerd
+        .verify_audit(&[])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        output.status.success(),
+        "seed {seed}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("gap"),
+        "seed {seed}: a crash was recorded as a gap"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up does not grow with history: it starts from the anchored checkpoint's guard snapshot.
+
+#[tokio::test]
+async fn history_before_the_trusted_checkpoint_is_verified_after_listening_and_stops_signing_when_bad()
+ {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for seq in 1..=3 {
+        client
+            .sign_transaction(sign_request(key, seq, seq))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    // An old record is altered: start-up no longer reads it before listening...
+    let file = only_file(&signerd.audit_dir());
+    let mut all = lines(&file);
+    let target = all
+        .iter()
+        .position(|l| l.contains("\"amount\":\"0.0000002\""))
+        .unwrap_or_else(|| panic!("no 2-stroop payment"));
+    all[target] = all[target].replace("\"amount\":\"0.0000002\"", "\"amount\":\"0.0000009\"");
+    write_lines(&file, &all);
+    signerd
+        .launch()
+        .await
+        .unwrap_or_else(|e| panic!("start-up read the whole history: {e:#}"));
+    // ...but verifies it right after, and then refuses to sign.
+    signerd
+        .wait_for_health("gateway", ServingStatus::NotServing)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let refused = client.sign_transaction(sign_request(key, 4, 1)).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::Unavailable));
+    let log = signerd.log();
+    assert!(
+        log.contains("audit history fails verification") && log.contains("hash mismatch"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_doctored_guard_snapshot_is_not_trusted() {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, 9, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    // Every snapshot emptied: a guard that forgot sequence 9, if it were believed.
+    let mut doctored = 0;
+    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
+        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+        if path.to_string_lossy().ends_with(".bin") {
+            std::fs::write(&path, b"SSG1").unwrap_or_else(|e| panic!("{e}"));
+            doctored += 1;
+        }
+    }
+    assert!(doctored > 0, "no guard snapshot was written");
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let conflict = client.sign_transaction(sign_request(key, 9, 2)).await;
+    let status = conflict
+        .err()
+        .unwrap_or_else(|| panic!("a doctored snapshot made the guard forget sequence 9"));
+    assert!(
+        status.message().contains("policy sequence_guard:"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        signerd
+            .log()
+            .contains("guard snapshot does not match its signed digest"),
+        "{}",
+        signerd.log()
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_resumes_from_a_checkpoint_already_verified() {
+    let (signerd, copy) = sealed_log().await;
+    let file = only_file(copy.path());
+    let mut all = lines(&file);
+    let start_checkpoint = checkpoint_lines(&all)[0];
+    let trusted =
+        signerd::audit::chain::check(&all[start_checkpoint]).unwrap_or_else(|e| panic!("{e}"));
+    let from = format!("{}:{}", trusted.seq, hex::encode(trusted.hash));
+    let resume = |extra: &[&str]| {
+        let output = signerd
+            .verify_audit_at(copy.path(), extra)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    };
+    let (ok, text) = resume(&["--from-checkpoint", &from]);
+    assert!(ok, "{text}");
+    let after = all.len() - start_checkpoint - 1;
+    assert!(
+        text.contains(&format!("ok: {after} records")) && text.contains("sealed by a final"),
+        "{text}"
+    );
+
+    // What came before the trusted checkpoint is not read again...
+    all[0] = all[0].replace("started", "STARTED");
+    write_lines(&file, &all);
+    let (ok, text) = resume(&["--from-checkpoint", &from]);
+    assert!(ok, "{text}");
+    let (ok, _) = resume(&[]);
+    assert!(
+        !ok,
+        "the altered first record went unnoticed by a full verify"
+    );
+    // ...what comes after it is, and a trusted point that is not in the log is refused.
+    let last = all.len() - 1;
+    all[last] = all[last].replace("\"final\":true", "\"final\":false");
+    write_lines(&file, &all);
+    let (ok, text) = resume(&["--from-checkpoint", &from]);
+    assert!(!ok && text.contains("hash mismatch"), "{text}");
+    let wrong = format!("{}:{}", trusted.seq, hex::encode([7u8; 32]));
+    let (ok, text) = resume(&["--from-checkpoint", &wrong]);
+    assert!(!ok && text.contains("another hash"), "{text}");
+}

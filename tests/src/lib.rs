@@ -295,6 +295,9 @@ pub struct SignerdOptions {
     pub worker_threads: Option<usize>,
     /// A `[backend.gcp_kms]` table, when the Cloud KMS backend is wanted.
     pub gcp_kms: Option<GcpKmsOptions>,
+    /// How long a launch may take to become ready (60 s when unset; benches reading long
+    /// logs set more).
+    pub ready_timeout: Option<Duration>,
 }
 
 /// The `gcp-kms` backend of a test signerd, pointed at a (fake) KMS with anonymous credentials.
@@ -384,6 +387,7 @@ pub struct SignerdProcess {
     /// The audit public key it reported (G...).
     pub audit_key: String,
     binary: PathBuf,
+    ready_timeout: Duration,
     child: Option<Child>,
 }
 
@@ -404,6 +408,7 @@ impl SignerdProcess {
             metrics_addr: None,
             audit_key: String::new(),
             binary: options.binary.clone().unwrap_or_else(signerd_bin),
+            ready_timeout: options.ready_timeout.unwrap_or(Duration::from_secs(60)),
             child: None,
         };
         process.launch().await?;
@@ -427,6 +432,12 @@ impl SignerdProcess {
 
     /// Starts the binary (again) with this process's config, and waits for its readiness line.
     pub async fn launch(&mut self) -> Result<()> {
+        self.launch_with_args(&[]).await
+    }
+
+    /// [`Self::launch`] with more `signerd serve` arguments (`--accept-audit-gap`). When
+    /// signerd exits instead of becoming ready, the error holds its log.
+    pub async fn launch_with_args(&mut self, args: &[&str]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -435,6 +446,7 @@ impl SignerdProcess {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
+            .args(args)
             .env("SOFTHSM2_CONF", &self.token.conf)
             .env("SIGNERD_TEST_PIN", TEST_PIN)
             .env("RUST_LOG", "info")
@@ -446,7 +458,7 @@ impl SignerdProcess {
             .with_context(|| format!("starting {}", self.binary.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        let ready = tokio::time::timeout(self.ready_timeout, async {
             let mut metrics = None;
             let mut audit_key = String::new();
             while let Some(line) = lines.next_line().await? {
@@ -471,7 +483,11 @@ impl SignerdProcess {
             }
             Ok(Ok(None)) => bail!("signerd exited before it was ready:\n{}", self.log()),
             Ok(Err(e)) => bail!("reading signerd output: {e}\n{}", self.log()),
-            Err(_) => bail!("signerd not ready after 60 s:\n{}", self.log()),
+            Err(_) => bail!(
+                "signerd not ready after {} s:\n{}",
+                self.ready_timeout.as_secs(),
+                self.log()
+            ),
         }
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -525,6 +541,20 @@ impl SignerdProcess {
         Ok(std::process::Command::new(&self.binary)
             .args(["audit", "verify"])
             .arg(self.audit_dir())
+            .args(["--audit-key", &self.audit_key])
+            .args(extra_args)
+            .output()?)
+    }
+
+    /// Runs `signerd audit verify` on `path` (a copy of the log) with this process's audit key.
+    pub fn verify_audit_at(
+        &self,
+        path: &Path,
+        extra_args: &[&str],
+    ) -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&self.binary)
+            .args(["audit", "verify"])
+            .arg(path)
             .args(["--audit-key", &self.audit_key])
             .args(extra_args)
             .output()?)
@@ -662,6 +692,17 @@ pub fn with_request_id<T>(message: T, request_id: &str) -> tonic::Request<T> {
     request
 }
 
+/// The `[audit]` lines after `dir`: the options' own, and `anchor = "none"` when the audit key
+/// goes to Cloud KMS (which cannot keep the anchor) unless the options say otherwise.
+fn audit_table(options: &SignerdOptions) -> String {
+    let kms_default = options.gcp_kms.as_ref().is_some_and(|k| k.default);
+    if kms_default && !options.audit_toml.contains("anchor") {
+        format!("{}\nanchor = \"none\"", options.audit_toml)
+    } else {
+        options.audit_toml.clone()
+    }
+}
+
 fn render_config(options: &SignerdOptions, token: &Token, pki: &TestPki) -> String {
     let pkcs11 = if options.gcp_kms.as_ref().is_some_and(|k| k.without_pkcs11) {
         String::new()
@@ -715,7 +756,7 @@ listen = "127.0.0.1:0"
         server = options.server_toml,
         tls = options.tls_toml,
         pki = pki.dir.display(),
-        audit = options.audit_toml,
+        audit = audit_table(options),
         limits = options.limits_toml.clone().unwrap_or_else(|| {
             "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000\ndenials_per_second = 1000000\ndenial_burst = 1000000".to_owned()
         }),

@@ -1,17 +1,22 @@
-//! The [`AuditLog`]: opens the log at start (verifying it, cutting a torn tail, rebuilding the
-//! sequence guard from it), owns the writer, and writes signed checkpoints on a timer, every N
-//! records, at start and, marked final, at shutdown.
+//! The [`AuditLog`]: opens the log at start (verifying it, cutting a torn tail, comparing it with
+//! the anchor kept in the backend, rebuilding the sequence guard from it), owns the writer, and
+//! writes signed checkpoints on a timer, every N records, at start and, marked final, at
+//! shutdown; each checkpoint, once durable, becomes the new anchor.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::checkpoint;
+use super::anchor::{self, AnchorCheck, AuditAnchor, LogFound};
+use super::checkpoint::{self, Claim};
 use super::reader::{self, WalkOptions};
-use super::record::{self, CheckpointRecord, Decision, EventRecord};
+use super::record::{self, CheckpointRecord, Decision, EventRecord, GapRecord};
 use super::writer::{Appended, AuditWriter, WriterSettings};
 use crate::backend::{KeyBackend, Keyring};
 use crate::error::{Error, Result};
@@ -43,6 +48,26 @@ pub struct AuditConfig {
     /// reservations are refused, never evicted. See also `policy.guard_max_entries_per_identity`.
     #[serde(default = "default_guard_max_entries")]
     pub guard_max_entries: usize,
+    /// Where the last checkpoint is anchored outside the directory.
+    #[serde(default)]
+    pub anchor: AnchorMode,
+    /// Set by `signerd serve --accept-audit-gap`, never by the file: start even though the log
+    /// is behind its anchor, recording a `gap`.
+    #[serde(skip)]
+    pub accept_gap: bool,
+}
+
+/// `audit.anchor`.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnchorMode {
+    /// In the backend holding the audit key (a PKCS#11 data object beside it). A log behind
+    /// its anchor stops signerd at start.
+    #[default]
+    Backend,
+    /// No anchor: deleting or cutting the log back to an earlier final checkpoint goes
+    /// unnoticed at start. For an audit key in Cloud KMS, which cannot keep one.
+    None,
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -91,45 +116,132 @@ pub struct AuditLog {
     every: Duration,
     /// Serialises checkpoints (timer, record count, shutdown).
     checkpointing: tokio::sync::Mutex<()>,
-    last_covered: Mutex<u64>,
+    /// Each durable checkpoint is stored as the backend's anchor.
+    anchored: bool,
+    dir: PathBuf,
+    /// Saved with a checkpoint at start, at shutdown and at most every `every` in between.
+    guard: Arc<Mutex<SequenceGuard>>,
+    snapshots: Mutex<Snapshots>,
+}
+
+/// The guard snapshots this process keeps.
+struct Snapshots {
+    /// When the last one was saved.
+    last: Option<Instant>,
+    /// The checkpoint seqs of the snapshots kept (the newest two); every other file is removed.
+    kept: Vec<u64>,
+}
+
+/// A trusted place to start reading: a checkpoint with its guard snapshot.
+struct Resume {
+    located: reader::Located,
+    checkpoint: reader::CheckpointSeen,
+    snapshot: Vec<u8>,
 }
 
 impl AuditLog {
     /// Opens the log: gets (or creates) the audit key, verifies every file, cuts a torn final
-    /// line, feeds every signature on record to `guard`, starts the writer, and writes a start
-    /// checkpoint. A log that fails verification stops signerd from starting.
+    /// line, compares the log with the anchor, feeds every signature on record to `guard`,
+    /// starts the writer, and writes a start checkpoint. A log that fails verification, or is
+    /// behind its anchor (unless `accept_gap`), stops signerd from starting.
     pub async fn open(
         config: &AuditConfig,
         keyring: &Keyring,
-        guard: &mut SequenceGuard,
+        guard: Arc<Mutex<SequenceGuard>>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>> {
         let key_id = KeyId::parse(&config.key_id)?;
-        let (key_info, _) = keyring.create_key(&key_id, None).await?;
-        let (_, backend) = keyring.find(&key_id).await?;
-        let backend = backend.clone();
+        let anchored = config.anchor == AnchorMode::Backend;
+        let (key_info, backend, anchor) = audit_key(keyring, &key_id, anchored).await?;
 
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|e| Error::io(format!("audit.dir {}", config.dir.display()), e))?;
-        let files = reader::log_files(&config.dir)
-            .map_err(|e| Error::io(format!("audit.dir {}", config.dir.display()), e))?;
+        let dir_error = |e| Error::io(format!("audit.dir {}", config.dir.display()), e);
+        std::fs::create_dir_all(&config.dir).map_err(dir_error)?;
+        only_regular_files(&config.dir).map_err(dir_error)?;
+        remove_unfinished_snapshots(&config.dir).map_err(dir_error)?;
+        let files = reader::log_files(&config.dir).map_err(dir_error)?;
         let options = WalkOptions {
             audit_key: Some(key_info.public_key.0),
             repair_torn_tail: true,
+            stop_after: None,
         };
         let now = record::now_unix();
-        let summary = reader::walk(&files, &options, |_, view| restore_guard(guard, view, now))
+        // Start from the newest guard snapshot at or before the anchor whose checkpoint checks
+        // out, and read only what follows it; older history is verified in the background.
+        let bound = match anchor {
+            Some(anchor) if anchor.seq == 0 => None,
+            Some(anchor) => Some(anchor.seq),
+            None => Some(u64::MAX),
+        };
+        let resume = match bound {
+            Some(bound) => trusted_snapshot(&config.dir, &files, bound, key_info.public_key.0)
+                .map_err(dir_error)?,
+            None => None,
+        };
+        let (summary, hash_at_anchor) = {
+            let mut start = reader::StartPoint::beginning();
+            let mut restoring = guard.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(resume) = &resume {
+                let held = restoring
+                    .restore_snapshot(&resume.snapshot, now)
+                    .map_err(|e| Error::Config(format!("audit.dir: {e}")))?;
+                tracing::info!(
+                    checkpoint = resume.checkpoint.seq,
+                    entries = held,
+                    "sequence guard restored from the snapshot of a signed checkpoint"
+                );
+                start = resume.located.start_after(resume.checkpoint.clone());
+            } else if !files.is_empty() {
+                tracing::warn!("no usable guard snapshot: reading the whole audit log");
+            }
+            let anchor_seq = anchor.map_or(0, |a| a.seq);
+            let mut hash_at_anchor = (anchor_seq == start.head_seq).then_some(start.head_hash);
+            let summary = reader::walk_from(&files, &start, &options, |line, view| {
+                if line.seq == anchor_seq {
+                    hash_at_anchor = Some(line.hash);
+                }
+                restore_guard(&mut restoring, view, now)
+            })
             .map_err(|e| {
                 Error::Config(format!(
                     "audit log fails verification, refusing to start: {e} (run `signerd audit verify`)"
                 ))
             })?;
-        tracing::info!(
-            records = summary.records,
-            files = summary.files,
-            guard_entries = guard.len(),
-            "audit log verified"
-        );
+            tracing::info!(
+                read_from = summary.started_after + 1,
+                records = summary.records,
+                files = summary.files,
+                guard_entries = restoring.len(),
+                "audit log verified"
+            );
+            (summary, hash_at_anchor)
+        };
+        let found = LogFound {
+            head_seq: summary.head_seq,
+            hash_at_anchor,
+            files: summary.files,
+        };
+        let gap = match anchored.then(|| anchor::compare(anchor, &found)) {
+            None | Some(AnchorCheck::Holds) => None,
+            Some(AnchorCheck::NotAnchoredYet) => {
+                tracing::warn!(
+                    head_seq = summary.head_seq,
+                    "the token holds no audit anchor yet (a log from before anchors): anchoring it now"
+                );
+                None
+            }
+            Some(AnchorCheck::Missing(why)) if config.accept_gap => {
+                tracing::warn!(%why, "audit log behind its anchor: gap accepted by --accept-audit-gap");
+                Some((anchor.unwrap_or(AuditAnchor::EMPTY), why))
+            }
+            Some(AnchorCheck::Missing(why)) => {
+                return Err(Error::Config(format!(
+                    "audit log is behind its anchor, refusing to start: {why}. Restore the \
+                     missing files; or, if the loss is known and accepted, start once with \
+                     `signerd serve --accept-audit-gap`, which records a `gap` (and the sequence \
+                     guard forgets what the missing records held)"
+                )));
+            }
+        };
 
         let writer = AuditWriter::start(
             WriterSettings {
@@ -150,8 +262,15 @@ impl AuditLog {
             backend,
             every: Duration::from_secs(config.checkpoint_every_secs),
             checkpointing: tokio::sync::Mutex::new(()),
-            last_covered: Mutex::new(summary.covered_seq),
+            anchored,
+            dir: config.dir.clone(),
+            guard,
+            snapshots: Mutex::new(Snapshots {
+                last: None,
+                kept: resume.iter().map(|r| r.checkpoint.seq).collect(),
+            }),
         });
+
         if summary.repaired_bytes > 0 {
             tracing::warn!(
                 bytes = summary.repaired_bytes,
@@ -166,12 +285,27 @@ impl AuditLog {
             )
             .await?;
         }
+        if let Some((anchor, why)) = gap {
+            let record = GapRecord {
+                kind: "gap",
+                time: record::now_rfc3339(),
+                anchored_seq: anchor.seq,
+                anchored_hash: hex::encode(anchor.hash),
+                found_seq: summary.head_seq,
+                found_hash: hex::encode(summary.head_hash),
+                message: format!("accepted by --accept-audit-gap: {why}"),
+            };
+            log.writer.append(record::members(&record)).await?;
+        }
         log.event(
             "start",
             format!("signerd {} started", env!("CARGO_PKG_VERSION")),
         )
         .await?;
         log.checkpoint(false).await?;
+        if let Some(resume) = resume {
+            log.verify_history(files, resume.located.file_index, resume.checkpoint);
+        }
         Ok(log)
     }
 
@@ -194,26 +328,151 @@ impl AuditLog {
         self.writer.append(record::members(&record)).await
     }
 
-    /// Signs the current head with the audit key and appends the checkpoint record.
+    /// Holds the writer, signs a version-2 checkpoint over its head with the audit key, appends
+    /// it as the very next record and, once it is durable, stores it as the anchor.
     pub async fn checkpoint(&self, is_final: bool) -> Result<Appended> {
         let _one_at_a_time = self.checkpointing.lock().await;
-        let head = self.writer.head();
-        let signature = self
-            .backend
-            .sign(&self.key_id, &checkpoint::message(head.seq, &head.hash))
-            .await?;
+        let held = self.writer.hold().await?;
+        let head = held.head();
+        // Taken while the writer is held: every signature at or before `head` is in it (the
+        // guard reserves before the record is written), and perhaps a few reserved for records
+        // still queued, which only makes the restored guard stricter.
+        let snapshot = self.snapshot_due(is_final).then(|| {
+            self.guard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot()
+        });
+        let claim = Claim {
+            seq: head.seq + 1,
+            covers_seq: head.seq,
+            covers_hash: head.hash,
+            is_final,
+            time_ms: record::now_unix_ms(),
+            guard_digest: snapshot
+                .as_ref()
+                .map_or([0; 32], |bytes| Sha256::digest(bytes).into()),
+        };
+        // On failure the hold is dropped and the writer goes on without a checkpoint.
+        let signature = self.backend.sign(&self.key_id, &claim.message()).await?;
         let record = CheckpointRecord {
             kind: "checkpoint".into(),
-            time: record::now_rfc3339(),
-            covers_seq: head.seq,
-            covers_hash: hex::encode(head.hash),
+            version: checkpoint::CURRENT_VERSION,
+            time: record::rfc3339_of_ms(claim.time_ms),
+            time_ms: claim.time_ms,
+            covers_seq: claim.covers_seq,
+            covers_hash: hex::encode(claim.covers_hash),
+            guard_digest: hex::encode(claim.guard_digest),
             audit_key: self.key.account_id(),
             signature: hex::encode(signature),
             is_final,
         };
-        let appended = self.writer.append(record::members(&record)).await?;
-        *self.last_covered.lock().unwrap_or_else(|p| p.into_inner()) = head.seq;
+        let appended = held.append(record::members(&record)).await?;
+        if let Some(bytes) = snapshot {
+            // Durable before the anchor names this checkpoint: start-up trusts the pair.
+            self.save_snapshot(appended.seq, bytes).await?;
+        }
+        if self.anchored {
+            // Only now: the anchor never points past what is durable, so a crash leaves the
+            // log ahead of its anchor (normal), never behind it (tampering).
+            let anchor = AuditAnchor {
+                seq: appended.seq,
+                hash: appended.hash,
+            };
+            self.backend
+                .store_audit_anchor(&self.key_id, &anchor)
+                .await?;
+        }
         Ok(appended)
+    }
+
+    fn snapshot_due(&self, is_final: bool) -> bool {
+        let snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        is_final
+            || snapshots
+                .last
+                .is_none_or(|last| last.elapsed() >= self.every)
+    }
+
+    /// Writes `guard-<seq>.bin` atomically (temp file, fsync, rename, directory fsync) and
+    /// removes every other snapshot but the previous one.
+    async fn save_snapshot(&self, seq: u64, bytes: Vec<u8>) -> Result<()> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &snapshot_name(seq), &bytes))
+            .await
+            .map_err(|e| Error::Backend(format!("guard snapshot task: {e}")))?
+            .map_err(|e| Error::io(format!("writing guard snapshot {}", snapshot_name(seq)), e))?;
+        let kept = {
+            let mut snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            snapshots.last = Some(Instant::now());
+            snapshots.kept.push(seq);
+            let excess = snapshots.kept.len().saturating_sub(2);
+            snapshots.kept.drain(..excess);
+            snapshots.kept.clone()
+        };
+        for (old, _) in snapshot_files(&self.dir).unwrap_or_default() {
+            if !kept.contains(&old) {
+                let _ = std::fs::remove_file(self.dir.join(snapshot_name(old)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies the history before the checkpoint start-up trusted (records `1..=trusted.seq`,
+    /// every hash, link and signature) on a thread of its own. If it fails, the log is marked
+    /// failed: signing stops (`UNAVAILABLE`) and health turns `NOT_SERVING`, as a log failing
+    /// verification at start would have stopped signerd.
+    fn verify_history(
+        self: &Arc<Self>,
+        mut files: Vec<PathBuf>,
+        last_file: usize,
+        trusted: reader::CheckpointSeen,
+    ) {
+        files.truncate(last_file + 1);
+        let log = Arc::downgrade(self);
+        let options = WalkOptions {
+            audit_key: Some(self.key.0),
+            repair_torn_tail: false,
+            stop_after: Some(trusted.seq),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("audit-history".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = reader::walk(&files, &options, |_, _| {})
+                    .map_err(|e| e.to_string())
+                    .and_then(|summary| {
+                        if (summary.head_seq, summary.head_hash) == (trusted.seq, trusted.hash) {
+                            Ok(summary)
+                        } else {
+                            Err(format!(
+                                "the history ends at seq {} instead of reaching checkpoint {}",
+                                summary.head_seq, trusted.seq
+                            ))
+                        }
+                    });
+                match outcome {
+                    Ok(summary) => tracing::info!(
+                        records = summary.records,
+                        checkpoints = summary.checkpoints,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "audit history before the start checkpoint verified"
+                    ),
+                    Err(why) => {
+                        tracing::error!(
+                            %why,
+                            "audit history fails verification: refusing to sign until restarted"
+                        );
+                        if let Some(log) = log.upgrade() {
+                            log.writer.fail();
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the audit history check");
+            self.writer.fail();
+        }
     }
 
     /// Writes checkpoints every `checkpoint_every_secs`, and whenever the writer reports
@@ -246,6 +505,168 @@ impl AuditLog {
         }
         self.writer.close();
     }
+}
+
+/// The audit key, the backend holding it and (when `anchored`) its anchor. A new audit key gets
+/// the empty anchor first, so that "the key exists but has no anchor" only ever means a log from
+/// before anchors, never a crash between creating the key and anchoring.
+async fn audit_key(
+    keyring: &Keyring,
+    key_id: &KeyId,
+    anchored: bool,
+) -> Result<(
+    crate::keys::KeyInfo,
+    Arc<dyn KeyBackend>,
+    Option<AuditAnchor>,
+)> {
+    let existing = match keyring.find(key_id).await {
+        Ok((info, backend)) => Some((info, backend.clone())),
+        Err(Error::KeyNotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let unsupported = |backend: &Arc<dyn KeyBackend>| {
+        Error::Config(format!(
+            "audit.anchor: the audit key {key_id} is in the {} backend, which cannot keep the \
+             anchor; set audit.anchor = \"none\" (see the README's audit section)",
+            backend.name()
+        ))
+    };
+    if let Some((info, backend)) = existing {
+        if !anchored {
+            return Ok((info, backend, None));
+        }
+        if !backend.holds_audit_anchor() {
+            return Err(unsupported(&backend));
+        }
+        let anchor = backend.audit_anchor(key_id).await?;
+        return Ok((info, backend, anchor));
+    }
+    let target = keyring.default_backend();
+    if anchored {
+        if !target.holds_audit_anchor() {
+            return Err(unsupported(target));
+        }
+        target
+            .store_audit_anchor(key_id, &AuditAnchor::EMPTY)
+            .await?;
+    }
+    let (info, _) = keyring.create_key(key_id, None).await?;
+    tracing::info!(key_id = %key_id, public_key = %info.public_key.account_id(), "audit key created");
+    Ok((info, target.clone(), anchored.then_some(AuditAnchor::EMPTY)))
+}
+
+/// `guard-00000000000000000042.bin` for the checkpoint at seq 42.
+fn snapshot_name(seq: u64) -> String {
+    format!("{SNAPSHOT_PREFIX}{seq:020}{SNAPSHOT_SUFFIX}")
+}
+
+const SNAPSHOT_PREFIX: &str = "guard-";
+const SNAPSHOT_SUFFIX: &str = ".bin";
+
+/// The guard snapshots in `dir`, newest (highest checkpoint seq) first.
+fn snapshot_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let seq: Option<u64> = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| {
+                n.strip_prefix(SNAPSHOT_PREFIX)?
+                    .strip_suffix(SNAPSHOT_SUFFIX)
+            })
+            .and_then(|n| n.parse().ok());
+        if let Some(seq) = seq {
+            found.push((seq, path));
+        }
+    }
+    found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    Ok(found)
+}
+
+/// The newest guard snapshot at or before checkpoint `bound` whose checkpoint is in the log,
+/// is a version-2 checkpoint signed by the audit key, and signs the snapshot's SHA-256. A
+/// snapshot that does not check out is passed over (an older one, or the whole log, is read
+/// instead), with a warning.
+fn trusted_snapshot(
+    dir: &Path,
+    files: &[PathBuf],
+    bound: u64,
+    audit_key: [u8; 32],
+) -> std::io::Result<Option<Resume>> {
+    for (seq, path) in snapshot_files(dir)? {
+        if seq > bound {
+            continue;
+        }
+        let Some(located) = reader::locate(files, seq)? else {
+            tracing::warn!(
+                seq,
+                "guard snapshot for a checkpoint the log does not hold; ignored"
+            );
+            continue;
+        };
+        let checkpoint = match reader::check_trusted_checkpoint(&located.line, audit_key) {
+            Ok(checkpoint) => checkpoint,
+            Err(why) => {
+                tracing::warn!(seq, %why, "guard snapshot beside a bad checkpoint; ignored");
+                continue;
+            }
+        };
+        let snapshot = std::fs::read(&path)?;
+        let digest: [u8; 32] = Sha256::digest(&snapshot).into();
+        if digest != checkpoint.guard_digest {
+            tracing::warn!(
+                seq,
+                "guard snapshot does not match its signed digest; ignored"
+            );
+            continue;
+        }
+        return Ok(Some(Resume {
+            located,
+            checkpoint,
+            snapshot,
+        }));
+    }
+    Ok(None)
+}
+
+/// Writes `name` in `dir` so that a crash leaves the old file or the whole new one: a temp
+/// file, fsync, rename, directory fsync.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = dir.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_file(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes snapshot temp files a crash left behind (never renamed, so never trusted).
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".tmp") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a symlink or any non-regular file in the audit directory: signerd must append to,
+/// and verify, only files that are really there.
+fn only_regular_files(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        reader::regular_file(&entry?.path())?;
+    }
+    Ok(())
 }
 
 /// Feeds one record read at start to the guard: every `signed` SignTransaction decision that

@@ -7,6 +7,7 @@
 //! by a dedicated audit key in the backend over a record's seq and hash) make a wholesale rewrite
 //! with recomputed hashes, or a cut tail, detectable by anyone holding the audit public key.
 //!
+//! - [`anchor`]: the last checkpoint anchored in the backend, and what a log behind it means.
 //! - [`chain`]: the line format: sealing a record and checking one.
 //! - [`record`]: what a record says (written by the service, read by the tools).
 //! - [`writer`]: the [`writer::AuditWriter`]: group commit (many records, one fsync), rotation,
@@ -15,6 +16,7 @@
 //! - [`checkpoint`]: what a checkpoint signs and how it is checked.
 //! - [`log`]: the [`log::AuditLog`]: opening (verify, repair, rebuild the guard), checkpoints, close.
 
+pub mod anchor;
 pub mod chain;
 pub mod checkpoint;
 pub mod log;

@@ -14,6 +14,27 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// The current time in Unix milliseconds.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (the `time` of a record whose `time_ms`
+/// is signed, so the two always agree).
+pub fn rfc3339_of_ms(time_ms: u64) -> String {
+    let nanos = i128::from(time_ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// The current time in Unix seconds.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -114,24 +135,53 @@ pub struct SequenceRange {
     pub last: String,
 }
 
-/// A signed checkpoint: the audit key's signature over record `covers_seq` and its hash.
+/// A signed checkpoint (version 2, see [`super::checkpoint`]): the audit key's signature over
+/// the checkpoint's own position, the record right before it, `final`, `time_ms` and the guard
+/// snapshot's digest.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct CheckpointRecord {
     /// Always `checkpoint`.
     pub kind: String,
-    /// When it was written.
+    /// The checkpoint format: 2. Version-1 checkpoints have no such member.
+    pub version: u8,
+    /// When it was written (RFC 3339, the same instant as `time_ms`).
     pub time: String,
-    /// The record this checkpoint vouches for (and, through the chain, every record before it).
+    /// When it was written, Unix milliseconds: the signed value.
+    pub time_ms: u64,
+    /// The record right before this one (and, through the chain, every record before it).
     pub covers_seq: u64,
     /// That record's hash (hex).
     pub covers_hash: String,
+    /// SHA-256 (hex) of the guard snapshot saved with this checkpoint; 64 zeros when none.
+    pub guard_digest: String,
     /// The audit public key (G...).
     pub audit_key: String,
-    /// Ed25519 signature (hex) over [`super::checkpoint::message`].
+    /// Ed25519 signature (hex) over [`super::checkpoint::Claim::message`].
     pub signature: String,
     /// Written at a clean shutdown: nothing follows until signerd starts again.
     #[serde(rename = "final")]
     pub is_final: bool,
+}
+
+/// An operator accepted, with `signerd serve --accept-audit-gap`, that the log on disk is behind
+/// (or not the continuation of) the checkpoint anchored in the backend: records between the
+/// anchor and what was found are missing, and the sequence guard forgot what they held.
+#[derive(Debug, Serialize)]
+pub struct GapRecord {
+    /// Always `gap`.
+    pub kind: &'static str,
+    /// When.
+    pub time: String,
+    /// The anchored checkpoint's seq.
+    pub anchored_seq: u64,
+    /// The anchored checkpoint's hash (hex).
+    pub anchored_hash: String,
+    /// The last record found on disk before this one (0: the log was empty).
+    pub found_seq: u64,
+    /// Its hash (hex).
+    pub found_hash: String,
+    /// What was wrong, in words.
+    pub message: String,
 }
 
 /// A lifecycle event: start, recovery of a torn tail, audit key creation.
@@ -150,7 +200,7 @@ pub struct EventRecord {
 pub struct RecordView {
     /// Chain position.
     pub seq: u64,
-    /// `decision`, `checkpoint`, `start`, `recovery`.
+    /// `decision`, `checkpoint`, `start`, `recovery`, `gap`.
     #[serde(default)]
     pub kind: String,
     /// RFC 3339 time.
@@ -196,6 +246,12 @@ pub struct RecordView {
     pub reason: Option<String>,
     /// See [`DecisionRecord`].
     pub suppressed_denials: Option<u64>,
+    /// See [`CheckpointRecord`] (absent: a version-1 checkpoint).
+    pub version: Option<u8>,
+    /// See [`CheckpointRecord`].
+    pub time_ms: Option<u64>,
+    /// See [`CheckpointRecord`].
+    pub guard_digest: Option<String>,
     /// See [`CheckpointRecord`].
     pub covers_seq: Option<u64>,
     /// See [`CheckpointRecord`].
@@ -209,6 +265,14 @@ pub struct RecordView {
     pub is_final: Option<bool>,
     /// See [`EventRecord`].
     pub message: Option<String>,
+    /// See [`GapRecord`].
+    pub anchored_seq: Option<u64>,
+    /// See [`GapRecord`].
+    pub anchored_hash: Option<String>,
+    /// See [`GapRecord`].
+    pub found_seq: Option<u64>,
+    /// See [`GapRecord`].
+    pub found_hash: Option<String>,
 }
 
 /// The JSON members of `record` without the surrounding braces, ready for

@@ -47,6 +47,25 @@ struct Append {
     reply: tokio::sync::oneshot::Sender<std::result::Result<Appended, String>>,
 }
 
+/// What the writer thread is asked to do.
+enum Request {
+    /// Append a record.
+    Append(Append),
+    /// Write everything queued before this, report the head, then append nothing else until
+    /// the holder hands over one record (or lets go): a checkpoint must be the record right
+    /// after the head it covers.
+    Hold(Hold),
+}
+
+struct Hold {
+    granted: tokio::sync::oneshot::Sender<Appended>,
+    then: std::sync::mpsc::Receiver<Append>,
+}
+
+/// How long the writer waits for a holder to hand over its record before it lets go on its
+/// own (a backend that hangs must not stop the log for longer).
+const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// State shared between the writer thread and its handles.
 struct Shared {
     /// The last durable record.
@@ -61,7 +80,7 @@ struct Shared {
 
 /// Appends sealed records to the log directory.
 pub struct AuditWriter {
-    requests: RwLock<Option<crossbeam_channel::Sender<Append>>>,
+    requests: RwLock<Option<crossbeam_channel::Sender<Request>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -99,17 +118,41 @@ impl AuditWriter {
             checkpoint_every: settings.checkpoint_every.max(1),
             checkpoint_due: tokio::sync::Notify::new(),
         });
-        let (requests, queue) = crossbeam_channel::bounded::<Append>(capacity.max(1));
+        let (requests, queue) = crossbeam_channel::bounded::<Request>(capacity.max(1));
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 let mut head = head;
-                while let Ok(first) = queue.recv() {
+                let mut next = None;
+                loop {
+                    let first = match next.take() {
+                        Some(request) => request,
+                        None => match queue.recv() {
+                            Ok(request) => request,
+                            Err(_) => break,
+                        },
+                    };
+                    let first = match first {
+                        Request::Append(append) => append,
+                        Request::Hold(hold) => {
+                            if hold.granted.send(head).is_err() {
+                                continue;
+                            }
+                            match hold.then.recv_timeout(HOLD_TIMEOUT) {
+                                Ok(append) => append,
+                                Err(_) => continue,
+                            }
+                        }
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match queue.try_recv() {
-                            Ok(more) => batch.push(more),
+                            Ok(Request::Append(more)) => batch.push(more),
+                            Ok(hold) => {
+                                next = Some(hold);
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
@@ -135,13 +178,7 @@ impl AuditWriter {
     /// [`Error::ResourceExhausted`] when the queue is full.
     pub async fn append(&self, members: String) -> Result<Appended> {
         let result = self.enqueue(members)?;
-        match result.await {
-            Ok(Ok(appended)) => Ok(appended),
-            Ok(Err(why)) => Err(Error::Unavailable(format!(
-                "audit log cannot be written: {why}"
-            ))),
-            Err(_) => Err(Error::Unavailable("audit log closed".into())),
-        }
+        outcome(result).await
     }
 
     /// Queues one record without waiting for it to be durable, for paths that cannot wait (a
@@ -157,12 +194,36 @@ impl AuditWriter {
         members: String,
     ) -> Result<tokio::sync::oneshot::Receiver<std::result::Result<Appended, String>>> {
         let (reply, result) = tokio::sync::oneshot::channel();
+        self.send(Request::Append(Append { members, reply }))?;
+        Ok(result)
+    }
+
+    /// Waits until everything queued so far is durable and holds the writer there: the next
+    /// record written is the one handed to [`HeldWriter::append`], right after
+    /// [`HeldWriter::head`]. Requests queue up meanwhile; dropping the hold lets them through.
+    pub async fn hold(&self) -> Result<HeldWriter> {
+        if !self.healthy() {
+            return Err(Error::Unavailable(
+                "audit log cannot be written: an earlier write failed".into(),
+            ));
+        }
+        let (granted, head) = tokio::sync::oneshot::channel();
+        let (handover, then) = std::sync::mpsc::channel();
+        self.send(Request::Hold(Hold { granted, then }))?;
+        let head = head
+            .await
+            .map_err(|_| Error::Unavailable("audit log closed".into()))?;
+        Ok(HeldWriter { head, handover })
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
         let requests = self.requests.read().unwrap_or_else(|p| p.into_inner());
         let sender = requests
             .as_ref()
             .ok_or_else(|| Error::Unavailable("audit log closed".into()))?;
-        match sender.try_send(Append { members, reply }) {
-            Ok(()) => Ok(result),
+        // Never blocks: the callers are async tasks, and a full queue means the disk is behind.
+        match sender.try_send(request) {
+            Ok(()) => Ok(()),
             Err(crossbeam_channel::TrySendError::Full(_)) => Err(Error::ResourceExhausted(
                 "audit log queue is full; retry later".into(),
             )),
@@ -182,6 +243,12 @@ impl AuditWriter {
         !self.shared.failed.load(Ordering::SeqCst)
     }
 
+    /// Marks the log failed from outside (its history failed verification): every later append
+    /// answers an error, as after a failed write.
+    pub fn fail(&self) {
+        self.shared.failed.store(true, Ordering::SeqCst);
+    }
+
     /// Waits until enough records have accumulated to call for a checkpoint.
     pub async fn checkpoint_due(&self) {
         self.shared.checkpoint_due.notified().await;
@@ -196,6 +263,41 @@ impl AuditWriter {
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// The writer, stopped right after [`HeldWriter::head`] until a record is handed over.
+pub struct HeldWriter {
+    head: Appended,
+    handover: std::sync::mpsc::Sender<Append>,
+}
+
+impl HeldWriter {
+    /// The last durable record: the next one written gets `head().seq + 1`.
+    pub fn head(&self) -> Appended {
+        self.head
+    }
+
+    /// Appends `members` as the record right after [`Self::head`] and waits until it is
+    /// durable; then the writer goes on with what queued up meanwhile.
+    pub async fn append(self, members: String) -> Result<Appended> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.handover
+            .send(Append { members, reply })
+            .map_err(|_| Error::Unavailable("audit log hold timed out or closed".into()))?;
+        outcome(result).await
+    }
+}
+
+async fn outcome(
+    result: tokio::sync::oneshot::Receiver<std::result::Result<Appended, String>>,
+) -> Result<Appended> {
+    match result.await {
+        Ok(Ok(appended)) => Ok(appended),
+        Ok(Err(why)) => Err(Error::Unavailable(format!(
+            "audit log cannot be written: {why}"
+        ))),
+        Err(_) => Err(Error::Unavailable("audit log closed".into())),
     }
 }
 
@@ -275,13 +377,22 @@ impl LogFile {
             .map_err(|e| Error::io(format!("audit.dir {}", dir.display()), e))?
             .last()
             .and_then(|p| file_index(p));
-        Self::open(dir, last.unwrap_or(1))
+        match last {
+            Some(index) => Self::open(dir, index, false),
+            None => Self::open(dir, 1, true),
+        }
     }
 
-    fn open(dir: &Path, index: u64) -> Result<Self> {
+    /// Opens file `index` for appending; `new`: it must not exist yet. A new file is created
+    /// with `O_EXCL`, which also refuses a symlink planted under its name.
+    fn open(dir: &Path, index: u64, new: bool) -> Result<Self> {
         let path = dir.join(file_name(index));
+        if !new {
+            super::reader::regular_file(&path)
+                .map_err(|e| Error::io(format!("audit log {}", path.display()), e))?;
+        }
         let file = OpenOptions::new()
-            .create(true)
+            .create_new(new)
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(format!("opening audit log {}", path.display()), e))?;
@@ -301,7 +412,7 @@ impl LogFile {
         if self.len < settings.rotate_bytes || self.len == 0 {
             return Ok(());
         }
-        let next = Self::open(&self.dir, self.index + 1).map_err(std::io::Error::other)?;
+        let next = Self::open(&self.dir, self.index + 1, true).map_err(std::io::Error::other)?;
         *self = next;
         self.sync_dir().map_err(std::io::Error::other)
     }
@@ -334,7 +445,6 @@ fn file_index(path: &Path) -> Option<u64> {
         .parse()
         .ok()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
+use crate::audit::anchor::AuditAnchor;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyInfo};
 
@@ -39,6 +40,33 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// Signs a 32-byte hash with the key (pure Ed25519 over exactly these bytes).
     async fn sign(&self, id: &KeyId, hash: &[u8; 32]) -> Result<[u8; 64]>;
+
+    /// Whether this backend keeps the audit anchor ([`AuditAnchor`]) beside the audit key. A
+    /// backend that cannot (Cloud KMS) needs `audit.anchor = "none"` in the config.
+    fn holds_audit_anchor(&self) -> bool {
+        false
+    }
+
+    /// The audit anchor stored for the audit key `audit_key`; `None` when there is none yet.
+    async fn audit_anchor(&self, audit_key: &KeyId) -> Result<Option<AuditAnchor>> {
+        let _ = audit_key;
+        Err(self.no_audit_anchor())
+    }
+
+    /// Stores (replaces) the audit anchor of `audit_key`. Called only after the anchored
+    /// checkpoint is durable in the log.
+    async fn store_audit_anchor(&self, audit_key: &KeyId, anchor: &AuditAnchor) -> Result<()> {
+        let _ = (audit_key, anchor);
+        Err(self.no_audit_anchor())
+    }
+
+    /// The error of the default anchor methods.
+    fn no_audit_anchor(&self) -> Error {
+        Error::Config(format!(
+            "audit.anchor: the {} backend cannot keep the audit anchor; set audit.anchor = \"none\"",
+            self.name()
+        ))
+    }
 
     /// Probes the backend; while it is down, tries to reconnect. `true` when it can serve.
     async fn check_health(&self) -> bool;
@@ -71,6 +99,11 @@ impl Keyring {
             default,
             create_locks: (0..64).map(|_| Mutex::new(())).collect(),
         })
+    }
+
+    /// The backend `CreateKey` uses when a request names none.
+    pub fn default_backend(&self) -> &Arc<dyn KeyBackend> {
+        &self.backends[self.default]
     }
 
     /// The configured backends.

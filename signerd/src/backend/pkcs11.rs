@@ -27,6 +27,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use secrecy::SecretString;
 
 use super::KeyBackend;
+use crate::audit::anchor::AuditAnchor;
 use crate::config::Pkcs11Config;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyInfo, PublicKey};
@@ -35,6 +36,9 @@ use crate::keys::{KeyId, KeyInfo, PublicKey};
 pub const ED25519_EC_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
 
 const NAME: &str = "pkcs11";
+
+/// `CKA_APPLICATION` of the audit anchor data object; its `CKA_LABEL` is the audit key id.
+pub const ANCHOR_APPLICATION: &str = "signerd-audit-anchor";
 
 /// Why one PKCS#11 operation failed.
 #[derive(Debug)]
@@ -109,6 +113,9 @@ struct Token {
     jobs: crossbeam_channel::Sender<Job>,
     workers: Vec<std::thread::JoinHandle<()>>,
     index: RwLock<BTreeMap<KeyId, IndexedKey>>,
+    /// Audit anchor objects found or created on this connection, by audit key id, so that
+    /// storing an anchor never searches the token.
+    anchors: Mutex<BTreeMap<KeyId, AnchorObject>>,
 }
 
 impl Token {
@@ -300,6 +307,61 @@ impl KeyBackend for Pkcs11Backend {
         })
     }
 
+    fn holds_audit_anchor(&self) -> bool {
+        true
+    }
+
+    async fn audit_anchor(&self, audit_key: &KeyId) -> Result<Option<AuditAnchor>> {
+        let token = self.token()?;
+        let key = audit_key.clone();
+        let found = run(&token, move |session| find_anchor(session, &key))
+            .await
+            .map_err(|e| self.fail(&token, e))?;
+        let Some((object, value)) = found else {
+            return Ok(None);
+        };
+        lock(&token.anchors).insert(audit_key.clone(), object);
+        AuditAnchor::from_bytes(&value).map(Some).ok_or_else(|| {
+            Error::Backend(format!(
+                "the token's audit anchor for {audit_key} holds {} unreadable bytes",
+                value.len()
+            ))
+        })
+    }
+
+    /// Tokens may refuse to change a data object's `CKA_VALUE` (SoftHSM does), so each anchor
+    /// is a new object with the next generation number, and the previous one is destroyed
+    /// after it: a crash in between leaves two, and the reader keeps the newer.
+    async fn store_audit_anchor(&self, audit_key: &KeyId, anchor: &AuditAnchor) -> Result<()> {
+        let token = self.token()?;
+        let cached = lock(&token.anchors).get(audit_key).copied();
+        let (key, anchor) = (audit_key.clone(), *anchor);
+        let stored = run(&token, move |session| {
+            let previous = match cached {
+                Some(object) => Some(object),
+                None => find_anchor(session, &key)?.map(|(object, _)| object),
+            };
+            let generation = previous.map_or(1, |p| p.generation + 1);
+            let mut value = generation.to_be_bytes().to_vec();
+            value.extend(anchor.to_bytes());
+            let mut template = anchor_template(&key);
+            template.extend([
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Value(value),
+            ]);
+            let handle = session.create_object(&template)?;
+            if let Some(previous) = previous {
+                session.destroy_object(previous.handle)?;
+            }
+            Ok(AnchorObject { handle, generation })
+        })
+        .await
+        .map_err(|e| self.fail(&token, e))?;
+        lock(&token.anchors).insert(audit_key.clone(), stored);
+        Ok(())
+    }
+
     async fn shutdown(&self) {
         let Some(token) = write(&self.token).take() else {
             return;
@@ -422,9 +484,68 @@ fn open_token(settings: &Settings) -> Result<Token> {
         jobs,
         workers,
         index: RwLock::new(index),
+        anchors: Mutex::new(BTreeMap::new()),
     })
 }
 
+/// The template that finds the audit anchor of `audit_key`: a `CKO_DATA` object whose
+/// `CKA_APPLICATION` is [`ANCHOR_APPLICATION`] and whose `CKA_LABEL` is the audit key id.
+pub fn anchor_template(audit_key: &KeyId) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(ANCHOR_APPLICATION.as_bytes().to_vec()),
+        Attribute::Label(audit_key.as_str().as_bytes().to_vec()),
+    ]
+}
+
+/// A stored anchor object: its handle and its generation (each store writes the next).
+#[derive(Clone, Copy, Debug)]
+struct AnchorObject {
+    handle: ObjectHandle,
+    generation: u64,
+}
+
+/// Reads the anchor objects of `audit_key` and keeps the newest (highest generation), destroying
+/// older ones a crash between "create the new" and "destroy the old" may have left.
+fn find_anchor(
+    session: &Session,
+    audit_key: &KeyId,
+) -> std::result::Result<Option<(AnchorObject, Vec<u8>)>, Failure> {
+    let mut newest: Option<(AnchorObject, Vec<u8>)> = None;
+    let mut older = Vec::new();
+    for handle in session.find_objects(&anchor_template(audit_key))? {
+        let value = session
+            .get_attributes(handle, &[AttributeType::Value])?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(bytes) => Some(bytes),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let Some((generation, anchor)) = value.split_first_chunk::<8>() else {
+            return Err(Failure::Internal(format!(
+                "an audit anchor object for {audit_key} holds {} bytes",
+                value.len()
+            )));
+        };
+        let object = AnchorObject {
+            handle,
+            generation: u64::from_be_bytes(*generation),
+        };
+        match &newest {
+            Some((best, _)) if best.generation >= object.generation => older.push(handle),
+            _ => {
+                if let Some((replaced, _)) = newest.replace((object, anchor.to_vec())) {
+                    older.push(replaced.handle);
+                }
+            }
+        }
+    }
+    for handle in older {
+        session.destroy_object(handle)?;
+    }
+    Ok(newest)
+}
 fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot> {
     let slots = pkcs11
         .get_slots_with_token()

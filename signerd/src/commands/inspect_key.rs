@@ -1,15 +1,18 @@
 //! `signerd inspect-key --config FILE KEY_ID`: reads a key's protection attributes straight from
 //! the PKCS#11 token and prints them as JSON, so a security reviewer can check for themselves that
 //! a key is sensitive, was never extractable, cannot be copied or destroyed, and that its value
-//! cannot be read.
+//! cannot be read. For the audit key it also prints the audit anchor kept beside it
+//! (`audit_anchor`: the anchored checkpoint's seq and hash, and the data object's flags).
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
+use cryptoki::session::{Session, UserType};
 
+use crate::audit::anchor::AuditAnchor;
+use crate::backend::pkcs11::anchor_template;
 use crate::config::Config;
 use crate::keys::KeyId;
 
@@ -94,6 +97,50 @@ pub fn run(config_path: &Path, key_id: &str) -> anyhow::Result<()> {
         .get_attributes(*handle, &[AttributeType::Value])
         .is_ok_and(|attrs| attrs.iter().any(|a| matches!(a, Attribute::Value(_))));
     report.insert("value_returned".into(), returned.into());
+    if key_id.as_str() == config.audit.key_id {
+        report.insert("audit_anchor".into(), audit_anchor(&session, &key_id)?);
+    }
     println!("{}", serde_json::Value::Object(report));
     Ok(())
+}
+
+/// The audit anchor object of `audit_key`, as JSON (`null` when there is none).
+fn audit_anchor(session: &Session, audit_key: &KeyId) -> anyhow::Result<serde_json::Value> {
+    let handles = session.find_objects(&anchor_template(audit_key))?;
+    // Two only for a moment (or after a crash) while signerd replaces the anchor.
+    let [handle] = handles.as_slice() else {
+        if handles.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        bail!("{} audit anchor objects, expected one", handles.len());
+    };
+    let mut anchor = serde_json::Map::new();
+    for attr in session.get_attributes(
+        *handle,
+        &[
+            AttributeType::Token,
+            AttributeType::Private,
+            AttributeType::Value,
+        ],
+    )? {
+        match attr {
+            Attribute::Token(v) => {
+                anchor.insert("token".into(), v.into());
+            }
+            Attribute::Private(v) => {
+                anchor.insert("private".into(), v.into());
+            }
+            Attribute::Value(bytes) => {
+                // A generation number (u64 BE), then the anchor.
+                let parsed = bytes
+                    .get(8..)
+                    .and_then(AuditAnchor::from_bytes)
+                    .context("the audit anchor object holds unreadable bytes")?;
+                anchor.insert("seq".into(), parsed.seq.into());
+                anchor.insert("hash".into(), hex::encode(parsed.hash).into());
+            }
+            _ => {}
+        }
+    }
+    Ok(serde_json::Value::Object(anchor))
 }

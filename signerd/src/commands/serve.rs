@@ -1,5 +1,6 @@
-//! `signerd serve --config FILE`: run the daemon until SIGTERM or SIGINT; SIGHUP reloads the
-//! server certificate and key, the client CA, the CRLs and the ACL, all or nothing.
+//! `signerd serve --config FILE [--accept-audit-gap]`: run the daemon until SIGTERM or SIGINT;
+//! SIGHUP reloads the server certificate and key, the client CA, the CRLs and the ACL, all or
+//! nothing.
 
 use std::path::Path;
 
@@ -14,9 +15,12 @@ use crate::server::Signerd;
 ///
 /// Once ready, prints `signerd listening on ADDR` on stdout (the address is the real one when
 /// `server.listen` uses port 0), which scripts and tests wait for.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)
+///
+/// `accept_audit_gap`: start even though the audit log is behind its anchor, recording a `gap`.
+pub fn run(config_path: &Path, accept_audit_gap: bool) -> anyhow::Result<()> {
+    let mut config = Config::load(config_path)
         .with_context(|| format!("invalid config {}", config_path.display()))?;
+    config.audit.accept_gap = accept_audit_gap;
     init_logging(config.log.format, config.log.level.as_deref());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.worker_threads())
