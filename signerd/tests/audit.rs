@@ -410,8 +410,11 @@ async fn the_sequence_guard_is_rebuilt_from_the_log_at_start() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // Built once: the time bounds come from the clock, and a rebuilt request would be another
+    // transaction whenever the restart crosses a second.
+    let signed = sign_request(key, 9, 1);
     client
-        .sign_transaction(sign_request(key, 9, 1))
+        .sign_transaction(signed.clone())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     signerd
@@ -424,7 +427,7 @@ async fn the_sequence_guard_is_rebuilt_from_the_log_at_start() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     client
-        .sign_transaction(sign_request(key, 9, 1))
+        .sign_transaction(signed)
         .await
         .unwrap_or_else(|e| panic!("the same transaction again: {e}"));
     let conflict = client.sign_transaction(sign_request(key, 9, 2)).await;
