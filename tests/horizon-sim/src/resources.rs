@@ -451,7 +451,13 @@ pub struct AsyncSubmissionResponse {
 }
 
 /// `GET /`: Horizon's root document.
-pub fn root_resource(base_url: &str, passphrase: &str, ledger: u32, close_time: u64) -> Value {
+pub fn root_resource(
+    base_url: &str,
+    passphrase: &str,
+    ledger: u32,
+    close_time: u64,
+    elder_ledger: u32,
+) -> Value {
     let link = |path: &str| json!({ "href": format!("{base_url}{path}") });
     let template = |path: &str| json!({ "href": format!("{base_url}{path}"), "templated": true });
     json!({
@@ -467,7 +473,7 @@ pub fn root_resource(base_url: &str, passphrase: &str, ledger: u32, close_time: 
         "ingest_latest_ledger": ledger,
         "history_latest_ledger": ledger,
         "history_latest_ledger_closed_at": format_time(close_time),
-        "history_elder_ledger": 1,
+        "history_elder_ledger": elder_ledger,
         "core_latest_ledger": ledger,
         "network_passphrase": passphrase,
         "current_protocol_version": PROTOCOL_VERSION,

@@ -275,6 +275,7 @@ impl HorizonSim {
             max_operations_per_ledger: config.max_operations_per_ledger,
             friendbot_amount: config.friendbot_amount,
             friendbot_accounts: config.friendbot_accounts,
+            queue_ledgers: config.queue_ledgers,
             close_time: config.genesis_close_time.unwrap_or_else(unix_now),
         });
         let shared = Arc::new(Shared {
@@ -481,6 +482,30 @@ impl HorizonSim {
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().faults.latency_ms =
             u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Puts several Horizon nodes behind the URL, lagging by `lags` ledgers each (reads take
+    /// turns; see [`Faults::node_lags`]); an empty slice: one up-to-date node. Lags above
+    /// [`crate::network::MAX_NODE_LAG`] are capped.
+    pub fn set_node_lags(&self, lags: &[u32]) {
+        self.shared.lock().faults.node_lags = lags
+            .iter()
+            .map(|lag| (*lag).min(crate::network::MAX_NODE_LAG))
+            .collect();
+    }
+
+    /// The next `count` Horizon requests are answered 429 `rate_limit_exceeded`.
+    pub fn rate_limited(&self, count: u32) {
+        self.shared.lock().faults.rate_limited = count;
+    }
+
+    /// A request budget: at most `requests` Horizon requests per `window`, then 429 with
+    /// `Retry-After` until the window ends; `requests` 0 lifts it.
+    pub fn set_rate_limit(&self, requests: u32, window: Duration) {
+        let mut network = self.shared.lock();
+        network.faults.rate_limit_requests = requests;
+        network.faults.rate_limit_window_ms =
+            u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
     }
 
     /// While `down`, every Horizon endpoint answers 503.

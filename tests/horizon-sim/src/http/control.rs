@@ -59,6 +59,9 @@ async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(faults) => faults,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if let Err(e) = faults.validate() {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
     shared.lock().faults = faults.clone();
     tracing::info!(?faults, "faults set");
     Json(faults).into_response()
@@ -87,6 +90,7 @@ async fn close_ledger(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         "close_time": closed.close_time,
         "applied": closed.applied,
         "dropped": closed.dropped,
+        "evicted": closed.evicted,
         "still_queued": closed.still_queued,
     }))
     .into_response()

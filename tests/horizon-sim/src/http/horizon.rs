@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, FromRequest, Path, Query, Request, State};
+use axum::extract::{Extension, Form, FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use stellar_xdr::{Limits, WriteXdr};
 
 use crate::account::AccountKey;
 use crate::envelope::{SubmittedTransaction, TxHash};
-use crate::http::hal_json;
+use crate::http::{ServingNode, hal_json};
 use crate::problem::Problem;
 use crate::resources::{
     AccountResource, AsyncSubmissionResponse, FeeStatsResource, TransactionResource, root_resource,
@@ -39,16 +39,23 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/friendbot", get(friendbot))
 }
 
-async fn root(State(shared): State<Arc<Shared>>) -> Response {
-    let (ledger, close_time) = {
+async fn root(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+) -> Response {
+    let (close_time, elder) = {
         let network = shared.lock();
-        (network.ledger.sequence, network.ledger.close_time)
+        (
+            network.close_time_at(node.ledger),
+            network.history_elder_ledger(node.ledger),
+        )
     };
     let body = root_resource(
         &shared.base_url,
         &shared.config.network_passphrase,
-        ledger,
+        node.ledger,
         close_time,
+        elder,
     );
     hal_json(StatusCode::OK, &body)
 }
@@ -58,15 +65,18 @@ async fn health() -> Response {
         .into_response()
 }
 
-async fn account(State(shared): State<Arc<Shared>>, Path(account_id): Path<String>) -> Response {
+async fn account(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+    Path(account_id): Path<String>,
+) -> Response {
     let Ok(key) = AccountKey::parse(&account_id) else {
         return Problem::invalid_field("account_id", INVALID_ACCOUNT_ID).into_response();
     };
     let resource = {
         let network = shared.lock();
         network
-            .ledger
-            .account(&key)
+            .account_at(&key, node.ledger)
             .map(|entry| AccountResource::new(&shared.base_url, &key, entry))
     };
     match resource {
@@ -80,12 +90,16 @@ async fn fee_stats(State(shared): State<Arc<Shared>>) -> Response {
     hal_json(StatusCode::OK, &FeeStatsResource::new(&stats))
 }
 
-async fn transaction(State(shared): State<Arc<Shared>>, Path(tx_id): Path<String>) -> Response {
+async fn transaction(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+    Path(tx_id): Path<String>,
+) -> Response {
     let Ok(hash) = TxHash::parse(&tx_id) else {
         return Problem::invalid_field("tx_id", "Transaction hash must be 64 hex characters")
             .into_response();
     };
-    let record = shared.lock().ingested(&hash).cloned();
+    let record = shared.lock().ingested_at(&hash, node.ledger).cloned();
     match record {
         Some(record) => hal_json(
             StatusCode::OK,
@@ -210,6 +224,9 @@ fn sync_response(shared: &Shared, tx: &SubmittedTransaction, outcome: SyncOutcom
                 .into_response()
         }
         SyncOutcome::Timeout => Problem::timeout().into_response(),
+        SyncOutcome::SubmissionTimeout => {
+            Problem::transaction_submission_timeout(&tx.hash, &tx.envelope_xdr).into_response()
+        }
         SyncOutcome::Unavailable => Problem::server_over_capacity().into_response(),
     }
 }
@@ -220,6 +237,7 @@ fn outcome_name(outcome: &SyncOutcome) -> &'static str {
         SyncOutcome::Applied(_) => "tx_failed",
         SyncOutcome::Rejected { .. } => "rejected",
         SyncOutcome::Timeout => "timeout",
+        SyncOutcome::SubmissionTimeout => "transaction_submission_timeout",
         SyncOutcome::Unavailable => "unavailable",
     }
 }
