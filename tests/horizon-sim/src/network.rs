@@ -156,7 +156,7 @@ struct Queued {
     waiters: Vec<(WaitUntil, oneshot::Sender<Settlement>)>,
     /// Submitters of transactions this one replaced by fee: their sequence number is used
     /// (or they are evicted) along with this one.
-    superseded: Vec<oneshot::Sender<Settlement>>,
+    superseded: Vec<(TxHash, oneshot::Sender<Settlement>)>,
     /// The last closed ledger when it was queued.
     queued_in: u32,
 }
@@ -557,9 +557,12 @@ impl Network {
                 // is used: Horizon answers them `tx_bad_seq`.
                 let queued = &mut self.queue[index];
                 queued.superseded = old.superseded;
-                queued
-                    .superseded
-                    .extend(old.waiters.into_iter().map(|(_, sender)| sender));
+                let old_hash = old.tx.hash;
+                queued.superseded.extend(
+                    old.waiters
+                        .into_iter()
+                        .map(|(_, sender)| (old_hash, sender)),
+                );
             }
             None => self.queue.push(entry),
         }
@@ -661,7 +664,7 @@ impl Network {
                     for (_, sender) in queued.waiters {
                         let _ = sender.send(Settlement::Evicted);
                     }
-                    for sender in queued.superseded {
+                    for (_, sender) in queued.superseded {
                         let _ = sender.send(Settlement::Evicted);
                     }
                 } else {
@@ -689,8 +692,15 @@ impl Network {
                             self.awaiting_ingestion.push((record.clone(), sender));
                         }
                     }
-                    for sender in queued.superseded {
-                        let _ = sender.send(Settlement::Dropped(sequence_used()));
+                    // A fee bump of the replaced transaction applied it: Horizon finds it by its
+                    // (inner) hash. Anything else used its sequence number.
+                    for (hash, sender) in queued.superseded {
+                        let named = record.tx.hash == hash || record.tx.inner_hash() == Some(hash);
+                        let _ = sender.send(if named {
+                            Settlement::Applied(record.clone())
+                        } else {
+                            Settlement::Dropped(sequence_used())
+                        });
                     }
                 }
                 Err(rejection) => {
@@ -698,7 +708,7 @@ impl Network {
                     for (_, sender) in queued.waiters {
                         let _ = sender.send(Settlement::Dropped(rejection.clone()));
                     }
-                    for sender in queued.superseded {
+                    for (_, sender) in queued.superseded {
                         let _ = sender.send(Settlement::Dropped(rejection.clone()));
                     }
                 }

@@ -508,6 +508,14 @@ impl HorizonSim {
             u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
     }
 
+    /// A surge: other parties bid for `operations` operations per ledger at `fee_per_operation`
+    /// stroops each (see [`Faults::surge_operations`]); 0 operations ends it.
+    pub fn set_surge(&self, operations: u32, fee_per_operation: u32) {
+        let mut network = self.shared.lock();
+        network.faults.surge_operations = operations;
+        network.faults.surge_fee = fee_per_operation;
+    }
+
     /// While `down`, every Horizon endpoint answers 503.
     pub fn set_outage(&self, down: bool) {
         self.shared.lock().faults.outage = down;
