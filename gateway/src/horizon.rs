@@ -124,12 +124,59 @@ pub struct Horizon {
     fee_cache: std::sync::Mutex<Option<(tokio::time::Instant, i64)>>,
 }
 
+/// Records per page of an account's history.
+const HISTORY_PAGE: u32 = 200;
+/// Pages of an account's history searched for a sequence number before it counts as pruned.
+const HISTORY_PAGES: u32 = 10;
+
+/// Who used a sequence number of an account; see [`Horizon::sequence_use`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SequenceUse {
+    /// This transaction did (for a fee bump, `hash` is the outer hash and `inner_hash` the
+    /// wrapped transaction's).
+    By {
+        /// Its hash.
+        hash: String,
+        /// A fee bump's inner transaction hash.
+        inner_hash: Option<String>,
+        /// How it went.
+        record: TransactionRecord,
+    },
+    /// The history reaches below the sequence but does not show it (not ingested yet).
+    NotShown,
+    /// The history does not reach back to it (pruned, or too far back to page through).
+    Pruned,
+    /// The node that answered had not ingested the ledger asked for.
+    Behind,
+}
+
 /// How long a `fee_stats` answer is reused.
 const FEE_CACHE_TTL: Duration = Duration::from_secs(1);
 
 struct RawReply {
     status: u16,
     body: Bytes,
+    /// The `Latest-Ledger` header: the last ledger the answering node had ingested. Behind a
+    /// load balancer nodes lag differently, so this (not the wall clock) says how fresh a read is.
+    latest_ledger: Option<i64>,
+}
+
+/// A read and the ledger the node that answered had ingested (its `Latest-Ledger` header;
+/// `None` when absent). A decision that needs "as of ledger L" takes only reads with
+/// `ledger >= L`: a lagging node's 404 proves nothing about later ledgers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AtLedger<T> {
+    /// What was read.
+    pub value: T,
+    /// The answering node's latest ingested ledger.
+    pub ledger: Option<i64>,
+}
+
+impl<T> AtLedger<T> {
+    /// Whether this read is known to reflect every ledger up to and including `ledger`.
+    pub fn covers(&self, ledger: i64) -> bool {
+        self.ledger.is_some_and(|seen| seen >= ledger)
+    }
 }
 
 impl Horizon {
@@ -191,11 +238,23 @@ impl Horizon {
 
     /// `GET /accounts/{id}`; `None` when the account does not exist (404).
     pub async fn account(&self, account_id: &str) -> Result<Option<AccountInfo>, HorizonError> {
+        Ok(self.account_at(account_id).await?.value)
+    }
+
+    /// [`Horizon::account`] with the ledger the answering node had ingested.
+    pub async fn account_at(
+        &self,
+        account_id: &str,
+    ) -> Result<AtLedger<Option<AccountInfo>>, HorizonError> {
         let reply = self
             .read("account", &format!("/accounts/{account_id}"))
             .await?;
+        let ledger = reply.latest_ledger;
         if reply.status == 404 {
-            return Ok(None);
+            return Ok(AtLedger {
+                value: None,
+                ledger,
+            });
         }
         let account: AccountJson = parse_ok("account", &reply)?;
         let sequence = account
@@ -209,10 +268,13 @@ impl Horizon {
             .map(|b| parse_amount(&b.balance))
             .transpose()?
             .unwrap_or(0);
-        Ok(Some(AccountInfo {
-            sequence,
-            native_balance_stroops: native,
-        }))
+        Ok(AtLedger {
+            value: Some(AccountInfo {
+                sequence,
+                native_balance_stroops: native,
+            }),
+            ledger,
+        })
     }
 
     /// The fee per operation to offer: `fee_stats`' `fee_charged.p90`, at least
@@ -254,16 +316,83 @@ impl Horizon {
         })
     }
 
-    /// `GET /transactions/{hash}`; `None` while Horizon has not ingested it (404).
-    pub async fn transaction(&self, hash: &str) -> Result<Option<TransactionRecord>, HorizonError> {
+    /// `GET /transactions/{hash}`; `None` while Horizon has not ingested it (404), with the
+    /// ledger the answering node had ingested (a 404 says nothing about later ledgers).
+    pub async fn transaction(
+        &self,
+        hash: &str,
+    ) -> Result<AtLedger<Option<TransactionRecord>>, HorizonError> {
         let reply = self
             .read("transaction", &format!("/transactions/{hash}"))
             .await?;
+        let ledger = reply.latest_ledger;
         if reply.status == 404 {
-            return Ok(None);
+            return Ok(AtLedger {
+                value: None,
+                ledger,
+            });
         }
         let tx: TransactionJson = parse_ok("transaction", &reply)?;
-        Ok(Some(tx.into_record()?))
+        Ok(AtLedger {
+            value: Some(tx.into_record()?),
+            ledger,
+        })
+    }
+
+    /// Which transaction used `sequence` of `account`, from Horizon's history of the account
+    /// (`GET /accounts/{id}/transactions`, newest first, paged back until the sequence is
+    /// passed). `as_of` is a ledger at which the account's sequence was seen at or past
+    /// `sequence`: an answer from a node behind it is [`SequenceUse::Behind`].
+    pub async fn sequence_use(
+        &self,
+        account: &str,
+        sequence: i64,
+        as_of: i64,
+    ) -> Result<SequenceUse, HorizonError> {
+        let mut cursor = String::new();
+        for _ in 0..HISTORY_PAGES {
+            let reply = self
+                .read(
+                    "account_transactions",
+                    &format!(
+                        "/accounts/{account}/transactions?order=desc&limit={HISTORY_PAGE}&include_failed=true{cursor}"
+                    ),
+                )
+                .await?;
+            if reply.latest_ledger.is_none_or(|seen| seen < as_of) {
+                return Ok(SequenceUse::Behind);
+            }
+            if reply.status == 404 {
+                // The account (just seen) is unknown to this node: it is behind.
+                return Ok(SequenceUse::Behind);
+            }
+            let page: PageJson<HistoryJson> = parse_ok("account_transactions", &reply)?;
+            let records = page.embedded.records;
+            let Some(last) = records.last() else {
+                return Ok(SequenceUse::Pruned);
+            };
+            cursor = format!("&cursor={}", form_encode(&last.paging_token));
+            for entry in records {
+                if entry.source_account != account {
+                    continue;
+                }
+                let used = parse_int("source_account_sequence", &entry.source_account_sequence)?;
+                if used == sequence {
+                    let inner_hash = entry.inner_transaction.as_ref().map(|i| i.hash.clone());
+                    let hash = entry.hash.clone();
+                    return Ok(SequenceUse::By {
+                        hash,
+                        inner_hash,
+                        record: entry.transaction.into_record()?,
+                    });
+                }
+                if used < sequence {
+                    // The history reaches below the sequence without it: not ingested yet.
+                    return Ok(SequenceUse::NotShown);
+                }
+            }
+        }
+        Ok(SequenceUse::Pruned)
     }
 
     /// `GET /friendbot?addr=`: funds a test-network account. Ok(false) when it already exists.
@@ -377,6 +506,11 @@ impl Horizon {
                 .map_err(|_| CallFailure::Outage("deadline exceeded".into()))?
                 .map_err(|e| CallFailure::Outage(format!("network: {e}")))?;
             let status = response.status().as_u16();
+            let latest_ledger = response
+                .headers()
+                .get("latest-ledger")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok());
             let body = tokio::time::timeout(deadline, response.into_body().collect())
                 .await
                 .map_err(|_| CallFailure::Outage("deadline exceeded reading body".into()))?
@@ -384,9 +518,17 @@ impl Horizon {
                 .to_bytes();
             if status >= 500 {
                 // 503 server_over_capacity, 504 timeout, 502 from a proxy: all "try later".
-                return Err(CallFailure::OutageReply(RawReply { status, body }));
+                return Err(CallFailure::OutageReply(RawReply {
+                    status,
+                    body,
+                    latest_ledger,
+                }));
             }
-            Ok(RawReply { status, body })
+            Ok(RawReply {
+                status,
+                body,
+                latest_ledger,
+            })
         };
         match self.breaker.call_with(CallFailure::is_outage, call).await {
             Ok(reply) => {
@@ -497,6 +639,34 @@ struct FeeDistributionJson {
 struct RootJson {
     history_latest_ledger: i64,
     history_latest_ledger_closed_at: String,
+}
+
+#[derive(Deserialize)]
+struct PageJson<T> {
+    #[serde(rename = "_embedded")]
+    embedded: EmbeddedJson<T>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddedJson<T> {
+    records: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct HistoryJson {
+    hash: String,
+    paging_token: String,
+    source_account: String,
+    source_account_sequence: String,
+    #[serde(default)]
+    inner_transaction: Option<InnerTransactionJson>,
+    #[serde(flatten)]
+    transaction: TransactionJson,
+}
+
+#[derive(Deserialize)]
+struct InnerTransactionJson {
+    hash: String,
 }
 
 #[derive(Deserialize)]

@@ -214,6 +214,57 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
     }
 
+    async fn a_stale_read_after_an_applied_504_never_pays_twice(kind: DatabaseKind) {
+        // Issue 12's double payment. Reads alternate between a Horizon node 40 ledgers (8 s)
+        // behind and an up-to-date one; the submission is applied but answered 504; the
+        // transaction shows in Horizon only 100 ledgers (20 s) after it applied. A confirmation
+        // that takes the fresh node's ledger (past max_time) with the stale node's account (the
+        // sequence not yet used) and a 404 proves nothing; a rebuild that then reads the account
+        // afresh signs a second payment at S+1.
+        let s = PaymentStack::start_with_validity(kind, "", 2).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_node_lags(&[40, 0]);
+        s.sim.delay_ingestion(100);
+        s.sim.timeout_after_apply(1);
+        let id = s.accepted(&alice, &bob, "7").await;
+        let payment = s.finished(&id).await;
+        let applied = s.sim.applied_from(alice_account);
+        assert_eq!(applied.len(), 1, "paid {} times: {applied:?}\n{payment}\n{}", applied.len(), s.stack.gateway.log());
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1, "{payment}");
+        assert_eq!(payment["sequence"].as_i64(), Some(applied[0].sequence), "{payment}");
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+    }
+
+    async fn a_signature_refused_for_stale_time_bounds_is_built_again_not_failed(kind: DatabaseKind) {
+        // The payment is built with max_time 3 s ahead, then signerd stalls (SIGSTOP) past it:
+        // the gateway's call times out (10 s) and is retried once signerd runs again, and signerd
+        // refuses the now stale time bounds. Nothing was signed, so the payment must be built
+        // again with fresh bounds, not failed. No wall-clock boundary: the stall is at least
+        // 10 s against 3 s of validity.
+        let s = PaymentStack::start_with_validity(kind, "", 3).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        must(s.stack.signerd.signal("STOP"));
+        let id = s.accepted(&alice, &bob, "2").await;
+        let timed_out = eventually(Duration::from_secs(60), || async {
+            s.stack.gateway.log().contains("signerd call failed; retrying")
+        })
+        .await;
+        must(s.stack.signerd.signal("CONT"));
+        assert!(timed_out, "the signing call never timed out:\n{}", s.stack.gateway.log());
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert!(
+            s.stack.gateway.log().contains("time bounds went stale"),
+            "signerd never refused stale bounds: the test proved nothing\n{}",
+            s.stack.gateway.log()
+        );
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(12 * XLM));
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
@@ -265,7 +316,7 @@ on_both_databases! {
         let lease = |wallet: String| {
             let store = store.clone();
             async move {
-                must(sqlx::query("SELECT owner FROM payment_leases WHERE wallet_id = $1")
+                must(sqlx::query("SELECT owner FROM payment_leases WHERE wallet_id = $1 AND expires_at_ms > 0")
                     .bind(wallet)
                     .fetch_optional(store.pool())
                     .await)
