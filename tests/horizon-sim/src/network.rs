@@ -91,6 +91,13 @@ pub struct TransactionRecord {
     pub ingested_from_ledger: u32,
 }
 
+impl TransactionRecord {
+    /// Horizon's paging token (its TOID): the ledger, then the position in it.
+    pub fn paging_token(&self) -> i64 {
+        (i64::from(self.ledger) << 32) | (i64::from(self.application_order) << 12)
+    }
+}
+
 /// What a submitter waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitUntil {
@@ -159,6 +166,47 @@ struct Queued {
     superseded: Vec<(TxHash, oneshot::Sender<Settlement>)>,
     /// The last closed ledger when it was queued.
     queued_in: u32,
+}
+
+/// Which page of an account's transactions to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionPage {
+    /// Start after (ascending) or before (descending) this paging token.
+    pub cursor: Option<i64>,
+    /// Newest first.
+    pub descending: bool,
+    /// At most this many records.
+    pub limit: u32,
+    /// Also failed transactions (Horizon's `include_failed`).
+    pub include_failed: bool,
+}
+
+/// The accounts a transaction involves, as Horizon's participants: its source, fee account,
+/// operation sources and the destinations of its payments and account creations.
+fn participants(tx: &SubmittedTransaction) -> Vec<AccountKey> {
+    let mut accounts = vec![tx.source_account(), tx.fee_account()];
+    for op in &tx.operations {
+        if let Some(source) = &op.source_account {
+            accounts.push(AccountKey::of_muxed(source));
+        }
+        match &op.body {
+            OperationBody::Payment(payment) => {
+                accounts.push(AccountKey::of_muxed(&payment.destination));
+            }
+            OperationBody::CreateAccount(create) => {
+                let PublicKey::PublicKeyTypeEd25519(Uint256(key)) = &create.destination.0;
+                accounts.push(AccountKey(*key));
+            }
+            _ => {}
+        }
+    }
+    let mut unique = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        if !unique.contains(&account) {
+            unique.push(account);
+        }
+    }
+    unique
 }
 
 /// A change other parties make to the ledger, applied at the next close before the queue.
@@ -300,6 +348,8 @@ pub struct Network {
     next_node: usize,
     /// The request budget's current window: when it started and how many requests it served.
     rate_window: Option<(Instant, u32)>,
+    /// Every applied transaction by the accounts that took part in it.
+    by_participant: HashMap<AccountKey, Vec<Arc<TransactionRecord>>>,
     /// Transactions evicted lately, and the first ledger that accepts them again.
     banned: HashMap<TxHash, u32>,
     /// How many ledgers a queued transaction may be left out of before it is evicted.
@@ -366,6 +416,7 @@ impl Network {
             past: VecDeque::new(),
             next_node: 0,
             rate_window: None,
+            by_participant: HashMap::new(),
             banned: HashMap::new(),
             queue_ledgers: genesis.queue_ledgers,
             outside: Vec::new(),
@@ -914,7 +965,49 @@ impl Network {
             self.records.insert(hash, record.clone());
             *self.applications.entry(hash).or_default() += 1;
         }
+        for account in participants(&record.tx) {
+            self.by_participant
+                .entry(account)
+                .or_default()
+                .push(record.clone());
+        }
         self.history.push(record.clone());
+    }
+
+    /// The transactions `account` took part in (Horizon's `/accounts/{id}/transactions`) as a
+    /// node that has ingested up to `ledger` shows them: in ledger order, from after `cursor`
+    /// (a paging token) in `order`, at most `limit`, failed ones only if `include_failed`.
+    pub fn account_transactions(
+        &self,
+        account: &AccountKey,
+        ledger: u32,
+        page: &TransactionPage,
+    ) -> Vec<Arc<TransactionRecord>> {
+        let elder = self.history_elder_ledger(ledger);
+        let visible = self
+            .by_participant
+            .get(account)
+            .into_iter()
+            .flatten()
+            .filter(|record| record.ingested_from_ledger <= ledger && record.ledger >= elder)
+            .filter(|record| record.successful || page.include_failed);
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        match (page.descending, page.cursor) {
+            (false, cursor) => visible
+                .filter(|record| cursor.is_none_or(|after| record.paging_token() > after))
+                .take(limit)
+                .cloned()
+                .collect(),
+            (true, cursor) => {
+                let mut records: Vec<_> = visible
+                    .filter(|record| cursor.is_none_or(|before| record.paging_token() < before))
+                    .cloned()
+                    .collect();
+                records.reverse();
+                records.truncate(limit);
+                records
+            }
+        }
     }
 
     /// The applied transaction named `hash` (outer or inner), whether Horizon shows it yet or not.

@@ -249,9 +249,7 @@ impl TransactionResource {
             (Some(outer), false) => outer.clone(),
             _ => signatures_of(&tx.signatures),
         };
-        let paging_token = ((i64::from(record.ledger) << 32)
-            | (i64::from(record.application_order) << 12))
-            .to_string();
+        let paging_token = record.paging_token().to_string();
         let transaction_url = format!("{base_url}/transactions/{hash}");
         let source = tx.source_account();
         let source_muxed = muxed_address(&tx.source);

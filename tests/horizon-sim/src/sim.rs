@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     network: Mutex<Network>,
     pub(crate) config: SimConfig,
     pub(crate) base_url: String,
+    /// The separate friendbot's base URL, when Horizon redirects to one.
+    pub(crate) friendbot_url: Option<String>,
     ledger_closed: watch::Sender<u32>,
     queue_length: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
@@ -278,16 +280,46 @@ impl HorizonSim {
             queue_ledgers: config.queue_ledgers,
             close_time: config.genesis_close_time.unwrap_or_else(unix_now),
         });
+        let friendbot_listener = if config.friendbot_redirect {
+            let friendbot_at = SocketAddr::new(addr.ip(), 0);
+            let listener =
+                TcpListener::bind(friendbot_at)
+                    .await
+                    .map_err(|source| Error::Listen {
+                        addr: friendbot_at.to_string(),
+                        source,
+                    })?;
+            let bound = listener.local_addr().map_err(|source| Error::Listen {
+                addr: friendbot_at.to_string(),
+                source,
+            })?;
+            Some((listener, format!("http://{bound}")))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             ledger_closed: watch::Sender::new(network.ledger.sequence),
             queue_length: watch::Sender::new(0),
             shutdown: watch::Sender::new(false),
             network: Mutex::new(network),
             base_url: format!("http://{addr}"),
+            friendbot_url: friendbot_listener.as_ref().map(|(_, url)| url.clone()),
             config,
         });
 
         let mut tasks = Vec::new();
+        if let Some((listener, _)) = friendbot_listener {
+            let router = http::friendbot_router(shared.clone());
+            let mut stopping = shared.subscribe_shutdown();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "friendbot server stopped");
+                }
+            }));
+        }
         let router = http::router(shared.clone());
         let mut stopping = shared.subscribe_shutdown();
         tasks.push(tokio::spawn(async move {
@@ -514,6 +546,39 @@ impl HorizonSim {
         let mut network = self.shared.lock();
         network.faults.surge_operations = operations;
         network.faults.surge_fee = fee_per_operation;
+    }
+
+    /// Another signer of `account` uses its next sequence number, outside the simulator's
+    /// clients: a 1-stroop payment to itself at the base fee, applied first in the next ledger
+    /// (a transaction of the account's queued meanwhile then fails `tx_bad_seq`). Returns its
+    /// hash.
+    pub fn consume_sequence(&self, account: AccountKey) -> Result<TxHash> {
+        self.shared
+            .lock()
+            .consume_sequence(account)
+            .map(|tx| tx.hash)
+            .ok_or_else(|| Error::NoAccount(account.address()))
+    }
+
+    /// `account` is merged into `into` at the next ledger close, by its owner, outside the
+    /// simulator's clients: it disappears and `into` receives its lumens.
+    pub fn merge_account(&self, account: AccountKey, into: AccountKey) -> Result<()> {
+        if self.shared.lock().merge_account(account, into) {
+            Ok(())
+        } else {
+            Err(Error::NoAccount(format!("{account} or {into}")))
+        }
+    }
+
+    /// Horizon keeps only the last `ledgers` ledgers of history (0: all of it).
+    pub fn set_history_retention(&self, ledgers: u32) {
+        self.shared.lock().faults.history_retention_ledgers = ledgers;
+    }
+
+    /// The separate friendbot Horizon's `/friendbot` redirects to, with
+    /// [`SimConfig::friendbot_redirect`].
+    pub fn friendbot_url(&self) -> Option<String> {
+        self.shared.friendbot_url.clone()
     }
 
     /// While `down`, every Horizon endpoint answers 503.

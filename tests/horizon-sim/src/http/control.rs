@@ -28,7 +28,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/faults", get(faults).post(set_faults).delete(clear_faults))
         .route("/ledgers", post(close_ledger))
         .route("/accounts", post(create_account))
-        .route("/accounts/{account_id}", get(account))
+        .route("/accounts/{account_id}", get(account).delete(merge_account))
+        .route("/accounts/{account_id}/sequence", post(consume_sequence))
         .route("/transactions/{hash}", get(transaction))
         .route("/base_fee", post(set_base_fee))
 }
@@ -142,6 +143,71 @@ async fn account(State(shared): State<Arc<Shared>>, Path(account_id): Path<Strin
         }))
         .into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no account {account}")),
+    }
+}
+
+/// Another signer of the account uses its next sequence number in the next ledger.
+async fn consume_sequence(
+    State(shared): State<Arc<Shared>>,
+    Path(account_id): Path<String>,
+) -> Response {
+    let account = match AccountKey::parse(&account_id) {
+        Ok(account) => account,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let consumed = shared.lock().consume_sequence(account);
+    match consumed {
+        Some(tx) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "hash": tx.hash,
+                "account_id": account,
+                "sequence": tx.sequence.to_string(),
+            })),
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no account {account}")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeRequest {
+    /// Who receives the lumens; default the root account.
+    into: Option<String>,
+}
+
+/// The account is merged away (into `into`, default the root account) at the next ledger.
+async fn merge_account(
+    State(shared): State<Arc<Shared>>,
+    Path(account_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request: MergeRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let account = match AccountKey::parse(&account_id) {
+        Ok(account) => account,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut network = shared.lock();
+    let into = match request.into.as_deref().map(AccountKey::parse) {
+        None => network.ledger.root(),
+        Some(Ok(into)) => into,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if network.merge_account(account, into) {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "account_id": account, "into": into })),
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("cannot merge {account} into {into}"),
+        )
     }
 }
 

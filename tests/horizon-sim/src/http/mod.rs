@@ -43,6 +43,13 @@ pub(crate) struct ServingNode {
     pub(crate) ledger: u32,
 }
 
+/// The separate friendbot (testnet's `friendbot.stellar.org`): `GET /?addr=G...`.
+pub(crate) fn friendbot_router(shared: Arc<Shared>) -> Router {
+    horizon::friendbot_routes()
+        .fallback(|| async { Problem::not_found() })
+        .with_state(shared)
+}
+
 /// Applies the outage and latency faults to Horizon's endpoints, and picks the node that serves
 /// the request: reads go to the nodes in turn, submissions to an up-to-date one.
 async fn horizon_faults(
