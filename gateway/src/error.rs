@@ -78,6 +78,10 @@ pub enum Error {
     #[error("payment {0} not found")]
     PaymentNotFound(crate::model::PaymentId),
 
+    /// Only a `NEEDS_ATTENTION` payment can be resolved by an operator.
+    #[error("payment {0} does not need attention")]
+    PaymentNotNeedingAttention(crate::model::PaymentId),
+
     /// The gateway has no `[horizon]` configured, or the operation needs a test network.
     #[error("{0}")]
     HorizonNotConfigured(&'static str),
@@ -179,6 +183,9 @@ impl Error {
             Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
             Error::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED"),
             Error::PaymentNotFound(_) => (StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND"),
+            Error::PaymentNotNeedingAttention(_) => {
+                (StatusCode::CONFLICT, "PAYMENT_NOT_NEEDING_ATTENTION")
+            }
             Error::HorizonNotConfigured(_) => (StatusCode::CONFLICT, "HORIZON_NOT_CONFIGURED"),
             Error::HorizonUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "HORIZON_UNAVAILABLE")

@@ -265,6 +265,85 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(12 * XLM));
     }
 
+    async fn a_sequence_spent_by_another_signer_is_rebuilt_on_a_new_one_and_the_wallet_goes_on(kind: DatabaseKind) {
+        // The payment is signed at S, its submissions are lost, and another signer of the
+        // account uses S meanwhile. Its transaction can never apply: the account's history
+        // shows S taken by a transaction that is not the payment's, so it is rebuilt on a new
+        // sequence (not confirmed forever), and the wallet's next payment follows.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let submitted = eventually(Duration::from_secs(30), || async { s.payment(&id).await["status"] == "SUBMITTED" }).await;
+        assert!(submitted, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let signed_at = s.payment(&id).await["sequence"].as_i64();
+        let other = must(s.sim.consume_sequence(alice_account));
+        let used = eventually(Duration::from_secs(30), || async { s.sim.applications(other) == 1 }).await;
+        assert!(used, "the other signer's transaction never applied");
+        s.sim.clear_faults();
+        let next = s.accepted(&alice, &bob, "4").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert_ne!(payment["sequence"].as_i64(), signed_at, "{payment}");
+        assert_eq!(s.finished(&next).await["status"], "SUCCESS");
+        // Three transactions from alice: the other signer's and the two payments, once each.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 3);
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+    }
+
+    async fn a_spent_sequence_the_history_no_longer_shows_needs_attention_and_an_admin_resolves_it(kind: DatabaseKind) {
+        // As above, but Horizon keeps 5 ledgers of history and the other signer's transaction
+        // is gone from it when the gateway looks: nobody can tell from Horizon whether the
+        // payment's transaction was the one that used S. It is parked as NEEDS_ATTENTION (not
+        // confirmed forever, not failed, not rebuilt), the wallet's next payment goes on, and an
+        // admin resolves it.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_history_retention(5);
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let submitted = eventually(Duration::from_secs(30), || async { s.payment(&id).await["status"] == "SUBMITTED" }).await;
+        assert!(submitted, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        // Horizon is down while the other signer's transaction applies and leaves the history,
+        // so the gateway cannot see it there.
+        s.sim.set_outage(true);
+        let other = must(s.sim.consume_sequence(alice_account));
+        let used = eventually(Duration::from_secs(30), || async { s.sim.ledger_of(other).is_some() }).await;
+        assert!(used, "the other signer's transaction never applied");
+        let applied_in = s.sim.ledger_of(other).unwrap_or_default();
+        must(s.sim.wait_for_ledger(applied_in + 10, Duration::from_secs(30)).await);
+        s.sim.set_faults(horizon_sim::Faults { history_retention_ledgers: 5, ..Default::default() });
+        let parked = eventually(Duration::from_secs(60), || async { s.payment(&id).await["status"] == "NEEDS_ATTENTION" }).await;
+        assert!(parked, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let payment = s.payment(&id).await;
+        assert!(payment["failure_reason"].as_str().unwrap_or_default().starts_with("SEQUENCE_SPENT_UNKNOWN"), "{payment}");
+        let metrics = s.stack.http.get("/metrics", None).await.body;
+        assert!(metrics.contains("gateway_payments_needing_attention_total 1"), "{metrics}");
+        // The wallet is not blocked by it.
+        let next = s.accepted(&alice, &bob, "4").await;
+        assert_eq!(s.finished(&next).await["status"], "SUCCESS");
+        // Resolving: admin only, only a payment that needs attention, with a reason.
+        let resolve = |key: String, id: String, body: Value| {
+            let s = &s;
+            async move { s.stack.http.post(&format!("/v1/payments/{id}/resolve"), &key, &body.to_string()).await }
+        };
+        let by_service = resolve(s.stack.service_key.clone(), id.clone(), json!({ "resolution": "FAILED", "reason": "x" })).await;
+        assert_eq!(by_service.status, 403, "{}", by_service.body);
+        let no_reason = resolve(s.stack.admin_key.clone(), id.clone(), json!({ "resolution": "FAILED", "reason": "" })).await;
+        assert_eq!(no_reason.error_code(), "VALIDATION_FAILED", "{}", no_reason.body);
+        let not_parked = resolve(s.stack.admin_key.clone(), next.clone(), json!({ "resolution": "FAILED", "reason": "x" })).await;
+        assert_eq!(not_parked.error_code(), "PAYMENT_NOT_NEEDING_ATTENTION", "{}", not_parked.body);
+        let resolved = resolve(s.stack.admin_key.clone(), id.clone(), json!({ "resolution": "FAILED", "reason": "the other signer's transaction, checked in the archive" })).await;
+        assert_eq!(resolved.status, 200, "{}", resolved.body);
+        assert_eq!(resolved.json()["status"], "FAILED");
+        assert_eq!(statuses(&resolved.json()).last().map(String::as_str), Some("FAILED"));
+        // Nothing of the payment's was ever applied: bob got the second payment only.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 2);
+        assert_eq!(s.sim.balance(bob_account), Some(14 * XLM));
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;

@@ -34,7 +34,7 @@ pub use audit::AuditContext;
 pub use idempotency::IdempotencyClaim;
 pub use payments::{
     Accepted, DailyLimits, KeyedPayment, Lease, NewPayment, NextPayment, Outcome, PaymentEvent,
-    PaymentRecord, Rebuild, SignedEnvelope, SignedTransaction,
+    PaymentRecord, Rebuild, Resolution, SignedEnvelope, SignedTransaction,
 };
 pub use wallets::WalletRecord;
 

@@ -368,6 +368,22 @@ static BACK_TO_CONFIRMING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`Store::resolve_payment`]'s statement for SUCCESS, FAILED and a rebuild.
+static RESOLVE: LazyLock<[String; 3]> = LazyLock::new(|| {
+    [
+        ("SUCCESS", "sequence"),
+        ("FAILED", "sequence"),
+        ("CREATED", "NULL"),
+    ]
+    .map(|(status, sequence)| {
+        format!(
+            "UPDATE payments SET status = '{status}', sequence = {sequence}, status_detail = $1, \
+             failure_reason = $2, next_attempt_at = $3, updated_at = $3 \
+             WHERE id = $4 AND status = 'NEEDS_ATTENTION'"
+        )
+    })
+});
+
 static PARK_FOR_ATTENTION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE payments SET status = 'NEEDS_ATTENTION', status_detail = $1, \
@@ -954,6 +970,34 @@ impl Store {
             == 1)
     }
 
+    /// Settles a `NEEDS_ATTENTION` payment as an operator decided; the reason goes into its
+    /// history. False when the payment does not need attention (any more).
+    pub async fn resolve_payment(
+        &self,
+        id: PaymentId,
+        resolution: Resolution,
+        reason: &str,
+    ) -> Result<bool> {
+        let detail = format!("resolved by an operator: {reason}");
+        let failure = (resolution == Resolution::Failed).then(|| detail.clone());
+        let sql = match resolution {
+            Resolution::Success => &*RESOLVE[0],
+            Resolution::Failed => &*RESOLVE[1],
+            Resolution::Rebuild => &*RESOLVE[2],
+        };
+        let now = Timestamp::now();
+        let changed = self
+            .write_statement(
+                sqlx::query(sql)
+                    .bind(detail)
+                    .bind(failure)
+                    .bind(now.as_str().to_owned())
+                    .bind(id.to_string()),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
     /// Puts a payment off until `at`.
     pub async fn postpone_payment(&self, id: PaymentId, at: &Timestamp) -> Result<()> {
         self.write_statement(
@@ -1020,6 +1064,18 @@ pub struct Outcome<'a> {
     pub codes: Option<&'a ResultCodes>,
     /// Why, in words.
     pub reason: Option<&'a str>,
+}
+
+/// An operator's decision on a `NEEDS_ATTENTION` payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// One of its transactions applied (found by other means): `SUCCESS`.
+    Success,
+    /// None applied: `FAILED` (its sequence is spent, none can apply any more).
+    Failed,
+    /// None applied and it should still be paid: built anew on a new sequence (`CREATED`).
+    Rebuild,
 }
 
 /// Which sequence number a rebuild uses.
