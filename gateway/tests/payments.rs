@@ -344,6 +344,37 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(14 * XLM));
     }
 
+    async fn a_rate_limited_read_is_retried_after_its_retry_after(kind: DatabaseKind) {
+        // Horizon answers 429 with Retry-After: 1 to the balance read; the read is made again
+        // after that second instead of failing.
+        let s = PaymentStack::start(kind).await;
+        let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
+        s.sim.rate_limited(1);
+        let balance = s.stack.http.get(&format!("/v1/wallets/{alice}/balance"), Some(&s.stack.service_key)).await;
+        assert_eq!(balance.status, 200, "{}", balance.body);
+        assert_eq!(balance.json()["balance"], "100.0000000");
+        assert_eq!(s.sim.faults().rate_limited, 0, "the 429 was never served");
+    }
+
+    async fn friendbot_behind_a_redirect_funds_the_wallet(kind: DatabaseKind) {
+        // Horizon with a separate friendbot answers /friendbot with a 307 to it.
+        let mut config = SimConfig::with_ledger_interval(LEDGER_INTERVAL);
+        config.friendbot_redirect = true;
+        let sim = must(HorizonSim::start(config).await);
+        let stack = Stack::start_with(
+            kind,
+            GatewayOptions { horizon_url: Some(sim.url()), ..GatewayOptions::default() },
+        )
+        .await;
+        let s = PaymentStack { stack, sim };
+        let (alice, alice_account) = s.wallet("alice", None).await;
+        let funded = s.stack.http.post(&format!("/v1/wallets/{alice}/fund"), &s.stack.service_key, "{}").await;
+        assert_eq!(funded.status, 200, "{}", funded.body);
+        assert_eq!(funded.json()["funded"], true, "{}", funded.body);
+        let exists = eventually(Duration::from_secs(30), || async { s.sim.balance(alice_account).is_some() }).await;
+        assert!(exists, "friendbot never created the account");
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;

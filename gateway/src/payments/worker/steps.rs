@@ -320,6 +320,11 @@ impl PaymentWorker {
                 tracing::info!(payment_id = %payment.id, code = %codes.transaction, "ambiguous rejection; confirming by hash");
                 self.confirm(lease, payment).await
             }
+            Submission::RateLimited(retry_after) => {
+                // Not taken: the same bytes go again once Horizon's Retry-After has passed.
+                tracing::info!(payment_id = %payment.id, retry_after_ms = retry_after.as_millis() as u64, "submission rate limited");
+                Ok(Next::Wait(retry_after.max(backoff(0))))
+            }
             Submission::Unknown(reason) => {
                 tracing::info!(payment_id = %payment.id, %reason, "submission outcome unknown; confirming by hash");
                 self.confirm(lease, payment).await
@@ -509,7 +514,8 @@ impl PaymentWorker {
 
     fn horizon_wait(&self, payment: &PaymentRecord, e: &HorizonError) -> Next {
         tracing::warn!(payment_id = %payment.id, error = %e, "horizon unavailable; payment waits");
-        Next::Wait(backoff(payment.attempts))
+        let wait = backoff(payment.attempts);
+        Next::Wait(e.retry_after().map_or(wait, |asked| asked.max(wait)))
     }
 }
 
