@@ -375,6 +375,32 @@ on_both_databases! {
         assert!(exists, "friendbot never created the account");
     }
 
+    async fn a_payment_bids_up_to_the_cap_and_clears_a_surge_at_the_clearing_price(kind: DatabaseKind) {
+        // A surge begins just before the payment: other parties fill every ledger bidding 1,000
+        // stroops per operation, more than fee_stats (the last 5 ledgers) showed. A bid taken
+        // from fee_stats is refused (tx_insufficient_fee) until it expires; a bid at the cap
+        // (10,000) is included at once and pays the clearing price, not its bid.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_surge(1_000, 1_000);
+        let id = s.accepted(&alice, &bob, "5").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let payment = loop {
+            let payment = s.payment(&id).await;
+            if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
+                break payment;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not through the surge after 30 s: {payment}\n{}", s.stack.gateway.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        let charged = payment["fee_stroops"].as_i64().unwrap_or(-1);
+        assert!((1_000..10_000).contains(&charged), "charged {charged}: not the clearing price\n{payment}");
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;

@@ -138,11 +138,10 @@ impl PaymentWorker {
             tracing::info!(payment_id = %payment.id, wait_secs = wait.as_secs(), "rebuild waits for signerd's sequence guard");
             return Ok(Next::Wait(wait));
         }
-        let fee = match self.horizon.recommended_fee().await {
-            Ok(fee) => fee.clamp(100, i64::from(self.settings.max_fee_stroops)),
-            Err(e) => return Ok(self.horizon_wait(payment, &e)),
-        };
-        let fee = u32::try_from(fee).unwrap_or(self.settings.max_fee_stroops);
+        // Bid the cap: every transaction in a ledger pays the same clearing price (the base fee
+        // outside a surge), not its bid, so a lower bid saves nothing and, in a surge that
+        // began after the last fee_stats, leaves the transaction out until it expires.
+        let fee = self.settings.max_fee_stroops;
         let destination = DestinationAccount::parse(&payment.destination_account)
             .map_err(|e| Error::CorruptData(format!("payments.destination_account: {e}")))?;
         let memo = payment
