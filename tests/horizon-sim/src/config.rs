@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 /// Stellar's testnet passphrase, the default network.
 pub const TESTNET_PASSPHRASE: &str = "Test SDF Network ; September 2015";
 
+/// How often the public Stellar network closes a ledger (5 to 7 s; 5 s is the target).
+pub const REALISTIC_LEDGER_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The most operations one transaction may carry.
 const MAX_OPERATIONS_PER_TRANSACTION: u32 = 100;
 
@@ -35,6 +38,12 @@ pub struct SimConfig {
     pub submission_timeout: Duration,
     /// The close time of ledger 1 (Unix seconds); `None`: now.
     pub genesis_close_time: Option<u64>,
+    /// How many ledgers a queued transaction may be left out of (outbid in a surge) before it
+    /// is evicted (stellar-core's `TRANSACTION_QUEUE_TIMEOUT_LEDGERS`, 4).
+    pub queue_ledgers: u32,
+    /// Serve friendbot apart, as testnet does: Horizon's `GET /friendbot` answers a 307 redirect
+    /// to a friendbot on its own port (see [`crate::HorizonSim::friendbot_url`]).
+    pub friendbot_redirect: bool,
 }
 
 impl Default for SimConfig {
@@ -51,11 +60,19 @@ impl Default for SimConfig {
             friendbot_accounts: 16,
             submission_timeout: Duration::from_secs(30),
             genesis_close_time: None,
+            queue_ledgers: 4,
+            friendbot_redirect: false,
         }
     }
 }
 
 impl SimConfig {
+    /// The default settings with the public network's cadence: a ledger every
+    /// [`REALISTIC_LEDGER_INTERVAL`] (tests use a fast one, or close ledgers by hand).
+    pub fn realistic() -> Self {
+        SimConfig::with_ledger_interval(REALISTIC_LEDGER_INTERVAL)
+    }
+
     /// The default settings with ledgers closing every `interval`.
     pub fn with_ledger_interval(interval: Duration) -> Self {
         SimConfig {
@@ -95,6 +112,9 @@ impl SimConfig {
             return Err(Error::Config(
                 "friendbot_accounts must be at least 1".into(),
             ));
+        }
+        if self.queue_ledgers == 0 {
+            return Err(Error::Config("queue_ledgers must be at least 1".into()));
         }
         if self.submission_timeout.is_zero() {
             return Err(Error::Config("submission_timeout must be positive".into()));

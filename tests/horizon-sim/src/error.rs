@@ -28,6 +28,9 @@ pub enum Error {
     /// A test asked to create an account that already exists.
     #[error("account already exists: {0}")]
     AccountExists(String),
+    /// A test asked about an account that does not exist.
+    #[error("no such account: {0}")]
+    NoAccount(String),
     /// A balance that cannot exist (negative, or above the total supply).
     #[error("invalid balance: {0}")]
     InvalidBalance(String),

@@ -26,6 +26,30 @@ pub struct Faults {
     /// While true, every Horizon endpoint answers 503 (the control API keeps working and ledgers
     /// keep closing).
     pub outage: bool,
+    /// The Horizon nodes behind the one URL, by how many ledgers each lags (empty: one node, up
+    /// to date). Reads take turns (round robin); a node `K` ledgers behind answers
+    /// `GET /accounts/{id}`, `/accounts/{id}/transactions`, `/transactions/{hash}` and `/` from
+    /// the ledger `K` before the latest, and its `Latest-Ledger` header and ledger fields say so.
+    /// At most [`crate::network::MAX_NODE_LAG`].
+    pub node_lags: Vec<u32>,
+    /// The next N Horizon requests are answered 429 `rate_limit_exceeded` (with `Retry-After`)
+    /// and not served.
+    pub rate_limited: u32,
+    /// A request budget: at most this many Horizon requests per `rate_limit_window_ms`; past it,
+    /// 429 `rate_limit_exceeded` with `Retry-After` until the window ends. 0: no budget.
+    pub rate_limit_requests: u32,
+    /// The budget's window, in milliseconds (required with `rate_limit_requests`).
+    pub rate_limit_window_ms: u64,
+    /// A surge: other parties bid for this many operations in every ledger (and keep that many
+    /// in the queue), at `surge_fee` per operation. Past the ledger's capacity the highest bids
+    /// win and everyone included pays the clearing price; a full queue refuses lower bids with
+    /// `tx_insufficient_fee`. 0: no competing demand.
+    pub surge_operations: u32,
+    /// What other parties bid per operation during a surge, in stroops (at least the base fee).
+    pub surge_fee: u32,
+    /// Horizon keeps only this many ledgers of history (`history_elder_ledger` moves up;
+    /// older transactions answer 404). 0: everything.
+    pub history_retention_ledgers: u32,
 }
 
 /// What one submission suffers.
@@ -42,6 +66,24 @@ pub enum SubmissionFault {
 }
 
 impl Faults {
+    /// Checks values a client sent; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self
+            .node_lags
+            .iter()
+            .any(|lag| *lag > crate::network::MAX_NODE_LAG)
+        {
+            return Err(format!(
+                "node_lags: a node can lag at most {} ledgers",
+                crate::network::MAX_NODE_LAG
+            ));
+        }
+        if self.rate_limit_requests > 0 && self.rate_limit_window_ms == 0 {
+            return Err("rate_limit_window_ms must be positive with rate_limit_requests".into());
+        }
+        Ok(())
+    }
+
     /// Takes the fault for the next submission, consuming one count.
     pub fn take_submission_fault(&mut self) -> SubmissionFault {
         if self.outage {

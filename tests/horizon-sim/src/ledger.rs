@@ -177,6 +177,11 @@ impl LedgerState {
         self.accounts.iter()
     }
 
+    /// A copy of every account as it is now: what a lagging Horizon node keeps answering from.
+    pub fn accounts_snapshot(&self) -> BTreeMap<AccountKey, AccountEntry> {
+        self.accounts.clone()
+    }
+
     /// The root account, which holds every lumen not given out.
     pub fn root(&self) -> AccountKey {
         self.root
@@ -199,6 +204,23 @@ impl LedgerState {
         root.balance -= balance;
         let entry = AccountEntry::created(balance, self.sequence, self.close_time);
         self.accounts.insert(key, entry);
+        true
+    }
+
+    /// Removes `account` and gives its lumens to `into` (an `account_merge`), in ledger `at`.
+    /// False if either is missing or they are the same account.
+    pub fn merge_account(&mut self, account: &AccountKey, into: &AccountKey, at: Moment) -> bool {
+        if account == into || !self.accounts.contains_key(into) {
+            return false;
+        }
+        let Some(gone) = self.accounts.remove(account) else {
+            return false;
+        };
+        if let Some(entry) = self.accounts.get_mut(into) {
+            entry.balance = entry.balance.saturating_add(gone.balance);
+            entry.last_modified_ledger = at.ledger;
+            entry.last_modified_time = at.close_time;
+        }
         true
     }
 
@@ -342,9 +364,21 @@ impl LedgerState {
     /// have put it in the ledger. Otherwise the fee is charged and the sequence number consumed,
     /// and then either every operation applies or, if one fails, none does (`tx_failed`).
     pub fn apply(&mut self, tx: &SubmittedTransaction, at: Moment) -> Result<Applied, Rejection> {
+        self.apply_at_rate(tx, at, i64::from(self.base_fee))
+    }
+
+    /// [`LedgerState::apply`], charging `rate` per operation (a surge's clearing price; never
+    /// less than the base fee, never more than the transaction bid).
+    pub fn apply_at_rate(
+        &mut self,
+        tx: &SubmittedTransaction,
+        at: Moment,
+        rate: i64,
+    ) -> Result<Applied, Rejection> {
         self.check_valid(tx, at)?;
         let fee_account = tx.fee_account();
-        let fee_due = i64::from(self.base_fee)
+        let fee_due = rate
+            .max(i64::from(self.base_fee))
             .saturating_mul(tx.fee_operation_count())
             .min(tx.max_fee());
         let (fee_charged, fee_meta_xdr) = match self.accounts.get_mut(&fee_account) {

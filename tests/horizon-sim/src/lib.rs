@@ -8,7 +8,10 @@
 //! hash, signatures, sequence numbers, time bounds against its own ledger clock, fees, balances
 //! and reserves); applies `create_account` and native `payment`; closes ledgers on a timer or by
 //! hand; and injects faults on demand (504 after or without applying, 503, late ingestion,
-//! latency, outage) through `/_sim` or [`HorizonSim`].
+//! latency, outage) through `/_sim` or [`HorizonSim`] — and the real network's unkindness:
+//! lagging Horizon nodes behind one URL, surge pricing, rate limiting (429), other parties
+//! using a wallet's sequence numbers or merging accounts away, pruned history, and friendbot
+//! behind a redirect.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), horizon_sim::Error> {

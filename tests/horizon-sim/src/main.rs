@@ -25,6 +25,15 @@ struct Args {
     /// Milliseconds between ledger closes (0: only through `POST /_sim/ledgers`).
     #[arg(long, default_value_t = 1000, env = "HORIZON_SIM_LEDGER_INTERVAL_MS")]
     ledger_interval_ms: u64,
+    /// The public network's cadence: a ledger every 5 s (overrides --ledger-interval-ms).
+    #[arg(long)]
+    realistic_cadence: bool,
+    /// Ledgers a queued transaction may be left out of (outbid) before it is evicted.
+    #[arg(long, default_value_t = 4)]
+    queue_ledgers: u32,
+    /// Serve friendbot on its own port; Horizon's /friendbot answers a 307 to it (as testnet).
+    #[arg(long)]
+    friendbot_redirect: bool,
     /// Base fee per operation, in stroops.
     #[arg(long, default_value_t = 100)]
     base_fee: u32,
@@ -52,8 +61,13 @@ async fn main() -> Result<()> {
     let config = SimConfig {
         listen: args.listen,
         network_passphrase: args.network_passphrase,
-        ledger_interval: (args.ledger_interval_ms > 0)
-            .then(|| Duration::from_millis(args.ledger_interval_ms)),
+        ledger_interval: if args.realistic_cadence {
+            Some(horizon_sim::config::REALISTIC_LEDGER_INTERVAL)
+        } else {
+            (args.ledger_interval_ms > 0).then(|| Duration::from_millis(args.ledger_interval_ms))
+        },
+        queue_ledgers: args.queue_ledgers,
+        friendbot_redirect: args.friendbot_redirect,
         base_fee: args.base_fee,
         max_operations_per_ledger: args.max_operations_per_ledger,
         friendbot_accounts: args.friendbot_accounts,
@@ -65,6 +79,9 @@ async fn main() -> Result<()> {
         .context("starting horizon-sim")?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "horizon-sim listening on {}", sim.addr())?;
+    if let Some(friendbot) = sim.friendbot_url() {
+        writeln!(stdout, "horizon-sim friendbot on {friendbot}")?;
+    }
     stdout.flush()?;
 
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;

@@ -6,26 +6,65 @@
 //! Everything here is synchronous and runs under one lock (see [`crate::sim`]); submitters that
 //! wait for a result get a [`tokio::sync::oneshot`] receiver.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    AccountId, CreateAccountOp, Limits, Memo, Operation, OperationBody, Preconditions, PublicKey,
-    SequenceNumber, Transaction, TransactionExt, TransactionResult, Uint256, WriteXdr,
+    AccountId, Asset, CreateAccountOp, Limits, Memo, Operation, OperationBody, PaymentOp,
+    Preconditions, PublicKey, SequenceNumber, Transaction, TransactionExt, TransactionResult,
+    Uint256, WriteXdr,
 };
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::account::AccountKey;
+use crate::account::{AccountEntry, AccountKey};
 use crate::amount::TOTAL_SUPPLY;
 use crate::envelope::{SubmittedTransaction, TxHash};
 use crate::faults::Faults;
-use crate::ledger::{LedgerState, Rejection};
+use crate::ledger::{Applied, LedgerState, Moment, Rejection};
 use crate::results;
 
 /// How many recent ledgers `GET /fee_stats` summarises (as Horizon does).
 const FEE_STATS_LEDGERS: usize = 5;
+
+/// How many ledgers a Horizon node may lag behind the network: the accounts of that many past
+/// ledgers are kept for lagging nodes to answer from (a larger lag is served from the oldest).
+pub const MAX_NODE_LAG: u32 = 64;
+
+/// Where a client stands against the request budget (Horizon's `X-RateLimit-*` headers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateStanding {
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// Requests left in this window.
+    pub remaining: u32,
+    /// Until the window ends.
+    pub reset: Duration,
+}
+
+/// Whether a Horizon request is served or refused by the rate limit faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestAdmission {
+    /// Served; the standing if a budget is in force.
+    Served(Option<RateStanding>),
+    /// 429 `rate_limit_exceeded`: retry after this long.
+    Refused {
+        /// What `Retry-After` says.
+        retry_after: Duration,
+        /// The standing if a budget is in force.
+        standing: Option<RateStanding>,
+    },
+}
+
+/// A closed ledger that is no longer the latest, as lagging Horizon nodes still see it.
+struct PastLedger {
+    sequence: u32,
+    close_time: u64,
+    accounts: Arc<BTreeMap<AccountKey, AccountEntry>>,
+}
 
 /// An applied transaction as Horizon's history holds it.
 #[derive(Clone, Debug)]
@@ -52,6 +91,13 @@ pub struct TransactionRecord {
     pub ingested_from_ledger: u32,
 }
 
+impl TransactionRecord {
+    /// Horizon's paging token (its TOID): the ledger, then the position in it.
+    pub fn paging_token(&self) -> i64 {
+        (i64::from(self.ledger) << 32) | (i64::from(self.application_order) << 12)
+    }
+}
+
 /// What a submitter waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitUntil {
@@ -68,6 +114,9 @@ pub enum Settlement {
     Applied(Arc<TransactionRecord>),
     /// Found invalid at the ledger close (e.g. its time bounds expired) and dropped, unapplied.
     Dropped(Rejection),
+    /// Left out of every ledger while it was queued (outbid in a surge) and evicted, unapplied:
+    /// Horizon never hears of a result and answers its submitter at the submission timeout.
+    Evicted,
 }
 
 /// stellar-core's answer to a submission (`POST /tx`).
@@ -94,6 +143,8 @@ pub struct ClosedLedger {
     pub applied: Vec<TxHash>,
     /// The hashes dropped as invalid at the close.
     pub dropped: Vec<TxHash>,
+    /// The hashes evicted from the queue, left out of too many ledgers.
+    pub evicted: Vec<TxHash>,
     /// How many transactions stay queued for later ledgers (over capacity).
     pub still_queued: usize,
 }
@@ -110,6 +161,149 @@ pub enum FriendbotRefusal {
 struct Queued {
     tx: Arc<SubmittedTransaction>,
     waiters: Vec<(WaitUntil, oneshot::Sender<Settlement>)>,
+    /// Submitters of transactions this one replaced by fee: their sequence number is used
+    /// (or they are evicted) along with this one.
+    superseded: Vec<(TxHash, oneshot::Sender<Settlement>)>,
+    /// The last closed ledger when it was queued.
+    queued_in: u32,
+}
+
+/// Which page of an account's transactions to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionPage {
+    /// Start after (ascending) or before (descending) this paging token.
+    pub cursor: Option<i64>,
+    /// Newest first.
+    pub descending: bool,
+    /// At most this many records.
+    pub limit: u32,
+    /// Also failed transactions (Horizon's `include_failed`).
+    pub include_failed: bool,
+}
+
+/// The accounts a transaction involves, as Horizon's participants: its source, fee account,
+/// operation sources and the destinations of its payments and account creations.
+fn participants(tx: &SubmittedTransaction) -> Vec<AccountKey> {
+    let mut accounts = vec![tx.source_account(), tx.fee_account()];
+    for op in &tx.operations {
+        if let Some(source) = &op.source_account {
+            accounts.push(AccountKey::of_muxed(source));
+        }
+        match &op.body {
+            OperationBody::Payment(payment) => {
+                accounts.push(AccountKey::of_muxed(&payment.destination));
+            }
+            OperationBody::CreateAccount(create) => {
+                let PublicKey::PublicKeyTypeEd25519(Uint256(key)) = &create.destination.0;
+                accounts.push(AccountKey(*key));
+            }
+            _ => {}
+        }
+    }
+    let mut unique = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        if !unique.contains(&account) {
+            unique.push(account);
+        }
+    }
+    unique
+}
+
+/// A change other parties make to the ledger, applied at the next close before the queue.
+enum OutsideChange {
+    /// A transaction another signer of its source account submitted elsewhere: it takes the
+    /// account's next sequence number.
+    Transaction(Arc<SubmittedTransaction>),
+    /// The account is merged into another by its owner (an `account_merge`): it is gone.
+    Merge {
+        /// The account that disappears.
+        account: AccountKey,
+        /// The account that receives its lumens.
+        into: AccountKey,
+    },
+}
+
+/// Whether the queue can take one more transaction.
+enum QueueRoom {
+    /// Yes.
+    Room,
+    /// No, and bidding more would not help.
+    Full,
+    /// Only for a bid of at least this fee (the whole transaction's, in stroops).
+    OutbidBy(i64),
+}
+
+/// What the next ledger takes from the queue.
+struct LedgerSelection {
+    /// For each queued transaction, in queue order, whether it is in the ledger.
+    included: Vec<bool>,
+    /// What each included transaction pays per operation.
+    clearing_rate: i64,
+    /// Operations of other parties' surge demand in the ledger.
+    surge_operations: u64,
+}
+
+impl LedgerSelection {
+    /// How many entries other parties' operations add to the fee statistics (bounded, so a
+    /// huge simulated surge costs no memory; the percentiles are what matter).
+    fn surge_entries(&self) -> usize {
+        usize::try_from(self.surge_operations.min(1_000)).unwrap_or(1_000)
+    }
+}
+
+/// How much higher a fee rate must be to replace a queued transaction (stellar-core's
+/// `TransactionQueue::FEE_MULTIPLIER`).
+pub const REPLACE_BY_FEE_MULTIPLIER: i64 = 10;
+
+/// The queue holds this many ledgers' worth of operations (core's
+/// `TRANSACTION_QUEUE_SIZE_MULTIPLIER`).
+const QUEUE_CAPACITY_LEDGERS: u64 = 2;
+
+/// How many ledgers an evicted transaction is refused (`TRY_AGAIN_LATER`) after its eviction,
+/// as core bans it.
+pub const BAN_LEDGERS: u32 = 10;
+
+/// Operations in `tx` (the capacity it takes).
+fn operation_count(tx: &SubmittedTransaction) -> u64 {
+    u64::try_from(tx.operations.len()).unwrap_or(u64::MAX)
+}
+
+/// What `tx` bids per operation (a fee bump counts one more operation, as in core).
+fn fee_rate(tx: &SubmittedTransaction) -> i64 {
+    tx.max_fee() / tx.fee_operation_count().max(1)
+}
+
+/// The least fee with which `replacement` may replace `queued` (core's `canReplaceByFee`):
+/// [`REPLACE_BY_FEE_MULTIPLIER`] times its fee rate.
+fn replacement_fee(queued: &SubmittedTransaction, replacement: &SubmittedTransaction) -> i64 {
+    let old_operations = i128::from(queued.fee_operation_count().max(1));
+    let new_operations = i128::from(replacement.fee_operation_count().max(1));
+    let scaled =
+        i128::from(REPLACE_BY_FEE_MULTIPLIER) * i128::from(queued.max_fee()) * new_operations;
+    // Rounded up: the fee must reach the multiple, not fall just short of it.
+    let needed = (scaled + old_operations - 1) / old_operations;
+    i64::try_from(needed).unwrap_or(i64::MAX)
+}
+
+/// `tx_insufficient_fee` whose `fee_charged` is the fee that would have been enough, as core
+/// reports it when a queue is full or a replacement bids too little.
+fn insufficient_fee(needed: i64) -> Rejection {
+    Rejection {
+        result: results::transaction_result(
+            needed,
+            results::TxFailure::InsufficientFee.into_outer(),
+        ),
+        detail: None,
+    }
+}
+
+/// `tx_bad_seq` with no fee: what Horizon tells the submitter of a transaction whose sequence
+/// number another transaction used.
+fn sequence_used() -> Rejection {
+    Rejection {
+        result: results::transaction_result(0, results::TxFailure::BadSeq.into_outer()),
+        detail: None,
+    }
 }
 
 struct LedgerFees {
@@ -148,6 +342,20 @@ pub struct Network {
     awaiting_ingestion: Vec<(Arc<TransactionRecord>, oneshot::Sender<Settlement>)>,
     recent_fees: VecDeque<LedgerFees>,
     friendbot: Friendbot,
+    /// The ledgers before the latest, oldest first, at most [`MAX_NODE_LAG`] of them.
+    past: VecDeque<PastLedger>,
+    /// The Horizon node (an index into `faults.node_lags`) that serves the next read.
+    next_node: usize,
+    /// The request budget's current window: when it started and how many requests it served.
+    rate_window: Option<(Instant, u32)>,
+    /// Every applied transaction by the accounts that took part in it.
+    by_participant: HashMap<AccountKey, Vec<Arc<TransactionRecord>>>,
+    /// Transactions evicted lately, and the first ledger that accepts them again.
+    banned: HashMap<TxHash, u32>,
+    /// How many ledgers a queued transaction may be left out of before it is evicted.
+    queue_ledgers: u32,
+    /// Other parties' changes to apply at the next ledger close, before the queue.
+    outside: Vec<OutsideChange>,
 }
 
 /// Network parameters fixed at genesis.
@@ -165,6 +373,8 @@ pub struct Genesis {
     pub friendbot_amount: i64,
     /// How many accounts friendbot submits from (one transaction each per ledger).
     pub friendbot_accounts: usize,
+    /// How many ledgers a queued transaction may be left out of before it is evicted.
+    pub queue_ledgers: u32,
     /// Ledger 1's close time.
     pub close_time: u64,
 }
@@ -203,6 +413,117 @@ impl Network {
             awaiting_ingestion: Vec::new(),
             recent_fees: VecDeque::new(),
             friendbot,
+            past: VecDeque::new(),
+            next_node: 0,
+            rate_window: None,
+            by_participant: HashMap::new(),
+            banned: HashMap::new(),
+            queue_ledgers: genesis.queue_ledgers,
+            outside: Vec::new(),
+        }
+    }
+
+    /// Counts one Horizon request (received `now`) against the rate limit faults.
+    pub fn admit_request(&mut self, now: Instant) -> RequestAdmission {
+        if self.faults.rate_limited > 0 {
+            self.faults.rate_limited -= 1;
+            return RequestAdmission::Refused {
+                retry_after: Duration::from_secs(1),
+                standing: None,
+            };
+        }
+        let limit = self.faults.rate_limit_requests;
+        let window = Duration::from_millis(self.faults.rate_limit_window_ms);
+        let standing = if limit > 0 && !window.is_zero() {
+            let (started, used) = match self.rate_window {
+                Some((started, used)) if now.saturating_duration_since(started) < window => {
+                    (started, used)
+                }
+                _ => (now, 0),
+            };
+            let reset = window.saturating_sub(now.saturating_duration_since(started));
+            if used >= limit {
+                self.rate_window = Some((started, used));
+                let standing = RateStanding {
+                    limit,
+                    remaining: 0,
+                    reset,
+                };
+                return RequestAdmission::Refused {
+                    retry_after: reset,
+                    standing: Some(standing),
+                };
+            }
+            self.rate_window = Some((started, used + 1));
+            Some(RateStanding {
+                limit,
+                remaining: limit - used - 1,
+                reset,
+            })
+        } else {
+            self.rate_window = None;
+            None
+        };
+        RequestAdmission::Served(standing)
+    }
+
+    /// Picks the Horizon node that serves the next read (round robin over
+    /// [`Faults::node_lags`]) and returns the ledger that node has ingested: the latest one
+    /// minus its lag, never before the oldest ledger kept.
+    pub fn serving_ledger(&mut self) -> u32 {
+        let lags = &self.faults.node_lags;
+        if lags.is_empty() {
+            return self.ledger.sequence;
+        }
+        let node = self.next_node % lags.len();
+        let lag = lags.get(node).copied().unwrap_or(0);
+        self.next_node = (node + 1) % lags.len();
+        let oldest = self
+            .past
+            .front()
+            .map_or(self.ledger.sequence, |past| past.sequence);
+        self.ledger.sequence.saturating_sub(lag).max(oldest).max(1)
+    }
+
+    /// `account` as it was when `ledger` closed (the latest state for the latest ledger).
+    pub fn account_at(&self, account: &AccountKey, ledger: u32) -> Option<&AccountEntry> {
+        if ledger >= self.ledger.sequence {
+            return self.ledger.account(account);
+        }
+        self.past_ledger(ledger)
+            .and_then(|past| past.accounts.get(account))
+    }
+
+    /// The close time of `ledger` (of the oldest kept ledger if it is older still).
+    pub fn close_time_at(&self, ledger: u32) -> u64 {
+        if ledger >= self.ledger.sequence {
+            return self.ledger.close_time;
+        }
+        self.past_ledger(ledger)
+            .map_or(self.ledger.close_time, |past| past.close_time)
+    }
+
+    fn past_ledger(&self, ledger: u32) -> Option<&PastLedger> {
+        let oldest = self.past.front()?.sequence;
+        let index = usize::try_from(ledger.saturating_sub(oldest)).ok()?;
+        self.past.get(index).or_else(|| self.past.front())
+    }
+
+    /// The applied transaction named `hash` as a Horizon node that has ingested up to `ledger`
+    /// shows it.
+    pub fn ingested_at(&self, hash: &TxHash, ledger: u32) -> Option<&Arc<TransactionRecord>> {
+        let elder = self.history_elder_ledger(ledger);
+        self.records
+            .get(hash)
+            .filter(|record| record.ingested_from_ledger <= ledger && record.ledger >= elder)
+    }
+
+    /// The oldest ledger whose transactions a Horizon node that has ingested up to `ledger`
+    /// still shows (see [`Faults::history_retention_ledgers`]).
+    pub fn history_elder_ledger(&self, ledger: u32) -> u32 {
+        match self.faults.history_retention_ledgers {
+            0 => 1,
+            kept => ledger.saturating_sub(kept - 1).max(1),
         }
     }
 
@@ -213,6 +534,13 @@ impl Network {
 
     /// Submits `tx` to the queue (stellar-core's `POST /tx`). With `wait`, also returns a
     /// receiver for how it ends (for `Pending` and `Duplicate`).
+    ///
+    /// As in core: one transaction per source account (another one is `TRY_AGAIN_LATER`,
+    /// except a fee bump of the same sequence number bidding [`REPLACE_BY_FEE_MULTIPLIER`]×
+    /// the queued fee rate, which replaces it); a transaction evicted lately is
+    /// `TRY_AGAIN_LATER` (banned); and when the queue is full (other parties' surge demand
+    /// counts), a bid that cannot displace the cheapest queued demand is `tx_insufficient_fee`
+    /// whose `fee_charged` is the fee that would have been enough.
     pub fn admit(
         &mut self,
         tx: Arc<SubmittedTransaction>,
@@ -231,9 +559,34 @@ impl Network {
             });
             return (Admission::Duplicate, receiver);
         }
-        let source = tx.source_account();
-        if self.queue.iter().any(|q| q.tx.source_account() == source) {
+        if self.banned.contains_key(&tx.hash) {
             return (Admission::TryAgainLater, None);
+        }
+        let source = tx.source_account();
+        let mut replaces = None;
+        if let Some(index) = self
+            .queue
+            .iter()
+            .position(|q| q.tx.source_account() == source)
+        {
+            let queued = &self.queue[index].tx;
+            if tx.fee_bump.is_none() || tx.sequence != queued.sequence {
+                return (Admission::TryAgainLater, None);
+            }
+            let needed = replacement_fee(queued, &tx);
+            if tx.max_fee() < needed {
+                return (Admission::Rejected(insufficient_fee(needed)), None);
+            }
+            replaces = Some(index);
+        }
+        if replaces.is_none() {
+            match self.queue_room_for(&tx) {
+                QueueRoom::Room => {}
+                QueueRoom::Full => return (Admission::TryAgainLater, None),
+                QueueRoom::OutbidBy(needed) => {
+                    return (Admission::Rejected(insufficient_fee(needed)), None);
+                }
+            }
         }
         if let Err(rejection) = self.ledger.check_valid(&tx, self.ledger.admission_moment()) {
             return (Admission::Rejected(rejection), None);
@@ -242,8 +595,56 @@ impl Network {
             Some((entry, receiver)) => (vec![entry], Some(receiver)),
             None => (Vec::new(), None),
         };
-        self.queue.push(Queued { tx, waiters });
+        let entry = Queued {
+            tx,
+            waiters,
+            superseded: Vec::new(),
+            queued_in: self.ledger.sequence,
+        };
+        match replaces {
+            Some(index) => {
+                let old = std::mem::replace(&mut self.queue[index], entry);
+                // The replaced transaction's submitters learn its fate when its sequence number
+                // is used: Horizon answers them `tx_bad_seq`.
+                let queued = &mut self.queue[index];
+                queued.superseded = old.superseded;
+                let old_hash = old.tx.hash;
+                queued.superseded.extend(
+                    old.waiters
+                        .into_iter()
+                        .map(|(_, sender)| (old_hash, sender)),
+                );
+            }
+            None => self.queue.push(entry),
+        }
         (Admission::Pending, receiver)
+    }
+
+    /// Whether the queue (at most [`QUEUE_CAPACITY_LEDGERS`] ledgers' worth of operations,
+    /// other parties' surge demand included) can take `tx`.
+    fn queue_room_for(&self, tx: &SubmittedTransaction) -> QueueRoom {
+        let limit = u64::from(self.max_operations_per_ledger) * QUEUE_CAPACITY_LEDGERS;
+        let surge = u64::from(self.faults.surge_operations);
+        let queued: u64 = self.queue.iter().map(|q| operation_count(&q.tx)).sum();
+        let needed = operation_count(tx);
+        if queued + surge + needed <= limit {
+            return QueueRoom::Room;
+        }
+        // Only other parties' demand can be displaced here; it goes if `tx` bids more.
+        if queued + needed > limit || surge == 0 {
+            return QueueRoom::Full;
+        }
+        let surge_rate = self.surge_fee_rate();
+        if fee_rate(tx) > surge_rate {
+            QueueRoom::Room
+        } else {
+            QueueRoom::OutbidBy((surge_rate + 1).saturating_mul(tx.fee_operation_count().max(1)))
+        }
+    }
+
+    /// What other parties bid per operation during a surge (never under the base fee).
+    fn surge_fee_rate(&self) -> i64 {
+        i64::from(self.faults.surge_fee.max(self.ledger.base_fee))
     }
 
     /// Waits for `hash` if it is queued (a submitter joining an earlier submission).
@@ -258,60 +659,83 @@ impl Network {
         Some(receiver)
     }
 
-    /// Closes the next ledger at `close_time`: applies queued transactions in order up to the
-    /// ledger's operation capacity, drops the ones no longer valid, and makes due transactions
-    /// visible to Horizon.
+    /// Closes the next ledger at `close_time`: picks what fits the ledger's operation capacity,
+    /// applies it, drops the transactions no longer valid, evicts those queued too long, and
+    /// makes due transactions visible to Horizon.
+    ///
+    /// While demand (the queue plus other parties' [`Faults::surge_operations`]) fits, every
+    /// queued transaction is applied in arrival order at the base fee. Past capacity it is a
+    /// surge: the highest bids per operation win (the gateway's transactions before other
+    /// parties' on a tie), and everyone included pays the lowest included bid per operation,
+    /// the clearing price.
     pub fn close_ledger(&mut self, close_time: u64) -> ClosedLedger {
+        // Past states cost a copy of every account per ledger: they are kept only while some
+        // node lags (a node that starts lagging stalls until it is as far behind as it should).
+        if self.faults.node_lags.iter().any(|lag| *lag > 0) {
+            self.past.push_back(PastLedger {
+                sequence: self.ledger.sequence,
+                close_time: self.ledger.close_time,
+                accounts: Arc::new(self.ledger.accounts_snapshot()),
+            });
+            while self.past.len() > MAX_NODE_LAG as usize {
+                self.past.pop_front();
+            }
+        } else {
+            self.past.clear();
+        }
+        let selection = self.select_for_ledger();
         let at = self.ledger.begin_ledger(close_time);
         let delay = self.faults.ingestion_delay_ledgers;
-        let mut capacity = u64::from(self.max_operations_per_ledger);
         let mut closed = ClosedLedger {
             sequence: at.ledger,
             close_time: at.close_time,
             applied: Vec::new(),
             dropped: Vec::new(),
+            evicted: Vec::new(),
             still_queued: 0,
         };
+        self.apply_outside_changes(at, &mut closed);
         let mut fees = LedgerFees {
             sequence: at.ledger,
-            operations: 0,
-            fee_charged_per_operation: Vec::new(),
-            max_fee_per_operation: Vec::new(),
+            operations: selection.surge_operations,
+            fee_charged_per_operation: vec![selection.clearing_rate; selection.surge_entries()],
+            max_fee_per_operation: vec![self.surge_fee_rate(); selection.surge_entries()],
         };
         let mut deferred = Vec::new();
-        for queued in std::mem::take(&mut self.queue) {
-            let operations = u64::try_from(queued.tx.operations.len()).unwrap_or(u64::MAX);
-            if operations > capacity {
-                deferred.push(queued);
+        for (queued, included) in std::mem::take(&mut self.queue)
+            .into_iter()
+            .zip(selection.included)
+        {
+            if !included {
+                let waited = at.ledger.saturating_sub(queued.queued_in);
+                if waited >= self.queue_ledgers {
+                    closed.evicted.push(queued.tx.hash);
+                    self.banned
+                        .insert(queued.tx.hash, at.ledger.saturating_add(BAN_LEDGERS));
+                    for (_, sender) in queued.waiters {
+                        let _ = sender.send(Settlement::Evicted);
+                    }
+                    for (_, sender) in queued.superseded {
+                        let _ = sender.send(Settlement::Evicted);
+                    }
+                } else {
+                    deferred.push(queued);
+                }
                 continue;
             }
-            match self.ledger.apply(&queued.tx, at) {
+            match self
+                .ledger
+                .apply_at_rate(&queued.tx, at, selection.clearing_rate)
+            {
                 Ok(applied) => {
-                    capacity -= operations;
+                    let operations = operation_count(&queued.tx);
                     let fee_operations = queued.tx.fee_operation_count().max(1);
                     fees.operations += operations;
                     fees.fee_charged_per_operation
                         .push(applied.fee_charged / fee_operations);
                     fees.max_fee_per_operation
                         .push(queued.tx.max_fee() / fee_operations);
-                    let record = Arc::new(TransactionRecord {
-                        ledger: at.ledger,
-                        close_time: at.close_time,
-                        application_order: u32::try_from(closed.applied.len() + 1)
-                            .unwrap_or(u32::MAX),
-                        result_xdr: applied
-                            .result
-                            .to_xdr_base64(Limits::none())
-                            .unwrap_or_default(),
-                        successful: results::is_success(&applied.result),
-                        result: applied.result,
-                        fee_meta_xdr: applied.fee_meta_xdr,
-                        fee_charged: applied.fee_charged,
-                        ingested_from_ledger: at.ledger.saturating_add(delay),
-                        tx: queued.tx.clone(),
-                    });
-                    self.record(&record);
-                    closed.applied.push(record.tx.hash);
+                    let record = self.record_applied(&queued.tx, applied, at, &mut closed);
                     for (until, sender) in queued.waiters {
                         if until == WaitUntil::Applied || delay == 0 {
                             let _ = sender.send(Settlement::Applied(record.clone()));
@@ -319,10 +743,23 @@ impl Network {
                             self.awaiting_ingestion.push((record.clone(), sender));
                         }
                     }
+                    // A fee bump of the replaced transaction applied it: Horizon finds it by its
+                    // (inner) hash. Anything else used its sequence number.
+                    for (hash, sender) in queued.superseded {
+                        let named = record.tx.hash == hash || record.tx.inner_hash() == Some(hash);
+                        let _ = sender.send(if named {
+                            Settlement::Applied(record.clone())
+                        } else {
+                            Settlement::Dropped(sequence_used())
+                        });
+                    }
                 }
                 Err(rejection) => {
                     closed.dropped.push(queued.tx.hash);
                     for (_, sender) in queued.waiters {
+                        let _ = sender.send(Settlement::Dropped(rejection.clone()));
+                    }
+                    for (_, sender) in queued.superseded {
                         let _ = sender.send(Settlement::Dropped(rejection.clone()));
                     }
                 }
@@ -331,6 +768,7 @@ impl Network {
         closed.still_queued = deferred.len();
         self.queue = deferred;
         let sequence = self.ledger.sequence;
+        self.banned.retain(|_, until| *until > sequence);
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_ingestion)
             .into_iter()
             .partition(|(record, _)| record.ingested_from_ledger <= sequence);
@@ -345,6 +783,181 @@ impl Network {
         closed
     }
 
+    /// Which queued transactions the next ledger takes, and at what price.
+    fn select_for_ledger(&self) -> LedgerSelection {
+        let capacity = u64::from(self.max_operations_per_ledger);
+        let base_rate = i64::from(self.ledger.base_fee);
+        let surge = u64::from(self.faults.surge_operations);
+        let demand: u64 = self
+            .queue
+            .iter()
+            .map(|q| operation_count(&q.tx))
+            .sum::<u64>()
+            + surge;
+        if demand <= capacity {
+            return LedgerSelection {
+                included: vec![true; self.queue.len()],
+                clearing_rate: base_rate,
+                surge_operations: surge,
+            };
+        }
+        // Highest bid per operation first; a stable sort keeps arrival order among equals.
+        let mut order: Vec<usize> = (0..self.queue.len()).collect();
+        order.sort_by_key(|index| std::cmp::Reverse(fee_rate(&self.queue[*index].tx)));
+        let surge_rate = self.surge_fee_rate();
+        let mut included = vec![false; self.queue.len()];
+        let mut room = capacity;
+        let mut surge_left = surge;
+        let mut surge_taken = 0;
+        let mut clearing_rate = i64::MAX;
+        for index in order {
+            let tx = &self.queue[index].tx;
+            let rate = fee_rate(tx);
+            if surge_left > 0 && surge_rate > rate {
+                let taken = surge_left.min(room);
+                if taken > 0 {
+                    clearing_rate = clearing_rate.min(surge_rate);
+                }
+                surge_taken += taken;
+                room -= taken;
+                surge_left = 0;
+            }
+            let operations = operation_count(tx);
+            if operations <= room {
+                room -= operations;
+                included[index] = true;
+                clearing_rate = clearing_rate.min(rate);
+            }
+        }
+        if surge_left > 0 && room > 0 {
+            surge_taken += surge_left.min(room);
+            clearing_rate = clearing_rate.min(surge_rate);
+        }
+        LedgerSelection {
+            included,
+            clearing_rate: if clearing_rate == i64::MAX {
+                base_rate
+            } else {
+                clearing_rate.max(base_rate)
+            },
+            surge_operations: surge_taken,
+        }
+    }
+
+    /// Records `tx`, applied in ledger `at`, in the history and in `closed`.
+    fn record_applied(
+        &mut self,
+        tx: &Arc<SubmittedTransaction>,
+        applied: Applied,
+        at: Moment,
+        closed: &mut ClosedLedger,
+    ) -> Arc<TransactionRecord> {
+        let record = Arc::new(TransactionRecord {
+            ledger: at.ledger,
+            close_time: at.close_time,
+            application_order: u32::try_from(closed.applied.len() + 1).unwrap_or(u32::MAX),
+            result_xdr: applied
+                .result
+                .to_xdr_base64(Limits::none())
+                .unwrap_or_default(),
+            successful: results::is_success(&applied.result),
+            result: applied.result,
+            fee_meta_xdr: applied.fee_meta_xdr,
+            fee_charged: applied.fee_charged,
+            ingested_from_ledger: at
+                .ledger
+                .saturating_add(self.faults.ingestion_delay_ledgers),
+            tx: tx.clone(),
+        });
+        self.record(&record);
+        closed.applied.push(record.tx.hash);
+        record
+    }
+
+    /// Applies other parties' changes in ledger `at`, first: their transactions take their
+    /// sequence numbers before anything queued here can.
+    fn apply_outside_changes(&mut self, at: Moment, closed: &mut ClosedLedger) {
+        let base_rate = i64::from(self.ledger.base_fee);
+        for change in std::mem::take(&mut self.outside) {
+            match change {
+                OutsideChange::Transaction(tx) => {
+                    match self.ledger.apply_at_rate(&tx, at, base_rate) {
+                        Ok(applied) => {
+                            self.record_applied(&tx, applied, at, closed);
+                        }
+                        Err(_) => closed.dropped.push(tx.hash),
+                    }
+                }
+                OutsideChange::Merge { account, into } => {
+                    self.ledger.merge_account(&account, &into, at);
+                }
+            }
+        }
+    }
+
+    /// Another signer of `account` uses its next sequence number (a 1-stroop payment to
+    /// itself, paying the base fee) in the next ledger, ahead of anything queued. `None` if the
+    /// account does not exist.
+    pub fn consume_sequence(&mut self, account: AccountKey) -> Option<Arc<SubmittedTransaction>> {
+        let current = self.ledger.account(&account)?.sequence;
+        let pending = self
+            .outside
+            .iter()
+            .filter(|change| {
+                matches!(change, OutsideChange::Transaction(tx) if tx.source_account() == account)
+            })
+            .count();
+        let sequence = current
+            .saturating_add(1)
+            .saturating_add(i64::try_from(pending).unwrap_or(i64::MAX));
+        let network_id = self.ledger.network_id();
+        let signer_seed: [u8; 32] = Sha256::new()
+            .chain_update(network_id)
+            .chain_update(b"horizon-sim other signer")
+            .chain_update(account.0)
+            .finalize()
+            .into();
+        let other_signer = SigningKey::from_bytes(&signer_seed);
+        let unsigned = Transaction {
+            source_account: account.to_muxed(),
+            fee: self.ledger.base_fee,
+            seq_num: SequenceNumber(sequence),
+            cond: Preconditions::None,
+            memo: Memo::None,
+            operations: vec![Operation {
+                source_account: None,
+                body: OperationBody::Payment(PaymentOp {
+                    destination: account.to_muxed(),
+                    asset: Asset::Native,
+                    amount: 1,
+                }),
+            }]
+            .try_into()
+            .unwrap_or_default(),
+            ext: TransactionExt::V0,
+        };
+        let mut tx = SubmittedTransaction::sign(unsigned, network_id, &[&other_signer]).ok()?;
+        // The simulator keeps no signer lists: the other signer's signature counts as the
+        // account's, as it would with the other signer added to the account.
+        tx.signers = vec![Some(account)];
+        let tx = Arc::new(tx);
+        self.outside.push(OutsideChange::Transaction(tx.clone()));
+        Some(tx)
+    }
+
+    /// `account` is merged into `into` at the next ledger close (its owner's `account_merge`,
+    /// outside the simulator's clients). False if either does not exist or they are the same.
+    pub fn merge_account(&mut self, account: AccountKey, into: AccountKey) -> bool {
+        if account == into
+            || self.ledger.account(&account).is_none()
+            || self.ledger.account(&into).is_none()
+        {
+            return false;
+        }
+        self.outside.push(OutsideChange::Merge { account, into });
+        true
+    }
+
     fn record(&mut self, record: &Arc<TransactionRecord>) {
         let mut hashes = vec![record.tx.hash];
         hashes.extend(record.tx.inner_hash());
@@ -352,7 +965,49 @@ impl Network {
             self.records.insert(hash, record.clone());
             *self.applications.entry(hash).or_default() += 1;
         }
+        for account in participants(&record.tx) {
+            self.by_participant
+                .entry(account)
+                .or_default()
+                .push(record.clone());
+        }
         self.history.push(record.clone());
+    }
+
+    /// The transactions `account` took part in (Horizon's `/accounts/{id}/transactions`) as a
+    /// node that has ingested up to `ledger` shows them: in ledger order, from after `cursor`
+    /// (a paging token) in `order`, at most `limit`, failed ones only if `include_failed`.
+    pub fn account_transactions(
+        &self,
+        account: &AccountKey,
+        ledger: u32,
+        page: &TransactionPage,
+    ) -> Vec<Arc<TransactionRecord>> {
+        let elder = self.history_elder_ledger(ledger);
+        let visible = self
+            .by_participant
+            .get(account)
+            .into_iter()
+            .flatten()
+            .filter(|record| record.ingested_from_ledger <= ledger && record.ledger >= elder)
+            .filter(|record| record.successful || page.include_failed);
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        match (page.descending, page.cursor) {
+            (false, cursor) => visible
+                .filter(|record| cursor.is_none_or(|after| record.paging_token() > after))
+                .take(limit)
+                .cloned()
+                .collect(),
+            (true, cursor) => {
+                let mut records: Vec<_> = visible
+                    .filter(|record| cursor.is_none_or(|before| record.paging_token() < before))
+                    .cloned()
+                    .collect();
+                records.reverse();
+                records.truncate(limit);
+                records
+            }
+        }
     }
 
     /// The applied transaction named `hash` (outer or inner), whether Horizon shows it yet or not.
@@ -362,9 +1017,7 @@ impl Network {
 
     /// The applied transaction named `hash` if Horizon has ingested it.
     pub fn ingested(&self, hash: &TxHash) -> Option<&Arc<TransactionRecord>> {
-        self.records
-            .get(hash)
-            .filter(|record| record.ingested_from_ledger <= self.ledger.sequence)
+        self.ingested_at(hash, self.ledger.sequence)
     }
 
     /// How many times the transaction named `hash` has been applied.

@@ -161,6 +161,35 @@ impl Problem {
         )
     }
 
+    /// 429 `rate_limit_exceeded` (Horizon's `RateLimitExceeded`); the caller adds `Retry-After`.
+    pub fn rate_limit_exceeded() -> Self {
+        Problem::new(
+            "rate_limit_exceeded",
+            "Rate Limit Exceeded",
+            StatusCode::TOO_MANY_REQUESTS,
+            "The rate limit for the requesting IP address is over its alloted limit.  The \
+             allowed limit and requests left per time period are communicated to clients via \
+             the http response headers 'X-RateLimit-*' headers.",
+        )
+    }
+
+    /// 504 `transaction_submission_timeout` (Horizon v2.28 and later): no result before the
+    /// submission timeout; `extras.hash` names the transaction to poll for.
+    pub fn transaction_submission_timeout(hash: &TxHash, envelope_xdr: &str) -> Self {
+        Problem {
+            extras: Some(json!({ "hash": hash.to_hex(), "envelope_xdr": envelope_xdr })),
+            ..Problem::new(
+                "transaction_submission_timeout",
+                "Transaction Submission Timeout",
+                StatusCode::GATEWAY_TIMEOUT,
+                "Your transaction submission request has timed out. This does not necessarily \
+                 mean the submission has failed. Before resubmitting, please use the \
+                 transaction hash provided in `extras.hash` to poll the GET /transactions \
+                 endpoint for sometime and check if it was included in a ledger.",
+            )
+        }
+    }
+
     /// 503 `server_over_capacity`, Horizon's own 503 problem.
     pub fn server_over_capacity() -> Self {
         Problem::new(

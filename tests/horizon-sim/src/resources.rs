@@ -249,9 +249,7 @@ impl TransactionResource {
             (Some(outer), false) => outer.clone(),
             _ => signatures_of(&tx.signatures),
         };
-        let paging_token = ((i64::from(record.ledger) << 32)
-            | (i64::from(record.application_order) << 12))
-            .to_string();
+        let paging_token = record.paging_token().to_string();
         let transaction_url = format!("{base_url}/transactions/{hash}");
         let source = tx.source_account();
         let source_muxed = muxed_address(&tx.source);
@@ -451,7 +449,13 @@ pub struct AsyncSubmissionResponse {
 }
 
 /// `GET /`: Horizon's root document.
-pub fn root_resource(base_url: &str, passphrase: &str, ledger: u32, close_time: u64) -> Value {
+pub fn root_resource(
+    base_url: &str,
+    passphrase: &str,
+    ledger: u32,
+    close_time: u64,
+    elder_ledger: u32,
+) -> Value {
     let link = |path: &str| json!({ "href": format!("{base_url}{path}") });
     let template = |path: &str| json!({ "href": format!("{base_url}{path}"), "templated": true });
     json!({
@@ -467,7 +471,7 @@ pub fn root_resource(base_url: &str, passphrase: &str, ledger: u32, close_time: 
         "ingest_latest_ledger": ledger,
         "history_latest_ledger": ledger,
         "history_latest_ledger_closed_at": format_time(close_time),
-        "history_elder_ledger": 1,
+        "history_elder_ledger": elder_ledger,
         "core_latest_ledger": ledger,
         "network_passphrase": passphrase,
         "current_protocol_version": PROTOCOL_VERSION,

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     network: Mutex<Network>,
     pub(crate) config: SimConfig,
     pub(crate) base_url: String,
+    /// The separate friendbot's base URL, when Horizon redirects to one.
+    pub(crate) friendbot_url: Option<String>,
     ledger_closed: watch::Sender<u32>,
     queue_length: watch::Sender<usize>,
     shutdown: watch::Sender<bool>,
@@ -275,18 +277,49 @@ impl HorizonSim {
             max_operations_per_ledger: config.max_operations_per_ledger,
             friendbot_amount: config.friendbot_amount,
             friendbot_accounts: config.friendbot_accounts,
+            queue_ledgers: config.queue_ledgers,
             close_time: config.genesis_close_time.unwrap_or_else(unix_now),
         });
+        let friendbot_listener = if config.friendbot_redirect {
+            let friendbot_at = SocketAddr::new(addr.ip(), 0);
+            let listener =
+                TcpListener::bind(friendbot_at)
+                    .await
+                    .map_err(|source| Error::Listen {
+                        addr: friendbot_at.to_string(),
+                        source,
+                    })?;
+            let bound = listener.local_addr().map_err(|source| Error::Listen {
+                addr: friendbot_at.to_string(),
+                source,
+            })?;
+            Some((listener, format!("http://{bound}")))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             ledger_closed: watch::Sender::new(network.ledger.sequence),
             queue_length: watch::Sender::new(0),
             shutdown: watch::Sender::new(false),
             network: Mutex::new(network),
             base_url: format!("http://{addr}"),
+            friendbot_url: friendbot_listener.as_ref().map(|(_, url)| url.clone()),
             config,
         });
 
         let mut tasks = Vec::new();
+        if let Some((listener, _)) = friendbot_listener {
+            let router = http::friendbot_router(shared.clone());
+            let mut stopping = shared.subscribe_shutdown();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "friendbot server stopped");
+                }
+            }));
+        }
         let router = http::router(shared.clone());
         let mut stopping = shared.subscribe_shutdown();
         tasks.push(tokio::spawn(async move {
@@ -481,6 +514,71 @@ impl HorizonSim {
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().faults.latency_ms =
             u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Puts several Horizon nodes behind the URL, lagging by `lags` ledgers each (reads take
+    /// turns; see [`Faults::node_lags`]); an empty slice: one up-to-date node. Lags above
+    /// [`crate::network::MAX_NODE_LAG`] are capped.
+    pub fn set_node_lags(&self, lags: &[u32]) {
+        self.shared.lock().faults.node_lags = lags
+            .iter()
+            .map(|lag| (*lag).min(crate::network::MAX_NODE_LAG))
+            .collect();
+    }
+
+    /// The next `count` Horizon requests are answered 429 `rate_limit_exceeded`.
+    pub fn rate_limited(&self, count: u32) {
+        self.shared.lock().faults.rate_limited = count;
+    }
+
+    /// A request budget: at most `requests` Horizon requests per `window`, then 429 with
+    /// `Retry-After` until the window ends; `requests` 0 lifts it.
+    pub fn set_rate_limit(&self, requests: u32, window: Duration) {
+        let mut network = self.shared.lock();
+        network.faults.rate_limit_requests = requests;
+        network.faults.rate_limit_window_ms =
+            u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+    }
+
+    /// A surge: other parties bid for `operations` operations per ledger at `fee_per_operation`
+    /// stroops each (see [`Faults::surge_operations`]); 0 operations ends it.
+    pub fn set_surge(&self, operations: u32, fee_per_operation: u32) {
+        let mut network = self.shared.lock();
+        network.faults.surge_operations = operations;
+        network.faults.surge_fee = fee_per_operation;
+    }
+
+    /// Another signer of `account` uses its next sequence number, outside the simulator's
+    /// clients: a 1-stroop payment to itself at the base fee, applied first in the next ledger
+    /// (a transaction of the account's queued meanwhile then fails `tx_bad_seq`). Returns its
+    /// hash.
+    pub fn consume_sequence(&self, account: AccountKey) -> Result<TxHash> {
+        self.shared
+            .lock()
+            .consume_sequence(account)
+            .map(|tx| tx.hash)
+            .ok_or_else(|| Error::NoAccount(account.address()))
+    }
+
+    /// `account` is merged into `into` at the next ledger close, by its owner, outside the
+    /// simulator's clients: it disappears and `into` receives its lumens.
+    pub fn merge_account(&self, account: AccountKey, into: AccountKey) -> Result<()> {
+        if self.shared.lock().merge_account(account, into) {
+            Ok(())
+        } else {
+            Err(Error::NoAccount(format!("{account} or {into}")))
+        }
+    }
+
+    /// Horizon keeps only the last `ledgers` ledgers of history (0: all of it).
+    pub fn set_history_retention(&self, ledgers: u32) {
+        self.shared.lock().faults.history_retention_ledgers = ledgers;
+    }
+
+    /// The separate friendbot Horizon's `/friendbot` redirects to, with
+    /// [`SimConfig::friendbot_redirect`].
+    pub fn friendbot_url(&self) -> Option<String> {
+        self.shared.friendbot_url.clone()
     }
 
     /// While `down`, every Horizon endpoint answers 503.

@@ -40,8 +40,11 @@ pub enum SyncOutcome {
         /// The simulator's note, for features it does not implement.
         detail: Option<String>,
     },
-    /// No result in time (or a timeout fault): 504.
+    /// A timeout fault: 504 `timeout` (a proxy or Horizon's request timeout).
     Timeout,
+    /// No result before the submission timeout (never in a ledger, or evicted from the queue):
+    /// 504 `transaction_submission_timeout` naming the hash, as Horizon v2.28+ answers.
+    SubmissionTimeout,
     /// A 503 fault.
     Unavailable,
 }
@@ -224,7 +227,7 @@ async fn horizon_submit(
             // a result that never comes: the client gets a 504 at the deadline.
             Some((Admission::TryAgainLater, _)) | Some((_, None)) => {
                 wait_until_deadline(shared, deadline).await;
-                return SyncOutcome::Timeout;
+                return SyncOutcome::SubmissionTimeout;
             }
         }
     }
@@ -236,14 +239,20 @@ async fn wait_for_settlement(
     deadline: Instant,
 ) -> SyncOutcome {
     let mut shutdown = shared.subscribe_shutdown();
-    tokio::select! {
-        settled = timeout_at(deadline, receiver) => match settled {
-            Ok(Ok(Settlement::Applied(record))) => SyncOutcome::Applied(record),
-            Ok(Ok(Settlement::Dropped(rejection))) => rejection.into(),
-            // Abandoned at shutdown, or no ledger in time.
-            Ok(Err(_)) | Err(_) => SyncOutcome::Timeout,
-        },
-        _ = shutdown.wait_for(|stopping| *stopping) => SyncOutcome::Timeout,
+    let settled = tokio::select! {
+        settled = timeout_at(deadline, receiver) => settled,
+        _ = shutdown.wait_for(|stopping| *stopping) => return SyncOutcome::SubmissionTimeout,
+    };
+    match settled {
+        Ok(Ok(Settlement::Applied(record))) => SyncOutcome::Applied(record),
+        Ok(Ok(Settlement::Dropped(rejection))) => rejection.into(),
+        // Horizon never hears of an evicted transaction: it waits until its deadline.
+        Ok(Ok(Settlement::Evicted)) => {
+            wait_until_deadline(shared, deadline).await;
+            SyncOutcome::SubmissionTimeout
+        }
+        // Abandoned at shutdown, or no ledger in time.
+        Ok(Err(_)) | Err(_) => SyncOutcome::SubmissionTimeout,
     }
 }
 

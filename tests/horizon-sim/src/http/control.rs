@@ -28,7 +28,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/faults", get(faults).post(set_faults).delete(clear_faults))
         .route("/ledgers", post(close_ledger))
         .route("/accounts", post(create_account))
-        .route("/accounts/{account_id}", get(account))
+        .route("/accounts/{account_id}", get(account).delete(merge_account))
+        .route("/accounts/{account_id}/sequence", post(consume_sequence))
         .route("/transactions/{hash}", get(transaction))
         .route("/base_fee", post(set_base_fee))
 }
@@ -59,6 +60,9 @@ async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(faults) => faults,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if let Err(e) = faults.validate() {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
     shared.lock().faults = faults.clone();
     tracing::info!(?faults, "faults set");
     Json(faults).into_response()
@@ -87,6 +91,7 @@ async fn close_ledger(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         "close_time": closed.close_time,
         "applied": closed.applied,
         "dropped": closed.dropped,
+        "evicted": closed.evicted,
         "still_queued": closed.still_queued,
     }))
     .into_response()
@@ -138,6 +143,71 @@ async fn account(State(shared): State<Arc<Shared>>, Path(account_id): Path<Strin
         }))
         .into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no account {account}")),
+    }
+}
+
+/// Another signer of the account uses its next sequence number in the next ledger.
+async fn consume_sequence(
+    State(shared): State<Arc<Shared>>,
+    Path(account_id): Path<String>,
+) -> Response {
+    let account = match AccountKey::parse(&account_id) {
+        Ok(account) => account,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let consumed = shared.lock().consume_sequence(account);
+    match consumed {
+        Some(tx) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "hash": tx.hash,
+                "account_id": account,
+                "sequence": tx.sequence.to_string(),
+            })),
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no account {account}")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeRequest {
+    /// Who receives the lumens; default the root account.
+    into: Option<String>,
+}
+
+/// The account is merged away (into `into`, default the root account) at the next ledger.
+async fn merge_account(
+    State(shared): State<Arc<Shared>>,
+    Path(account_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let request: MergeRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let account = match AccountKey::parse(&account_id) {
+        Ok(account) => account,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut network = shared.lock();
+    let into = match request.into.as_deref().map(AccountKey::parse) {
+        None => network.ledger.root(),
+        Some(Ok(into)) => into,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if network.merge_account(account, into) {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "account_id": account, "into": into })),
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("cannot merge {account} into {into}"),
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, FromRequest, Path, Query, Request, State};
+use axum::extract::{Extension, Form, FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +15,8 @@ use stellar_xdr::{Limits, WriteXdr};
 
 use crate::account::AccountKey;
 use crate::envelope::{SubmittedTransaction, TxHash};
-use crate::http::hal_json;
+use crate::http::{ServingNode, hal_json};
+use crate::network::TransactionPage;
 use crate::problem::Problem;
 use crate::resources::{
     AccountResource, AsyncSubmissionResponse, FeeStatsResource, TransactionResource, root_resource,
@@ -32,23 +33,34 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/", get(root))
         .route("/health", get(health))
         .route("/accounts/{account_id}", get(account))
+        .route(
+            "/accounts/{account_id}/transactions",
+            get(account_transactions),
+        )
         .route("/fee_stats", get(fee_stats))
         .route("/transactions", post(submit_transaction))
         .route("/transactions_async", post(submit_transaction_async))
         .route("/transactions/{tx_id}", get(transaction))
-        .route("/friendbot", get(friendbot))
+        .route("/friendbot", get(friendbot_or_redirect))
 }
 
-async fn root(State(shared): State<Arc<Shared>>) -> Response {
-    let (ledger, close_time) = {
+async fn root(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+) -> Response {
+    let (close_time, elder) = {
         let network = shared.lock();
-        (network.ledger.sequence, network.ledger.close_time)
+        (
+            network.close_time_at(node.ledger),
+            network.history_elder_ledger(node.ledger),
+        )
     };
     let body = root_resource(
         &shared.base_url,
         &shared.config.network_passphrase,
-        ledger,
+        node.ledger,
         close_time,
+        elder,
     );
     hal_json(StatusCode::OK, &body)
 }
@@ -58,15 +70,18 @@ async fn health() -> Response {
         .into_response()
 }
 
-async fn account(State(shared): State<Arc<Shared>>, Path(account_id): Path<String>) -> Response {
+async fn account(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+    Path(account_id): Path<String>,
+) -> Response {
     let Ok(key) = AccountKey::parse(&account_id) else {
         return Problem::invalid_field("account_id", INVALID_ACCOUNT_ID).into_response();
     };
     let resource = {
         let network = shared.lock();
         network
-            .ledger
-            .account(&key)
+            .account_at(&key, node.ledger)
             .map(|entry| AccountResource::new(&shared.base_url, &key, entry))
     };
     match resource {
@@ -75,17 +90,139 @@ async fn account(State(shared): State<Arc<Shared>>, Path(account_id): Path<Strin
     }
 }
 
+/// The query of a collection endpoint (Horizon's paging parameters).
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    cursor: Option<String>,
+    order: Option<String>,
+    limit: Option<String>,
+    include_failed: Option<String>,
+}
+
+impl PageQuery {
+    /// The page asked for, or the problem Horizon answers for a bad parameter.
+    fn parse(&self) -> Result<TransactionPage, Problem> {
+        let cursor = match self.cursor.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("now") => Some(i64::MAX),
+            Some(text) => match text.parse::<i64>() {
+                Ok(token) if token >= 0 => Some(token),
+                _ => {
+                    return Err(Problem::invalid_field(
+                        "cursor",
+                        "Paging token must be a non-negative integer or `now`",
+                    ));
+                }
+            },
+        };
+        let descending = match self.order.as_deref() {
+            None | Some("") | Some("asc") => false,
+            Some("desc") => true,
+            Some(_) => {
+                return Err(Problem::invalid_field(
+                    "order",
+                    "order: invalid value, must be `asc` or `desc`",
+                ));
+            }
+        };
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_PAGE_LIMIT,
+            Some(text) => match text.parse::<u32>() {
+                Ok(limit) if (1..=MAX_PAGE_LIMIT).contains(&limit) => limit,
+                _ => {
+                    return Err(Problem::invalid_field(
+                        "limit",
+                        "limit must be a positive integer of at most 200",
+                    ));
+                }
+            },
+        };
+        let include_failed = match self.include_failed.as_deref() {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(Problem::invalid_field(
+                    "include_failed",
+                    "Filter should be true or false",
+                ));
+            }
+        };
+        Ok(TransactionPage {
+            cursor,
+            descending,
+            limit,
+            include_failed,
+        })
+    }
+}
+
+/// Horizon's default and largest page sizes.
+const DEFAULT_PAGE_LIMIT: u32 = 10;
+const MAX_PAGE_LIMIT: u32 = 200;
+
+/// `GET /accounts/{id}/transactions`: the transactions the account took part in, a page at a
+/// time, as the serving node has ingested them.
+async fn account_transactions(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+    Path(account_id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let Ok(key) = AccountKey::parse(&account_id) else {
+        return Problem::invalid_field("account_id", INVALID_ACCOUNT_ID).into_response();
+    };
+    let page = match query.parse() {
+        Ok(page) => page,
+        Err(problem) => return problem.into_response(),
+    };
+    let records = shared.lock().account_transactions(&key, node.ledger, &page);
+    let resources: Vec<TransactionResource> = records
+        .iter()
+        .map(|record| TransactionResource::new(&shared.base_url, record, &record.tx.hash))
+        .collect();
+    let collection = format!("{}/accounts/{}/transactions", shared.base_url, key);
+    let order = |descending: bool| if descending { "desc" } else { "asc" };
+    let href = |cursor: String, descending: bool| {
+        json!({ "href": format!(
+            "{collection}?cursor={cursor}&limit={}&order={}{}",
+            page.limit,
+            order(descending),
+            if page.include_failed { "&include_failed=true" } else { "" },
+        ) })
+    };
+    let requested = query.cursor.clone().unwrap_or_default();
+    let first = records
+        .first()
+        .map_or(requested.clone(), |r| r.paging_token().to_string());
+    let last = records
+        .last()
+        .map_or(requested.clone(), |r| r.paging_token().to_string());
+    let body = json!({
+        "_links": {
+            "self": href(requested, page.descending),
+            "next": href(last, page.descending),
+            "prev": href(first, !page.descending),
+        },
+        "_embedded": { "records": resources },
+    });
+    hal_json(StatusCode::OK, &body)
+}
+
 async fn fee_stats(State(shared): State<Arc<Shared>>) -> Response {
     let stats = shared.lock().fee_stats();
     hal_json(StatusCode::OK, &FeeStatsResource::new(&stats))
 }
 
-async fn transaction(State(shared): State<Arc<Shared>>, Path(tx_id): Path<String>) -> Response {
+async fn transaction(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+    Path(tx_id): Path<String>,
+) -> Response {
     let Ok(hash) = TxHash::parse(&tx_id) else {
         return Problem::invalid_field("tx_id", "Transaction hash must be 64 hex characters")
             .into_response();
     };
-    let record = shared.lock().ingested(&hash).cloned();
+    let record = shared.lock().ingested_at(&hash, node.ledger).cloned();
     match record {
         Some(record) => hal_json(
             StatusCode::OK,
@@ -172,6 +309,35 @@ async fn submit_transaction_async(
     }
 }
 
+/// The separate friendbot's routes: friendbot at its root.
+pub(super) fn friendbot_routes() -> Router<Arc<Shared>> {
+    Router::new().route("/", get(friendbot))
+}
+
+/// Horizon's `/friendbot` when friendbot runs apart: a 307 to it with the same query, as
+/// Horizon's `--friendbot-url` does; otherwise friendbot itself.
+async fn friendbot_or_redirect(
+    State(shared): State<Arc<Shared>>,
+    query: axum::extract::RawQuery,
+    friendbot_query: Query<FriendbotQuery>,
+) -> Response {
+    let Some(url) = &shared.friendbot_url else {
+        return friendbot(State(shared), friendbot_query).await;
+    };
+    let location = match query.0 {
+        Some(query) => format!("{url}/?{query}"),
+        None => format!("{url}/"),
+    };
+    match axum::http::HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => Problem::invalid_field("addr", "invalid address").into_response(),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct FriendbotQuery {
     addr: Option<String>,
@@ -210,6 +376,9 @@ fn sync_response(shared: &Shared, tx: &SubmittedTransaction, outcome: SyncOutcom
                 .into_response()
         }
         SyncOutcome::Timeout => Problem::timeout().into_response(),
+        SyncOutcome::SubmissionTimeout => {
+            Problem::transaction_submission_timeout(&tx.hash, &tx.envelope_xdr).into_response()
+        }
         SyncOutcome::Unavailable => Problem::server_over_capacity().into_response(),
     }
 }
@@ -220,6 +389,7 @@ fn outcome_name(outcome: &SyncOutcome) -> &'static str {
         SyncOutcome::Applied(_) => "tx_failed",
         SyncOutcome::Rejected { .. } => "rejected",
         SyncOutcome::Timeout => "timeout",
+        SyncOutcome::SubmissionTimeout => "transaction_submission_timeout",
         SyncOutcome::Unavailable => "unavailable",
     }
 }

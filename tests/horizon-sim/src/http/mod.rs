@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::network::{RateStanding, RequestAdmission};
 use crate::problem::Problem;
 use crate::sim::Shared;
 
@@ -31,10 +32,29 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Applies the outage and latency faults to Horizon's endpoints.
+/// Horizon's header naming the latest ledger the answering node has ingested.
+const LATEST_LEDGER: &str = "latest-ledger";
+
+/// The Horizon node serving a request, by the ledger it has ingested (see
+/// [`crate::Faults::node_lags`]): reads answer as of that ledger.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServingNode {
+    /// The latest ledger that node has ingested.
+    pub(crate) ledger: u32,
+}
+
+/// The separate friendbot (testnet's `friendbot.stellar.org`): `GET /?addr=G...`.
+pub(crate) fn friendbot_router(shared: Arc<Shared>) -> Router {
+    horizon::friendbot_routes()
+        .fallback(|| async { Problem::not_found() })
+        .with_state(shared)
+}
+
+/// Applies the outage and latency faults to Horizon's endpoints, and picks the node that serves
+/// the request: reads go to the nodes in turn, submissions to an up-to-date one.
 async fn horizon_faults(
     State(shared): State<Arc<Shared>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let (outage, latency_ms) = {
@@ -44,10 +64,60 @@ async fn horizon_faults(
     if latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
+    let admission = shared.lock().admit_request(tokio::time::Instant::now());
+    let standing = match admission {
+        RequestAdmission::Served(standing) => standing,
+        RequestAdmission::Refused {
+            retry_after,
+            standing,
+        } => {
+            let mut response = Problem::rate_limit_exceeded().into_response();
+            // Whole seconds, rounded up: a client that waits that long is served.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            let headers = response.headers_mut();
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+            );
+            insert_rate_standing(headers, standing);
+            return response;
+        }
+    };
     if outage {
         return Problem::server_over_capacity().into_response();
     }
-    next.run(request).await
+    let node = {
+        let mut network = shared.lock();
+        let ledger = if request.method() == Method::GET {
+            network.serving_ledger()
+        } else {
+            network.ledger.sequence
+        };
+        ServingNode { ledger }
+    };
+    request.extensions_mut().insert(node);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(LATEST_LEDGER, HeaderValue::from(node.ledger));
+    insert_rate_standing(headers, standing);
+    response
+}
+
+/// Horizon's advisory `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds) headers.
+fn insert_rate_standing(headers: &mut HeaderMap, standing: Option<RateStanding>) {
+    let Some(standing) = standing else {
+        return;
+    };
+    let reset = standing.reset.as_millis().div_ceil(1000);
+    headers.insert("x-ratelimit-limit", HeaderValue::from(standing.limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(standing.remaining),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(u64::try_from(reset).unwrap_or(u64::MAX)),
+    );
 }
 
 /// A Horizon resource: JSON with Horizon's HAL content type.

@@ -185,9 +185,26 @@ pub struct Reply {
     pub content_type: String,
     /// The body as JSON (`Null` if it is not JSON).
     pub body: Value,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Horizon's `Latest-Ledger` header, parsed.
+    pub fn latest_ledger(&self) -> u32 {
+        self.header("latest-ledger")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Latest-Ledger header in {:?}", self.headers))
+    }
+
     /// `extras.result_codes.transaction` of a problem.
     pub fn transaction_code(&self) -> &str {
         self.body["extras"]["result_codes"]["transaction"]
@@ -250,6 +267,16 @@ impl Horizon {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    value.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
         let bytes = response
             .into_body()
             .collect()
@@ -260,6 +287,7 @@ impl Horizon {
             status,
             content_type,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
         }
     }
 
