@@ -413,6 +413,11 @@ pub struct PaymentsConfig {
     /// `lease_ms / 3` (the lease is renewed between payments); `gateway worker` never holds.
     #[serde(default = "default_idle_hold_ms")]
     pub idle_hold_ms: u64,
+    /// Confirmations of a payment whose sequence number is spent, while Horizon's history of
+    /// the account does not yet show which transaction spent it (ingestion behind), before the
+    /// payment is parked as `NEEDS_ATTENTION` rather than confirmed forever.
+    #[serde(default = "default_attention_after_confirmations")]
+    pub attention_after_confirmations: i64,
 }
 
 impl Default for PaymentsConfig {
@@ -425,6 +430,7 @@ impl Default for PaymentsConfig {
             poll_interval_ms: default_poll_interval_ms(),
             lease_ms: default_lease_ms(),
             idle_hold_ms: default_idle_hold_ms(),
+            attention_after_confirmations: default_attention_after_confirmations(),
         }
     }
 }
@@ -446,6 +452,9 @@ fn default_poll_interval_ms() -> u64 {
 }
 fn default_lease_ms() -> u64 {
     60_000
+}
+fn default_attention_after_confirmations() -> i64 {
+    30
 }
 fn default_idle_hold_ms() -> u64 {
     2_000
@@ -692,6 +701,12 @@ impl Config {
         }
         if payments.worker_concurrency == 0 {
             return field("payments.worker_concurrency", "must be positive");
+        }
+        if self.payments.attention_after_confirmations < 1 {
+            return field(
+                "payments.attention_after_confirmations",
+                "must be at least 1",
+            );
         }
         if payments.poll_interval_ms == 0 || payments.lease_ms < 1000 {
             return field(

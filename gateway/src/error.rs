@@ -78,6 +78,10 @@ pub enum Error {
     #[error("payment {0} not found")]
     PaymentNotFound(crate::model::PaymentId),
 
+    /// Only a `NEEDS_ATTENTION` payment can be resolved by an operator.
+    #[error("payment {0} does not need attention")]
+    PaymentNotNeedingAttention(crate::model::PaymentId),
+
     /// The gateway has no `[horizon]` configured, or the operation needs a test network.
     #[error("{0}")]
     HorizonNotConfigured(&'static str),
@@ -97,9 +101,21 @@ pub enum Error {
     #[error("signer unavailable: {0}")]
     SignerUnavailable(String),
 
-    /// signerd answered, but refused or answered something the gateway cannot use.
+    /// signerd answered something the gateway cannot use, or failed inside (an internal
+    /// error): not its considered refusal, so asking again later may succeed.
     #[error("signer error: {0}")]
     Signer(String),
+
+    /// signerd refused the request on its merits (its policy, an unknown key, a malformed
+    /// request): asking again with the same request gets the same answer.
+    #[error("signer refused: {0}")]
+    SignerRefused(String),
+
+    /// signerd refused a transaction because its `max_time` had already passed when it got
+    /// there (it was built, then waited). Nothing was signed; built again with fresh time
+    /// bounds it is signed.
+    #[error("signer refused stale time bounds: {0}")]
+    StaleTimeBounds(String),
 
     /// signerd's sequence guard refused: another transaction for this account and sequence was
     /// signed and may still be applied. Not final: once that one lands or expires, a transaction
@@ -167,13 +183,19 @@ impl Error {
             Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
             Error::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED"),
             Error::PaymentNotFound(_) => (StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND"),
+            Error::PaymentNotNeedingAttention(_) => {
+                (StatusCode::CONFLICT, "PAYMENT_NOT_NEEDING_ATTENTION")
+            }
             Error::HorizonNotConfigured(_) => (StatusCode::CONFLICT, "HORIZON_NOT_CONFIGURED"),
             Error::HorizonUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "HORIZON_UNAVAILABLE")
             }
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Error::SignerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SIGNER_UNAVAILABLE"),
-            Error::Signer(_) | Error::SequenceInUse(_) => (StatusCode::BAD_GATEWAY, "SIGNER_ERROR"),
+            Error::Signer(_)
+            | Error::SignerRefused(_)
+            | Error::StaleTimeBounds(_)
+            | Error::SequenceInUse(_) => (StatusCode::BAD_GATEWAY, "SIGNER_ERROR"),
             Error::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"),
             Error::Database(e) if database_unavailable(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")

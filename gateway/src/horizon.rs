@@ -48,9 +48,26 @@ pub enum HorizonError {
     /// Horizon is down, overloaded (503), too slow, or the circuit breaker is open. Safe to retry.
     #[error("horizon unavailable: {0}")]
     Unavailable(String),
+    /// Horizon answered 429: come back after `retry_after` (its `Retry-After`, 1 s when it
+    /// gave none). Not an outage: the circuit breaker does not count it.
+    #[error("horizon rate limit exceeded; retry after {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// How long Horizon asked to wait.
+        retry_after: Duration,
+    },
     /// Horizon answered something the gateway cannot use (a bug on one side or the other).
     #[error("unexpected horizon answer: {0}")]
     Protocol(String),
+}
+
+impl HorizonError {
+    /// The least wait before asking again: Horizon's `Retry-After` on a 429, else nothing.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HorizonError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 /// An account as Horizon shows it.
@@ -97,6 +114,9 @@ pub enum Submission {
     /// Horizon could not say (504 timeout, 503, network error, breaker open): the transaction
     /// may or may not land. Resubmit the same bytes and poll the hash.
     Unknown(String),
+    /// Horizon answered 429 and did not take the transaction: resubmit the same bytes after
+    /// this long.
+    RateLimited(Duration),
 }
 
 /// The most recent closed ledger Horizon knows.
@@ -124,12 +144,63 @@ pub struct Horizon {
     fee_cache: std::sync::Mutex<Option<(tokio::time::Instant, i64)>>,
 }
 
+/// Records per page of an account's history.
+const HISTORY_PAGE: u32 = 200;
+/// Pages of an account's history searched for a sequence number before it counts as pruned.
+const HISTORY_PAGES: u32 = 10;
+
+/// Who used a sequence number of an account; see [`Horizon::sequence_use`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SequenceUse {
+    /// This transaction did (for a fee bump, `hash` is the outer hash and `inner_hash` the
+    /// wrapped transaction's).
+    By {
+        /// Its hash.
+        hash: String,
+        /// A fee bump's inner transaction hash.
+        inner_hash: Option<String>,
+        /// How it went.
+        record: TransactionRecord,
+    },
+    /// The history reaches below the sequence but does not show it (not ingested yet).
+    NotShown,
+    /// The history does not reach back to it (pruned, or too far back to page through).
+    Pruned,
+    /// The node that answered had not ingested the ledger asked for.
+    Behind,
+}
+
 /// How long a `fee_stats` answer is reused.
 const FEE_CACHE_TTL: Duration = Duration::from_secs(1);
 
 struct RawReply {
     status: u16,
     body: Bytes,
+    /// The `Latest-Ledger` header: the last ledger the answering node had ingested. Behind a
+    /// load balancer nodes lag differently, so this (not the wall clock) says how fresh a read is.
+    latest_ledger: Option<i64>,
+    /// `Retry-After` (seconds) on a 429.
+    retry_after: Option<Duration>,
+    /// `Location` on a redirect.
+    location: Option<String>,
+}
+
+/// A read and the ledger the node that answered had ingested (its `Latest-Ledger` header;
+/// `None` when absent). A decision that needs "as of ledger L" takes only reads with
+/// `ledger >= L`: a lagging node's 404 proves nothing about later ledgers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AtLedger<T> {
+    /// What was read.
+    pub value: T,
+    /// The answering node's latest ingested ledger.
+    pub ledger: Option<i64>,
+}
+
+impl<T> AtLedger<T> {
+    /// Whether this read is known to reflect every ledger up to and including `ledger`.
+    pub fn covers(&self, ledger: i64) -> bool {
+        self.ledger.is_some_and(|seen| seen >= ledger)
+    }
 }
 
 impl Horizon {
@@ -191,11 +262,23 @@ impl Horizon {
 
     /// `GET /accounts/{id}`; `None` when the account does not exist (404).
     pub async fn account(&self, account_id: &str) -> Result<Option<AccountInfo>, HorizonError> {
+        Ok(self.account_at(account_id).await?.value)
+    }
+
+    /// [`Horizon::account`] with the ledger the answering node had ingested.
+    pub async fn account_at(
+        &self,
+        account_id: &str,
+    ) -> Result<AtLedger<Option<AccountInfo>>, HorizonError> {
         let reply = self
             .read("account", &format!("/accounts/{account_id}"))
             .await?;
+        let ledger = reply.latest_ledger;
         if reply.status == 404 {
-            return Ok(None);
+            return Ok(AtLedger {
+                value: None,
+                ledger,
+            });
         }
         let account: AccountJson = parse_ok("account", &reply)?;
         let sequence = account
@@ -209,10 +292,13 @@ impl Horizon {
             .map(|b| parse_amount(&b.balance))
             .transpose()?
             .unwrap_or(0);
-        Ok(Some(AccountInfo {
-            sequence,
-            native_balance_stroops: native,
-        }))
+        Ok(AtLedger {
+            value: Some(AccountInfo {
+                sequence,
+                native_balance_stroops: native,
+            }),
+            ledger,
+        })
     }
 
     /// The fee per operation to offer: `fee_stats`' `fee_charged.p90`, at least
@@ -254,29 +340,122 @@ impl Horizon {
         })
     }
 
-    /// `GET /transactions/{hash}`; `None` while Horizon has not ingested it (404).
-    pub async fn transaction(&self, hash: &str) -> Result<Option<TransactionRecord>, HorizonError> {
+    /// `GET /transactions/{hash}`; `None` while Horizon has not ingested it (404), with the
+    /// ledger the answering node had ingested (a 404 says nothing about later ledgers).
+    pub async fn transaction(
+        &self,
+        hash: &str,
+    ) -> Result<AtLedger<Option<TransactionRecord>>, HorizonError> {
         let reply = self
             .read("transaction", &format!("/transactions/{hash}"))
             .await?;
+        let ledger = reply.latest_ledger;
         if reply.status == 404 {
-            return Ok(None);
+            return Ok(AtLedger {
+                value: None,
+                ledger,
+            });
         }
         let tx: TransactionJson = parse_ok("transaction", &reply)?;
-        Ok(Some(tx.into_record()?))
+        Ok(AtLedger {
+            value: Some(tx.into_record()?),
+            ledger,
+        })
+    }
+
+    /// Which transaction used `sequence` of `account`, from Horizon's history of the account
+    /// (`GET /accounts/{id}/transactions`, newest first, paged back until the sequence is
+    /// passed). `as_of` is a ledger at which the account's sequence was seen at or past
+    /// `sequence`: an answer from a node behind it is [`SequenceUse::Behind`].
+    pub async fn sequence_use(
+        &self,
+        account: &str,
+        sequence: i64,
+        as_of: i64,
+    ) -> Result<SequenceUse, HorizonError> {
+        let mut cursor = String::new();
+        for _ in 0..HISTORY_PAGES {
+            let reply = self
+                .read(
+                    "account_transactions",
+                    &format!(
+                        "/accounts/{account}/transactions?order=desc&limit={HISTORY_PAGE}&include_failed=true{cursor}"
+                    ),
+                )
+                .await?;
+            if reply.latest_ledger.is_none_or(|seen| seen < as_of) {
+                return Ok(SequenceUse::Behind);
+            }
+            if reply.status == 404 {
+                // The account (just seen) is unknown to this node: it is behind.
+                return Ok(SequenceUse::Behind);
+            }
+            let page: PageJson<HistoryJson> = parse_ok("account_transactions", &reply)?;
+            let records = page.embedded.records;
+            let Some(last) = records.last() else {
+                return Ok(SequenceUse::Pruned);
+            };
+            cursor = format!("&cursor={}", form_encode(&last.paging_token));
+            for entry in records {
+                if entry.source_account != account {
+                    continue;
+                }
+                let used = parse_int("source_account_sequence", &entry.source_account_sequence)?;
+                if used == sequence {
+                    let inner_hash = entry.inner_transaction.as_ref().map(|i| i.hash.clone());
+                    let hash = entry.hash.clone();
+                    return Ok(SequenceUse::By {
+                        hash,
+                        inner_hash,
+                        record: entry.transaction.into_record()?,
+                    });
+                }
+                if used < sequence {
+                    // The history reaches below the sequence without it: not ingested yet.
+                    return Ok(SequenceUse::NotShown);
+                }
+            }
+        }
+        Ok(SequenceUse::Pruned)
     }
 
     /// `GET /friendbot?addr=`: funds a test-network account. Ok(false) when it already exists.
+    /// Horizon run with a separate friendbot answers with a redirect to it (`--friendbot-url`):
+    /// one redirect is followed, to an `http(s)` URL only.
     pub async fn friendbot(&self, account_id: &str) -> Result<bool, HorizonError> {
-        let reply = self
-            .once(
+        let mut url = format!("{}/friendbot?addr={account_id}", self.base);
+        let mut reply = self
+            .once_url(
                 "friendbot",
                 hyper::Method::GET,
-                &format!("/friendbot?addr={account_id}"),
+                &url,
                 None,
                 self.submit_timeout,
             )
             .await?;
+        if matches!(reply.status, 301 | 302 | 303 | 307 | 308) {
+            let location = reply.location.take().ok_or_else(|| {
+                HorizonError::Protocol("friendbot redirect without a Location".into())
+            })?;
+            url = if location.starts_with("http://") || location.starts_with("https://") {
+                location
+            } else if location.starts_with('/') {
+                format!("{}{location}", self.base)
+            } else {
+                return Err(HorizonError::Protocol(format!(
+                    "friendbot redirected to {location:?}"
+                )));
+            };
+            reply = self
+                .once_url(
+                    "friendbot",
+                    hyper::Method::GET,
+                    &url,
+                    None,
+                    self.submit_timeout,
+                )
+                .await?;
+        }
         match reply.status {
             200 => Ok(true),
             400 => Ok(false),
@@ -300,6 +479,9 @@ impl Horizon {
             .await
         {
             Ok(reply) => reply,
+            Err(HorizonError::RateLimited { retry_after }) => {
+                return Submission::RateLimited(retry_after);
+            }
             Err(e) => return Submission::Unknown(e.to_string()),
         };
         match reply.status {
@@ -343,12 +525,24 @@ impl Horizon {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
+                // Honour Retry-After within the read's own deadline; a longer wait is the
+                // caller's (the worker parks the payment that long).
+                Err(HorizonError::RateLimited { retry_after })
+                    if attempts_left > 0 && retry_after <= self.timeout =>
+                {
+                    tracing::debug!(
+                        what,
+                        retry_after_ms = retry_after.as_millis() as u64,
+                        "horizon rate limited; retrying after Retry-After"
+                    );
+                    tokio::time::sleep(retry_after).await;
+                }
                 other => return other,
             }
         }
     }
 
-    /// One request through the breaker. 5xx and transport errors are outages.
+    /// One request to a path of the configured Horizon; see [`Horizon::once_url`].
     async fn once(
         &self,
         what: &'static str,
@@ -357,9 +551,26 @@ impl Horizon {
         form: Option<String>,
         deadline: Duration,
     ) -> Result<RawReply, HorizonError> {
+        let url = format!("{}{path}", self.base);
+        self.once_url(what, method, &url, form, deadline).await
+    }
+
+    /// One request through the breaker. 5xx and transport errors are outages, except a
+    /// submission's 504 (`timeout`, `transaction_submission_timeout`): that is Horizon saying
+    /// the network has not decided yet (a surge), not that Horizon is down, so it does not open
+    /// the breaker for everyone. A 429 is not an outage either.
+    async fn once_url(
+        &self,
+        what: &'static str,
+        method: hyper::Method,
+        url: &str,
+        form: Option<String>,
+        deadline: Duration,
+    ) -> Result<RawReply, HorizonError> {
+        let is_submission = method == hyper::Method::POST;
         let mut builder = hyper::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(url)
             .header(hyper::header::ACCEPT, "application/json");
         if form.is_some() {
             builder = builder.header(
@@ -377,16 +588,47 @@ impl Horizon {
                 .map_err(|_| CallFailure::Outage("deadline exceeded".into()))?
                 .map_err(|e| CallFailure::Outage(format!("network: {e}")))?;
             let status = response.status().as_u16();
+            let latest_ledger = response
+                .headers()
+                .get("latest-ledger")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            let retry_after = (status == 429).then(|| {
+                response
+                    .headers()
+                    .get(hyper::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs)
+            });
+            let location = response
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = tokio::time::timeout(deadline, response.into_body().collect())
                 .await
                 .map_err(|_| CallFailure::Outage("deadline exceeded reading body".into()))?
                 .map_err(|e| CallFailure::Outage(format!("network: {e}")))?
                 .to_bytes();
+            let reply = RawReply {
+                status,
+                body,
+                latest_ledger,
+                retry_after,
+                location,
+            };
+            if status == 429 {
+                return Err(CallFailure::RateLimited(reply));
+            }
+            if status == 504 && is_submission && is_submission_timeout(&reply.body) {
+                return Err(CallFailure::SubmissionTimeout);
+            }
             if status >= 500 {
                 // 503 server_over_capacity, 504 timeout, 502 from a proxy: all "try later".
-                return Err(CallFailure::OutageReply(RawReply { status, body }));
+                return Err(CallFailure::OutageReply(reply));
             }
-            Ok(RawReply { status, body })
+            Ok(reply)
         };
         match self.breaker.call_with(CallFailure::is_outage, call).await {
             Ok(reply) => {
@@ -400,6 +642,18 @@ impl Horizon {
             Err(failsafe::Error::Inner(CallFailure::Outage(reason))) => {
                 self.metrics.horizon_call(what, "unavailable");
                 Err(HorizonError::Unavailable(reason))
+            }
+            Err(failsafe::Error::Inner(CallFailure::RateLimited(reply))) => {
+                self.metrics.horizon_call(what, "rate_limited");
+                Err(HorizonError::RateLimited {
+                    retry_after: reply.retry_after.unwrap_or(Duration::from_secs(1)),
+                })
+            }
+            Err(failsafe::Error::Inner(CallFailure::SubmissionTimeout)) => {
+                self.metrics.horizon_call(what, "submission_timeout");
+                Err(HorizonError::Unavailable(
+                    "submission timed out before the network decided".into(),
+                ))
             }
             Err(failsafe::Error::Inner(CallFailure::OutageReply(reply))) => {
                 self.metrics.horizon_call(what, "unavailable");
@@ -418,12 +672,29 @@ impl Horizon {
 enum CallFailure {
     Outage(String),
     OutageReply(RawReply),
+    /// 429: Horizon is up and asks to slow down.
+    RateLimited(RawReply),
+    /// A submission's 504: the network has not decided yet.
+    SubmissionTimeout,
 }
 
 impl CallFailure {
+    /// What the circuit breaker counts: Horizon down or unreachable, not Horizon answering
+    /// "slow down" or "not decided yet".
     fn is_outage(&self) -> bool {
-        true
+        matches!(self, CallFailure::Outage(_) | CallFailure::OutageReply(_))
     }
+}
+
+/// Whether a submission's 504 body is Horizon's `timeout` or `transaction_submission_timeout`
+/// problem (a proxy's bare 504 is an outage like any other).
+fn is_submission_timeout(body: &[u8]) -> bool {
+    serde_json::from_slice::<ProblemJson>(body).is_ok_and(|p| {
+        matches!(
+            problem_type(&p.r#type),
+            "timeout" | "transaction_submission_timeout"
+        )
+    })
 }
 
 fn problem_type(url: &str) -> &str {
@@ -500,6 +771,34 @@ struct RootJson {
 }
 
 #[derive(Deserialize)]
+struct PageJson<T> {
+    #[serde(rename = "_embedded")]
+    embedded: EmbeddedJson<T>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddedJson<T> {
+    records: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct HistoryJson {
+    hash: String,
+    paging_token: String,
+    source_account: String,
+    source_account_sequence: String,
+    #[serde(default)]
+    inner_transaction: Option<InnerTransactionJson>,
+    #[serde(flatten)]
+    transaction: TransactionJson,
+}
+
+#[derive(Deserialize)]
+struct InnerTransactionJson {
+    hash: String,
+}
+
+#[derive(Deserialize)]
 struct TransactionJson {
     ledger: i64,
     successful: bool,
@@ -556,6 +855,29 @@ mod tests {
     #[test]
     fn base64_is_form_encoded() {
         assert_eq!(form_encode("ab+/=="), "ab%2B%2F%3D%3D");
+    }
+
+    #[test]
+    fn only_outages_count_toward_the_breaker() {
+        let reply = |status: u16, body: &str| RawReply {
+            status,
+            body: Bytes::from(body.to_owned()),
+            latest_ledger: None,
+            retry_after: None,
+            location: None,
+        };
+        assert!(CallFailure::Outage("x".into()).is_outage());
+        assert!(CallFailure::OutageReply(reply(503, "")).is_outage());
+        assert!(!CallFailure::RateLimited(reply(429, "")).is_outage());
+        assert!(!CallFailure::SubmissionTimeout.is_outage());
+        let problem = |kind: &str| {
+            format!(r#"{{"type":"https://stellar.org/horizon-errors/{kind}","status":504}}"#)
+        };
+        assert!(is_submission_timeout(
+            problem("transaction_submission_timeout").as_bytes()
+        ));
+        assert!(is_submission_timeout(problem("timeout").as_bytes()));
+        assert!(!is_submission_timeout(b"<html>gateway timeout</html>"));
     }
 
     #[test]

@@ -45,6 +45,7 @@ struct Inner {
     signer_calls: Family<SignerLabels, Counter>,
     horizon_calls: Family<SignerLabels, Counter>,
     payments_finished: Family<PaymentLabels, Counter>,
+    payments_needing_attention: Counter,
     wallets_created: Counter,
     rate_limited: Counter,
 }
@@ -89,6 +90,12 @@ impl Metrics {
             "Payments that reached a terminal status (SUCCESS or FAILED)",
             payments_finished.clone(),
         );
+        let payments_needing_attention = Counter::default();
+        registry.register(
+            "payments_needing_attention",
+            "Payments parked as NEEDS_ATTENTION (sequence spent, history cannot say by whom)",
+            payments_needing_attention.clone(),
+        );
         let wallets_created = Counter::default();
         registry.register(
             "wallets_created",
@@ -109,6 +116,7 @@ impl Metrics {
                 signer_calls,
                 horizon_calls,
                 payments_finished,
+                payments_needing_attention,
                 wallets_created,
                 rate_limited,
             }),
@@ -158,6 +166,11 @@ impl Metrics {
             .payments_finished
             .get_or_create(&PaymentLabels { status })
             .inc();
+    }
+
+    /// Counts a payment parked as `NEEDS_ATTENTION`.
+    pub fn payment_needs_attention(&self) {
+        self.inner.payments_needing_attention.inc();
     }
 
     /// Counts a completed wallet.

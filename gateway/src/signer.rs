@@ -297,12 +297,48 @@ impl Signer {
                 "signerd's sequence guard refused"
             );
             Error::SequenceInUse(status.message().to_owned())
+        } else if is_stale_time_bounds(&status) {
+            self.metrics.signer_call(rpc, "stale_time_bounds");
+            tracing::warn!(
+                rpc,
+                message = status.message(),
+                "signerd refused stale time bounds"
+            );
+            Error::StaleTimeBounds(status.message().to_owned())
+        } else if is_considered_refusal(&status) {
+            self.metrics.signer_call(rpc, "refused");
+            tracing::error!(rpc, code = ?status.code(), message = status.message(), "signerd refused a call");
+            Error::SignerRefused(format!("{rpc} refused with {:?}", status.code()))
         } else {
             self.metrics.signer_call(rpc, "error");
-            tracing::error!(rpc, code = ?status.code(), message = status.message(), "signerd refused a call");
+            tracing::error!(rpc, code = ?status.code(), message = status.message(), "signerd failed a call");
             Error::Signer(format!("{rpc} failed with {:?}", status.code()))
         }
     }
+}
+
+/// signerd's time-bounds rule refusing a `max_time` already past: the transaction went stale
+/// between being built and reaching signerd. (A `max_time` too far ahead is a configuration
+/// mismatch, a considered refusal like any other.)
+fn is_stale_time_bounds(status: &Status) -> bool {
+    status.code() == Code::PermissionDenied
+        && status.message().starts_with("policy time_bounds:")
+        && status.message().contains("already past")
+}
+
+/// signerd's answer on the merits: the same request would be refused again. Anything else
+/// that is not an outage (an internal error, an unknown status) may pass.
+fn is_considered_refusal(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::PermissionDenied
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::Unauthenticated
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::Unimplemented
+    )
 }
 
 /// Outage errors: signerd (or the way to it) is down or too slow. These are retried and count

@@ -214,6 +214,167 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
     }
 
+    async fn a_stale_read_after_an_applied_504_never_pays_twice(kind: DatabaseKind) {
+        // Issue 12's double payment. Reads alternate between a Horizon node 40 ledgers (8 s)
+        // behind and an up-to-date one; the submission is applied but answered 504; the
+        // transaction shows in Horizon only 100 ledgers (20 s) after it applied. A confirmation
+        // that takes the fresh node's ledger (past max_time) with the stale node's account (the
+        // sequence not yet used) and a 404 proves nothing; a rebuild that then reads the account
+        // afresh signs a second payment at S+1.
+        let s = PaymentStack::start_with_validity(kind, "", 2).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_node_lags(&[40, 0]);
+        s.sim.delay_ingestion(100);
+        s.sim.timeout_after_apply(1);
+        let id = s.accepted(&alice, &bob, "7").await;
+        let payment = s.finished(&id).await;
+        let applied = s.sim.applied_from(alice_account);
+        assert_eq!(applied.len(), 1, "paid {} times: {applied:?}\n{payment}\n{}", applied.len(), s.stack.gateway.log());
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        assert_eq!(s.sim.applications(PaymentStack::hash_of(&payment)), 1, "{payment}");
+        assert_eq!(payment["sequence"].as_i64(), Some(applied[0].sequence), "{payment}");
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+    }
+
+    async fn a_signature_refused_for_stale_time_bounds_is_built_again_not_failed(kind: DatabaseKind) {
+        // The payment is built with max_time 3 s ahead, then signerd stalls (SIGSTOP) past it:
+        // the gateway's call times out (10 s) and is retried once signerd runs again, and signerd
+        // refuses the now stale time bounds. Nothing was signed, so the payment must be built
+        // again with fresh bounds, not failed. No wall-clock boundary: the stall is at least
+        // 10 s against 3 s of validity.
+        let s = PaymentStack::start_with_validity(kind, "", 3).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        must(s.stack.signerd.signal("STOP"));
+        let id = s.accepted(&alice, &bob, "2").await;
+        let timed_out = eventually(Duration::from_secs(60), || async {
+            s.stack.gateway.log().contains("signerd call failed; retrying")
+        })
+        .await;
+        must(s.stack.signerd.signal("CONT"));
+        assert!(timed_out, "the signing call never timed out:\n{}", s.stack.gateway.log());
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert!(
+            s.stack.gateway.log().contains("time bounds went stale"),
+            "signerd never refused stale bounds: the test proved nothing\n{}",
+            s.stack.gateway.log()
+        );
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(12 * XLM));
+    }
+
+    async fn a_sequence_spent_by_another_signer_is_rebuilt_on_a_new_one_and_the_wallet_goes_on(kind: DatabaseKind) {
+        // The payment is signed at S, its submissions are lost, and another signer of the
+        // account uses S meanwhile. Its transaction can never apply: the account's history
+        // shows S taken by a transaction that is not the payment's, so it is rebuilt on a new
+        // sequence (not confirmed forever), and the wallet's next payment follows.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let submitted = eventually(Duration::from_secs(30), || async { s.payment(&id).await["status"] == "SUBMITTED" }).await;
+        assert!(submitted, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let signed_at = s.payment(&id).await["sequence"].as_i64();
+        let other = must(s.sim.consume_sequence(alice_account));
+        let used = eventually(Duration::from_secs(30), || async { s.sim.applications(other) == 1 }).await;
+        assert!(used, "the other signer's transaction never applied");
+        s.sim.clear_faults();
+        let next = s.accepted(&alice, &bob, "4").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert_ne!(payment["sequence"].as_i64(), signed_at, "{payment}");
+        assert_eq!(s.finished(&next).await["status"], "SUCCESS");
+        // Three transactions from alice: the other signer's and the two payments, once each.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 3);
+        assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
+    }
+
+    async fn a_spent_sequence_the_history_no_longer_shows_needs_attention_and_an_admin_resolves_it(kind: DatabaseKind) {
+        // As above, but Horizon keeps 5 ledgers of history and the other signer's transaction
+        // is gone from it when the gateway looks: nobody can tell from Horizon whether the
+        // payment's transaction was the one that used S. It is parked as NEEDS_ATTENTION (not
+        // confirmed forever, not failed, not rebuilt), the wallet's next payment goes on, and an
+        // admin resolves it.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_history_retention(5);
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let submitted = eventually(Duration::from_secs(30), || async { s.payment(&id).await["status"] == "SUBMITTED" }).await;
+        assert!(submitted, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        // Horizon is down while the other signer's transaction applies and leaves the history,
+        // so the gateway cannot see it there.
+        s.sim.set_outage(true);
+        let other = must(s.sim.consume_sequence(alice_account));
+        let used = eventually(Duration::from_secs(30), || async { s.sim.ledger_of(other).is_some() }).await;
+        assert!(used, "the other signer's transaction never applied");
+        let applied_in = s.sim.ledger_of(other).unwrap_or_default();
+        must(s.sim.wait_for_ledger(applied_in + 10, Duration::from_secs(30)).await);
+        s.sim.set_faults(horizon_sim::Faults { history_retention_ledgers: 5, ..Default::default() });
+        let parked = eventually(Duration::from_secs(60), || async { s.payment(&id).await["status"] == "NEEDS_ATTENTION" }).await;
+        assert!(parked, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let payment = s.payment(&id).await;
+        assert!(payment["failure_reason"].as_str().unwrap_or_default().starts_with("SEQUENCE_SPENT_UNKNOWN"), "{payment}");
+        let metrics = s.stack.http.get("/metrics", None).await.body;
+        assert!(metrics.contains("gateway_payments_needing_attention_total 1"), "{metrics}");
+        // The wallet is not blocked by it.
+        let next = s.accepted(&alice, &bob, "4").await;
+        assert_eq!(s.finished(&next).await["status"], "SUCCESS");
+        // Resolving: admin only, only a payment that needs attention, with a reason.
+        let resolve = |key: String, id: String, body: Value| {
+            let s = &s;
+            async move { s.stack.http.post(&format!("/v1/payments/{id}/resolve"), &key, &body.to_string()).await }
+        };
+        let by_service = resolve(s.stack.service_key.clone(), id.clone(), json!({ "resolution": "FAILED", "reason": "x" })).await;
+        assert_eq!(by_service.status, 403, "{}", by_service.body);
+        let no_reason = resolve(s.stack.admin_key.clone(), id.clone(), json!({ "resolution": "FAILED", "reason": "" })).await;
+        assert_eq!(no_reason.error_code(), "VALIDATION_FAILED", "{}", no_reason.body);
+        let not_parked = resolve(s.stack.admin_key.clone(), next.clone(), json!({ "resolution": "FAILED", "reason": "x" })).await;
+        assert_eq!(not_parked.error_code(), "PAYMENT_NOT_NEEDING_ATTENTION", "{}", not_parked.body);
+        let resolved = resolve(s.stack.admin_key.clone(), id.clone(), json!({ "resolution": "FAILED", "reason": "the other signer's transaction, checked in the archive" })).await;
+        assert_eq!(resolved.status, 200, "{}", resolved.body);
+        assert_eq!(resolved.json()["status"], "FAILED");
+        assert_eq!(statuses(&resolved.json()).last().map(String::as_str), Some("FAILED"));
+        // Nothing of the payment's was ever applied: bob got the second payment only.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 2);
+        assert_eq!(s.sim.balance(bob_account), Some(14 * XLM));
+    }
+
+    async fn a_rate_limited_read_is_retried_after_its_retry_after(kind: DatabaseKind) {
+        // Horizon answers 429 with Retry-After: 1 to the balance read; the read is made again
+        // after that second instead of failing.
+        let s = PaymentStack::start(kind).await;
+        let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
+        s.sim.rate_limited(1);
+        let balance = s.stack.http.get(&format!("/v1/wallets/{alice}/balance"), Some(&s.stack.service_key)).await;
+        assert_eq!(balance.status, 200, "{}", balance.body);
+        assert_eq!(balance.json()["balance"], "100.0000000");
+        assert_eq!(s.sim.faults().rate_limited, 0, "the 429 was never served");
+    }
+
+    async fn friendbot_behind_a_redirect_funds_the_wallet(kind: DatabaseKind) {
+        // Horizon with a separate friendbot answers /friendbot with a 307 to it.
+        let mut config = SimConfig::with_ledger_interval(LEDGER_INTERVAL);
+        config.friendbot_redirect = true;
+        let sim = must(HorizonSim::start(config).await);
+        let stack = Stack::start_with(
+            kind,
+            GatewayOptions { horizon_url: Some(sim.url()), ..GatewayOptions::default() },
+        )
+        .await;
+        let s = PaymentStack { stack, sim };
+        let (alice, alice_account) = s.wallet("alice", None).await;
+        let funded = s.stack.http.post(&format!("/v1/wallets/{alice}/fund"), &s.stack.service_key, "{}").await;
+        assert_eq!(funded.status, 200, "{}", funded.body);
+        assert_eq!(funded.json()["funded"], true, "{}", funded.body);
+        let exists = eventually(Duration::from_secs(30), || async { s.sim.balance(alice_account).is_some() }).await;
+        assert!(exists, "friendbot never created the account");
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
@@ -265,7 +426,7 @@ on_both_databases! {
         let lease = |wallet: String| {
             let store = store.clone();
             async move {
-                must(sqlx::query("SELECT owner FROM payment_leases WHERE wallet_id = $1")
+                must(sqlx::query("SELECT owner FROM payment_leases WHERE wallet_id = $1 AND expires_at_ms > 0")
                     .bind(wallet)
                     .fetch_optional(store.pool())
                     .await)

@@ -9,7 +9,10 @@ use futures::future::join_all;
 use gateway::model::PaymentId;
 use gateway::model::{Actor, ExternalRef, IdempotencyKey, Reason, RequestId, UserStatus};
 use gateway::payments::{PaymentStatus, Stroops};
-use gateway::store::{Accepted, AuditContext, DailyLimits, IdempotencyClaim, NewPayment};
+use gateway::store::{
+    Accepted, AuditContext, DailyLimits, IdempotencyClaim, NewPayment, Outcome, PaymentRecord,
+    Rebuild, SignedEnvelope, SignedTransaction, Store,
+};
 use support::*;
 
 fn ctx() -> AuditContext {
@@ -30,6 +33,22 @@ async fn service_api_key(store: &gateway::store::Store) -> gateway::model::ApiKe
             )
             .await,
     )
+}
+
+/// A signed envelope for store tests.
+fn envelope(sequence: i64, hash: &str) -> SignedEnvelope<'_> {
+    SignedEnvelope {
+        sequence,
+        max_time: 1_900_000_000,
+        fee: 100,
+        hash,
+        envelope_xdr: "AAAA",
+    }
+}
+
+/// The payment as stored now (what a worker reads before a step).
+async fn read(store: &Store, id: PaymentId) -> PaymentRecord {
+    must(store.payment(id).await).unwrap_or_else(|| panic!("payment {id} missing"))
 }
 
 on_both_databases! {
@@ -149,6 +168,62 @@ on_both_databases! {
         let winners = claims.into_iter().map(must).filter(|c| *c == IdempotencyClaim::Acquired).count();
         assert_eq!(winners, 1);
     }
+    async fn a_worker_that_lost_its_lease_cannot_finish_fail_or_reset_anything(kind: DatabaseKind) {
+        // Worker A holds the wallet, stalls (GC pause, partition) past its lease, and B takes
+        // the wallet over. Whatever A decided on its stale view must change nothing.
+        let db = TestDatabase::create(kind).await;
+        let store = db.migrated_store().await;
+        let user = must(store.create_user(&must(ExternalRef::parse("payer")), &ctx()).await);
+        let wallet = must(store.reserve_wallet(user.id).await).id;
+        let api_key = service_api_key(&store).await;
+        let id = PaymentId::generate();
+        let key = must(IdempotencyKey::parse("fenced"));
+        let new = NewPayment {
+            id,
+            api_key_id: api_key,
+            idempotency_key: &key,
+            request_hash: "h",
+            source_wallet_id: wallet,
+            destination: "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
+            destination_account: "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7",
+            amount: must(Stroops::parse("1")),
+            memo: None,
+        };
+        let limits = DailyLimits { daily_count: 100, daily_amount_stroops: i64::MAX };
+        assert!(matches!(must(store.accept_payment(&new, limits).await), Accepted::Created(_)));
+        // A's lease lasts no time at all: it is expired by the database's clock at once.
+        let a = must(store.lease_wallet(wallet, "worker-a", Duration::ZERO).await)
+            .unwrap_or_else(|| panic!("a free wallet could not be leased"));
+        assert!(must(store.mark_signed(&a, &read(&store, id).await, &envelope(5, &"ab".repeat(32))).await));
+        let a_view = read(&store, id).await;
+        // B polls until the database says A's lease is over (no sleep, no clock of ours).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let b = loop {
+            if let Some(b) = must(store.lease_wallet(wallet, "worker-b", Duration::from_secs(60)).await) {
+                break b;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "an expired lease was never taken over");
+            tokio::task::yield_now().await;
+        };
+        assert!(b.epoch > a.epoch, "a lease taken over must get a higher epoch: {a:?} {b:?}");
+        // A renews, submits, finishes, fails, resets, parks: all refused.
+        assert!(!must(store.renew_lease(&a, Duration::from_secs(60)).await));
+        assert!(!must(store.mark_submitted(&a, &a_view).await));
+        let success = Outcome { status: PaymentStatus::Success, tx_hash: None, ledger: Some(7), fee_charged: Some(100), codes: None, reason: None };
+        assert!(!must(store.finish_payment(&a, &a_view, &success).await));
+        assert!(!must(store.reset_for_rebuild(&a, &a_view, Rebuild::SameSequence, "stale").await));
+        assert!(!must(store.park_for_attention(&a, &a_view, "stale").await));
+        assert_eq!(read(&store, id).await.status, PaymentStatus::Signed);
+        // B, deciding on the same version, may; and then A's view is stale on two counts.
+        assert!(must(store.mark_submitted(&b, &a_view).await));
+        let b_view = read(&store, id).await;
+        assert!(!must(store.finish_payment(&b, &a_view, &success).await), "a write on a stale version went through");
+        assert!(must(store.finish_payment(&b, &b_view, &success).await));
+        assert_eq!(read(&store, id).await.status, PaymentStatus::Success);
+        let statuses: Vec<String> = must(store.payment_events(id).await).into_iter().map(|e| e.status).collect();
+        assert_eq!(statuses, ["CREATED", "SIGNED", "SUBMITTED", "SUCCESS"]);
+    }
+
     async fn a_wallets_payment_in_flight_goes_before_an_older_unbuilt_one(kind: DatabaseKind) {
         // Two payments accepted concurrently: the later id commits first and is signed before
         // the earlier id's row appears. The worker must finish the signed one before building
@@ -182,16 +257,19 @@ on_both_databases! {
         };
         let next = || async { must(store.next_unfinished_payment(wallet).await).map(|next| next.payment.id) };
 
+        let lease = must(store.lease_wallet(wallet, "test-worker", Duration::from_secs(60)).await)
+            .unwrap_or_else(|| panic!("a free wallet could not be leased"));
         accept(later, "later").await;
         assert_eq!(next().await, Some(later));
-        assert!(must(store.mark_signed(later, 5, 1_900_000_000, 100, &"ab".repeat(32), "AAAA").await));
+        assert!(must(store.mark_signed(&lease, &read(&store, later).await, &envelope(5, &"ab".repeat(32))).await));
         accept(earlier, "earlier").await;
         assert_eq!(next().await, Some(later), "a CREATED payment went before the one in flight");
         let last = || async { must(store.next_unfinished_payment(wallet).await).map(|next| next.last) };
         assert_eq!(last().await, Some(false), "the read missed the other unfinished payment");
-        must(store.mark_submitted(later).await);
+        assert!(must(store.mark_submitted(&lease, &read(&store, later).await).await));
         assert_eq!(next().await, Some(later));
-        must(store.finish_payment(later, PaymentStatus::Success, None, Some(7), Some(100), None, None).await);
+        let success = Outcome { status: PaymentStatus::Success, tx_hash: None, ledger: Some(7), fee_charged: Some(100), codes: None, reason: None };
+        assert!(must(store.finish_payment(&lease, &read(&store, later).await, &success).await));
         assert_eq!(next().await, Some(earlier));
         assert_eq!(last().await, Some(true));
         // The read says why the wallet may not pay (the worker fails the payment then).
@@ -201,12 +279,12 @@ on_both_databases! {
         must(store.set_user_blocked(user.id, true, &reason, &ctx()).await);
         assert!(refusal().await.is_some_and(|why| why.starts_with("USER_BLOCKED")));
         // A transaction signed while the block came is not stored (and so never sent).
-        assert!(!must(store.mark_signed(earlier, 6, 1_900_000_000, 100, &"cd".repeat(32), "AAAA").await));
+        assert!(!must(store.mark_signed(&lease, &read(&store, earlier).await, &envelope(6, &"cd".repeat(32))).await));
         assert_eq!(next().await, Some(earlier));
-        assert!(must(store.payment_hashes(earlier).await).is_empty());
+        assert!(must(store.payment_transactions(earlier).await).is_empty());
         must(store.set_user_blocked(user.id, false, &reason, &ctx()).await);
         assert_eq!(refusal().await, None);
-        must(store.fail_unsigned_payment(earlier, "test").await);
+        assert!(must(store.fail_unsigned_payment(&lease, &read(&store, earlier).await, "test").await));
         assert_eq!(next().await, None);
 
         // The database wrote the history and the signed hash (migration 0003's triggers).
@@ -223,7 +301,10 @@ on_both_databases! {
             ]
         );
         assert_eq!(events[1].tx_hash.as_deref(), Some("ab".repeat(32).as_str()));
-        assert_eq!(must(store.payment_hashes(later).await), [("ab".repeat(32), 5, 1_900_000_000)]);
+        assert_eq!(
+            must(store.payment_transactions(later).await),
+            [SignedTransaction { hash: "ab".repeat(32), sequence: 5, max_time: 1_900_000_000 }]
+        );
         let failed = must(store.payment_events(earlier).await);
         assert_eq!(failed.last().map(|e| (e.status.as_str(), e.detail.as_deref())), Some(("FAILED", Some("test"))));
         // Even a status change made outside the store leaves its trace.

@@ -118,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audit-events", get(audit::list_audit_events))
         .route(
+            "/v1/payments/{payment_id}/resolve",
+            post(payments::resolve_payment),
+        )
+        .route(
             "/v1/wallets/{wallet_id}/limits",
             get(payments::get_limits).post(payments::set_limits),
         )

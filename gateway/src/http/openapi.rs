@@ -29,6 +29,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         audit::list_audit_events,
         payments::create_payment, payments::get_payment, payments::list_wallet_payments,
         payments::get_balance, payments::fund_wallet, payments::get_limits, payments::set_limits,
+        payments::resolve_payment,
         health::live, health::ready, health::metrics,
     ),
     components(schemas(
@@ -37,6 +38,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         audit::AuditPage, health::Readiness,
         payments::CreatePaymentRequest, payments::PaymentAccepted, payments::Payment,
         payments::PaymentPage, payments::Balance, payments::Funded, payments::SetLimitsRequest,
+        payments::ResolvePaymentRequest, crate::store::Resolution,
         crate::payments::PaymentStatus, crate::store::DailyLimits, crate::store::PaymentEvent,
     )),
     modifiers(&BearerAuth),
@@ -108,13 +110,28 @@ mod tests {
             "/v1/wallets/{wallet_id}/balance",
             "/v1/wallets/{wallet_id}/fund",
             "/v1/wallets/{wallet_id}/limits",
+            "/v1/payments/{payment_id}/resolve",
         ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 18,
+            paths, 19,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        let statuses = &doc["components"]["schemas"]["PaymentStatus"]["enum"];
+        assert!(
+            statuses
+                .as_array()
+                .is_some_and(|s| s.iter().any(|v| v == "NEEDS_ATTENTION")),
+            "{statuses}"
+        );
+        let resolve = &doc["paths"]["/v1/payments/{payment_id}/resolve"]["post"]["responses"];
+        for status in ["200", "400", "401", "403", "404", "409"] {
+            assert!(
+                resolve.get(status).is_some(),
+                "resolve answers {status}: {resolve}"
+            );
+        }
     }
 }

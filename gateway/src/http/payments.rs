@@ -20,7 +20,8 @@ use crate::horizon::{Horizon, ResultCodes};
 use crate::model::{IdempotencyKey, PaymentId, WalletId};
 use crate::payments::{DestinationAccount, MemoText, PaymentStatus, Stroops, format_amount};
 use crate::store::{
-    Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord, WalletRecord,
+    Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord, Resolution,
+    WalletRecord,
 };
 
 /// A payment request.
@@ -541,6 +542,66 @@ pub async fn set_limits(
             .wallet_limits(wallet_id, state.payment_limits)
             .await?,
     ))
+}
+
+/// An operator's decision on a `NEEDS_ATTENTION` payment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvePaymentRequest {
+    /// `SUCCESS`: one of its transactions applied (found by other means); `FAILED`: none did;
+    /// `REBUILD`: none did and it is to be paid still, on a new sequence number.
+    pub resolution: Resolution,
+    /// Why, for the payment's history (1 to 500 characters).
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+/// Settles a payment parked as `NEEDS_ATTENTION` (admin). Its sequence number was spent and
+/// Horizon could not show by which transaction; the operator, having looked (an archive, a
+/// full-history Horizon, the other signer), decides.
+#[utoipa::path(
+    post, path = "/v1/payments/{payment_id}/resolve", tag = "admin",
+    params(("payment_id" = String, Path, description = "A UUID"), ("Idempotency-Key" = String, Header)),
+    request_body = ResolvePaymentRequest,
+    responses(
+        (status = 200, description = "The payment, now SUCCESS, FAILED or CREATED (REBUILD)", body = Payment),
+        (status = 400, description = "VALIDATION_FAILED", body = ErrorBody),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN (not an admin key)", body = ErrorBody),
+        (status = 404, description = "PAYMENT_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "PAYMENT_NOT_NEEDING_ATTENTION", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resolve_payment(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<PaymentId>,
+    ApiJson(body): ApiJson<ResolvePaymentRequest>,
+) -> Result<Json<Payment>> {
+    let reason = crate::model::Reason::parse(&body.reason)?;
+    let payment = state
+        .store
+        .payment(id)
+        .await?
+        .ok_or(Error::PaymentNotFound(id))?;
+    if !state
+        .store
+        .resolve_payment(id, body.resolution, reason.as_str())
+        .await?
+    {
+        return Err(Error::PaymentNotNeedingAttention(id));
+    }
+    tracing::warn!(payment_id = %id, resolution = ?body.resolution, reason = reason.as_str(), "payment resolved by an operator");
+    if body.resolution == Resolution::Rebuild {
+        state.payment_wake.accepted(payment.source_wallet_id);
+    }
+    let payment = state
+        .store
+        .payment(id)
+        .await?
+        .ok_or(Error::PaymentNotFound(id))?;
+    let history = state.store.payment_events(id).await?;
+    Ok(Json(Payment::from_record(payment, Some(history))))
 }
 
 /// The configured defaults as [`DailyLimits`].

@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! CREATED ──build+sign──▶ SIGNED ──submit──▶ SUBMITTED ──▶ SUCCESS
-//!    ▲                                          │  └─────▶ FAILED (result codes)
-//!    └── rebuild: old hash absent, closed ledger past max_time, sequence unused
+//!  ▲  │                                        │ │  └────▶ FAILED (result codes)
+//!  │  └── sequence already used: back to ──────┘ └───────▶ NEEDS_ATTENTION (sequence spent,
+//!  │      confirming, never building                        history cannot say by whom)
+//!  └── rebuild on the same sequence: every hash absent and the sequence unused in reads at or
+//!      past a ledger that closed after max_time; on a new sequence only once another
+//!      transaction is shown to have spent it
 //! ```
 
 pub mod transaction;
@@ -171,6 +175,12 @@ pub enum PaymentStatus {
     /// Will never be paid (refused, blocked, or failed in a ledger).
     #[serde(rename = "FAILED")]
     Failed,
+    /// Its sequence number was spent and Horizon cannot show by which transaction (the
+    /// account's history is pruned, or another signer used it and the history never shows
+    /// it): none of its transactions can apply any more, but whether one did is for an operator
+    /// to decide (`POST /v1/payments/{id}/resolve`). It does not hold up the wallet.
+    #[serde(rename = "NEEDS_ATTENTION")]
+    NeedsAttention,
 }
 
 impl PaymentStatus {
@@ -182,6 +192,7 @@ impl PaymentStatus {
             PaymentStatus::Submitted => "SUBMITTED",
             PaymentStatus::Success => "SUCCESS",
             PaymentStatus::Failed => "FAILED",
+            PaymentStatus::NeedsAttention => "NEEDS_ATTENTION",
         }
     }
 
@@ -193,6 +204,7 @@ impl PaymentStatus {
             "SUBMITTED" => PaymentStatus::Submitted,
             "SUCCESS" => PaymentStatus::Success,
             "FAILED" => PaymentStatus::Failed,
+            "NEEDS_ATTENTION" => PaymentStatus::NeedsAttention,
             other => return Err(Error::CorruptData(format!("payment status {other:?}"))),
         })
     }

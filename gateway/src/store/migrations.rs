@@ -36,6 +36,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0003_payment_history_triggers.sql"),
         postgres: include_str!("../../../migrations/postgres/0003_payment_history_triggers.sql"),
     },
+    EmbeddedMigration {
+        version: 4,
+        description: "fencing_and_attention",
+        sqlite: include_str!("../../../migrations/sqlite/0004_fencing_and_attention.sql"),
+        postgres: include_str!("../../../migrations/postgres/0004_fencing_and_attention.sql"),
+    },
 ];
 
 /// The migrator for one database.

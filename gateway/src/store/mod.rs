@@ -33,7 +33,8 @@ use crate::model::{Reason, Timestamp};
 pub use audit::AuditContext;
 pub use idempotency::IdempotencyClaim;
 pub use payments::{
-    Accepted, DailyLimits, KeyedPayment, NewPayment, NextPayment, PaymentEvent, PaymentRecord,
+    Accepted, DailyLimits, KeyedPayment, Lease, NewPayment, NextPayment, Outcome, PaymentEvent,
+    PaymentRecord, Rebuild, Resolution, SignedEnvelope, SignedTransaction,
 };
 pub use wallets::WalletRecord;
 

@@ -220,13 +220,189 @@ const PAYMENT_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $
 static ACCEPT_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH counted AS ({}) {INSERT_PAYMENT} SELECT {PAYMENT_VALUES} FROM counted",
-        count_usage("$4", "$11", "$7", "$12", "$13")
+        count_usage("$4", db_day(Backend::Postgres), "$7", "$11", "$12")
     )
 });
 /// SQLite: the insert, then the count, in one savepoint of a group commit.
 static INSERT_SQLITE: LazyLock<String> =
     LazyLock::new(|| format!("{INSERT_PAYMENT} VALUES ({PAYMENT_VALUES})"));
-static COUNT_SQLITE: LazyLock<String> = LazyLock::new(|| count_usage("$1", "$2", "$3", "$4", "$5"));
+static COUNT_SQLITE: LazyLock<String> =
+    LazyLock::new(|| count_usage("$1", db_day(Backend::Sqlite), "$2", "$3", "$4"));
+
+/// Today's UTC day (`YYYY-MM-DD`) in the database's clock: the day a payment counts against is
+/// the same whichever replica accepted it, whatever that replica's clock says.
+fn db_day(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "strftime('%Y-%m-%d', 'now')",
+        Backend::Postgres => "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    }
+}
+
+/// Now in the database's clock, milliseconds since the Unix epoch (leases expire by it).
+fn db_now_ms(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
+
+/// The lease a worker holds on a source wallet, as the database granted it. Every transition of
+/// the wallet's payments names it (the fencing token): once the lease expired and another
+/// worker took the wallet (a higher epoch), the old holder's writes change nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// Who holds it (one id per worker process).
+    pub owner: String,
+    /// Grows by one each time the lease changes hands.
+    pub epoch: i64,
+}
+
+/// The conditions every payment transition adds, from placeholder `$first` on: the payment is
+/// still exactly the version the worker decided on (status, current transaction hash, build
+/// number) and the worker's lease still has the epoch it was granted (a lease taken over gets
+/// the next epoch, so the old holder's token no longer matches). Bind them with [`bind_fence`].
+fn fence(first: usize) -> String {
+    let p = |k: usize| format!("${}", first + k);
+    format!(
+        " AND payments.status = {} AND payments.builds = {} \
+          AND payments.tx_hash IS NOT DISTINCT FROM {} \
+          AND EXISTS (SELECT 1 FROM payment_leases WHERE payment_leases.wallet_id = payments.source_wallet_id \
+            AND payment_leases.owner = {} AND payment_leases.epoch = {})",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+    )
+}
+
+/// A statement's text per backend, for statements that read the database's clock.
+fn per_backend(build: fn(Backend) -> String) -> [String; 2] {
+    [build(Backend::Sqlite), build(Backend::Postgres)]
+}
+
+fn for_backend(texts: &'static [String; 2], backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => &texts[0],
+        Backend::Postgres => &texts[1],
+    }
+}
+
+static LEASE: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let now = db_now_ms(backend);
+        format!(
+            "INSERT INTO payment_leases (wallet_id, owner, epoch, expires_at_ms) \
+             VALUES ($1, $2, 1, {now} + $3) \
+             ON CONFLICT (wallet_id) DO UPDATE SET owner = $2, \
+               epoch = payment_leases.epoch + 1, expires_at_ms = {now} + $3 \
+             WHERE payment_leases.expires_at_ms < {now} \
+             RETURNING epoch"
+        )
+    })
+});
+
+static RENEW: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let now = db_now_ms(backend);
+        format!(
+            "UPDATE payment_leases SET expires_at_ms = {now} + $1 \
+             WHERE wallet_id = $2 AND owner = $3 AND epoch = $4 AND expires_at_ms >= {now}"
+        )
+    })
+});
+
+static MARK_SIGNED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
+         tx_hash = $4, envelope_xdr = $5, builds = builds + 1, status_detail = $6, \
+         next_attempt_at = $7, updated_at = $7 \
+         WHERE id = $8 AND EXISTS (SELECT 1 FROM wallets \
+           JOIN users ON users.id = wallets.user_id WHERE wallets.id = payments.source_wallet_id \
+           AND wallets.frozen_at IS NULL AND users.blocked_at IS NULL){}",
+        fence(9)
+    )
+});
+
+static MARK_SUBMITTED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, \
+         status_detail = NULL, updated_at = $1 WHERE id = $2{}",
+        fence(3)
+    )
+});
+
+static FINISH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = $1, tx_hash = COALESCE($2, tx_hash), ledger = $3, \
+         fee_stroops = COALESCE($4, fee_stroops), result_codes = $5, failure_reason = $6, \
+         status_detail = $7, updated_at = $8 WHERE id = $9{}",
+        fence(10)
+    )
+});
+
+static FAIL_UNSIGNED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'FAILED', failure_reason = $1, status_detail = $1, \
+         updated_at = $2 WHERE id = $3 AND payments.status = 'CREATED'{}",
+        fence(4)
+    )
+});
+
+static RESET_FOR_REBUILD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'CREATED', \
+         sequence = CASE WHEN $4 = 1 THEN sequence ELSE NULL END, status_detail = $1, \
+         next_attempt_at = $2, updated_at = $2 WHERE id = $3{}",
+        fence(5)
+    )
+});
+
+static BACK_TO_CONFIRMING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'SUBMITTED', status_detail = $1, updated_at = $2 \
+         WHERE id = $3 AND payments.tx_hash IS NOT NULL{}",
+        fence(4)
+    )
+});
+
+/// [`Store::resolve_payment`]'s statement for SUCCESS, FAILED and a rebuild.
+static RESOLVE: LazyLock<[String; 3]> = LazyLock::new(|| {
+    [
+        ("SUCCESS", "sequence"),
+        ("FAILED", "sequence"),
+        ("CREATED", "NULL"),
+    ]
+    .map(|(status, sequence)| {
+        format!(
+            "UPDATE payments SET status = '{status}', sequence = {sequence}, status_detail = $1, \
+             failure_reason = $2, next_attempt_at = $3, updated_at = $3 \
+             WHERE id = $4 AND status = 'NEEDS_ATTENTION'"
+        )
+    })
+});
+
+static PARK_FOR_ATTENTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'NEEDS_ATTENTION', status_detail = $1, \
+         failure_reason = $1, updated_at = $2 WHERE id = $3{}",
+        fence(4)
+    )
+});
+
+type Statement = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments<'static>>;
+
+/// Binds [`fence`]'s placeholders.
+fn bind_fence(statement: Statement, lease: &Lease, read: &PaymentRecord) -> Statement {
+    statement
+        .bind(read.status.as_str())
+        .bind(read.builds)
+        .bind(read.tx_hash.clone())
+        .bind(lease.owner.clone())
+        .bind(lease.epoch)
+}
 
 fn limit_exceeded() -> Error {
     Error::LimitExceeded(
@@ -267,11 +443,9 @@ impl Store {
         defaults: DailyLimits,
     ) -> Result<Accepted> {
         let now = Timestamp::now();
-        let day = &now.as_str()[..10];
         let amount = new.amount.get();
         let accepted = match self.backend {
             Backend::Postgres => insert_payment(&ACCEPT_POSTGRES, new, &now)
-                .bind(day.to_owned())
                 .bind(defaults.daily_count)
                 .bind(defaults.daily_amount_stroops)
                 .execute(&self.pool)
@@ -285,7 +459,6 @@ impl Store {
                 let insert = insert_payment(&INSERT_SQLITE, new, &now);
                 let count = sqlx::query(&COUNT_SQLITE)
                     .bind(new.source_wallet_id.to_string())
-                    .bind(day.to_owned())
                     .bind(amount)
                     .bind(defaults.daily_count)
                     .bind(defaults.daily_amount_stroops);
@@ -492,8 +665,9 @@ impl Store {
 
     // ---- the worker's side ----
 
-    /// Source wallets with due, unfinished payments, not leased by anyone else right now. On
-    /// Postgres the scan skips rows other replicas are claiming (`FOR UPDATE SKIP LOCKED`).
+    /// Source wallets with due, unfinished payments, not leased by anyone else right now (by
+    /// the database's clock). On Postgres the scan skips rows other replicas are claiming
+    /// (`FOR UPDATE SKIP LOCKED`).
     pub async fn due_source_wallets(&self, limit: i64) -> Result<Vec<WalletId>> {
         let now = Timestamp::now();
         let lock = match self.backend {
@@ -505,8 +679,9 @@ impl Store {
              LEFT JOIN payment_leases ON payment_leases.wallet_id = payments.source_wallet_id \
              WHERE payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
                AND payments.next_attempt_at <= $1 \
-               AND (payment_leases.locked_until IS NULL OR payment_leases.locked_until < $1) \
-             ORDER BY payments.next_attempt_at LIMIT $2{lock}"
+               AND (payment_leases.expires_at_ms IS NULL OR payment_leases.expires_at_ms < {}) \
+             ORDER BY payments.next_attempt_at LIMIT $2{lock}",
+            db_now_ms(self.backend)
         );
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&sql)
@@ -528,34 +703,64 @@ impl Store {
         Ok(wallets)
     }
 
-    /// Takes (or renews) the lease on a source wallet for `owner` until `until`. False when
-    /// another owner holds an unexpired lease.
+    /// Takes the lease on a source wallet for `owner`, for `length` by the database's clock.
+    /// `None` when another owner holds an unexpired lease. A lease taken over (or taken again
+    /// after it expired) gets the next epoch.
     pub async fn lease_wallet(
         &self,
         wallet: WalletId,
         owner: &str,
-        until: &Timestamp,
-    ) -> Result<bool> {
-        let now = Timestamp::now();
-        let taken = self.write_statement(sqlx::query(
-            "INSERT INTO payment_leases (wallet_id, owner, locked_until) VALUES ($1, $2, $3) \
-             ON CONFLICT (wallet_id) DO UPDATE SET owner = $2, locked_until = $3 \
-             WHERE payment_leases.owner = $2 OR payment_leases.locked_until < $4",
-        )
-        .bind(wallet.to_string())
-        .bind(owner.to_owned())
-        .bind(until.as_str().to_owned())
-        .bind(now.as_str().to_owned()))
-        .await?;
-        Ok(taken == 1)
+        length: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        let length_ms = i64::try_from(length.as_millis()).unwrap_or(i64::MAX / 2);
+        let statement = sqlx::query(for_backend(&LEASE, self.backend))
+            .bind(wallet.to_string())
+            .bind(owner.to_owned())
+            .bind(length_ms);
+        let epoch = self
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let row = statement.fetch_optional(conn).await?;
+                    row.map(|row| row.try_get::<i64, _>("epoch"))
+                        .transpose()
+                        .map_err(Error::from)
+                })
+            }))
+            .await?;
+        Ok(epoch.map(|epoch| Lease {
+            wallet,
+            owner: owner.to_owned(),
+            epoch,
+        }))
     }
 
-    /// Gives a lease back.
-    pub async fn release_wallet(&self, wallet: WalletId, owner: &str) -> Result<()> {
+    /// Extends a lease its holder still holds (same owner and epoch, unexpired by the database's
+    /// clock). False when it was lost: the holder must stop writing for that wallet.
+    pub async fn renew_lease(&self, lease: &Lease, length: std::time::Duration) -> Result<bool> {
+        let length_ms = i64::try_from(length.as_millis()).unwrap_or(i64::MAX / 2);
+        let changed = self
+            .write_statement(
+                sqlx::query(for_backend(&RENEW, self.backend))
+                    .bind(length_ms)
+                    .bind(lease.wallet.to_string())
+                    .bind(lease.owner.clone())
+                    .bind(lease.epoch),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Gives a lease back: it expires now (the row stays, so the next holder's epoch is higher
+    /// than every earlier one).
+    pub async fn release_wallet(&self, lease: &Lease) -> Result<()> {
         self.write_statement(
-            sqlx::query("DELETE FROM payment_leases WHERE wallet_id = $1 AND owner = $2")
-                .bind(wallet.to_string())
-                .bind(owner.to_owned()),
+            sqlx::query(
+                "UPDATE payment_leases SET expires_at_ms = 0 \
+                 WHERE wallet_id = $1 AND owner = $2 AND epoch = $3",
+            )
+            .bind(lease.wallet.to_string())
+            .bind(lease.owner.clone())
+            .bind(lease.epoch),
         )
         .await?;
         Ok(())
@@ -565,6 +770,7 @@ impl Store {
     /// flight (`SIGNED` or `SUBMITTED`) if there is one, else the oldest `CREATED`. One
     /// transaction in flight at a time: a payment accepted concurrently with a smaller id but
     /// committed after a later one was signed must not be built on the same sequence number.
+    /// `NEEDS_ATTENTION` payments do not block the wallet (their sequence is spent).
     pub async fn next_unfinished_payment(&self, wallet: WalletId) -> Result<Option<NextPayment>> {
         let rows = sqlx::query(&NEXT_UNFINISHED)
             .bind(wallet.to_string())
@@ -581,9 +787,8 @@ impl Store {
             .transpose()
     }
 
-    /// Every hash signed for a payment (current and rebuilt-away ones), with sequence and
-    /// max_time.
-    pub async fn payment_hashes(&self, id: PaymentId) -> Result<Vec<(String, i64, i64)>> {
+    /// Every transaction signed for a payment (current and rebuilt-away ones), oldest first.
+    pub async fn payment_transactions(&self, id: PaymentId) -> Result<Vec<SignedTransaction>> {
         sqlx::query(
             "SELECT tx_hash, sequence, max_time FROM payment_transactions \
              WHERE payment_id = $1 ORDER BY created_at",
@@ -593,137 +798,204 @@ impl Store {
         .await?
         .iter()
         .map(|row| {
-            Ok((
-                text(row, "tx_hash")?,
-                row.try_get::<i64, _>("sequence")?,
-                row.try_get::<i64, _>("max_time")?,
-            ))
+            Ok(SignedTransaction {
+                hash: text(row, "tx_hash")?,
+                sequence: row.try_get::<i64, _>("sequence")?,
+                max_time: row.try_get::<i64, _>("max_time")?,
+            })
         })
         .collect()
     }
 
     /// CREATED → SIGNED: stores the signed envelope and its hash (before any submission). The
     /// database adds the hash to `payment_transactions` and the event to the history. False
-    /// (nothing stored) when the payment is no longer CREATED, or its wallet was frozen or its
-    /// user blocked since it was read: such a transaction is never sent.
-    #[allow(clippy::too_many_arguments, reason = "one row's worth of columns")]
+    /// (nothing stored) when the payment is no longer the version read, the lease was lost, or
+    /// its wallet was frozen or its user blocked since it was read: such a transaction is never
+    /// sent.
     pub async fn mark_signed(
         &self,
-        id: PaymentId,
-        sequence: i64,
-        max_time: i64,
-        fee: i64,
-        tx_hash: &str,
-        envelope_xdr: &str,
+        lease: &Lease,
+        read: &PaymentRecord,
+        signed: &SignedEnvelope<'_>,
     ) -> Result<bool> {
         let now = Timestamp::now();
-        let detail = format!("sequence {sequence}, max_time {max_time}, fee {fee}");
-        let changed = self.write_statement(sqlx::query(
-            "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
-             tx_hash = $4, envelope_xdr = $5, builds = builds + 1, status_detail = $6, \
-             next_attempt_at = $7, updated_at = $7 \
-             WHERE id = $8 AND status = 'CREATED' AND EXISTS (SELECT 1 FROM wallets \
-               JOIN users ON users.id = wallets.user_id WHERE wallets.id = payments.source_wallet_id \
-               AND wallets.frozen_at IS NULL AND users.blocked_at IS NULL)",
-        )
-        .bind(sequence)
-        .bind(max_time)
-        .bind(fee)
-        .bind(tx_hash.to_owned())
-        .bind(envelope_xdr.to_owned())
-        .bind(detail)
-        .bind(now.as_str().to_owned())
-        .bind(id.to_string()))
-        .await?;
-        Ok(changed == 1)
+        let detail = format!(
+            "sequence {}, max_time {}, fee {}",
+            signed.sequence, signed.max_time, signed.fee
+        );
+        let statement = sqlx::query(&MARK_SIGNED)
+            .bind(signed.sequence)
+            .bind(signed.max_time)
+            .bind(signed.fee)
+            .bind(signed.hash.to_owned())
+            .bind(signed.envelope_xdr.to_owned())
+            .bind(detail)
+            .bind(now.as_str().to_owned())
+            .bind(read.id.to_string());
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
     }
 
-    /// Counts a submission; SIGNED → SUBMITTED on the first one.
-    pub async fn mark_submitted(&self, id: PaymentId) -> Result<()> {
-        self.write_statement(
-            sqlx::query(
-                "UPDATE payments SET status = 'SUBMITTED', attempts = attempts + 1, \
-             status_detail = NULL, updated_at = $1 \
-             WHERE id = $2 AND status IN ('SIGNED', 'SUBMITTED')",
-            )
+    /// Counts a submission; SIGNED → SUBMITTED on the first one. False when the payment is no
+    /// longer the version read or the lease was lost (nothing may be sent then).
+    pub async fn mark_submitted(&self, lease: &Lease, read: &PaymentRecord) -> Result<bool> {
+        let statement = sqlx::query(&MARK_SUBMITTED)
             .bind(Timestamp::now().as_str().to_owned())
-            .bind(id.to_string()),
-        )
-        .await?;
-        Ok(())
+            .bind(read.id.to_string());
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
     }
 
-    /// Terminal: SUCCESS or FAILED, with what Horizon said.
-    #[allow(clippy::too_many_arguments, reason = "one row's worth of columns")]
+    /// Terminal: SUCCESS or FAILED, with what Horizon said about transaction `tx_hash` (the
+    /// current one or an earlier build's). False when the payment is no longer the version
+    /// read or the lease was lost.
     pub async fn finish_payment(
         &self,
-        id: PaymentId,
-        status: PaymentStatus,
-        tx_hash: Option<&str>,
-        ledger: Option<i64>,
-        fee_charged: Option<i64>,
-        codes: Option<&ResultCodes>,
-        reason: Option<&str>,
+        lease: &Lease,
+        read: &PaymentRecord,
+        outcome: &Outcome<'_>,
     ) -> Result<bool> {
-        let codes_json = codes
+        let codes_json = outcome
+            .codes
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| Error::CorruptData(format!("result codes: {e}")))?;
-        let detail = match (codes_json.as_deref(), reason) {
+        let detail = match (codes_json.as_deref(), outcome.reason) {
             (Some(c), Some(r)) => Some(format!("{r}: {c}")),
             (Some(c), None) => Some(c.to_owned()),
             (None, Some(r)) => Some(r.to_owned()),
-            (None, None) => ledger.map(|l| format!("ledger {l}")),
+            (None, None) => outcome.ledger.map(|l| format!("ledger {l}")),
         };
-        let changed = self.write_statement(sqlx::query(
-            "UPDATE payments SET status = $1, tx_hash = COALESCE($2, tx_hash), ledger = $3, \
-             fee_stroops = COALESCE($4, fee_stroops), result_codes = $5, failure_reason = $6, \
-             status_detail = $7, updated_at = $8 \
-             WHERE id = $9 AND status IN ('CREATED', 'SIGNED', 'SUBMITTED')",
-        )
-        .bind(status.as_str())
-        .bind(tx_hash.map(str::to_owned))
-        .bind(ledger)
-        .bind(fee_charged)
-        .bind(codes_json)
-        .bind(reason.map(str::to_owned))
-        .bind(detail)
-        .bind(Timestamp::now().as_str().to_owned())
-        .bind(id.to_string()))
-        .await?;
-        Ok(changed == 1)
+        let statement = sqlx::query(&FINISH)
+            .bind(outcome.status.as_str())
+            .bind(outcome.tx_hash.map(str::to_owned))
+            .bind(outcome.ledger)
+            .bind(outcome.fee_charged)
+            .bind(codes_json)
+            .bind(outcome.reason.map(str::to_owned))
+            .bind(detail)
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(read.id.to_string());
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
     }
 
-    /// CREATED → FAILED (nothing was ever signed for the current build, so nothing can land).
-    /// False when the payment is no longer CREATED.
-    pub async fn fail_unsigned_payment(&self, id: PaymentId, reason: &str) -> Result<bool> {
-        let changed = self.write_statement(sqlx::query(
-            "UPDATE payments SET status = 'FAILED', failure_reason = $1, status_detail = $1, \
-             updated_at = $2 WHERE id = $3 AND status = 'CREATED'",
-        )
-        .bind(reason.to_owned())
-        .bind(Timestamp::now().as_str().to_owned())
-        .bind(id.to_string()))
-        .await?;
-        Ok(changed == 1)
+    /// CREATED → FAILED: only for a payment none of whose transactions can still apply (never
+    /// signed, or every one provably dead before the rebuild). False when the payment is no
+    /// longer the version read or the lease was lost.
+    pub async fn fail_unsigned_payment(
+        &self,
+        lease: &Lease,
+        read: &PaymentRecord,
+        reason: &str,
+    ) -> Result<bool> {
+        let statement = sqlx::query(&FAIL_UNSIGNED)
+            .bind(reason.to_owned())
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(read.id.to_string());
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
     }
 
-    /// SIGNED/SUBMITTED → CREATED: the old transaction provably can never land; build anew.
-    /// Its hash stays in `payment_transactions`, where confirmations still look for it.
-    pub async fn reset_for_rebuild(&self, id: PaymentId, why: &str) -> Result<()> {
-        let now = Timestamp::now();
-        self.write_statement(
-            sqlx::query(
-                "UPDATE payments SET status = 'CREATED', tx_hash = NULL, envelope_xdr = NULL, \
-             status_detail = $1, next_attempt_at = $2, updated_at = $2 \
-             WHERE id = $3 AND status IN ('SIGNED', 'SUBMITTED')",
-            )
+    /// SIGNED/SUBMITTED → CREATED: every transaction signed for the payment provably can never
+    /// apply; build anew. [`Rebuild::SameSequence`] keeps the sequence number (the rule: a
+    /// rebuild reuses it); [`Rebuild::NewSequence`] only once that sequence was spent by a
+    /// transaction that is not the payment's. The last envelope and hash stay on the row (and
+    /// every hash in `payment_transactions`), where confirmations still look.
+    pub async fn reset_for_rebuild(
+        &self,
+        lease: &Lease,
+        read: &PaymentRecord,
+        rebuild: Rebuild,
+        why: &str,
+    ) -> Result<bool> {
+        let keep_sequence: i64 = match rebuild {
+            Rebuild::SameSequence => 1,
+            Rebuild::NewSequence => 0,
+        };
+        let statement = sqlx::query(&RESET_FOR_REBUILD)
             .bind(why.to_owned())
-            .bind(now.as_str().to_owned())
-            .bind(id.to_string()),
-        )
-        .await?;
-        Ok(())
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(read.id.to_string())
+            .bind(keep_sequence);
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
+    }
+
+    /// CREATED → SUBMITTED without a new transaction: a rebuild found the account's sequence
+    /// already at or past the payment's, so one of its transactions (or another party's) used
+    /// it. The payment goes back to confirming, never to building.
+    pub async fn back_to_confirming(
+        &self,
+        lease: &Lease,
+        read: &PaymentRecord,
+        why: &str,
+    ) -> Result<bool> {
+        let statement = sqlx::query(&BACK_TO_CONFIRMING)
+            .bind(why.to_owned())
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(read.id.to_string());
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
+    }
+
+    /// SIGNED/SUBMITTED → NEEDS_ATTENTION: the payment's sequence was spent and Horizon cannot
+    /// show whether by one of its transactions. Parked for an operator; the wallet's later
+    /// payments go on.
+    pub async fn park_for_attention(
+        &self,
+        lease: &Lease,
+        read: &PaymentRecord,
+        why: &str,
+    ) -> Result<bool> {
+        let statement = sqlx::query(&PARK_FOR_ATTENTION)
+            .bind(why.to_owned())
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(read.id.to_string());
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
+    }
+
+    /// Settles a `NEEDS_ATTENTION` payment as an operator decided; the reason goes into its
+    /// history. False when the payment does not need attention (any more).
+    pub async fn resolve_payment(
+        &self,
+        id: PaymentId,
+        resolution: Resolution,
+        reason: &str,
+    ) -> Result<bool> {
+        let detail = format!("resolved by an operator: {reason}");
+        let failure = (resolution == Resolution::Failed).then(|| detail.clone());
+        let sql = match resolution {
+            Resolution::Success => &*RESOLVE[0],
+            Resolution::Failed => &*RESOLVE[1],
+            Resolution::Rebuild => &*RESOLVE[2],
+        };
+        let now = Timestamp::now();
+        let changed = self
+            .write_statement(
+                sqlx::query(sql)
+                    .bind(detail)
+                    .bind(failure)
+                    .bind(now.as_str().to_owned())
+                    .bind(id.to_string()),
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     /// Puts a payment off until `at`.
@@ -751,6 +1023,68 @@ impl Store {
             None => Ok(Some("source wallet not found".into())),
         }
     }
+}
+
+/// One transaction signed for a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedTransaction {
+    /// Its hash (hex).
+    pub hash: String,
+    /// The sequence number it uses.
+    pub sequence: i64,
+    /// Its `max_time` (unix seconds).
+    pub max_time: i64,
+}
+
+/// A signed transaction to store with [`Store::mark_signed`].
+pub struct SignedEnvelope<'a> {
+    /// Its sequence number.
+    pub sequence: i64,
+    /// Its `max_time`.
+    pub max_time: i64,
+    /// The fee offered.
+    pub fee: i64,
+    /// Its hash (hex).
+    pub hash: &'a str,
+    /// The signed envelope (base64 XDR).
+    pub envelope_xdr: &'a str,
+}
+
+/// A terminal outcome to store with [`Store::finish_payment`].
+pub struct Outcome<'a> {
+    /// SUCCESS or FAILED.
+    pub status: PaymentStatus,
+    /// The transaction it is about.
+    pub tx_hash: Option<&'a str>,
+    /// The ledger it was applied in.
+    pub ledger: Option<i64>,
+    /// The fee charged.
+    pub fee_charged: Option<i64>,
+    /// Horizon's result codes.
+    pub codes: Option<&'a ResultCodes>,
+    /// Why, in words.
+    pub reason: Option<&'a str>,
+}
+
+/// An operator's decision on a `NEEDS_ATTENTION` payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resolution {
+    /// One of its transactions applied (found by other means): `SUCCESS`.
+    Success,
+    /// None applied: `FAILED` (its sequence is spent, none can apply any more).
+    Failed,
+    /// None applied and it should still be paid: built anew on a new sequence (`CREATED`).
+    Rebuild,
+}
+
+/// Which sequence number a rebuild uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebuild {
+    /// The payment's own (the rule).
+    SameSequence,
+    /// A fresh one: the payment's sequence was spent by a transaction that is not the payment's.
+    NewSequence,
 }
 
 /// Why a wallet may not pay, from a row with its `frozen_at` and its user's `blocked_at`.

@@ -1,0 +1,556 @@
+//! The steps of one payment: build and sign (`CREATED`), submit (`SIGNED`/`SUBMITTED`), and
+//! confirm after an ambiguous submission. Each writes its transition through the store naming
+//! the lease it works under and the version of the payment it read, so a step decided on stale
+//! state, or by a worker that lost the wallet, changes nothing. Scheduling is in
+//! [`super::scheduling`].
+
+use std::time::Duration;
+
+use super::{Next, PaymentWorker, backoff};
+use crate::error::{Error, Result};
+use crate::horizon::{
+    AtLedger, HorizonError, ResultCodes, SequenceUse, Submission, TransactionRecord,
+};
+use crate::model::{AccountId, RequestId, SignerKeyId};
+use crate::payments::transaction::PaymentTransaction;
+use crate::payments::{DestinationAccount, MemoText, PaymentStatus};
+use crate::store::{
+    Lease, Outcome, PaymentRecord, Rebuild, SignedEnvelope, SignedTransaction, WalletRecord,
+};
+
+/// How long a payment waits before building again after signerd refused its stale time bounds.
+const STALE_BOUNDS_RETRY: Duration = Duration::from_millis(100);
+
+impl PaymentWorker {
+    /// One step of a payment; `refusal` is why its wallet may not pay, as read with it.
+    pub(super) async fn step(
+        &self,
+        lease: &Lease,
+        payment: &PaymentRecord,
+        refusal: Option<String>,
+    ) -> Result<Next> {
+        match payment.status {
+            PaymentStatus::Created => self.build_and_sign(lease, payment, refusal).await,
+            PaymentStatus::Signed | PaymentStatus::Submitted => self.submit(lease, payment).await,
+            PaymentStatus::Success | PaymentStatus::Failed | PaymentStatus::NeedsAttention => {
+                Ok(Next::Continue)
+            }
+        }
+    }
+
+    /// Fails a `CREATED` payment: none of its transactions can land (never signed, or every one
+    /// proven dead before the rebuild that brought it back to `CREATED`).
+    async fn fail(&self, lease: &Lease, payment: &PaymentRecord, reason: &str) -> Result<Next> {
+        tracing::info!(payment_id = %payment.id, reason, "payment failed");
+        if self
+            .store
+            .fail_unsigned_payment(lease, payment, reason)
+            .await?
+        {
+            self.metrics.payment_finished("FAILED");
+            return Ok(Next::Finished);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// The source wallet's signerd key and account.
+    async fn source_of(&self, payment: &PaymentRecord) -> Result<Option<(SignerKeyId, AccountId)>> {
+        if let Some(known) = self.sources.get(&payment.source_wallet_id) {
+            return Ok(Some(known));
+        }
+        let wallet = self
+            .store
+            .wallet(payment.source_wallet_id)
+            .await?
+            .ok_or_else(|| Error::CorruptData("payment of a missing wallet".into()))?;
+        let WalletRecord {
+            key_id,
+            public_key: Some(source),
+            ..
+        } = wallet
+        else {
+            return Ok(None);
+        };
+        self.sources
+            .remember(payment.source_wallet_id, (key_id.clone(), source.clone()));
+        Ok(Some((key_id, source)))
+    }
+
+    async fn build_and_sign(
+        &self,
+        lease: &Lease,
+        payment: &PaymentRecord,
+        refusal: Option<String>,
+    ) -> Result<Next> {
+        // Blocked or frozen since acceptance (as read with the payment): nothing to build. A
+        // block or freeze from here on is caught when the signed transaction is stored.
+        if let Some(reason) = refusal {
+            return self.fail(lease, payment, &reason).await;
+        }
+        let Some((key_id, source)) = self.source_of(payment).await? else {
+            return self.fail(lease, payment, "source wallet has no key").await;
+        };
+        let account = match self.horizon.account(source.as_str()).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return self
+                    .fail(
+                        lease,
+                        payment,
+                        "SOURCE_ACCOUNT_NOT_FOUND: the source account does not exist on the network",
+                    )
+                    .await;
+            }
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        // A rebuild reuses the payment's sequence number, always: a fresh read could be stale
+        // and sign a second transaction at S+1 while the first one applied at S.
+        let sequence = match payment.sequence {
+            Some(own) if account.sequence >= own => {
+                let why = format!(
+                    "rebuild found the account at sequence {} (the payment's is {own}): back to confirming",
+                    account.sequence
+                );
+                tracing::warn!(payment_id = %payment.id, "{why}");
+                self.store.back_to_confirming(lease, payment, &why).await?;
+                return Ok(Next::Continue);
+            }
+            Some(own) => own,
+            None => account.sequence + 1,
+        };
+        let now = unix_now();
+        // signerd's guard: a different transaction for a sequence it already signed is refused
+        // until that one's max_time + grace. Wait rather than be refused.
+        let earlier = if payment.builds > 0 {
+            self.store.payment_transactions(payment.id).await?
+        } else {
+            Vec::new()
+        };
+        let guard_until = earlier
+            .iter()
+            .filter(|tx| tx.sequence == sequence)
+            .map(|tx| tx.max_time + self.guard_secs() + 1)
+            .max();
+        if let Some(until) = guard_until
+            && until > now
+        {
+            let wait = Duration::from_secs(u64::try_from(until - now).unwrap_or(1));
+            tracing::info!(payment_id = %payment.id, wait_secs = wait.as_secs(), "rebuild waits for signerd's sequence guard");
+            return Ok(Next::Wait(wait));
+        }
+        let fee = match self.horizon.recommended_fee().await {
+            Ok(fee) => fee.clamp(100, i64::from(self.settings.max_fee_stroops)),
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        let fee = u32::try_from(fee).unwrap_or(self.settings.max_fee_stroops);
+        let destination = DestinationAccount::parse(&payment.destination_account)
+            .map_err(|e| Error::CorruptData(format!("payments.destination_account: {e}")))?;
+        let memo = payment
+            .memo
+            .as_deref()
+            .map(MemoText::parse)
+            .transpose()
+            .map_err(|e| Error::CorruptData(format!("payments.memo: {e}")))?;
+        // A plain destination that does not exist yet is created (create_account) instead of
+        // paid, as wallets do; the amount must then cover the base reserve (op_low_reserve).
+        let create_destination = match &destination {
+            DestinationAccount::Account(account) => match self.destination_exists(account).await {
+                Ok(exists) => !exists,
+                Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            },
+            DestinationAccount::Muxed { .. } => false,
+        };
+        // The time bounds are set last, right before signing, from a fresh clock reading.
+        let max_time = u64::try_from(unix_now()).unwrap_or(0) + self.settings.max_validity_secs;
+        let unsigned = PaymentTransaction {
+            source: &source,
+            sequence,
+            fee,
+            max_time,
+            destination: &destination,
+            amount: payment.amount,
+            memo: memo.as_ref(),
+            create_destination,
+        }
+        .build(&self.settings.network_passphrase)?;
+        let request_id = RequestId::from_caller(&format!("payment-{}", payment.id))
+            .unwrap_or_else(RequestId::generate);
+        let signature = match self
+            .signer
+            .sign_transaction(
+                &key_id,
+                &unsigned.xdr,
+                &self.settings.network_passphrase,
+                &request_id,
+            )
+            .await
+        {
+            Ok(signature) => signature,
+            Err(Error::StaleTimeBounds(reason)) => {
+                // The build outlived its max_time before signerd saw it (a slow machine, a
+                // signerd outage with retries). Nothing was signed: build again, fresh bounds.
+                tracing::warn!(payment_id = %payment.id, %reason, "time bounds went stale before signing; building again");
+                return Ok(Next::Wait(STALE_BOUNDS_RETRY));
+            }
+            Err(Error::SignerUnavailable(reason)) => {
+                tracing::warn!(payment_id = %payment.id, %reason, "signerd unavailable; payment waits");
+                return Ok(Next::Wait(backoff(payment.builds + payment.attempts)));
+            }
+            // Another transaction holds this sequence (an earlier payment of the wallet not yet
+            // visible on Horizon, or signerd's guard on an earlier build): nothing was signed
+            // for this one, so wait and build again.
+            Err(Error::SequenceInUse(reason)) => {
+                tracing::warn!(payment_id = %payment.id, %reason, "sequence in use; payment waits and is rebuilt");
+                return Ok(Next::Wait(backoff(payment.builds + payment.attempts)));
+            }
+            // signerd failed inside or answered something unusable: not a decision about this
+            // payment, so it waits rather than fails.
+            Err(Error::Signer(reason)) => {
+                tracing::warn!(payment_id = %payment.id, %reason, "signerd failed; payment waits");
+                return Ok(Next::Wait(backoff(payment.builds + payment.attempts)));
+            }
+            Err(Error::SignerRefused(reason)) => {
+                // signerd's considered refusal. Nothing was ever sent for this transaction, and
+                // no earlier one can land (a rebuild happens only once that is proven).
+                return self
+                    .fail(lease, payment, &format!("SIGNER_REFUSED: {reason}"))
+                    .await;
+            }
+            Err(e) => return Err(e),
+        };
+        if signature.tx_hash.as_slice() != unsigned.hash.as_slice() {
+            return Err(Error::Signer(
+                "signerd signed a different transaction hash than the gateway computed".into(),
+            ));
+        }
+        let hash = hex::encode(unsigned.hash);
+        let envelope = unsigned.attach(&signature.hint, &signature.signature)?;
+        let max_time = i64::try_from(max_time).unwrap_or(i64::MAX);
+        let stored = self
+            .store
+            .mark_signed(
+                lease,
+                payment,
+                &SignedEnvelope {
+                    sequence,
+                    max_time,
+                    fee: i64::from(fee),
+                    hash: &hash,
+                    envelope_xdr: &envelope,
+                },
+            )
+            .await?;
+        if !stored {
+            // The wallet was blocked or frozen while this was built: the signature is thrown
+            // away unsent, and the payment fails. Otherwise the payment moved on or the lease
+            // was lost: read again (the fenced writes decide).
+            if let Some(reason) = self.store.wallet_refusal(payment.source_wallet_id).await? {
+                return self.fail(lease, payment, &reason).await;
+            }
+            return Ok(Next::Continue);
+        }
+        tracing::debug!(payment_id = %payment.id, tx_hash = %hash, sequence, "payment signed");
+        Ok(Next::Submit(Box::new(PaymentRecord {
+            status: PaymentStatus::Signed,
+            sequence: Some(sequence),
+            max_time: Some(max_time),
+            fee_stroops: Some(i64::from(fee)),
+            tx_hash: Some(hash),
+            envelope_xdr: Some(envelope),
+            builds: payment.builds + 1,
+            ..payment.clone()
+        })))
+    }
+
+    /// Whether a destination account exists. Accounts once seen are remembered (an account
+    /// is only removed by a merge, and a payment to a merged account fails in its ledger with
+    /// `op_no_destination`), so a busy destination costs one Horizon read, not one per payment.
+    async fn destination_exists(&self, account: &AccountId) -> Result<bool, HorizonError> {
+        if self.known_accounts.get(account.as_str()).is_some() {
+            return Ok(true);
+        }
+        let exists = self.horizon.account(account.as_str()).await?.is_some();
+        if exists {
+            self.known_accounts
+                .remember(account.as_str().to_owned(), ());
+        }
+        Ok(exists)
+    }
+
+    fn guard_secs(&self) -> i64 {
+        i64::try_from(self.settings.sequence_guard_secs).unwrap_or(60)
+    }
+
+    async fn submit(&self, lease: &Lease, payment: &PaymentRecord) -> Result<Next> {
+        let (Some(envelope), Some(hash)) = (&payment.envelope_xdr, &payment.tx_hash) else {
+            return Err(Error::CorruptData(format!(
+                "payment {} is {} without an envelope",
+                payment.id,
+                payment.status.as_str()
+            )));
+        };
+        if !self.store.mark_submitted(lease, payment).await? {
+            // Moved on, or the lease is lost: nothing is sent.
+            return Ok(Next::Continue);
+        }
+        let payment = &PaymentRecord {
+            status: PaymentStatus::Submitted,
+            attempts: payment.attempts + 1,
+            ..payment.clone()
+        };
+        match self.horizon.submit(envelope).await {
+            Submission::Applied(record) => self.finish(lease, payment, hash, &record).await,
+            Submission::Rejected(codes) if is_final_rejection(&codes) => {
+                tracing::info!(payment_id = %payment.id, ?codes, "transaction rejected");
+                let outcome = Outcome {
+                    status: PaymentStatus::Failed,
+                    tx_hash: Some(hash),
+                    ledger: None,
+                    fee_charged: None,
+                    codes: Some(&codes),
+                    reason: Some("HORIZON_REJECTED"),
+                };
+                if self.store.finish_payment(lease, payment, &outcome).await? {
+                    self.metrics.payment_finished("FAILED");
+                    return Ok(Next::Finished);
+                }
+                Ok(Next::Continue)
+            }
+            Submission::Rejected(codes) => {
+                tracing::info!(payment_id = %payment.id, code = %codes.transaction, "ambiguous rejection; confirming by hash");
+                self.confirm(lease, payment).await
+            }
+            Submission::RateLimited(retry_after) => {
+                // Not taken: the same bytes go again once Horizon's Retry-After has passed.
+                tracing::info!(payment_id = %payment.id, retry_after_ms = retry_after.as_millis() as u64, "submission rate limited");
+                Ok(Next::Wait(retry_after.max(backoff(0))))
+            }
+            Submission::Unknown(reason) => {
+                tracing::info!(payment_id = %payment.id, %reason, "submission outcome unknown; confirming by hash");
+                self.confirm(lease, payment).await
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        payment: &PaymentRecord,
+        hash: &str,
+        record: &TransactionRecord,
+    ) -> Result<Next> {
+        let status = if record.successful {
+            PaymentStatus::Success
+        } else {
+            PaymentStatus::Failed
+        };
+        let outcome = Outcome {
+            status,
+            tx_hash: Some(hash),
+            ledger: Some(record.ledger),
+            fee_charged: Some(record.fee_charged),
+            codes: (!record.successful).then_some(&record.result_codes),
+            reason: (!record.successful).then_some("TRANSACTION_FAILED"),
+        };
+        if self.store.finish_payment(lease, payment, &outcome).await? {
+            self.metrics.payment_finished(status.as_str());
+            return Ok(Next::Finished);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// After an ambiguous submission: find the transaction, or prove it can never land.
+    async fn confirm(&self, lease: &Lease, payment: &PaymentRecord) -> Result<Next> {
+        let (Some(sequence), Some(max_time)) = (payment.sequence, payment.max_time) else {
+            return Err(Error::CorruptData(
+                "in-flight payment without sequence".into(),
+            ));
+        };
+        // The fence: every read below must come from a node at or past this ledger for an
+        // absence to count. Read first, so a later read from a node behind it is detected.
+        let latest = match self.horizon.latest_ledger().await {
+            Ok(latest) => latest,
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        let signed = self.store.payment_transactions(payment.id).await?;
+        let mut reads_behind = false;
+        for tx in &signed {
+            match self.horizon.transaction(&tx.hash).await {
+                Ok(AtLedger {
+                    value: Some(record),
+                    ..
+                }) => return self.finish(lease, payment, &tx.hash, &record).await,
+                Ok(absent) => reads_behind |= !absent.covers(latest.sequence),
+                Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            }
+        }
+        let Some((_, source)) = self.source_of(payment).await? else {
+            return Err(Error::CorruptData(
+                "payment of a wallet without a key".into(),
+            ));
+        };
+        let account = match self.horizon.account_at(source.as_str()).await {
+            Ok(account) => account,
+            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+        };
+        if let Some(info) = &account.value
+            && info.sequence >= sequence
+        {
+            // Used: by one of this payment's transactions (not ingested yet, or its hash lookup
+            // was answered by a lagging node) or by someone else. The history tells which.
+            let as_of = account.ledger.unwrap_or(latest.sequence);
+            return self
+                .sequence_spent(lease, payment, &source, sequence, as_of, &signed)
+                .await;
+        }
+        if latest.closed_at <= max_time {
+            // Still valid: resubmit the same bytes after a backoff.
+            return Ok(Next::Wait(backoff(payment.attempts)));
+        }
+        if reads_behind || !account.covers(latest.sequence) {
+            tracing::info!(
+                payment_id = %payment.id,
+                ledger = latest.sequence,
+                "a read came from a node behind the ledger that closed after max_time; absence not proven"
+            );
+            return Ok(Next::Wait(backoff(payment.attempts)));
+        }
+        let why = format!(
+            "rebuild on sequence {sequence}: no signed transaction found and the sequence unused as of ledger {} (closed at {}, after max_time {max_time})",
+            latest.sequence, latest.closed_at
+        );
+        tracing::info!(payment_id = %payment.id, "{why}");
+        self.store
+            .reset_for_rebuild(lease, payment, Rebuild::SameSequence, &why)
+            .await?;
+        Ok(Next::Continue)
+    }
+
+    /// The account's sequence is at or past the payment's: find which transaction used it.
+    async fn sequence_spent(
+        &self,
+        lease: &Lease,
+        payment: &PaymentRecord,
+        source: &AccountId,
+        sequence: i64,
+        as_of: i64,
+        signed: &[SignedTransaction],
+    ) -> Result<Next> {
+        let ours = |hash: &str| signed.iter().any(|tx| tx.hash == hash);
+        let usage = match self
+            .horizon
+            .sequence_use(source.as_str(), sequence, as_of)
+            .await
+        {
+            Ok(usage) => usage,
+            Err(e) => {
+                tracing::warn!(payment_id = %payment.id, error = %e, "cannot read the account's history");
+                SequenceUse::NotShown
+            }
+        };
+        match usage {
+            SequenceUse::By {
+                hash,
+                inner_hash,
+                record,
+            } => {
+                if ours(&hash) {
+                    return self.finish(lease, payment, &hash, &record).await;
+                }
+                if let Some(inner) = inner_hash.as_deref().filter(|h| ours(h)) {
+                    return self.finish(lease, payment, inner, &record).await;
+                }
+                // Spent by a transaction that is not this payment's: none of its transactions
+                // (all on this sequence, or on earlier ones already proven dead) can ever apply.
+                let why = format!(
+                    "sequence {sequence} was used by transaction {hash}, not this payment's: rebuilt on a new sequence"
+                );
+                tracing::warn!(payment_id = %payment.id, "{why}");
+                self.store
+                    .reset_for_rebuild(lease, payment, Rebuild::NewSequence, &why)
+                    .await?;
+                Ok(Next::Continue)
+            }
+            SequenceUse::Pruned => {
+                self.park(
+                    lease,
+                    payment,
+                    &format!(
+                        "SEQUENCE_SPENT_UNKNOWN: sequence {sequence} is used and Horizon's history of the account no longer reaches it"
+                    ),
+                )
+                .await
+            }
+            SequenceUse::NotShown | SequenceUse::Behind
+                if payment.attempts >= self.settings.attention_after_confirmations =>
+            {
+                self.park(
+                    lease,
+                    payment,
+                    &format!(
+                        "SEQUENCE_SPENT_UNKNOWN: sequence {sequence} is used and after {} confirmations Horizon's history does not show by which transaction",
+                        payment.attempts
+                    ),
+                )
+                .await
+            }
+            SequenceUse::NotShown | SequenceUse::Behind => {
+                // Applied but not ingested yet (or a lagging node): look again shortly.
+                Ok(Next::Wait(backoff(payment.attempts).min(Duration::from_secs(1))))
+            }
+        }
+    }
+
+    /// Parks a payment whose sequence is spent as `NEEDS_ATTENTION`, with a metric and a log
+    /// line; the admin resolve route settles it.
+    async fn park(&self, lease: &Lease, payment: &PaymentRecord, why: &str) -> Result<Next> {
+        if self.store.park_for_attention(lease, payment, why).await? {
+            tracing::error!(payment_id = %payment.id, wallet = %payment.source_wallet_id, reason = why, "payment needs attention");
+            self.metrics.payment_needs_attention();
+            return Ok(Next::Finished);
+        }
+        Ok(Next::Continue)
+    }
+
+    fn horizon_wait(&self, payment: &PaymentRecord, e: &HorizonError) -> Next {
+        tracing::warn!(payment_id = %payment.id, error = %e, "horizon unavailable; payment waits");
+        let wait = backoff(payment.attempts);
+        Next::Wait(e.retry_after().map_or(wait, |asked| asked.max(wait)))
+    }
+}
+
+/// Codes after which the stored bytes can never succeed.
+fn is_final_rejection(codes: &ResultCodes) -> bool {
+    !matches!(
+        codes.transaction.as_str(),
+        // tx_failed was applied in a ledger: confirming by hash records its ledger and fee.
+        "tx_failed"
+            | "tx_bad_seq"
+            | "tx_too_late"
+            | "tx_too_early"
+            | "tx_insufficient_fee"
+            | "tx_internal_error"
+    ) && !codes.transaction.is_empty()
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_final_codes_fail_a_payment_outright() {
+        let codes = |tx: &str| ResultCodes {
+            transaction: tx.into(),
+            operations: vec![],
+        };
+        assert!(is_final_rejection(&codes("tx_bad_auth")));
+        assert!(is_final_rejection(&codes("tx_insufficient_balance")));
+        assert!(!is_final_rejection(&codes("tx_bad_seq")));
+        assert!(!is_final_rejection(&codes("tx_too_late")));
+        assert!(!is_final_rejection(&codes("")));
+    }
+}
