@@ -450,6 +450,20 @@ level = "{log_level}"
         process
     }
 
+    /// Starts another `gateway serve` replica on the config of a running gateway (same
+    /// database, same signerd), with its own log; port 0, so it listens elsewhere.
+    pub async fn start_replica(config: &Path) -> GatewayProcess {
+        let dir = config.parent().unwrap_or(Path::new("."));
+        let mut process = GatewayProcess {
+            config: config.to_path_buf(),
+            addr: ([127, 0, 0, 1], 0).into(),
+            log: dir.join(format!("replica-{}.log", uuid::Uuid::new_v4().simple())),
+            child: None,
+        };
+        process.launch().await;
+        process
+    }
+
     /// Starts the binary and waits for its readiness line.
     pub async fn launch(&mut self) {
         let log = must(

@@ -60,4 +60,4 @@ pub use envelope::{SubmittedTransaction, TxHash};
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use network::ClosedLedger;
-pub use sim::{AppliedTransaction, HorizonSim, SimState, TransactionState};
+pub use sim::{AppliedOperation, AppliedTransaction, HorizonSim, SimState, TransactionState};

@@ -487,11 +487,13 @@ impl Network {
 
     /// `account` as it was when `ledger` closed (the latest state for the latest ledger).
     pub fn account_at(&self, account: &AccountKey, ledger: u32) -> Option<&AccountEntry> {
-        if ledger >= self.ledger.sequence {
-            return self.ledger.account(account);
+        // Without lagging nodes no past state is kept: a read picked at ledger L that a close
+        // overtook before it was answered is answered from the latest state (as a real node's
+        // would be, a moment later), never as "no such account".
+        match self.past_ledger(ledger) {
+            Some(past) if ledger < self.ledger.sequence => past.accounts.get(account),
+            _ => self.ledger.account(account),
         }
-        self.past_ledger(ledger)
-            .and_then(|past| past.accounts.get(account))
     }
 
     /// The close time of `ledger` (of the oldest kept ledger if it is older still).
@@ -1149,5 +1151,50 @@ impl Friendbot {
             amount,
             next: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network() -> Network {
+        Network::genesis(&Genesis {
+            network_passphrase: "Test SDF Network ; September 2015".into(),
+            base_fee: 100,
+            base_reserve: 5_000_000,
+            max_operations_per_ledger: 1_000,
+            friendbot_amount: 100_000_000_000,
+            friendbot_accounts: 1,
+            queue_ledgers: 4,
+            close_time: 1_000,
+        })
+    }
+
+    #[test]
+    fn a_read_overtaken_by_a_close_still_finds_the_account_without_lagging_nodes() {
+        let mut network = network();
+        let account = AccountKey([5; 32]);
+        assert!(network.ledger.insert_account(account, 50_000_000));
+        let picked = network.serving_ledger();
+        network.close_ledger(1_005);
+        assert!(picked < network.ledger.sequence);
+        assert!(network.account_at(&account, picked).is_some());
+    }
+
+    #[test]
+    fn a_lagging_node_answers_from_the_ledger_it_is_at() {
+        let mut network = network();
+        let account = AccountKey([6; 32]);
+        network.faults.node_lags = vec![1];
+        network.close_ledger(1_005);
+        let before = network.ledger.sequence;
+        assert!(network.ledger.insert_account(account, 50_000_000));
+        network.close_ledger(1_010);
+        let picked = network.serving_ledger();
+        assert_eq!(picked, before);
+        // Inserted while `before` was the latest ledger: the state kept for it includes it.
+        assert!(network.account_at(&account, picked).is_some());
+        assert!(network.account_at(&account, picked - 1).is_none());
     }
 }

@@ -163,6 +163,12 @@ impl Shared {
                     successful: record.successful,
                     fee_charged: record.fee_charged,
                     ingested: record.ingested_from_ledger <= sequence,
+                    operations: record
+                        .tx
+                        .operations
+                        .iter()
+                        .filter_map(AppliedOperation::of)
+                        .collect(),
                 })
                 .collect(),
         }
@@ -194,6 +200,55 @@ pub struct AppliedTransaction {
     pub fee_charged: i64,
     /// Whether Horizon shows it yet.
     pub ingested: bool,
+    /// Its payments and account creations (what moved lumens, if it succeeded).
+    pub operations: Vec<AppliedOperation>,
+}
+
+/// What one operation of an applied transaction was meant to move.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AppliedOperation {
+    /// A native payment.
+    Payment {
+        /// The operation's source (the transaction's unless the operation names one).
+        source: Option<AccountKey>,
+        /// Who is paid.
+        destination: AccountKey,
+        /// Stroops.
+        amount: i64,
+    },
+    /// An account creation.
+    CreateAccount {
+        /// The operation's source (the transaction's unless the operation names one).
+        source: Option<AccountKey>,
+        /// The new account.
+        destination: AccountKey,
+        /// Its starting balance, in stroops.
+        starting_balance: i64,
+    },
+}
+
+impl AppliedOperation {
+    /// The operation, if it is one the simulator applies.
+    fn of(op: &stellar_xdr::Operation) -> Option<Self> {
+        let source = op.source_account.as_ref().map(AccountKey::of_muxed);
+        match &op.body {
+            stellar_xdr::OperationBody::Payment(payment) => Some(AppliedOperation::Payment {
+                source,
+                destination: AccountKey::of_muxed(&payment.destination),
+                amount: payment.amount,
+            }),
+            stellar_xdr::OperationBody::CreateAccount(create) => {
+                let stellar_xdr::PublicKey::PublicKeyTypeEd25519(key) = &create.destination.0;
+                Some(AppliedOperation::CreateAccount {
+                    source,
+                    destination: AccountKey(key.0),
+                    starting_balance: create.starting_balance,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One account, for inspection.

@@ -53,6 +53,16 @@ async fn another_signer_takes_the_next_sequence_and_the_queued_payment_fails_bad
     assert_eq!(sim.sequence(alice), Some(pair.alice_sequence + 1));
     assert_eq!(sim.balance(alice), Some(100 * XLM - 100), "only its fee");
     assert_eq!(sim.balance(bob), Some(10 * XLM));
+    let recorded = sim.applied_from(alice);
+    assert_eq!(
+        recorded.last().map(|t| t.operations.clone()),
+        Some(vec![horizon_sim::AppliedOperation::Payment {
+            source: None,
+            destination: alice,
+            amount: 1,
+        }]),
+        "what the ledger shows the other signer did"
+    );
 
     // Who used it: the account's newest transaction.
     let newest = horizon
