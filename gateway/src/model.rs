@@ -409,6 +409,8 @@ pub enum AuditAction {
     ApiKeyCreated,
     /// An API key was revoked.
     ApiKeyRevoked,
+    /// An admin settled a payment that needed attention.
+    PaymentResolved,
 }
 
 impl AuditAction {
@@ -423,6 +425,7 @@ impl AuditAction {
             AuditAction::WalletUnfrozen => "wallet.unfrozen",
             AuditAction::ApiKeyCreated => "api_key.created",
             AuditAction::ApiKeyRevoked => "api_key.revoked",
+            AuditAction::PaymentResolved => "payment.resolved",
         }
     }
 }

@@ -339,6 +339,17 @@ on_both_databases! {
         assert_eq!(resolved.status, 200, "{}", resolved.body);
         assert_eq!(resolved.json()["status"], "FAILED");
         assert_eq!(statuses(&resolved.json()).last().map(String::as_str), Some("FAILED"));
+        // The admin's decision is an audit event (and the refused attempts left none).
+        let events = s
+            .stack
+            .http
+            .get(&format!("/v1/audit-events?subject_type=payment&subject_id={id}"), Some(&s.stack.admin_key))
+            .await
+            .json();
+        let events = events["events"].as_array().cloned().unwrap_or_default();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["action"], "payment.resolved");
+        assert_eq!(events[0]["details"]["resolution"], "FAILED");
         // Nothing of the payment's was ever applied: bob got the second payment only.
         assert_eq!(s.sim.applied_from(alice_account).len(), 2);
         assert_eq!(s.sim.balance(bob_account), Some(14 * XLM));

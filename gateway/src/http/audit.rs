@@ -20,7 +20,8 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
     /// Return events after this event id (the `next_after` of the previous page).
     pub after: Option<i64>,
-    /// Only events about this kind of subject (`user`, `wallet`, `api_key`); needs `subject_id`.
+    /// Only events about this kind of subject (`user`, `wallet`, `api_key`, `payment`); needs
+    /// `subject_id`.
     pub subject_type: Option<String>,
     /// Only events about this subject; needs `subject_type`.
     pub subject_id: Option<String>,

@@ -17,7 +17,7 @@ use super::users::page_size;
 use crate::api_key::Caller;
 use crate::error::{Error, ErrorBody, Result};
 use crate::horizon::{Horizon, ResultCodes};
-use crate::model::{IdempotencyKey, PaymentId, WalletId};
+use crate::model::{IdempotencyKey, PaymentId, RequestId, WalletId};
 use crate::payments::{DestinationAccount, MemoText, PaymentStatus, Stroops, format_amount};
 use crate::store::{
     Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord, Resolution,
@@ -575,6 +575,8 @@ pub struct ResolvePaymentRequest {
 )]
 pub async fn resolve_payment(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
     ApiPath(id): ApiPath<PaymentId>,
     ApiJson(body): ApiJson<ResolvePaymentRequest>,
 ) -> Result<Json<Payment>> {
@@ -586,7 +588,12 @@ pub async fn resolve_payment(
         .ok_or(Error::PaymentNotFound(id))?;
     if !state
         .store
-        .resolve_payment(id, body.resolution, reason.as_str())
+        .resolve_payment(
+            id,
+            body.resolution,
+            reason.as_str(),
+            &super::audit_context(&caller, &request_id),
+        )
         .await?
     {
         return Err(Error::PaymentNotNeedingAttention(id));

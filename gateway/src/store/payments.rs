@@ -6,10 +6,10 @@ use std::sync::LazyLock;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Backend, Store, optional_text, stored, text};
+use super::{AuditContext, Backend, Store, audit, optional_text, stored, text};
 use crate::error::{Error, Result};
 use crate::horizon::ResultCodes;
-use crate::model::{ApiKeyId, IdempotencyKey, PaymentId, Timestamp, WalletId};
+use crate::model::{ApiKeyId, AuditAction, IdempotencyKey, PaymentId, Timestamp, WalletId};
 use crate::payments::{PaymentStatus, Stroops};
 
 /// A payment to insert.
@@ -1006,31 +1006,47 @@ impl Store {
     }
 
     /// Settles a `NEEDS_ATTENTION` payment as an operator decided; the reason goes into its
-    /// history. False when the payment does not need attention (any more).
+    /// history, and the decision into the audit events, in the same transaction. False when the
+    /// payment does not need attention (any more): then nothing is written.
     pub async fn resolve_payment(
         &self,
         id: PaymentId,
         resolution: Resolution,
         reason: &str,
+        ctx: &AuditContext,
     ) -> Result<bool> {
         let detail = format!("resolved by an operator: {reason}");
         let failure = (resolution == Resolution::Failed).then(|| detail.clone());
-        let sql = match resolution {
-            Resolution::Success => &*RESOLVE[0],
-            Resolution::Failed => &*RESOLVE[1],
-            Resolution::Rebuild => &*RESOLVE[2],
+        let (sql, name) = match resolution {
+            Resolution::Success => (&*RESOLVE[0], "SUCCESS"),
+            Resolution::Failed => (&*RESOLVE[1], "FAILED"),
+            Resolution::Rebuild => (&*RESOLVE[2], "REBUILD"),
         };
         let now = Timestamp::now();
-        let changed = self
-            .write_statement(
-                sqlx::query(sql)
-                    .bind(detail)
-                    .bind(failure)
-                    .bind(now.as_str().to_owned())
-                    .bind(id.to_string()),
+        let mut tx = self.pool.begin().await?;
+        let resolved = sqlx::query(sql)
+            .bind(detail)
+            .bind(failure)
+            .bind(now.as_str().to_owned())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if resolved {
+            audit::record(
+                &mut tx,
+                ctx,
+                &now,
+                AuditAction::PaymentResolved,
+                "payment",
+                &id.to_string(),
+                serde_json::json!({ "resolution": name, "reason": reason }),
             )
             .await?;
-        Ok(changed == 1)
+        }
+        tx.commit().await?;
+        Ok(resolved)
     }
 
     /// Puts a payment off until `at`.
