@@ -55,6 +55,9 @@ pub enum HorizonError {
         /// How long Horizon asked to wait.
         retry_after: Duration,
     },
+    /// A submission's 504 `timeout` / `transaction_submission_timeout`: not an outage.
+    #[error("horizon: the submission timed out before the network decided")]
+    NotYetDecided,
     /// Horizon answered something the gateway cannot use (a bug on one side or the other).
     #[error("unexpected horizon answer: {0}")]
     Protocol(String),
@@ -117,6 +120,9 @@ pub enum Submission {
     /// Horizon answered 429 and did not take the transaction: resubmit the same bytes after
     /// this long.
     RateLimited(Duration),
+    /// Horizon's 504 `timeout` / `transaction_submission_timeout`: the network has not decided
+    /// (in a surge, the transaction waits outside the ledgers). It may still land.
+    NotYetDecided,
 }
 
 /// The most recent closed ledger Horizon knows.
@@ -126,6 +132,8 @@ pub struct LatestLedger {
     pub sequence: i64,
     /// Its close time, unix seconds.
     pub closed_at: i64,
+    /// The oldest ledger whose history Horizon still keeps (older ones are pruned).
+    pub elder: i64,
 }
 
 /// The Horizon client.
@@ -337,6 +345,7 @@ impl Horizon {
         Ok(LatestLedger {
             sequence: root.history_latest_ledger,
             closed_at: closed_at.unix_timestamp(),
+            elder: root.history_elder_ledger.max(1),
         })
     }
 
@@ -393,7 +402,7 @@ impl Horizon {
             let page: PageJson<HistoryJson> = parse_ok("account_transactions", &reply)?;
             let records = page.embedded.records;
             let Some(last) = records.last() else {
-                return Ok(SequenceUse::Pruned);
+                return self.history_end(sequence).await;
             };
             cursor = format!("&cursor={}", form_encode(&last.paging_token));
             for entry in records {
@@ -417,6 +426,19 @@ impl Horizon {
             }
         }
         Ok(SequenceUse::Pruned)
+    }
+
+    /// The account's history ended above `sequence`. An account's first sequence number is
+    /// its creation ledger shifted left 32 bits, so the transaction that used `sequence` was
+    /// applied in ledger `sequence >> 32` or later: if Horizon still keeps that ledger, the
+    /// transaction is not ingested yet; if not, it may be pruned.
+    async fn history_end(&self, sequence: i64) -> Result<SequenceUse, HorizonError> {
+        let root = self.latest_ledger().await?;
+        Ok(if root.elder > sequence >> 32 {
+            SequenceUse::Pruned
+        } else {
+            SequenceUse::NotShown
+        })
     }
 
     /// `GET /friendbot?addr=`: funds a test-network account. Ok(false) when it already exists.
@@ -482,6 +504,7 @@ impl Horizon {
             Err(HorizonError::RateLimited { retry_after }) => {
                 return Submission::RateLimited(retry_after);
             }
+            Err(HorizonError::NotYetDecided) => return Submission::NotYetDecided,
             Err(e) => return Submission::Unknown(e.to_string()),
         };
         match reply.status {
@@ -651,9 +674,7 @@ impl Horizon {
             }
             Err(failsafe::Error::Inner(CallFailure::SubmissionTimeout)) => {
                 self.metrics.horizon_call(what, "submission_timeout");
-                Err(HorizonError::Unavailable(
-                    "submission timed out before the network decided".into(),
-                ))
+                Err(HorizonError::NotYetDecided)
             }
             Err(failsafe::Error::Inner(CallFailure::OutageReply(reply))) => {
                 self.metrics.horizon_call(what, "unavailable");
@@ -767,6 +788,8 @@ struct FeeDistributionJson {
 #[derive(Deserialize)]
 struct RootJson {
     history_latest_ledger: i64,
+    #[serde(default)]
+    history_elder_ledger: i64,
     history_latest_ledger_closed_at: String,
 }
 

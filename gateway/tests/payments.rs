@@ -375,6 +375,94 @@ on_both_databases! {
         assert!(exists, "friendbot never created the account");
     }
 
+    async fn a_payment_bids_up_to_the_cap_and_clears_a_surge_at_the_clearing_price(kind: DatabaseKind) {
+        // A surge begins just before the payment: other parties fill every ledger bidding 1,000
+        // stroops per operation, more than fee_stats (the last 5 ledgers) showed. A bid taken
+        // from fee_stats is refused (tx_insufficient_fee) until it expires; a bid at the cap
+        // (10,000) is included at once and pays the clearing price, not its bid.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_surge(1_000, 1_000);
+        let id = s.accepted(&alice, &bob, "5").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let payment = loop {
+            let payment = s.payment(&id).await;
+            if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
+                break payment;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not through the surge after 30 s: {payment}\n{}", s.stack.gateway.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        let charged = payment["fee_stroops"].as_i64().unwrap_or(-1);
+        assert!((1_000..10_000).contains(&charged), "charged {charged}: not the clearing price\n{payment}");
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
+    }
+
+    async fn a_transaction_stuck_in_a_surge_is_fee_bumped_not_left_to_expire(kind: DatabaseKind) {
+        // A payment signed under a 100-stroop cap is stuck in a surge (others bid 1,000 and fill
+        // every ledger; its bid is refused). The cap is raised and the gateway restarted: the
+        // stored transaction is wrapped in a fee bump at the new cap (same inner transaction,
+        // same sequence), included at once, instead of waiting for max_time (60 s) and
+        // signerd's guard (60 s more) to rebuild it.
+        let mut s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        let config = s.stack.gateway.config.clone();
+        let with_cap = |cap: u32| {
+            let text = must(std::fs::read_to_string(&config));
+            let text = text
+                .lines()
+                .filter(|line| !line.starts_with("max_fee_stroops"))
+                .map(|line| {
+                    if line.starts_with("max_validity_secs") {
+                        format!("{line}\nmax_fee_stroops = {cap}")
+                    } else {
+                        line.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            must(std::fs::write(&config, text));
+        };
+        s.stack.gateway.terminate().await;
+        with_cap(100);
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        s.sim.set_surge(1_000, 1_000);
+        let id = s.accepted(&alice, &bob, "5").await;
+        let stuck = eventually(Duration::from_secs(30), || async {
+            let payment = s.payment(&id).await;
+            payment["status"] == "SUBMITTED" && payment["attempts"].as_i64().unwrap_or(0) >= 2
+        })
+        .await;
+        assert!(stuck, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        let inner: String = s.payment(&id).await["tx_hash"].as_str().unwrap_or_default().to_owned();
+        s.stack.gateway.terminate().await;
+        with_cap(10_000);
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let payment = loop {
+            let payment = s.payment(&id).await;
+            if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
+                break payment;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "still stuck after 30 s: {payment}\n{}", s.stack.gateway.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        // The fee bump carried the very transaction signed first: its inner hash applied once.
+        assert_eq!(s.sim.applications(must(inner.parse())), 1, "{payment}");
+        assert_ne!(payment["tx_hash"].as_str(), Some(inner.as_str()), "{payment}");
+        let applied = s.sim.applied_from(alice_account);
+        assert_eq!(applied.len(), 1, "{applied:?}");
+        assert_eq!(applied[0].inner_hash.map(|h| h.to_string()), Some(inner.clone()), "{applied:?}");
+        assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;

@@ -6,10 +6,12 @@
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountId as XdrAccountId, Asset, CreateAccountOp, CreateAccountResult, DecoratedSignature,
-    Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation, OperationBody, OperationResult,
-    OperationResultTr, PaymentOp, PaymentResult, Preconditions, ReadXdr, SequenceNumber, Signature,
-    SignatureHint, TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
-    TransactionResult, TransactionResultResult, TransactionV1Envelope, Uint256, WriteXdr,
+    FeeBumpTransaction, FeeBumpTransactionEnvelope, FeeBumpTransactionExt,
+    FeeBumpTransactionInnerTx, Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation,
+    OperationBody, OperationResult, OperationResultTr, PaymentOp, PaymentResult, Preconditions,
+    ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint, Transaction,
+    TransactionEnvelope, TransactionExt, TransactionResult, TransactionResultResult,
+    TransactionV1Envelope, Uint256, WriteXdr,
 };
 
 use super::{DestinationAccount, MemoText, Stroops};
@@ -143,6 +145,88 @@ impl UnsignedTransaction {
     }
 }
 
+/// A fee bump around a stored, signed payment transaction: the same inner transaction (same
+/// sequence, same hash inside, its signature kept), a higher total fee paid by `fee_source`
+/// (the wallet itself). Signed by the wallet's key as fee source.
+pub struct UnsignedFeeBump {
+    /// The fee-bump envelope (no outer signature yet).
+    pub envelope: FeeBumpTransactionEnvelope,
+    /// Its raw XDR, what signerd is asked to sign.
+    pub xdr: Vec<u8>,
+    /// The fee-bump (outer) hash.
+    pub hash: [u8; 32],
+    /// The wrapped transaction's hash.
+    pub inner_hash: [u8; 32],
+}
+
+impl UnsignedFeeBump {
+    /// Wraps `inner` (a signed base64 `TransactionEnvelope::Tx`, as stored) with `total_fee`
+    /// stroops paid by `fee_source`. An envelope that is already a fee bump is refused.
+    pub fn wrap(
+        inner: &str,
+        fee_source: &AccountId,
+        total_fee: i64,
+        network_passphrase: &str,
+    ) -> Result<Self> {
+        let TransactionEnvelope::Tx(inner) =
+            TransactionEnvelope::from_xdr_base64(inner, Limits::len(64 * 1024))
+                .map_err(|e| Error::CorruptData(format!("stored envelope: {e}")))?
+        else {
+            return Err(Error::CorruptData(
+                "stored envelope is not a plain transaction".into(),
+            ));
+        };
+        let network = network_id(network_passphrase);
+        let inner_hash = inner
+            .hash(network)
+            .map_err(|e| Error::CorruptData(format!("hashing the inner transaction: {e}")))?;
+        let envelope = FeeBumpTransactionEnvelope {
+            tx: FeeBumpTransaction {
+                fee_source: MuxedAccount::Ed25519(Uint256(fee_source.public_key_bytes())),
+                fee: total_fee,
+                inner_tx: FeeBumpTransactionInnerTx::Tx(inner),
+                ext: FeeBumpTransactionExt::V0,
+            },
+            signatures: Default::default(),
+        };
+        let xdr = TransactionEnvelope::TxFeeBump(envelope.clone())
+            .to_xdr(Limits::none())
+            .map_err(|e| Error::CorruptData(format!("encoding the fee bump: {e}")))?;
+        let hash = envelope
+            .hash(network)
+            .map_err(|e| Error::CorruptData(format!("hashing the fee bump: {e}")))?;
+        Ok(UnsignedFeeBump {
+            envelope,
+            xdr,
+            hash,
+            inner_hash,
+        })
+    }
+
+    /// The signed fee bump as base64 XDR.
+    pub fn attach(self, hint: &[u8], signature: &[u8]) -> Result<String> {
+        let hint: [u8; 4] = hint
+            .try_into()
+            .map_err(|_| Error::Signer("signature hint is not 4 bytes".into()))?;
+        let signature = Signature(
+            signature
+                .to_vec()
+                .try_into()
+                .map_err(|_| Error::Signer("signature longer than 64 bytes".into()))?,
+        );
+        let mut envelope = self.envelope;
+        envelope.signatures = vec![DecoratedSignature {
+            hint: SignatureHint(hint),
+            signature,
+        }]
+        .try_into()
+        .map_err(|_| Error::CorruptData("one signature did not fit".into()))?;
+        TransactionEnvelope::TxFeeBump(envelope)
+            .to_xdr_base64(Limits::none())
+            .map_err(|e| Error::CorruptData(format!("encoding the fee bump: {e}")))
+    }
+}
+
 /// sha256 of the passphrase.
 pub fn network_id(passphrase: &str) -> [u8; 32] {
     Sha256::digest(passphrase.as_bytes()).into()
@@ -237,5 +321,39 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
             a.hash
         );
+    }
+
+    #[test]
+    fn a_fee_bump_keeps_the_inner_transaction_and_its_hash() {
+        let source = AccountId::parse(&stellar_strkey::ed25519::PublicKey([1; 32]).to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let destination =
+            DestinationAccount::parse(&stellar_strkey::ed25519::PublicKey([2; 32]).to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let unsigned = PaymentTransaction {
+            source: &source,
+            sequence: 5,
+            fee: 100,
+            max_time: 1_000,
+            destination: &destination,
+            amount: Stroops::from_stored(10),
+            memo: None,
+            create_destination: false,
+        }
+        .build("A")
+        .unwrap_or_else(|e| panic!("{e}"));
+        let inner_hash = unsigned.hash;
+        let signed = unsigned
+            .attach(&[1; 4], &[2; 64])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bump =
+            UnsignedFeeBump::wrap(&signed, &source, 20_000, "A").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bump.inner_hash, inner_hash);
+        assert_ne!(bump.hash, inner_hash);
+        let outer = bump
+            .attach(&[3; 4], &[4; 64])
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A fee bump is never wrapped again.
+        assert!(UnsignedFeeBump::wrap(&outer, &source, 40_000, "A").is_err());
     }
 }

@@ -384,6 +384,14 @@ static RESOLVE: LazyLock<[String; 3]> = LazyLock::new(|| {
     })
 });
 
+static MARK_FEE_BUMPED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = 'SIGNED', fee_stroops = $1, tx_hash = $2, envelope_xdr = $3, \
+         status_detail = $4, updated_at = $5 WHERE id = $6{}",
+        fence(7)
+    )
+});
+
 static PARK_FOR_ATTENTION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE payments SET status = 'NEEDS_ATTENTION', status_detail = $1, \
@@ -926,6 +934,33 @@ impl Store {
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string())
             .bind(keep_sequence);
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
+    }
+
+    /// SUBMITTED → SIGNED with a fee bump around the stored transaction (same sequence, same
+    /// inner hash): the bump's envelope becomes what is submitted, and its hash joins the
+    /// payment's transactions (the database adds it), next to the inner one. False when the
+    /// payment is no longer the version read or the lease was lost.
+    pub async fn mark_fee_bumped(
+        &self,
+        lease: &Lease,
+        read: &PaymentRecord,
+        bumped: &SignedEnvelope<'_>,
+    ) -> Result<bool> {
+        let detail = format!(
+            "fee bump to {} per operation, same sequence {}",
+            bumped.fee, bumped.sequence
+        );
+        let statement = sqlx::query(&MARK_FEE_BUMPED)
+            .bind(bumped.fee)
+            .bind(bumped.hash.to_owned())
+            .bind(bumped.envelope_xdr.to_owned())
+            .bind(detail)
+            .bind(Timestamp::now().as_str().to_owned())
+            .bind(read.id.to_string());
         Ok(self
             .write_statement(bind_fence(statement, lease, read))
             .await?

@@ -97,7 +97,7 @@ enum Next {
 pub struct WorkerSettings {
     /// The network passphrase transactions are signed for.
     pub network_passphrase: String,
-    /// Fee cap per operation.
+    /// Fee cap per operation: what every transaction bids (it pays the clearing price).
     pub max_fee_stroops: u32,
     /// How far ahead `max_time` goes.
     pub max_validity_secs: u64,

@@ -12,7 +12,7 @@ use crate::horizon::{
     AtLedger, HorizonError, ResultCodes, SequenceUse, Submission, TransactionRecord,
 };
 use crate::model::{AccountId, RequestId, SignerKeyId};
-use crate::payments::transaction::PaymentTransaction;
+use crate::payments::transaction::{PaymentTransaction, UnsignedFeeBump};
 use crate::payments::{DestinationAccount, MemoText, PaymentStatus};
 use crate::store::{
     Lease, Outcome, PaymentRecord, Rebuild, SignedEnvelope, SignedTransaction, WalletRecord,
@@ -138,11 +138,10 @@ impl PaymentWorker {
             tracing::info!(payment_id = %payment.id, wait_secs = wait.as_secs(), "rebuild waits for signerd's sequence guard");
             return Ok(Next::Wait(wait));
         }
-        let fee = match self.horizon.recommended_fee().await {
-            Ok(fee) => fee.clamp(100, i64::from(self.settings.max_fee_stroops)),
-            Err(e) => return Ok(self.horizon_wait(payment, &e)),
-        };
-        let fee = u32::try_from(fee).unwrap_or(self.settings.max_fee_stroops);
+        // Bid the cap: every transaction in a ledger pays the same clearing price (the base fee
+        // outside a surge), not its bid, so a lower bid saves nothing and, in a surge that
+        // began after the last fee_stats, leaves the transaction out until it expires.
+        let fee = self.settings.max_fee_stroops;
         let destination = DestinationAccount::parse(&payment.destination_account)
             .map_err(|e| Error::CorruptData(format!("payments.destination_account: {e}")))?;
         let memo = payment
@@ -289,6 +288,16 @@ impl PaymentWorker {
                 payment.status.as_str()
             )));
         };
+        // Already sent once and bidding below the cap (signed before the cap was raised): in a
+        // surge it would wait outside the ledgers until it expires, so bump it first.
+        if payment.status == PaymentStatus::Submitted
+            && payment
+                .fee_stroops
+                .is_some_and(|fee| fee < i64::from(self.settings.max_fee_stroops))
+            && let Some(next) = self.fee_bump(lease, payment).await?
+        {
+            return Ok(next);
+        }
         if !self.store.mark_submitted(lease, payment).await? {
             // Moved on, or the lease is lost: nothing is sent.
             return Ok(Next::Continue);
@@ -316,6 +325,14 @@ impl PaymentWorker {
                 }
                 Ok(Next::Continue)
             }
+            Submission::Rejected(codes) if codes.transaction == "tx_insufficient_fee" => {
+                tracing::info!(payment_id = %payment.id, "fee too low for the surge");
+                self.fee_bump_or_confirm(lease, payment).await
+            }
+            Submission::NotYetDecided => {
+                tracing::info!(payment_id = %payment.id, "submission not decided (surge)");
+                self.fee_bump_or_confirm(lease, payment).await
+            }
             Submission::Rejected(codes) => {
                 tracing::info!(payment_id = %payment.id, code = %codes.transaction, "ambiguous rejection; confirming by hash");
                 self.confirm(lease, payment).await
@@ -327,9 +344,102 @@ impl PaymentWorker {
             }
             Submission::Unknown(reason) => {
                 tracing::info!(payment_id = %payment.id, %reason, "submission outcome unknown; confirming by hash");
-                self.confirm(lease, payment).await
+                self.fee_bump_or_confirm(lease, payment).await
             }
         }
+    }
+
+    /// A transaction stuck in a surge whose fee is below the cap (signed before the cap was
+    /// raised) is wrapped in a fee bump at the cap, paid by the wallet itself: the same inner
+    /// transaction (same sequence, same hash inside), so nothing new can be paid, and it is
+    /// included now instead of after its expiry. Otherwise, or if signerd will not sign the
+    /// bump, confirm as for any ambiguous answer.
+    async fn fee_bump_or_confirm(&self, lease: &Lease, payment: &PaymentRecord) -> Result<Next> {
+        match self.fee_bump(lease, payment).await? {
+            Some(next) => Ok(next),
+            None => self.confirm(lease, payment).await,
+        }
+    }
+
+    /// The fee bump itself; `None` when it does not apply (fee at the cap, expired, already a
+    /// fee bump) or signerd would not sign it.
+    async fn fee_bump(&self, lease: &Lease, payment: &PaymentRecord) -> Result<Option<Next>> {
+        let cap = i64::from(self.settings.max_fee_stroops);
+        let (Some(envelope), Some(sequence), Some(max_time)) =
+            (&payment.envelope_xdr, payment.sequence, payment.max_time)
+        else {
+            return Ok(None);
+        };
+        if payment.fee_stroops.is_some_and(|fee| fee >= cap) || unix_now() >= max_time {
+            return Ok(None);
+        }
+        let Some((key_id, source)) = self.source_of(payment).await? else {
+            return Ok(None);
+        };
+        // One operation inside: a fee bump pays for it and for itself, at the cap's rate.
+        let bump = match UnsignedFeeBump::wrap(
+            envelope,
+            &source,
+            cap.saturating_mul(2),
+            &self.settings.network_passphrase,
+        ) {
+            Ok(bump) => bump,
+            Err(e) => {
+                tracing::warn!(payment_id = %payment.id, error = %e, "cannot fee-bump; confirming");
+                return Ok(None);
+            }
+        };
+        let request_id = RequestId::from_caller(&format!("payment-{}", payment.id))
+            .unwrap_or_else(RequestId::generate);
+        let signature = match self
+            .signer
+            .sign_transaction(
+                &key_id,
+                &bump.xdr,
+                &self.settings.network_passphrase,
+                &request_id,
+            )
+            .await
+        {
+            Ok(signature) => signature,
+            Err(e) => {
+                tracing::warn!(payment_id = %payment.id, error = %e, "signerd did not sign the fee bump; confirming");
+                return Ok(None);
+            }
+        };
+        if signature.tx_hash.as_slice() != bump.hash.as_slice() {
+            return Err(Error::Signer(
+                "signerd signed a different fee-bump hash than the gateway computed".into(),
+            ));
+        }
+        let hash = hex::encode(bump.hash);
+        let inner_hash = hex::encode(bump.inner_hash);
+        let bumped = bump.attach(&signature.hint, &signature.signature)?;
+        let stored = self
+            .store
+            .mark_fee_bumped(
+                lease,
+                payment,
+                &SignedEnvelope {
+                    sequence,
+                    max_time,
+                    fee: cap,
+                    hash: &hash,
+                    envelope_xdr: &bumped,
+                },
+            )
+            .await?;
+        if !stored {
+            return Ok(Some(Next::Continue));
+        }
+        tracing::info!(payment_id = %payment.id, tx_hash = %hash, %inner_hash, fee = cap, "fee bump signed");
+        Ok(Some(Next::Submit(Box::new(PaymentRecord {
+            status: PaymentStatus::Signed,
+            fee_stroops: Some(cap),
+            tx_hash: Some(hash),
+            envelope_xdr: Some(bumped),
+            ..payment.clone()
+        }))))
     }
 
     async fn finish(
