@@ -11,6 +11,12 @@
 //! - [`trust`]: the TLS config and the ACL, reloaded together on `SIGHUP`.
 //! - [`keys`]: key ids and public keys, parsed once.
 //! - [`stellar`]: envelope decoding and hashing (the signer computes what it signs).
+//! - [`policy`]: what a key may sign (network, sources, time bounds, fee, preconditions, the
+//!   operation allowlist), decided before any signature exists.
+//! - [`guard`]: the sequence guard (one transaction per network, source account and sequence).
+//! - [`limits`]: velocity caps and the denial budget.
+//! - [`audit`]: the hash-chained audit log, its signed checkpoints, the anchor and guard snapshots.
+//! - [`metrics`]: the Prometheus registry.
 //! - [`backend`]: the [`backend::KeyBackend`] trait and the backends behind it
 //!   ([`backend::pkcs11`], [`backend::gcp_kms`]).
 //! - [`service`]: the `signer.v1.Signer` gRPC handlers.
