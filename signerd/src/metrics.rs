@@ -54,6 +54,9 @@ pub struct Metrics {
     pub audit_batch_records: Histogram,
     /// Audit records written.
     pub audit_records: Counter,
+    /// Audit anchor updates that failed (the anchor stays at an older checkpoint until the
+    /// next checkpoint's update succeeds).
+    pub audit_anchor_failures: Counter,
     /// 1 when serving, 0 when not.
     pub health: Gauge,
     /// Entries in the sequence guard.
@@ -102,6 +105,12 @@ impl Metrics {
             "Audit records written",
             audit_records.clone(),
         );
+        let audit_anchor_failures = Counter::default();
+        registry.register(
+            "audit_anchor_failures",
+            "Audit anchor updates that failed (retried at the next checkpoint)",
+            audit_anchor_failures.clone(),
+        );
         let health = Gauge::default();
         registry.register("health", "1 when serving, 0 when not", health.clone());
         let guard_entries = Gauge::default();
@@ -120,6 +129,7 @@ impl Metrics {
             audit_fsync_seconds,
             audit_batch_records,
             audit_records,
+            audit_anchor_failures,
             health,
             guard_entries,
         })

@@ -6,16 +6,37 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use signer_proto::v1 as pb;
+use signer_testkit::fake_kms::{FakeKms, Fault, FaultPlan};
 use signer_testkit::stellar::{Tx, key_bytes, payment};
-use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TESTNET, with_request_id};
+use signer_testkit::{
+    GcpKmsOptions, Grant, SignerdOptions, SignerdProcess, TESTNET, with_request_id,
+};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn signerd_with(audit_toml: &str) -> (SignerdProcess, [u8; 32]) {
-    let signerd = SignerdProcess::start(SignerdOptions {
-        acl: vec![Grant::keys("gateway", &["wallet-*"])],
+    started(SignerdOptions {
         audit_toml: audit_toml.to_owned(),
         ..Default::default()
+    })
+    .await
+}
+
+/// A KMS-only signerd on `kms` (the audit key is a CryptoKey there) with these audit options.
+async fn kms_signerd_with(kms: &FakeKms, audit_toml: &str) -> (SignerdProcess, [u8; 32]) {
+    started(SignerdOptions {
+        audit_toml: audit_toml.to_owned(),
+        gcp_kms: Some(GcpKmsOptions::fake(kms)),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Starts signerd with `gateway` allowed `wallet-*`, and creates `wallet-1`.
+async fn started(options: SignerdOptions) -> (SignerdProcess, [u8; 32]) {
+    let signerd = SignerdProcess::start(SignerdOptions {
+        acl: vec![Grant::keys("gateway", &["wallet-*"])],
+        ..options
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
@@ -812,13 +833,11 @@ async fn an_emptied_audit_directory_stops_signerd_until_the_gap_is_accepted() {
         .launch_with_args(&["--accept-audit-gap"])
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(
-        signerd
-            .terminate()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-            .success()
-    );
+    let status = signerd
+        .terminate()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(status.success(), "{status}: {}", signerd.log());
     let output = signerd
         .verify_audit(&[])
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -961,29 +980,167 @@ async fn the_token_anchors_the_last_durable_checkpoint() {
     assert_eq!(anchor["private"], true, "{report}");
 }
 
-#[tokio::test]
-async fn an_audit_key_in_cloud_kms_needs_the_anchor_switched_off_explicitly() {
-    let kms = signer_testkit::fake_kms::FakeKms::start()
+/// The anchor labels of the audit key in the fake KMS, as `(seq, hash)`.
+fn kms_anchor(kms: &FakeKms) -> Option<(String, String)> {
+    let labels = kms.labels(GcpKmsOptions::KEY_RING, "signerd-audit")?;
+    let seq = labels
+        .get(signerd::backend::gcp_kms::ANCHOR_SEQ_LABEL)?
+        .clone();
+    let [a, b] = signerd::backend::gcp_kms::ANCHOR_HASH_LABELS.map(|l| labels.get(l).cloned());
+    Some((seq, a? + &b?))
+}
+
+/// The last record of the log (a checkpoint after a clean stop), as `(seq, hash)`.
+fn last_record(signerd: &SignerdProcess) -> (String, String) {
+    let last = lines(&only_file(&signerd.audit_dir()))
+        .pop()
+        .unwrap_or_default();
+    let last = signerd::audit::chain::check(&last).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(last.value["kind"], "checkpoint");
+    (last.seq.to_string(), hex::encode(last.hash))
+}
+
+async fn sign_once(signerd: &SignerdProcess, key: [u8; 32], sequence: i64) {
+    let mut client = signerd
+        .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let refused = SignerdProcess::start(SignerdOptions {
-        audit_toml: "anchor = \"backend\"".to_owned(),
-        gcp_kms: Some(signer_testkit::GcpKmsOptions::fake(&kms)),
-        ..Default::default()
-    })
-    .await;
+    client
+        .sign_transaction(sign_request(key, sequence, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn stop(signerd: &mut SignerdProcess) {
+    let status = signerd
+        .terminate()
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(status.success(), "{status}");
+}
+
+// Before the Cloud KMS anchor, `anchor = "backend"` (the default) with a KMS audit key was a
+// config error at start, so none of this could run; with `anchor = "none"` the emptied log
+// below started a fresh chain unnoticed.
+#[tokio::test]
+async fn an_audit_key_in_cloud_kms_anchors_the_log_in_its_labels() {
+    let kms = FakeKms::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut signerd, key) = kms_signerd_with(&kms, "").await;
+    sign_once(&signerd, key, 1).await;
+    stop(&mut signerd).await;
+    let first_run = lines(&only_file(&signerd.audit_dir()));
+    assert_eq!(kms_anchor(&kms), Some(last_record(&signerd)));
+
+    // A normal restart, then a crash and a restart after it, start and anchor as usual.
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+    sign_once(&signerd, key, 2).await;
+    signerd.kill().await.unwrap_or_else(|e| panic!("{e:#}"));
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+    sign_once(&signerd, key, 3).await;
+    stop(&mut signerd).await;
+    let (anchored_seq, anchored_hash) = last_record(&signerd);
+    assert_eq!(
+        kms_anchor(&kms),
+        Some((anchored_seq.clone(), anchored_hash))
+    );
+
+    // Cut back to the first run's sealed log: only the anchor shows what is missing.
+    let file = only_file(&signerd.audit_dir());
+    let all = lines(&file);
+    write_lines(&file, &first_run);
+    let refused = signerd.launch().await;
     let error = format!(
         "{:#}",
         refused
             .err()
-            .unwrap_or_else(|| panic!("an unanchored log started without audit.anchor = \"none\""))
+            .unwrap_or_else(|| panic!("signerd restarted on a log cut back behind its KMS anchor"))
     );
     assert!(
-        error.contains("audit.anchor") && error.contains("gcp-kms"),
+        error.contains("behind its anchor")
+            && error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
+            && error.contains(&format!("the log ends at seq {}", first_run.len())),
         "{error}"
     );
-    // The fake KMS never saw the audit key created: refused before anything changed.
-    assert!(!kms.has_key(signer_testkit::GcpKmsOptions::KEY_RING, "signerd-audit"));
+
+    // Emptied: the same.
+    write_lines(&file, &all);
+    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
+        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let refused = signerd.launch().await;
+    let error = format!(
+        "{:#}",
+        refused
+            .err()
+            .unwrap_or_else(|| panic!("signerd started a new chain beside its KMS anchor"))
+    );
+    assert!(
+        error.contains("behind its anchor")
+            && error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
+            && error.contains("holds no record"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_quota_hit_on_the_kms_anchor_update_does_not_fail_signing() {
+    let kms = FakeKms::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut signerd, key) = kms_signerd_with(&kms, "checkpoint_every_records = 2").await;
+    kms.inject(FaultPlan::always(Fault::TooManyRequests).on_update());
+    let before = kms_anchor(&kms);
+    let mut sequence = 1;
+    let failures = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("signerd_audit_anchor_failures_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        // Every signature succeeds while the label update keeps hitting the quota.
+        sign_once(&signerd, key, sequence).await;
+        sequence += 1;
+        let metrics = signerd.metrics().await.unwrap_or_else(|e| panic!("{e:#}"));
+        if failures(&metrics) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "no failed anchor update counted: {metrics}"
+        );
+    }
+    assert_eq!(
+        kms_anchor(&kms),
+        before,
+        "the anchor moved through a quota error"
+    );
+    // The quota refills: the next checkpoint (the final one here) moves the anchor.
+    kms.clear_fault();
+    sign_once(&signerd, key, sequence).await;
+    stop(&mut signerd).await;
+    assert_eq!(kms_anchor(&kms), Some(last_record(&signerd)));
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+#[tokio::test]
+async fn an_audit_key_in_cloud_kms_can_opt_out_of_the_anchor() {
+    let kms = FakeKms::start().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let (mut signerd, _) = kms_signerd_with(&kms, "anchor = \"none\"").await;
+    stop(&mut signerd).await;
+    assert!(kms.has_key(GcpKmsOptions::KEY_RING, "signerd-audit"));
+    assert_eq!(kms_anchor(&kms), None);
+    assert_eq!(
+        kms.calls(signer_testkit::fake_kms::KmsCall::UpdateCryptoKey),
+        0
+    );
+    // Documented: without the anchor an emptied log is not noticed.
+    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
+        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// splitmix64: a seeded generator, so a failing run of the crash test can be replayed.

@@ -30,6 +30,10 @@ async fn signerd_serving(kms: &FakeKms, settings: &str, server: &str) -> Signerd
     if !kms.has_key(RING, "signerd-audit") {
         kms.preload_key(RING, "signerd-audit")
             .unwrap_or_else(|e| panic!("{e:#}"));
+        // As signerd creates it: anchored at "nothing written yet".
+        let empty =
+            signerd::backend::gcp_kms::anchor_labels(&signerd::audit::anchor::AuditAnchor::EMPTY);
+        kms.set_labels(RING, "signerd-audit", empty.into_iter().collect());
     }
     let mut grant = Grant::keys("gateway", &["wallet-*"]);
     grant.blind_sign = true;

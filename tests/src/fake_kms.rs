@@ -76,6 +76,8 @@ pub enum Scope {
     All,
     /// `AsymmetricSign` only.
     Sign,
+    /// `UpdateCryptoKey` only (the audit anchor's label updates).
+    UpdateCryptoKey,
 }
 
 /// A fault, the calls it hits and how many times.
@@ -115,6 +117,12 @@ impl FaultPlan {
         self.scope = Scope::Sign;
         self
     }
+
+    /// Restricts the plan (an error fault) to `UpdateCryptoKey`.
+    pub fn on_update(mut self) -> FaultPlan {
+        self.scope = Scope::UpdateCryptoKey;
+        self
+    }
 }
 
 /// The KMS calls the fake serves (names as in the API, used by [`FakeKms::calls`]).
@@ -136,10 +144,12 @@ pub enum KmsCall {
     GetPublicKey,
     /// `POST /v1/{cryptoKeyVersion}:asymmetricSign`.
     AsymmetricSign,
+    /// `PATCH /v1/{cryptoKey}?updateMask=labels`.
+    UpdateCryptoKey,
 }
 
 impl KmsCall {
-    const ALL: [KmsCall; 8] = [
+    const ALL: [KmsCall; 9] = [
         KmsCall::CreateKeyRing,
         KmsCall::GetKeyRing,
         KmsCall::CreateCryptoKey,
@@ -148,6 +158,7 @@ impl KmsCall {
         KmsCall::GetCryptoKeyVersion,
         KmsCall::GetPublicKey,
         KmsCall::AsymmetricSign,
+        KmsCall::UpdateCryptoKey,
     ];
 
     fn index(self) -> usize {
@@ -169,6 +180,7 @@ struct FakeKey {
     protection_level: i64,
     /// Reads of version 1 still to answer `PENDING_GENERATION`.
     pending_reads: u32,
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -313,6 +325,34 @@ impl FakeKms {
             .map(|k| protection_level_name(k.protection_level).0)
     }
 
+    /// The labels of CryptoKey `key_id` in `key_ring`, if it exists.
+    pub fn labels(&self, key_ring: &str, key_id: &str) -> Option<BTreeMap<String, String>> {
+        lock(&self.shared.store)
+            .keys
+            .get(&format!("{key_ring}/cryptoKeys/{key_id}"))
+            .map(|k| k.labels.clone())
+    }
+
+    /// Replaces the labels of CryptoKey `key_id` in `key_ring` (as an operator would); `false`
+    /// when there is no such key.
+    pub fn set_labels(
+        &self,
+        key_ring: &str,
+        key_id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> bool {
+        match lock(&self.shared.store)
+            .keys
+            .get_mut(&format!("{key_ring}/cryptoKeys/{key_id}"))
+        {
+            Some(key) => {
+                key.labels = labels;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the store holds CryptoKey `key_id` in `key_ring`.
     pub fn has_key(&self, key_ring: &str, key_id: &str) -> bool {
         lock(&self.shared.store)
@@ -333,6 +373,7 @@ impl FakeKms {
                 signing,
                 protection_level: 2,
                 pending_reads: 0,
+                labels: BTreeMap::new(),
             },
         );
         Ok(public)
@@ -394,6 +435,7 @@ enum Route {
     GetCryptoKeyVersion { name: String },
     GetPublicKey { version: String },
     AsymmetricSign { version: String },
+    UpdateCryptoKey { name: String },
 }
 
 impl Route {
@@ -407,6 +449,7 @@ impl Route {
             Route::GetCryptoKeyVersion { .. } => KmsCall::GetCryptoKeyVersion,
             Route::GetPublicKey { .. } => KmsCall::GetPublicKey,
             Route::AsymmetricSign { .. } => KmsCall::AsymmetricSign,
+            Route::UpdateCryptoKey { .. } => KmsCall::UpdateCryptoKey,
         }
     }
 
@@ -445,6 +488,7 @@ impl Route {
             7 if post => Some(Route::CreateCryptoKey { key_ring: name(6) }),
             7 if get => Some(Route::ListCryptoKeys { key_ring: name(6) }),
             8 if get => Some(Route::GetCryptoKey { name: name(8) }),
+            8 if method == Method::PATCH => Some(Route::UpdateCryptoKey { name: name(8) }),
             10 if get => Some(Route::GetCryptoKeyVersion { name: name(10) }),
             11 if get => Some(Route::GetPublicKey { version: name(10) }),
             _ => None,
@@ -622,6 +666,7 @@ async fn kms_api(
         Route::AsymmetricSign { version } => {
             asymmetric_sign(&shared, &version, &body, enums, fault)
         }
+        Route::UpdateCryptoKey { name } => update_crypto_key(&shared, &name, &query, &body, enums),
     }
 }
 
@@ -648,7 +693,11 @@ fn take_fault(shared: &Shared, call: KmsCall) -> Option<Fault> {
     let mut slot = lock(&shared.fault);
     let plan = (*slot)?;
     let applies = if plan.fault.is_error() {
-        plan.scope == Scope::All || call == KmsCall::AsymmetricSign
+        match plan.scope {
+            Scope::All => true,
+            Scope::Sign => call == KmsCall::AsymmetricSign,
+            Scope::UpdateCryptoKey => call == KmsCall::UpdateCryptoKey,
+        }
     } else {
         call == KmsCall::AsymmetricSign
     };
@@ -698,7 +747,7 @@ fn create_key_ring(shared: &Shared, parent: &str, query: &HashMap<String, String
 }
 
 fn crypto_key_json(name: &str, key: &FakeKey, enums: Enums) -> Value {
-    json!({
+    let mut json = json!({
         "name": name,
         "purpose": enums.write(PURPOSE_ASYMMETRIC_SIGN),
         "createTime": CREATE_TIME,
@@ -707,7 +756,74 @@ fn crypto_key_json(name: &str, key: &FakeKey, enums: Enums) -> Value {
             "algorithm": enums.write(ALGORITHM_EC_SIGN_ED25519),
         },
         "destroyScheduledDuration": "2592000s",
-    })
+    });
+    // proto3 JSON leaves an empty map out.
+    if !key.labels.is_empty() {
+        json["labels"] = json!(key.labels);
+    }
+    json
+}
+
+/// A CryptoKey's `labels` as Cloud KMS checks them: at most 64; keys 1-63 characters starting
+/// with a lowercase letter, values at most 63; both only lowercase letters, digits, `_`, `-`.
+fn read_labels(body: &Value) -> std::result::Result<BTreeMap<String, String>, String> {
+    let Some(labels) = body.get("labels") else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(labels) = labels.as_object() else {
+        return Err("labels must be a map of strings".into());
+    };
+    if labels.len() > 64 {
+        return Err("a resource has at most 64 labels".into());
+    }
+    let allowed = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
+    let mut read = BTreeMap::new();
+    for (key, value) in labels {
+        let Some(value) = value.as_str() else {
+            return Err(format!("label {key:?}: the value must be a string"));
+        };
+        let key_ok =
+            key.len() <= 63 && key.starts_with(|c: char| c.is_ascii_lowercase()) && allowed(key);
+        if !key_ok || value.len() > 63 || !allowed(value) {
+            return Err(format!(
+                "label {key:?}={value:?} breaks the label requirements"
+            ));
+        }
+        read.insert(key.clone(), value.to_owned());
+    }
+    Ok(read)
+}
+
+/// `PATCH /v1/{cryptoKey.name}?updateMask=labels`: replaces the labels (the only field the fake
+/// updates) and answers the updated CryptoKey.
+fn update_crypto_key(
+    shared: &Shared,
+    name: &str,
+    query: &HashMap<String, String>,
+    body: &Value,
+    enums: Enums,
+) -> Response {
+    match query.get("updateMask").map(String::as_str) {
+        Some("labels") => {}
+        Some(other) => return invalid(format!("the fake kms only updates labels, not {other:?}")),
+        None => return invalid("update_mask is required"),
+    }
+    if body.get("name").and_then(Value::as_str) != Some(name) {
+        return invalid("crypto_key.name must name the CryptoKey of the path");
+    }
+    let labels = match read_labels(body) {
+        Ok(labels) => labels,
+        Err(why) => return invalid(why),
+    };
+    let mut store = lock(&shared.store);
+    let Some(key) = store.keys.get_mut(name) else {
+        return not_found(&format!("CryptoKey {name}"));
+    };
+    key.labels = labels;
+    Json(crypto_key_json(name, key, enums)).into_response()
 }
 
 fn create_crypto_key(
@@ -750,6 +866,10 @@ fn create_crypto_key(
     {
         return invalid("the fake kms supports protection levels SOFTWARE and HSM");
     }
+    let labels = match read_labels(body) {
+        Ok(labels) => labels,
+        Err(why) => return invalid(why),
+    };
     let seed = match random_seed() {
         Ok(seed) => seed,
         Err(e) => return api_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
@@ -770,6 +890,7 @@ fn create_crypto_key(
         signing: SigningKey::from_bytes(&seed),
         protection_level,
         pending_reads: shared.pending_polls.load(Ordering::Relaxed),
+        labels,
     };
     let response = crypto_key_json(&name, &key, enums);
     store.keys.insert(name, key);
@@ -983,6 +1104,11 @@ mod tests {
             ),
             Some(Route::AsymmetricSign { .. })
         ));
+        assert!(matches!(
+            Route::parse(&Method::PATCH, &format!("{ring}/cryptoKeys/k")),
+            Some(Route::UpdateCryptoKey { .. })
+        ));
+        assert!(Route::parse(&Method::PATCH, ring).is_none());
         assert!(Route::parse(&Method::GET, "/v1/projects/p/zones/l/keyRings/r").is_none());
         assert!(Route::parse(&Method::DELETE, ring).is_none());
         assert!(

@@ -692,17 +692,6 @@ pub fn with_request_id<T>(message: T, request_id: &str) -> tonic::Request<T> {
     request
 }
 
-/// The `[audit]` lines after `dir`: the options' own, and `anchor = "none"` when the audit key
-/// goes to Cloud KMS (which cannot keep the anchor) unless the options say otherwise.
-fn audit_table(options: &SignerdOptions) -> String {
-    let kms_default = options.gcp_kms.as_ref().is_some_and(|k| k.default);
-    if kms_default && !options.audit_toml.contains("anchor") {
-        format!("{}\nanchor = \"none\"", options.audit_toml)
-    } else {
-        options.audit_toml.clone()
-    }
-}
-
 fn render_config(options: &SignerdOptions, token: &Token, pki: &TestPki) -> String {
     let pkcs11 = if options.gcp_kms.as_ref().is_some_and(|k| k.without_pkcs11) {
         String::new()
@@ -756,7 +745,7 @@ listen = "127.0.0.1:0"
         server = options.server_toml,
         tls = options.tls_toml,
         pki = pki.dir.display(),
-        audit = audit_table(options),
+        audit = options.audit_toml,
         limits = options.limits_toml.clone().unwrap_or_else(|| {
             "[limits]\nper_identity_per_second = 1000000\nper_identity_burst = 1000000\nper_key_per_second = 1000000\nper_key_burst = 1000000\ndenials_per_second = 1000000\ndenial_burst = 1000000".to_owned()
         }),

@@ -1,11 +1,13 @@
-//! The anchor: the last durable checkpoint's seq and hash, kept outside the audit directory (in
-//! the token, beside the audit key), so that a log cut back, emptied or replaced is noticed at
-//! start instead of starting a fresh chain with the same audit key.
+//! The anchor: the last durable checkpoint's seq and hash, kept outside the audit directory
+//! beside the audit key (a data object in the PKCS#11 token; labels of the CryptoKey in Cloud
+//! KMS), so that a log cut back, emptied or replaced is noticed at start instead of starting a
+//! fresh chain with the same audit key.
 //!
 //! Order makes a crash harmless: the anchor moves only after its checkpoint is fsynced, so the
 //! log is never behind its anchor after a crash, only ahead of it (which is normal). A fresh
-//! audit key gets the anchor "seq 0" *before* the key is created, so "key exists, no anchor"
-//! only happens for a log written by a signerd that had no anchors yet.
+//! audit key gets the anchor "seq 0" *before* (PKCS#11) or together with (Cloud KMS) the key's
+//! creation, so "key exists, no anchor" only happens for a log written by a signerd that had no
+//! anchors yet.
 
 use super::chain::GENESIS;
 
@@ -77,13 +79,13 @@ pub struct LogFound {
     pub files: usize,
 }
 
-/// Compares the log with the anchor (`None`: the token has none for an audit key that already
+/// Compares the log with the anchor (`None`: the backend has none for an audit key that already
 /// existed).
 pub fn compare(anchor: Option<AuditAnchor>, log: &LogFound) -> AnchorCheck {
     let Some(anchor) = anchor else {
         return if log.head_seq == 0 {
             AnchorCheck::Missing(
-                "the audit key exists but the log is empty and the token holds no anchor: the \
+                "the audit key exists but the log is empty and the backend holds no anchor: the \
                  audit directory was emptied"
                     .to_owned(),
             )
@@ -107,13 +109,13 @@ pub fn compare(anchor: Option<AuditAnchor>, log: &LogFound) -> AnchorCheck {
             )
         };
         return AnchorCheck::Missing(format!(
-            "the token anchors checkpoint {anchor}, but {found}"
+            "the backend anchors checkpoint {anchor}, but {found}"
         ));
     }
     match log.hash_at_anchor {
         Some(hash) if hash == anchor.hash => AnchorCheck::Holds,
         _ => AnchorCheck::Missing(format!(
-            "the token anchors checkpoint {anchor}, but the log's record {} is a different one: \
+            "the backend anchors checkpoint {anchor}, but the log's record {} is a different one: \
              the log was rewritten or replaced after that checkpoint",
             anchor.seq
         )),

@@ -61,12 +61,12 @@ pub struct AuditConfig {
 #[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AnchorMode {
-    /// In the backend holding the audit key (a PKCS#11 data object beside it). A log behind
-    /// its anchor stops signerd at start.
+    /// In the backend holding the audit key (a PKCS#11 data object beside it, or labels of
+    /// the Cloud KMS CryptoKey). A log behind its anchor stops signerd at start.
     #[default]
     Backend,
-    /// No anchor: deleting or cutting the log back to an earlier final checkpoint goes
-    /// unnoticed at start. For an audit key in Cloud KMS, which cannot keep one.
+    /// No anchor (an explicit opt-out): deleting or cutting the log back to an earlier final
+    /// checkpoint goes unnoticed at start.
     None,
 }
 
@@ -118,6 +118,8 @@ pub struct AuditLog {
     checkpointing: tokio::sync::Mutex<()>,
     /// Each durable checkpoint is stored as the backend's anchor.
     anchored: bool,
+    /// Counts anchor updates that failed (`signerd_audit_anchor_failures_total`).
+    metrics: Arc<Metrics>,
     dir: PathBuf,
     /// Saved with a checkpoint at start, at shutdown and at most every `every` in between.
     guard: Arc<Mutex<SequenceGuard>>,
@@ -225,7 +227,7 @@ impl AuditLog {
             Some(AnchorCheck::NotAnchoredYet) => {
                 tracing::warn!(
                     head_seq = summary.head_seq,
-                    "the token holds no audit anchor yet (a log from before anchors): anchoring it now"
+                    "the backend holds no audit anchor yet (a log from before anchors): anchoring it now"
                 );
                 None
             }
@@ -253,7 +255,7 @@ impl AuditLog {
                 seq: summary.head_seq,
                 hash: summary.head_hash,
             },
-            metrics,
+            metrics.clone(),
         )?;
         let log = Arc::new(AuditLog {
             writer,
@@ -263,6 +265,7 @@ impl AuditLog {
             every: Duration::from_secs(config.checkpoint_every_secs),
             checkpointing: tokio::sync::Mutex::new(()),
             anchored,
+            metrics,
             dir: config.dir.clone(),
             guard,
             snapshots: Mutex::new(Snapshots {
@@ -379,9 +382,13 @@ impl AuditLog {
                 seq: appended.seq,
                 hash: appended.hash,
             };
-            self.backend
-                .store_audit_anchor(&self.key_id, &anchor)
-                .await?;
+            // A failed update (a KMS quota hit, an outage) only leaves the anchor at an older
+            // checkpoint, which the log still holds: logged, counted, and retried with the next
+            // checkpoint. Failing the checkpoint for it would not make the log any safer.
+            if let Err(e) = self.backend.store_audit_anchor(&self.key_id, &anchor).await {
+                self.metrics.audit_anchor_failures.inc();
+                tracing::error!(error = %e, seq = anchor.seq, "audit anchor not updated; retried at the next checkpoint");
+            }
         }
         Ok(appended)
     }

@@ -23,6 +23,12 @@
 //! An id KMS does not hold is remembered as unknown for `unknown_key_cache_ms`, and lookups of
 //! ids in neither cache are rate-limited (`unknown_key_lookups_per_second`), so requests for
 //! made-up ids cannot spend the quota that signing needs.
+//!
+//! The audit anchor ([`AuditAnchor`]) lives in labels of the audit key's CryptoKey
+//! ([`ANCHOR_SEQ_LABEL`], [`ANCHOR_HASH_LABELS`]): label values are at most 63 characters of
+//! `[a-z0-9_-]`, so the 64 hex digits of the hash are split into two labels of 32. It is read
+//! with `GetCryptoKey` and written with `UpdateCryptoKey` (`update_mask = labels`, other labels
+//! kept); a new audit key is created with the empty anchor in its labels, in the same call.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -48,10 +54,12 @@ use google_cloud_kms_v1::model::crypto_key_version::{
     CryptoKeyVersionAlgorithm, CryptoKeyVersionState,
 };
 use google_cloud_kms_v1::model::{CryptoKey, CryptoKeyVersionTemplate, KeyRing, ProtectionLevel};
+use google_cloud_wkt::FieldMask;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
 use super::KeyBackend;
+use crate::audit::anchor::AuditAnchor;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyInfo, PublicKey};
 
@@ -66,6 +74,13 @@ pub const MAX_CRYPTO_KEY_ID_LEN: usize = 63;
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
+
+/// The label holding the anchored checkpoint's seq (decimal).
+pub const ANCHOR_SEQ_LABEL: &str = "signerd-anchor-seq";
+
+/// The labels holding the anchored checkpoint's hash: lowercase hex, first and second half (a
+/// label value is at most 63 characters, the hash is 64 hex digits).
+pub const ANCHOR_HASH_LABELS: [&str; 2] = ["signerd-anchor-hash-a", "signerd-anchor-hash-b"];
 
 /// Keys listed per page at start.
 const LIST_PAGE_SIZE: i32 = 500;
@@ -290,6 +305,10 @@ impl KeyRingName {
     fn first_version(&self, id: &KeyId) -> String {
         format!("{}/cryptoKeys/{id}/cryptoKeyVersions/1", self.full)
     }
+
+    fn crypto_key(&self, id: &KeyId) -> String {
+        format!("{}/cryptoKeys/{id}", self.full)
+    }
 }
 
 impl fmt::Display for KeyRingName {
@@ -384,6 +403,12 @@ pub struct GcpKmsBackend {
     unknown_ttl: Duration,
     /// KMS lookups of ids in neither cache.
     unknown_lookups: DefaultDirectRateLimiter,
+    /// The labels last read from or written to each audit key, so that storing an anchor keeps
+    /// the operator's own labels without reading them first.
+    audit_labels: Mutex<HashMap<KeyId, HashMap<String, String>>>,
+    /// Anchors stored for audit keys that do not exist yet: `create_key` puts them in the new
+    /// CryptoKey's labels, so a key never exists without its anchor.
+    anchors_at_creation: Mutex<HashMap<KeyId, AuditAnchor>>,
 }
 
 impl GcpKmsBackend {
@@ -459,6 +484,8 @@ impl GcpKmsBackend {
             unknown_lookups: RateLimiter::direct(Quota::per_second(
                 NonZeroU32::new(config.unknown_key_lookups_per_second).unwrap_or(NonZeroU32::MIN),
             )),
+            audit_labels: Mutex::new(HashMap::new()),
+            anchors_at_creation: Mutex::new(HashMap::new()),
         };
         backend.ensure_key_ring(config.create_key_ring).await?;
         backend.fill_cache().await?;
@@ -689,6 +716,23 @@ impl GcpKmsBackend {
         }
     }
 
+    /// The labels of the CryptoKey `id` (remembered for the next anchor update); `None` when
+    /// the key does not exist.
+    async fn read_labels(&self, id: &KeyId) -> Result<Option<HashMap<String, String>>> {
+        let get = self
+            .client
+            .get_crypto_key()
+            .set_name(self.key_ring.crypto_key(id))
+            .send();
+        let key = match self.call("get key", get).await {
+            Ok(key) => key,
+            Err(e) if e.code() == Some(Code::NotFound) => return Ok(None),
+            Err(e) => return Err(e.into_error("get key")),
+        };
+        lock(&self.audit_labels).insert(id.clone(), key.labels.clone());
+        Ok(Some(key.labels))
+    }
+
     fn cached(&self, id: &KeyId) -> Option<CachedKey> {
         read(&self.keys).get(id).cloned()
     }
@@ -767,6 +811,10 @@ impl KeyBackend for GcpKmsBackend {
         let template = CryptoKeyVersionTemplate::new()
             .set_algorithm(CryptoKeyVersionAlgorithm::EcSignEd25519)
             .set_protection_level(self.protection_level.clone());
+        let labels = lock(&self.anchors_at_creation)
+            .get(id)
+            .map(anchor_labels)
+            .unwrap_or_default();
         let create = self
             .client
             .create_crypto_key()
@@ -775,7 +823,8 @@ impl KeyBackend for GcpKmsBackend {
             .set_crypto_key(
                 CryptoKey::new()
                     .set_purpose(CryptoKeyPurpose::AsymmetricSign)
-                    .set_version_template(template),
+                    .set_version_template(template)
+                    .set_labels(labels.clone()),
             )
             // A retry after a lost response finds ALREADY_EXISTS, handled below.
             .with_idempotency(true)
@@ -794,6 +843,9 @@ impl KeyBackend for GcpKmsBackend {
         })?;
         write(&self.keys).insert(id.clone(), key.clone());
         lock(&self.unknown).remove(id);
+        if lock(&self.anchors_at_creation).remove(id).is_some() && created {
+            lock(&self.audit_labels).insert(id.clone(), labels);
+        }
         tracing::info!(key_id = %id, created, public_key = %key.public.account_id(), "gcp-kms key ready");
         Ok((key_info(id, &key), created))
     }
@@ -829,6 +881,58 @@ impl KeyBackend for GcpKmsBackend {
             tracing::error!(key_id = %id, version = %key.version, "gcp-kms signature refused: {why}");
             Error::Backend(format!("gcp-kms signature refused: {why}"))
         })
+    }
+
+    fn holds_audit_anchor(&self) -> bool {
+        true
+    }
+
+    async fn audit_anchor(&self, audit_key: &KeyId) -> Result<Option<AuditAnchor>> {
+        let Some(labels) = self.read_labels(audit_key).await? else {
+            return Ok(None);
+        };
+        anchor_of_labels(&labels).map_err(|why| {
+            Error::Backend(format!(
+                "gcp-kms audit anchor in the labels of {audit_key}: {why}"
+            ))
+        })
+    }
+
+    /// For a key that does not exist yet, the anchor waits for `create_key`, which creates the
+    /// key with it. Otherwise one `UpdateCryptoKey` replaces the anchor labels and keeps the
+    /// others. No compare-and-swap: KMS offers none on labels, and one audit key has one
+    /// signerd writing it.
+    async fn store_audit_anchor(&self, audit_key: &KeyId, anchor: &AuditAnchor) -> Result<()> {
+        let known = lock(&self.audit_labels).get(audit_key).cloned();
+        let mut labels = match known {
+            Some(labels) => labels,
+            None => match self.read_labels(audit_key).await? {
+                Some(labels) => labels,
+                None => {
+                    lock(&self.anchors_at_creation).insert(audit_key.clone(), *anchor);
+                    return Ok(());
+                }
+            },
+        };
+        labels.extend(anchor_labels(anchor));
+        let update = self
+            .client
+            .update_crypto_key()
+            .set_crypto_key(
+                CryptoKey::new()
+                    .set_name(self.key_ring.crypto_key(audit_key))
+                    .set_labels(labels.clone()),
+            )
+            .set_update_mask(FieldMask::default().set_paths(["labels"]))
+            // Writing the same labels twice leaves the same labels.
+            .with_idempotency(true)
+            .send();
+        let updated = self
+            .call("update audit anchor", update)
+            .await
+            .map_err(|e| e.into_error("update audit anchor"))?;
+        lock(&self.audit_labels).insert(audit_key.clone(), updated.labels);
+        Ok(())
     }
 
     async fn shutdown(&self) {
@@ -892,6 +996,50 @@ fn check_signature(
         .verify_strict(hash, &Signature::from_bytes(&signature))
         .map_err(|_| "signature does not verify under the key's public key".to_owned())?;
     Ok(signature)
+}
+
+/// The anchor as CryptoKey labels.
+pub fn anchor_labels(anchor: &AuditAnchor) -> HashMap<String, String> {
+    let hash = hex::encode(anchor.hash);
+    let (first, second) = hash.split_at(32);
+    HashMap::from([
+        (ANCHOR_SEQ_LABEL.to_owned(), anchor.seq.to_string()),
+        (ANCHOR_HASH_LABELS[0].to_owned(), first.to_owned()),
+        (ANCHOR_HASH_LABELS[1].to_owned(), second.to_owned()),
+    ])
+}
+
+/// Reads [`anchor_labels`] back: `None` when none of them is there (a key from before
+/// anchors), an error when they are there but incomplete or malformed.
+pub fn anchor_of_labels(
+    labels: &HashMap<String, String>,
+) -> std::result::Result<Option<AuditAnchor>, String> {
+    let seq = labels.get(ANCHOR_SEQ_LABEL);
+    let halves = ANCHOR_HASH_LABELS.map(|name| labels.get(name));
+    if seq.is_none() && halves.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let (Some(seq), [Some(first), Some(second)]) = (seq, halves) else {
+        return Err(format!(
+            "{ANCHOR_SEQ_LABEL} and {} need each other",
+            ANCHOR_HASH_LABELS.join(" and ")
+        ));
+    };
+    let seq = match seq.parse::<u64>() {
+        // Only the canonical form ("+7" and "07" parse too).
+        Ok(parsed) if parsed.to_string() == *seq => parsed,
+        _ => return Err(format!("{ANCHOR_SEQ_LABEL} is {seq:?}, not a decimal seq")),
+    };
+    let hex_hash = [first.as_str(), second.as_str()].concat();
+    let Some(hash) = hex::decode(&hex_hash)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+    else {
+        return Err(format!(
+            "the hash labels hold {hex_hash:?}, not 64 hex digits"
+        ));
+    };
+    Ok(Some(AuditAnchor { seq, hash }))
 }
 
 /// Quota errors: KMS is up and refuses more calls for now (HTTP 429, `RESOURCE_EXHAUSTED`),
@@ -1087,6 +1235,57 @@ mod tests {
     }
 
     const RFC8410_PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn the_anchor_round_trips_through_labels_that_kms_accepts() {
+        let anchor = AuditAnchor {
+            seq: 1234,
+            hash: std::array::from_fn(|i| (i * 7) as u8),
+        };
+        let labels = anchor_labels(&anchor);
+        for (key, value) in &labels {
+            assert!(key.len() <= 63 && value.len() <= 63, "{key}={value}");
+            assert!(
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+                "{value}"
+            );
+        }
+        assert_eq!(anchor_of_labels(&labels), Ok(Some(anchor)));
+        let mut with_others = labels.clone();
+        with_others.insert("team".into(), "payments".into());
+        assert_eq!(anchor_of_labels(&with_others), Ok(Some(anchor)));
+        assert_eq!(anchor_of_labels(&HashMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn partial_or_malformed_anchor_labels_are_refused() {
+        let labels = anchor_labels(&AuditAnchor {
+            seq: 5,
+            hash: [0xab; 32],
+        });
+        for missing in [
+            ANCHOR_SEQ_LABEL,
+            ANCHOR_HASH_LABELS[0],
+            ANCHOR_HASH_LABELS[1],
+        ] {
+            let mut cut = labels.clone();
+            cut.remove(missing);
+            assert!(anchor_of_labels(&cut).is_err(), "without {missing}");
+        }
+        for (label, value) in [
+            (ANCHOR_SEQ_LABEL, "07"),
+            (ANCHOR_SEQ_LABEL, "+7"),
+            (ANCHOR_SEQ_LABEL, "seven"),
+            (ANCHOR_HASH_LABELS[0], "ab"),
+            (ANCHOR_HASH_LABELS[1], "zz"),
+        ] {
+            let mut bad = labels.clone();
+            bad.insert(label.into(), value.into());
+            assert!(anchor_of_labels(&bad).is_err(), "{label}={value}");
+        }
+    }
 
     #[test]
     fn pem_spki_yields_the_raw_key() {

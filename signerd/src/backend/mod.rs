@@ -41,8 +41,8 @@ pub trait KeyBackend: Send + Sync + 'static {
     /// Signs a 32-byte hash with the key (pure Ed25519 over exactly these bytes).
     async fn sign(&self, id: &KeyId, hash: &[u8; 32]) -> Result<[u8; 64]>;
 
-    /// Whether this backend keeps the audit anchor ([`AuditAnchor`]) beside the audit key. A
-    /// backend that cannot (Cloud KMS) needs `audit.anchor = "none"` in the config.
+    /// Whether this backend keeps the audit anchor ([`AuditAnchor`]) beside the audit key. An
+    /// audit key in a backend that cannot needs `audit.anchor = "none"` in the config.
     fn holds_audit_anchor(&self) -> bool {
         false
     }
