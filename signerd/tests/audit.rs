@@ -1081,6 +1081,22 @@ async fn an_audit_key_in_cloud_kms_anchors_the_log_in_its_labels() {
             && error.contains("holds no record"),
         "{error}"
     );
+
+    // An operator accepts the loss: the gap is recorded and the labels anchor the new chain.
+    signerd
+        .launch_with_args(&["--accept-audit-gap"])
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    stop(&mut signerd).await;
+    assert_eq!(kms_anchor(&kms), Some(last_record(&signerd)));
+    let gap = signerd
+        .audit_records()
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .into_iter()
+        .find(|r| r.kind == "gap")
+        .unwrap_or_else(|| panic!("no gap record"));
+    assert_eq!(gap.anchored_seq.map(|s| s.to_string()), Some(anchored_seq));
+    signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 #[tokio::test]
