@@ -404,7 +404,8 @@ pub struct GcpKmsBackend {
     /// KMS lookups of ids in neither cache.
     unknown_lookups: DefaultDirectRateLimiter,
     /// The labels last read from or written to each audit key, so that storing an anchor keeps
-    /// the operator's own labels without reading them first.
+    /// the operator's own labels without reading them first (labels an operator changes while
+    /// signerd runs are overwritten by the next anchor update).
     audit_labels: Mutex<HashMap<KeyId, HashMap<String, String>>>,
     /// Anchors stored for audit keys that do not exist yet: `create_key` puts them in the new
     /// CryptoKey's labels, so a key never exists without its anchor.
