@@ -234,6 +234,29 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
     }
 
+    async fn a_create_account_that_finds_the_destination_existing_is_rebuilt_as_a_payment(kind: DatabaseKind) {
+        // bob does not exist when the payment is built (a fenced 404), so it is a
+        // create_account; its submissions are lost, and bob's account is created meanwhile.
+        // The resubmitted bytes fail in their ledger with op_already_exists: nothing was paid
+        // and the sequence is spent, so the payment is rebuilt as a payment on a new one, not
+        // left FAILED.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", None).await;
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let submitted = eventually(Duration::from_secs(30), || async { s.payment(&id).await["status"] == "SUBMITTED" }).await;
+        assert!(submitted, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        must(s.sim.create_account(bob_account, 10 * XLM));
+        s.sim.clear_faults();
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert!(payment.to_string().contains("op_already_exists"), "the create_account never failed: the test proved nothing\n{payment}");
+        // The failed create_account and the payment: two applied, one paid.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 2);
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+    }
+
     async fn a_sequence_read_from_a_node_behind_the_last_applied_payment_is_not_used(kind: DatabaseKind) {
         // Every node lags 40 ledgers. The first payment applies at ledger L (the submission says
         // so); the second one's account read comes from a node 40 ledgers behind L and shows the
