@@ -27,6 +27,11 @@ struct PaymentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadLabels {
+    read: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignerLabels {
     rpc: &'static str,
     outcome: &'static str,
@@ -48,6 +53,7 @@ struct Inner {
     payments_needing_attention: Counter,
     wallets_created: Counter,
     rate_limited: Counter,
+    reads_behind: Family<ReadLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -108,6 +114,12 @@ impl Metrics {
             "Requests refused with 429 by the per-API-key rate limit",
             rate_limited.clone(),
         );
+        let reads_behind = Family::<ReadLabels, Counter>::default();
+        registry.register(
+            "horizon_reads_behind",
+            "Payment decisions postponed because the Horizon read came from a node behind the ledger that would prove them, by read (source_absent, destination_absent, source_sequence)",
+            reads_behind.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -119,6 +131,7 @@ impl Metrics {
                 payments_needing_attention,
                 wallets_created,
                 rate_limited,
+                reads_behind,
             }),
         }
     }
@@ -181,6 +194,14 @@ impl Metrics {
     /// Counts a request refused by the rate limit.
     pub fn rate_limited(&self) {
         self.inner.rate_limited.inc();
+    }
+
+    /// Counts a payment decision postponed because its Horizon read was behind.
+    pub fn read_behind(&self, read: &'static str) {
+        self.inner
+            .reads_behind
+            .get_or_create(&ReadLabels { read })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

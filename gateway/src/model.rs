@@ -227,6 +227,11 @@ const TIMESTAMP_FORMAT: &[time::format_description::BorrowedFormatItem<'static>]
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
 );
 
+/// [`TIMESTAMP_FORMAT`] without its `Z`, for parsing.
+const TIMESTAMP_PARSE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]"
+);
+
 impl Timestamp {
     /// The current time.
     pub fn now() -> Self {
@@ -261,6 +266,13 @@ impl Timestamp {
             return Err(Error::CorruptData(format!("timestamp {raw:?}")));
         }
         Ok(Timestamp(raw))
+    }
+
+    /// The instant as unix seconds; `None` if the stored text does not parse.
+    pub fn unix_seconds(&self) -> Option<i64> {
+        time::PrimitiveDateTime::parse(self.0.trim_end_matches('Z'), TIMESTAMP_PARSE)
+            .ok()
+            .map(|t| t.assume_utc().unix_timestamp())
     }
 
     /// The timestamp as text.
@@ -483,6 +495,18 @@ impl IdempotencyKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timestamp_reads_back_as_unix_seconds() {
+        let stored = Timestamp::from_stored("2025-01-31T09:15:00.123Z".into());
+        assert_eq!(
+            stored.ok().and_then(|t| t.unix_seconds()),
+            Some(1_738_314_900)
+        );
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let read = Timestamp::now().unix_seconds().unwrap_or_default();
+        assert!((read - now).abs() <= 1, "{read} vs {now}");
+    }
 
     #[test]
     fn ids_accept_only_the_hyphenated_lowercase_form() {

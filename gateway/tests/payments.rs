@@ -186,6 +186,100 @@ fn statuses(payment: &Value) -> Vec<String> {
 }
 
 on_both_databases! {
+    async fn a_source_funded_ledgers_ago_read_from_lagging_nodes_is_paid_not_failed(kind: DatabaseKind) {
+        // Every Horizon node lags 40 ledgers (8 s); alice's account is created after they
+        // stalled, so for 8 s every read of it is a 404 from a node behind its creation. That
+        // 404 proves nothing: the payment must wait for a read that covers a ledger closed after
+        // it was accepted, not fail with SOURCE_ACCOUNT_NOT_FOUND.
+        let s = PaymentStack::start(kind).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_node_lags(&[40, 40]);
+        // A close after the lag began, so the nodes answer from a past ledger without alice.
+        must(s.sim.wait_for_ledger(s.sim.ledger_sequence() + 2, Duration::from_secs(30)).await);
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let id = s.accepted(&alice, &bob, "3").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert_eq!(s.sim.applied_from(alice_account).len(), 1);
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+        let metrics = s.stack.http.get("/metrics", None).await.body;
+        assert!(metrics.contains("gateway_horizon_reads_behind_total{read=\"source_absent\"}"), "{metrics}");
+    }
+
+    async fn a_source_that_does_not_exist_still_fails_once_a_read_covers_the_fence(kind: DatabaseKind) {
+        // The other side of the fence: a source that never existed is reported, not waited on.
+        let s = PaymentStack::start(kind).await;
+        let (alice, _) = s.wallet("alice", None).await;
+        let (bob, _) = s.wallet("bob", Some(10 * XLM)).await;
+        let id = s.accepted(&alice, &bob, "3").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "FAILED", "{payment}");
+        assert!(payment["failure_reason"].as_str().unwrap_or_default().starts_with("SOURCE_ACCOUNT_NOT_FOUND"), "{payment}");
+    }
+
+    async fn a_destination_lagging_nodes_report_absent_is_paid_not_created(kind: DatabaseKind) {
+        // bob's account is created after every node stalled 40 ledgers behind: their 404 for it
+        // would make the gateway build create_account, which fails in its ledger with
+        // op_already_exists. The destination read must be fenced like the source's.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        s.sim.set_node_lags(&[40, 40]);
+        must(s.sim.wait_for_ledger(s.sim.ledger_sequence() + 2, Duration::from_secs(30)).await);
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        let id = s.accepted(&alice, &bob, "3").await;
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        let applied = s.sim.applied_from(alice_account);
+        assert_eq!(applied.len(), 1, "{applied:?}");
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+    }
+
+    async fn a_create_account_that_finds_the_destination_existing_is_rebuilt_as_a_payment(kind: DatabaseKind) {
+        // bob does not exist when the payment is built (a fenced 404), so it is a
+        // create_account; its submissions are lost, and bob's account is created meanwhile.
+        // The resubmitted bytes fail in their ledger with op_already_exists: nothing was paid
+        // and the sequence is spent, so the payment is rebuilt as a payment on a new one, not
+        // left FAILED.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", None).await;
+        s.sim.timeout_without_apply(1_000);
+        let id = s.accepted(&alice, &bob, "3").await;
+        let submitted = eventually(Duration::from_secs(30), || async { s.payment(&id).await["status"] == "SUBMITTED" }).await;
+        assert!(submitted, "{}\n{}", s.payment(&id).await, s.stack.gateway.log());
+        must(s.sim.create_account(bob_account, 10 * XLM));
+        s.sim.clear_faults();
+        let payment = s.finished(&id).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}\n{}", s.stack.gateway.log());
+        assert!(payment.to_string().contains("op_already_exists"), "the create_account never failed: the test proved nothing\n{payment}");
+        // The failed create_account and the payment: two applied, one paid.
+        assert_eq!(s.sim.applied_from(alice_account).len(), 2);
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+    }
+
+    async fn a_sequence_read_from_a_node_behind_the_last_applied_payment_is_not_used(kind: DatabaseKind) {
+        // Every node lags 40 ledgers. The first payment applies at ledger L (the submission says
+        // so); the second one's account read comes from a node 40 ledgers behind L and shows the
+        // sequence the first one used. Building on it makes a transaction signerd's guard (or
+        // the network, tx_bad_seq) refuses; the read must be retried instead.
+        let s = PaymentStack::start(kind).await;
+        let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
+        let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
+        s.sim.set_node_lags(&[40, 40]);
+        must(s.sim.wait_for_ledger(s.sim.ledger_sequence() + 2, Duration::from_secs(30)).await);
+        let first = s.accepted(&alice, &bob, "1").await;
+        assert_eq!(s.finished(&first).await["status"], "SUCCESS");
+        let second = s.accepted(&alice, &bob, "2").await;
+        let payment = s.finished(&second).await;
+        assert_eq!(payment["status"], "SUCCESS", "{payment}");
+        let log = s.stack.gateway.log();
+        assert!(!log.contains("sequence in use"), "a stale sequence was used:\n{log}");
+        assert_eq!(s.sim.applied_from(alice_account).len(), 2);
+        assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
+        let metrics = s.stack.http.get("/metrics", None).await.body;
+        assert!(metrics.contains("gateway_horizon_reads_behind_total{read=\"source_sequence\"}"), "{metrics}");
+    }
+
     async fn a_transaction_that_never_landed_is_rebuilt_once_provably_dead(kind: DatabaseKind) {
         // max_time 1 s ahead, so the first transaction expires at once; signerd's guard then
         // holds the rebuild until max_time + 60 s: this test takes about a minute.

@@ -45,7 +45,7 @@ pub use scheduling::PaymentWake;
 use crate::config::{HorizonConfig, PaymentsConfig};
 use crate::horizon::Horizon;
 use crate::metrics::Metrics;
-use crate::model::{AccountId, SignerKeyId, WalletId};
+use crate::model::{AccountId, PaymentId, SignerKeyId, WalletId};
 use crate::signer::Signer;
 use crate::store::{PaymentRecord, Store};
 
@@ -142,8 +142,14 @@ pub struct PaymentWorker {
     owner: String,
     wake: Arc<PaymentWake>,
     active: Mutex<HashSet<WalletId>>,
-    /// Destination accounts seen to exist.
-    known_accounts: Remembered<String, ()>,
+    /// Accounts seen to exist (destinations and sources), with the highest ledger known to
+    /// reflect them: a read that showed the account, or one where a payment of its applied. A
+    /// read from a node behind that ledger may show an older sequence or no account at all.
+    known_accounts: Remembered<String, i64>,
+    /// Per payment, a ledger that closed after the payment was accepted (plus clock skew): a
+    /// read covering it shows every account that existed at acceptance, so only its 404 proves
+    /// an account absent.
+    absence_fences: Remembered<PaymentId, i64>,
     /// The signerd key and account of source wallets (fixed once a wallet is complete).
     sources: Remembered<WalletId, (SignerKeyId, AccountId)>,
 }
@@ -168,6 +174,7 @@ impl PaymentWorker {
             wake,
             active: Mutex::new(HashSet::new()),
             known_accounts: Remembered::new(),
+            absence_fences: Remembered::new(),
             sources: Remembered::new(),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Next, PaymentWorker, backoff};
 use crate::error::{Error, Result};
 use crate::horizon::{
-    AtLedger, HorizonError, ResultCodes, SequenceUse, Submission, TransactionRecord,
+    AccountInfo, AtLedger, HorizonError, ResultCodes, SequenceUse, Submission, TransactionRecord,
 };
 use crate::model::{AccountId, RequestId, SignerKeyId};
 use crate::payments::transaction::{PaymentTransaction, UnsignedFeeBump};
@@ -17,6 +17,11 @@ use crate::payments::{DestinationAccount, MemoText, PaymentStatus};
 use crate::store::{
     Lease, Outcome, PaymentRecord, Rebuild, SignedEnvelope, SignedTransaction, WalletRecord,
 };
+
+/// How far the gateway's clock and the network's ledger close times may differ: an account's
+/// absence is proven only by a read covering a ledger that closed this long after the payment
+/// was accepted.
+const ABSENCE_CLOCK_SKEW_SECS: i64 = 5;
 
 /// How long a payment waits before building again after signerd refused its stale time bounds.
 const STALE_BOUNDS_RETRY: Duration = Duration::from_millis(100);
@@ -90,19 +95,34 @@ impl PaymentWorker {
         let Some((key_id, source)) = self.source_of(payment).await? else {
             return self.fail(lease, payment, "source wallet has no key").await;
         };
-        let account = match self.horizon.account(source.as_str()).await {
-            Ok(Some(account)) => account,
-            Ok(None) => {
-                return self
-                    .fail(
-                        lease,
-                        payment,
-                        "SOURCE_ACCOUNT_NOT_FOUND: the source account does not exist on the network",
-                    )
-                    .await;
-            }
+        let read = match self.horizon.account_at(source.as_str()).await {
+            Ok(read) => read,
             Err(e) => return Ok(self.horizon_wait(payment, &e)),
         };
+        let account = match &read.value {
+            Some(account) => account.clone(),
+            None => {
+                return match self.absence_proven(payment, &source, &read).await {
+                    Ok(true) => {
+                        self.fail(
+                            lease,
+                            payment,
+                            "SOURCE_ACCOUNT_NOT_FOUND: the source account does not exist on the network",
+                        )
+                        .await
+                    }
+                    Ok(false) => Ok(self.read_behind(payment, "source_absent")),
+                    Err(e) => Ok(self.horizon_wait(payment, &e)),
+                };
+            }
+        };
+        // The sequence is taken only from a read at or past the last ledger known to reflect the
+        // account (a read that showed it, or the ledger of its last applied payment): a node
+        // behind it shows a sequence already used, and a transaction built on it is refused by
+        // signerd's guard or by the network (tx_bad_seq).
+        if !self.saw_account(&source, read.ledger) {
+            return Ok(self.read_behind(payment, "source_sequence"));
+        }
         // A rebuild reuses the payment's sequence number, always: a fresh read could be stale
         // and sign a second transaction at S+1 while the first one applied at S.
         let sequence = match payment.sequence {
@@ -152,11 +172,17 @@ impl PaymentWorker {
             .map_err(|e| Error::CorruptData(format!("payments.memo: {e}")))?;
         // A plain destination that does not exist yet is created (create_account) instead of
         // paid, as wallets do; the amount must then cover the base reserve (op_low_reserve).
+        // Absent only as read by a node at or past the payment's absence fence: a lagging node's
+        // 404 for an existing destination would build a create_account that fails in its ledger
+        // (op_already_exists).
         let create_destination = match &destination {
-            DestinationAccount::Account(account) => match self.destination_exists(account).await {
-                Ok(exists) => !exists,
-                Err(e) => return Ok(self.horizon_wait(payment, &e)),
-            },
+            DestinationAccount::Account(account) => {
+                match self.destination_exists(payment, account).await {
+                    Ok(Some(exists)) => !exists,
+                    Ok(None) => return Ok(self.read_behind(payment, "destination_absent")),
+                    Err(e) => return Ok(self.horizon_wait(payment, &e)),
+                }
+            }
             DestinationAccount::Muxed { .. } => false,
         };
         // The time bounds are set last, right before signing, from a fresh clock reading.
@@ -261,19 +287,94 @@ impl PaymentWorker {
         })))
     }
 
-    /// Whether a destination account exists. Accounts once seen are remembered (an account
-    /// is only removed by a merge, and a payment to a merged account fails in its ledger with
-    /// `op_no_destination`), so a busy destination costs one Horizon read, not one per payment.
-    async fn destination_exists(&self, account: &AccountId) -> Result<bool, HorizonError> {
+    /// Whether a destination account exists; `None` when a 404 came from a node that may be
+    /// behind it (see [`PaymentWorker::absence_proven`]). Accounts once seen are remembered (an
+    /// account is only removed by a merge, and a payment to a merged account fails in its ledger
+    /// with `op_no_destination`), so a busy destination costs one Horizon read, not one per payment.
+    async fn destination_exists(
+        &self,
+        payment: &PaymentRecord,
+        account: &AccountId,
+    ) -> Result<Option<bool>, HorizonError> {
         if self.known_accounts.get(account.as_str()).is_some() {
-            return Ok(true);
+            return Ok(Some(true));
         }
-        let exists = self.horizon.account(account.as_str()).await?.is_some();
-        if exists {
-            self.known_accounts
-                .remember(account.as_str().to_owned(), ());
+        let read = self.horizon.account_at(account.as_str()).await?;
+        if read.value.is_some() {
+            self.saw_account(account, read.ledger);
+            return Ok(Some(true));
         }
-        Ok(exists)
+        Ok(self
+            .absence_proven(payment, account, &read)
+            .await?
+            .then_some(false))
+    }
+
+    /// Records that `account` exists as of `ledger` (the read's `Latest-Ledger`); false when
+    /// that read is behind a ledger already known to reflect the account.
+    fn saw_account(&self, account: &AccountId, ledger: Option<i64>) -> bool {
+        let known = self.known_accounts.get(account.as_str());
+        match (known, ledger) {
+            (Some(seen), Some(read)) if read < seen => false,
+            (Some(seen), Some(read)) if read == seen => true,
+            (_, Some(read)) => {
+                self.known_accounts
+                    .remember(account.as_str().to_owned(), read);
+                true
+            }
+            // No Latest-Ledger header: nothing to compare the read with; it is taken as it is.
+            (Some(_), None) => true,
+            (None, None) => {
+                self.known_accounts.remember(account.as_str().to_owned(), 0);
+                true
+            }
+        }
+    }
+
+    /// Whether a 404 for `account` proves it absent for this payment. The read must cover
+    /// (1) any ledger at which the account was already seen, and (2) the payment's absence
+    /// fence: a ledger that closed at least [`ABSENCE_CLOCK_SKEW_SECS`] after the payment was
+    /// accepted, so the read reflects every account that existed when the payment was
+    /// accepted. A lagging node's 404 (an account funded a few ledgers ago) postpones the
+    /// decision; a node never lags forever, so an account that truly does not exist is
+    /// reported once a read reaches the fence.
+    async fn absence_proven(
+        &self,
+        payment: &PaymentRecord,
+        account: &AccountId,
+        read: &AtLedger<Option<AccountInfo>>,
+    ) -> Result<bool, HorizonError> {
+        if let Some(seen) = self.known_accounts.get(account.as_str())
+            && !read.covers(seen)
+        {
+            return Ok(false);
+        }
+        let fence = match self.absence_fences.get(&payment.id) {
+            Some(fence) => fence,
+            None => {
+                let accepted = payment.created_at.unix_seconds().ok_or_else(|| {
+                    HorizonError::Protocol("payment created_at is not a timestamp".into())
+                })?;
+                let latest = self.horizon.latest_ledger().await?;
+                if latest.closed_at < accepted + ABSENCE_CLOCK_SKEW_SECS {
+                    return Ok(false);
+                }
+                self.absence_fences.remember(payment.id, latest.sequence);
+                latest.sequence
+            }
+        };
+        Ok(read.covers(fence))
+    }
+
+    /// Postpones a decision whose read came from a node behind the ledger that proves it.
+    fn read_behind(&self, payment: &PaymentRecord, read: &'static str) -> Next {
+        tracing::info!(payment_id = %payment.id, read, "horizon read from a node behind; decision postponed");
+        self.metrics.read_behind(read);
+        let waited = payment
+            .created_at
+            .unix_seconds()
+            .map_or(0, |accepted| (unix_now() - accepted).max(0));
+        Next::Wait(backoff(waited / 2).min(Duration::from_secs(2)))
     }
 
     fn guard_secs(&self) -> i64 {
@@ -449,6 +550,36 @@ impl PaymentWorker {
         hash: &str,
         record: &TransactionRecord,
     ) -> Result<Next> {
+        // The source's state as of this ledger includes this transaction: later sequence reads
+        // must come from a node at or past it.
+        if let Some((_, source)) = self.source_of(payment).await? {
+            self.saw_account(&source, Some(record.ledger));
+        }
+        if !record.successful
+            && record
+                .result_codes
+                .operations
+                .iter()
+                .any(|code| code == "op_already_exists")
+            && let Ok(DestinationAccount::Account(destination)) =
+                DestinationAccount::parse(&payment.destination_account)
+        {
+            // A create_account built on a 404 for a destination that existed (created after the
+            // fenced read, or between build and apply). It failed in its ledger and paid nothing;
+            // its sequence is spent, so no transaction of this payment can apply any more:
+            // rebuild on a new sequence, as a payment now that the ledger proved the account.
+            self.known_accounts
+                .remember(destination.as_str().to_owned(), record.ledger);
+            let why = format!(
+                "transaction {hash} created an account that already existed (op_already_exists, ledger {}): rebuilt as a payment on a new sequence",
+                record.ledger
+            );
+            tracing::warn!(payment_id = %payment.id, "{why}");
+            self.store
+                .reset_for_rebuild(lease, payment, Rebuild::NewSequence, &why)
+                .await?;
+            return Ok(Next::Continue);
+        }
         let status = if record.successful {
             PaymentStatus::Success
         } else {
