@@ -58,6 +58,22 @@ fn sign_request(key: [u8; 32], sequence: i64, stroops: i64) -> pb::SignTransacti
     }
 }
 
+/// Removes every file of the audit directory (an editor of the directory emptying it).
+fn empty_audit_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
+        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Starts signerd, which must refuse; returns why. `started` says what a start would mean.
+async fn refused_start(signerd: &mut SignerdProcess, started: &str) -> String {
+    match signerd.launch().await {
+        Ok(()) => panic!("{started}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 /// A sealed log with a few signatures and a denial, copied somewhere it can be tampered with.
 async fn sealed_log() -> (SignerdProcess, tempfile::TempDir) {
     let (mut signerd, key) = signerd_with("").await;
@@ -803,17 +819,12 @@ async fn an_emptied_audit_directory_stops_signerd_until_the_gap_is_accepted() {
             .success()
     );
     let anchored_seq = lines(&only_file(&signerd.audit_dir())).len();
-    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
-        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let refused = signerd.launch().await;
-    let error = format!(
-        "{:#}",
-        refused
-            .err()
-            .unwrap_or_else(|| panic!("signerd started a new chain in an emptied directory"))
-    );
+    empty_audit_dir(&signerd.audit_dir());
+    let error = refused_start(
+        &mut signerd,
+        "signerd started a new chain in an emptied directory",
+    )
+    .await;
     assert!(
         error.contains("behind its anchor")
             && error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
@@ -893,13 +904,11 @@ async fn a_tail_cut_and_rechained_stops_signerd() {
     write_lines(&file, &forged);
     let (chain_ok, text) = verify(&signerd, &signerd.audit_dir(), false);
     assert!(chain_ok, "{text}");
-    let refused = signerd.launch().await;
-    let error = format!(
-        "{:#}",
-        refused
-            .err()
-            .unwrap_or_else(|| panic!("signerd restarted on a cut and re-chained log"))
-    );
+    let error = refused_start(
+        &mut signerd,
+        "signerd restarted on a cut and re-chained log",
+    )
+    .await;
     assert!(
         error.contains("behind its anchor")
             && error.contains(&format!("record {} is a different one", all.len())),
@@ -923,13 +932,7 @@ async fn a_symlinked_log_file_stops_signerd() {
     std::fs::copy(&file, &moved).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
     std::os::unix::fs::symlink(&moved, &file).unwrap_or_else(|e| panic!("{e}"));
-    let refused = signerd.launch().await;
-    let error = format!(
-        "{:#}",
-        refused
-            .err()
-            .unwrap_or_else(|| panic!("signerd appended through a symlink"))
-    );
+    let error = refused_start(&mut signerd, "signerd appended through a symlink").await;
     assert!(error.contains("is a symlink"), "{error}");
     let (ok, text) = verify(&signerd, &signerd.audit_dir(), true);
     assert!(!ok && text.contains("is a symlink"), "{text}");
@@ -1048,13 +1051,11 @@ async fn an_audit_key_in_cloud_kms_anchors_the_log_in_its_labels() {
     let file = only_file(&signerd.audit_dir());
     let all = lines(&file);
     write_lines(&file, &first_run);
-    let refused = signerd.launch().await;
-    let error = format!(
-        "{:#}",
-        refused
-            .err()
-            .unwrap_or_else(|| panic!("signerd restarted on a log cut back behind its KMS anchor"))
-    );
+    let error = refused_start(
+        &mut signerd,
+        "signerd restarted on a log cut back behind its KMS anchor",
+    )
+    .await;
     assert!(
         error.contains("behind its anchor")
             && error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
@@ -1064,17 +1065,12 @@ async fn an_audit_key_in_cloud_kms_anchors_the_log_in_its_labels() {
 
     // Emptied: the same.
     write_lines(&file, &all);
-    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
-        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let refused = signerd.launch().await;
-    let error = format!(
-        "{:#}",
-        refused
-            .err()
-            .unwrap_or_else(|| panic!("signerd started a new chain beside its KMS anchor"))
-    );
+    empty_audit_dir(&signerd.audit_dir());
+    let error = refused_start(
+        &mut signerd,
+        "signerd started a new chain beside its KMS anchor",
+    )
+    .await;
     assert!(
         error.contains("behind its anchor")
             && error.contains(&format!("anchors checkpoint seq {anchored_seq}"))
@@ -1152,10 +1148,7 @@ async fn an_audit_key_in_cloud_kms_can_opt_out_of_the_anchor() {
         0
     );
     // Documented: without the anchor an emptied log is not noticed.
-    for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
-        std::fs::remove_file(entry.unwrap_or_else(|e| panic!("{e}")).path())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    empty_audit_dir(&signerd.audit_dir());
     signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
 }
 
