@@ -840,10 +840,7 @@ impl Store {
             .bind(detail)
             .bind(now.as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// Counts a submission; SIGNED → SUBMITTED on the first one. False when the payment is no
@@ -852,10 +849,7 @@ impl Store {
         let statement = sqlx::query(&MARK_SUBMITTED)
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// Terminal: SUCCESS or FAILED, with what Horizon said about transaction `tx_hash` (the
@@ -888,10 +882,7 @@ impl Store {
             .bind(detail)
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// CREATED → FAILED: only for a payment none of whose transactions can still apply (never
@@ -907,10 +898,7 @@ impl Store {
             .bind(reason.to_owned())
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// SIGNED/SUBMITTED → CREATED: every transaction signed for the payment provably can never
@@ -934,10 +922,7 @@ impl Store {
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string())
             .bind(keep_sequence);
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// SUBMITTED → SIGNED with a fee bump around the stored transaction (same sequence, same
@@ -961,10 +946,7 @@ impl Store {
             .bind(detail)
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// CREATED → SUBMITTED without a new transaction: a rebuild found the account's sequence
@@ -980,10 +962,7 @@ impl Store {
             .bind(why.to_owned())
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// SIGNED/SUBMITTED → NEEDS_ATTENTION: the payment's sequence was spent and Horizon cannot
@@ -999,10 +978,7 @@ impl Store {
             .bind(why.to_owned())
             .bind(Timestamp::now().as_str().to_owned())
             .bind(read.id.to_string());
-        Ok(self
-            .write_statement(bind_fence(statement, lease, read))
-            .await?
-            == 1)
+        self.write_fenced(statement, lease, read).await
     }
 
     /// Settles a `NEEDS_ATTENTION` payment as an operator decided; the reason goes into its
@@ -1047,6 +1023,20 @@ impl Store {
         }
         tx.commit().await?;
         Ok(resolved)
+    }
+
+    /// Runs a transition fenced by [`bind_fence`] (the status, build and hash read, the lease
+    /// owner and epoch); true when it changed the payment, false when any of those moved on.
+    async fn write_fenced(
+        &self,
+        statement: Statement,
+        lease: &Lease,
+        read: &PaymentRecord,
+    ) -> Result<bool> {
+        Ok(self
+            .write_statement(bind_fence(statement, lease, read))
+            .await?
+            == 1)
     }
 
     /// Puts a payment off until `at`.
