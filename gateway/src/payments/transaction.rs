@@ -123,22 +123,8 @@ impl PaymentTransaction<'_> {
 impl UnsignedTransaction {
     /// The signed envelope as base64 XDR, what Horizon takes.
     pub fn attach(self, hint: &[u8], signature: &[u8]) -> Result<String> {
-        let hint: [u8; 4] = hint
-            .try_into()
-            .map_err(|_| Error::Signer("signature hint is not 4 bytes".into()))?;
-        let signature = Signature(
-            signature
-                .to_vec()
-                .try_into()
-                .map_err(|_| Error::Signer("signature longer than 64 bytes".into()))?,
-        );
         let mut envelope = self.envelope;
-        envelope.signatures = vec![DecoratedSignature {
-            hint: SignatureHint(hint),
-            signature,
-        }]
-        .try_into()
-        .map_err(|_| Error::CorruptData("one signature did not fit".into()))?;
+        envelope.signatures = one_signature(hint, signature)?;
         TransactionEnvelope::Tx(envelope)
             .to_xdr_base64(Limits::none())
             .map_err(|e| Error::CorruptData(format!("encoding the envelope: {e}")))
@@ -205,26 +191,34 @@ impl UnsignedFeeBump {
 
     /// The signed fee bump as base64 XDR.
     pub fn attach(self, hint: &[u8], signature: &[u8]) -> Result<String> {
-        let hint: [u8; 4] = hint
-            .try_into()
-            .map_err(|_| Error::Signer("signature hint is not 4 bytes".into()))?;
-        let signature = Signature(
-            signature
-                .to_vec()
-                .try_into()
-                .map_err(|_| Error::Signer("signature longer than 64 bytes".into()))?,
-        );
         let mut envelope = self.envelope;
-        envelope.signatures = vec![DecoratedSignature {
-            hint: SignatureHint(hint),
-            signature,
-        }]
-        .try_into()
-        .map_err(|_| Error::CorruptData("one signature did not fit".into()))?;
+        envelope.signatures = one_signature(hint, signature)?;
         TransactionEnvelope::TxFeeBump(envelope)
             .to_xdr_base64(Limits::none())
             .map_err(|e| Error::CorruptData(format!("encoding the fee bump: {e}")))
     }
+}
+
+/// signerd's signature as an envelope's only decorated signature.
+fn one_signature(
+    hint: &[u8],
+    signature: &[u8],
+) -> Result<stellar_xdr::VecM<DecoratedSignature, 20>> {
+    let hint: [u8; 4] = hint
+        .try_into()
+        .map_err(|_| Error::Signer("signature hint is not 4 bytes".into()))?;
+    let signature = Signature(
+        signature
+            .to_vec()
+            .try_into()
+            .map_err(|_| Error::Signer("signature longer than 64 bytes".into()))?,
+    );
+    vec![DecoratedSignature {
+        hint: SignatureHint(hint),
+        signature,
+    }]
+    .try_into()
+    .map_err(|_| Error::CorruptData("one signature did not fit".into()))
 }
 
 /// sha256 of the passphrase.
