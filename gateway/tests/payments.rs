@@ -1069,3 +1069,65 @@ async fn the_horizon_client_uses_tls_for_https_urls() {
         other => panic!("https to a plain-HTTP port answered {other:?}"),
     }
 }
+
+/// A Horizon that answers every submission with its 504 "not decided yet" is up: those answers
+/// do not count toward the circuit breaker, so reads keep working. The breaker here opens on one
+/// counted failure for a minute, and an outage shows it does: had the timeouts counted, the first
+/// one would have opened it and the ledger read after them would be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submission_timeouts_do_not_open_the_horizon_breaker() {
+    use gateway::horizon::{Horizon, HorizonError, Submission};
+    use signer_testkit::stellar::{Tx, payment};
+    let sim = must(HorizonSim::start(SimConfig::default()).await);
+    let config = must(gateway::config::Config::parse(&format!(
+        "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n\
+         [horizon]\nurl = \"{}\"\n\n[horizon.retry]\nattempts = 1\n\n\
+         [horizon.circuit_breaker]\nconsecutive_failures = 1\nopen_ms = 60000\nmax_open_ms = 60000\n",
+        sim.url()
+    )));
+    let horizon = must(Horizon::new(
+        config
+            .horizon
+            .as_ref()
+            .unwrap_or_else(|| panic!("no horizon")),
+        gateway::metrics::Metrics::new(),
+    ));
+    let mut tx = Tx::new([7; 32], 1);
+    tx.operations = vec![payment([8; 32], XLM)];
+    let envelope = base64_of(&tx.xdr());
+
+    sim.timeout_without_apply(5);
+    for attempt in 1..=5 {
+        let outcome = horizon.submit(&envelope).await;
+        assert!(
+            matches!(outcome, Submission::NotYetDecided),
+            "submission {attempt}: {outcome:?}"
+        );
+    }
+    let latest = horizon.latest_ledger().await;
+    assert!(
+        latest.is_ok(),
+        "a read after five submission timeouts was refused: {latest:?}"
+    );
+
+    // The breaker is armed: one outage opens it, and it stays open after the outage ends.
+    sim.set_outage(true);
+    assert!(matches!(
+        horizon.latest_ledger().await,
+        Err(HorizonError::Unavailable(_))
+    ));
+    sim.set_outage(false);
+    match horizon.latest_ledger().await {
+        Err(HorizonError::Unavailable(reason)) => {
+            assert!(reason.contains("circuit breaker"), "{reason}")
+        }
+        other => panic!("the breaker did not open on an outage: {other:?}"),
+    }
+}
+
+/// Standard base64 of `bytes` (what Horizon's `tx=` form field takes).
+fn base64_of(bytes: &[u8]) -> String {
+    use stellar_xdr::{Limits, ReadXdr, TransactionEnvelope, WriteXdr};
+    let envelope = must(TransactionEnvelope::from_xdr(bytes, Limits::none()));
+    must(envelope.to_xdr_base64(Limits::none()))
+}
