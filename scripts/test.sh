@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and every test, on a fresh machine as on a developer's:
 #   bash scripts/test.sh
-# Installs what the tests need (Debian's softhsm2 and postgresql) when it is missing, starts
+# Installs what the tests need (Debian's softhsm2, faketime and postgresql) when it is missing, starts
 # Postgres and exports GATEWAY_TEST_POSTGRES_URL for the gateway's tests, then runs
 # cargo fmt --check, clippy with warnings denied, the stack demo, and the whole test suite.
 set -euo pipefail
@@ -15,6 +15,13 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsoft
   echo "==> installing softhsm2"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq softhsm2 >/dev/null
+fi
+
+# libfaketime: one payment test runs a gateway replica with its clock days ahead.
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+  echo "==> installing faketime"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq faketime >/dev/null
 fi
 
 # Postgres for the gateway's storage tests: install it when missing, start the cluster when it is

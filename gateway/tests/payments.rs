@@ -6,10 +6,12 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
 use horizon_sim::{AccountKey, HorizonSim, SimConfig};
 use serde_json::{Value, json};
+use sqlx::Row;
 use support::*;
 
 /// Ledgers close every this long in these tests.
@@ -1035,6 +1037,179 @@ async fn workers_on_one_postgres_share_the_work_and_never_pay_twice() {
         assert_eq!(s.sim.applied_from(*account).len(), 10);
     }
     assert_eq!(s.sim.balance(sink_account), Some(90 * XLM));
+}
+
+/// Debian's libfaketime: preloaded into one replica, it moves that process's clock (and only
+/// that process's).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Today's UTC day by the Postgres server's clock.
+async fn database_day(store: &gateway::store::Store) -> String {
+    let row = must(
+        sqlx::query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day")
+            .fetch_one(store.pool())
+            .await,
+    );
+    must(row.try_get::<String, _>("day"))
+}
+
+/// Leases and daily-limit days follow the database's clock, not a replica's: a replica whose
+/// clock runs three days ahead (libfaketime) accepts a payment for a wallet another replica is
+/// holding. It must not take the lease over (a trigger records every change of hands with the
+/// old lease's expiry by the database's clock: none may happen before it), nothing is paid
+/// twice, and the payment counts toward the database's day, not the replica's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_runs_ahead_takes_no_live_lease_and_counts_the_database_day() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install Debian's faketime package (`apt-get install faketime`; \
+         scripts/test.sh does). This test never skips."
+    );
+    // The first replica holds an idle wallet for 20 s under a 60 s lease: the skewed replica's
+    // payment arrives while that lease is live by the database's clock.
+    let s = PaymentStack::start_with(
+        DatabaseKind::Postgres,
+        "lease_ms = 60000\nidle_hold_ms = 20000\n",
+    )
+    .await;
+    let store = s.stack.db.store().await;
+    for statement in [
+        "CREATE TABLE lease_handovers (old_owner TEXT, new_owner TEXT, old_expires_at_ms BIGINT, \
+         at_ms BIGINT)",
+        "CREATE FUNCTION record_lease_handover() RETURNS trigger AS $$ BEGIN \
+           INSERT INTO lease_handovers VALUES (OLD.owner, NEW.owner, OLD.expires_at_ms, \
+             CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)); \
+           RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER lease_handover AFTER UPDATE OF epoch ON payment_leases FOR EACH ROW \
+         WHEN (OLD.epoch <> NEW.epoch) EXECUTE FUNCTION record_lease_handover()",
+    ] {
+        must(sqlx::query(statement).execute(store.pool()).await);
+    }
+    let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
+    let (source, _) = s.wallet("source", Some(1_000 * XLM)).await;
+    let day_before = database_day(&store).await;
+    let first = s.accepted(&source, &sink, "1").await;
+    let first = s.finished(&first).await;
+    assert_eq!(first["status"], "SUCCESS", "{first}");
+    // Started once the first replica holds the wallet, so it cannot lease it first.
+    let ahead = GatewayProcess::start_replica_with_env(
+        &s.stack.gateway.config,
+        &[("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+3d")],
+    )
+    .await;
+    let ahead_http = Http::new(ahead.addr);
+    let lease = must(
+        sqlx::query(
+            "SELECT owner, expires_at_ms > \
+               CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS live \
+             FROM payment_leases WHERE wallet_id = $1",
+        )
+        .bind(&source)
+        .fetch_one(store.pool())
+        .await,
+    );
+    let holder: String = must(lease.try_get("owner"));
+    let live: bool = must(lease.try_get("live"));
+    assert!(
+        live,
+        "the first replica should still hold the idle wallet (idle_hold_ms = 20000)"
+    );
+
+    let reply = ahead_http
+        .post(
+            "/v1/payments",
+            &s.stack.service_key,
+            &json!({ "source_wallet_id": source, "destination": sink, "amount": "2" }).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let second = reply.json()["id"].as_str().unwrap_or_default().to_owned();
+    let day_after = database_day(&store).await;
+    // The skew is real: the replica stamped the payment with its own (three days ahead) clock.
+    let created = must(
+        sqlx::query("SELECT created_at FROM payments WHERE id = $1")
+            .bind(&second)
+            .fetch_one(store.pool())
+            .await,
+    );
+    let created: String = must(created.try_get("created_at"));
+    assert!(
+        created.get(..10) > Some(day_after.as_str()),
+        "the replica's clock is not ahead (created_at {created}, database day {day_after}): \
+         libfaketime did not take effect\n{}",
+        ahead.log()
+    );
+
+    // The skewed replica drives its own payment (its `next_attempt_at` is three days ahead for
+    // everyone else) once the first replica gives the wallet back. signerd may refuse the time
+    // bounds its clock sets; what matters here is that it waited for the lease and paid once.
+    let second = s.finished(&second).await;
+    assert_eq!(
+        s.sim.applications(PaymentStack::hash_of(&first)),
+        1,
+        "{first}"
+    );
+    let paid_second = i64::from(second["status"] == "SUCCESS");
+    if paid_second == 1 {
+        assert_eq!(
+            s.sim.applications(PaymentStack::hash_of(&second)),
+            1,
+            "{second}"
+        );
+    }
+    assert_eq!(
+        s.sim.balance(sink_account),
+        Some(11 * XLM + paid_second * 2 * XLM),
+        "{second}"
+    );
+
+    let handovers = must(
+        sqlx::query("SELECT old_owner, new_owner, old_expires_at_ms, at_ms FROM lease_handovers")
+            .fetch_all(store.pool())
+            .await,
+    );
+    for row in &handovers {
+        let old_owner: String = must(row.try_get("old_owner"));
+        let expires: i64 = must(row.try_get("old_expires_at_ms"));
+        let at: i64 = must(row.try_get("at_ms"));
+        assert!(
+            expires < at,
+            "{old_owner}'s lease was taken over {} ms before it expired by the database's clock \
+             (the skewed replica judged it by its own)\n{}",
+            expires - at,
+            ahead.log()
+        );
+    }
+    // The skewed replica drove its payment only after the first replica gave the wallet back.
+    assert!(
+        handovers
+            .iter()
+            .any(|row| row.try_get::<String, _>("old_owner").ok().as_ref() == Some(&holder)),
+        "the wallet never left the first replica ({} handovers)",
+        handovers.len()
+    );
+
+    let usage = must(
+        sqlx::query(
+            "SELECT day, payment_count FROM wallet_daily_usage WHERE wallet_id = $1 ORDER BY day",
+        )
+        .bind(&source)
+        .fetch_all(store.pool())
+        .await,
+    );
+    let days: Vec<(String, i64)> = usage
+        .iter()
+        .map(|row| (must(row.try_get("day")), must(row.try_get("payment_count"))))
+        .collect();
+    let total: i64 = days.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 2, "{days:?}");
+    for (day, _) in &days {
+        assert!(
+            *day == day_before || *day == day_after,
+            "a payment counted toward {day}, not the database's day {day_after}: {days:?}"
+        );
+    }
+    store.close().await;
 }
 
 /// The Horizon client speaks TLS for `https://` URLs: against the simulator's plain-HTTP port the

@@ -322,6 +322,8 @@ pub struct GatewayProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     log: PathBuf,
+    /// Environment variables set for the process (e.g. a faked clock).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -401,6 +403,7 @@ level = "{log_level}"
             config,
             addr: ([127, 0, 0, 1], 0).into(),
             log: dir.join("gateway.log"),
+            env: Vec::new(),
             child: None,
         };
         process.launch().await;
@@ -414,6 +417,7 @@ level = "{log_level}"
             config: config.to_path_buf(),
             addr: ([127, 0, 0, 1], 0).into(),
             log: dir.join(format!("worker-{}.log", uuid::Uuid::new_v4().simple())),
+            env: Vec::new(),
             child: None,
         };
         let log = must(std::fs::File::create(&process.log));
@@ -453,11 +457,20 @@ level = "{log_level}"
     /// Starts another `gateway serve` replica on the config of a running gateway (same
     /// database, same signerd), with its own log; port 0, so it listens elsewhere.
     pub async fn start_replica(config: &Path) -> GatewayProcess {
+        Self::start_replica_with_env(config, &[]).await
+    }
+
+    /// [`Self::start_replica`] with these environment variables set for the process.
+    pub async fn start_replica_with_env(config: &Path, env: &[(&str, &str)]) -> GatewayProcess {
         let dir = config.parent().unwrap_or(Path::new("."));
         let mut process = GatewayProcess {
             config: config.to_path_buf(),
             addr: ([127, 0, 0, 1], 0).into(),
             log: dir.join(format!("replica-{}.log", uuid::Uuid::new_v4().simple())),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         process.launch().await;
@@ -478,6 +491,7 @@ level = "{log_level}"
                 .arg("--config")
                 .arg(&self.config)
                 .env_remove("RUST_LOG")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(log)
