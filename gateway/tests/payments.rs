@@ -156,7 +156,13 @@ impl PaymentStack {
 
     /// Waits (at most 90 s) until the payment is SUCCESS or FAILED and returns it.
     async fn finished(&self, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        self.finished_within(id, Duration::from_secs(90)).await
+    }
+
+    /// The payment once `SUCCESS` or `FAILED`; fails the test when that takes longer than
+    /// `limit` (a bound some tests make tight to show a path was not the slow one).
+    async fn finished_within(&self, id: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let payment = self.payment(id).await;
             if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
@@ -164,7 +170,7 @@ impl PaymentStack {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "payment {id} not finished after 90 s: {payment}\n{}",
+                "payment {id} not finished after {limit:?}: {payment}\n{}",
                 self.stack.gateway.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -492,15 +498,7 @@ on_both_databases! {
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
         s.sim.set_surge(1_000, 1_000);
         let id = s.accepted(&alice, &bob, "5").await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let payment = loop {
-            let payment = s.payment(&id).await;
-            if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
-                break payment;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "not through the surge after 30 s: {payment}\n{}", s.stack.gateway.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let payment = s.finished_within(&id, Duration::from_secs(30)).await;
         assert_eq!(payment["status"], "SUCCESS", "{payment}");
         let charged = payment["fee_stroops"].as_i64().unwrap_or(-1);
         assert!((1_000..10_000).contains(&charged), "charged {charged}: not the clearing price\n{payment}");
@@ -551,15 +549,7 @@ on_both_databases! {
         with_cap(10_000);
         s.stack.gateway.launch().await;
         s.stack.http = Http::new(s.stack.gateway.addr);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let payment = loop {
-            let payment = s.payment(&id).await;
-            if payment["status"] == "SUCCESS" || payment["status"] == "FAILED" {
-                break payment;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "still stuck after 30 s: {payment}\n{}", s.stack.gateway.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let payment = s.finished_within(&id, Duration::from_secs(30)).await;
         assert_eq!(payment["status"], "SUCCESS", "{payment}");
         // The fee bump carried the very transaction signed first: its inner hash applied once.
         assert_eq!(s.sim.applications(must(inner.parse())), 1, "{payment}");
