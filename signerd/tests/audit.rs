@@ -58,6 +58,28 @@ fn sign_request(key: [u8; 32], sequence: i64, stroops: i64) -> pb::SignTransacti
     }
 }
 
+/// A signerd that signed one transaction (at `sequence`) and was stopped cleanly (a final
+/// checkpoint, the anchor on it): the log an attacker then edits.
+async fn signed_once_then_stopped(sequence: i64) -> (SignerdProcess, [u8; 32]) {
+    let (mut signerd, key) = signerd_with("").await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    client
+        .sign_transaction(sign_request(key, sequence, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        signerd
+            .terminate()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .success()
+    );
+    (signerd, key)
+}
+
 /// Removes every file of the audit directory (an editor of the directory emptying it).
 fn empty_audit_dir(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}")) {
@@ -728,22 +750,7 @@ async fn a_rewritten_checkpoint_time_does_not_pass_the_live_age_check() {
 
 #[tokio::test]
 async fn a_log_cut_back_to_an_earlier_final_checkpoint_does_not_restart() {
-    let (mut signerd, key) = signerd_with("").await;
-    let mut client = signerd
-        .client("gateway")
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .sign_transaction(sign_request(key, 1, 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        signerd
-            .terminate()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-            .success()
-    );
+    let (mut signerd, key) = signed_once_then_stopped(1).await;
     signerd.launch().await.unwrap_or_else(|e| panic!("{e:#}"));
     let mut client = signerd
         .client("gateway")
@@ -802,22 +809,7 @@ async fn a_log_cut_back_to_an_earlier_final_checkpoint_does_not_restart() {
 
 #[tokio::test]
 async fn an_emptied_audit_directory_stops_signerd_until_the_gap_is_accepted() {
-    let (mut signerd, key) = signerd_with("").await;
-    let mut client = signerd
-        .client("gateway")
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .sign_transaction(sign_request(key, 5, 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        signerd
-            .terminate()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-            .success()
-    );
+    let (mut signerd, _) = signed_once_then_stopped(5).await;
     let anchored_seq = lines(&only_file(&signerd.audit_dir())).len();
     empty_audit_dir(&signerd.audit_dir());
     let error = refused_start(
@@ -940,22 +932,7 @@ async fn a_symlinked_log_file_stops_signerd() {
 
 #[tokio::test]
 async fn the_token_anchors_the_last_durable_checkpoint() {
-    let (mut signerd, key) = signerd_with("").await;
-    let mut client = signerd
-        .client("gateway")
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .sign_transaction(sign_request(key, 3, 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        signerd
-            .terminate()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-            .success()
-    );
+    let (signerd, _) = signed_once_then_stopped(3).await;
     let last = lines(&only_file(&signerd.audit_dir()))
         .pop()
         .unwrap_or_default();
@@ -1353,22 +1330,7 @@ async fn history_before_the_trusted_checkpoint_is_verified_after_listening_and_s
 
 #[tokio::test]
 async fn a_doctored_guard_snapshot_is_not_trusted() {
-    let (mut signerd, key) = signerd_with("").await;
-    let mut client = signerd
-        .client("gateway")
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    client
-        .sign_transaction(sign_request(key, 9, 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        signerd
-            .terminate()
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
-            .success()
-    );
+    let (mut signerd, key) = signed_once_then_stopped(9).await;
     // Every snapshot emptied: a guard that forgot sequence 9, if it were believed.
     let mut doctored = 0;
     for entry in std::fs::read_dir(signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}")) {
