@@ -1202,6 +1202,63 @@ async fn a_replica_whose_clock_runs_ahead_takes_no_live_lease_and_counts_the_dat
     store.close().await;
 }
 
+/// When a payment is next due follows the database's clock too: a payment accepted by a replica
+/// whose clock runs three days ahead (libfaketime), which then stops before it could work on it
+/// (the first replica holds the wallet), is due for the first replica at once. With the
+/// replica's own timestamp it was not due anywhere else for three days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_others_at_once() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install Debian's faketime package (`apt-get install faketime`; \
+         scripts/test.sh does). This test never skips."
+    );
+    let s = PaymentStack::start_with(
+        DatabaseKind::Postgres,
+        "lease_ms = 60000\nidle_hold_ms = 20000\n",
+    )
+    .await;
+    let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
+    let (source, _) = s.wallet("source", Some(1_000 * XLM)).await;
+    let first = s.accepted(&source, &sink, "1").await;
+    let first = s.finished(&first).await;
+    assert_eq!(first["status"], "SUCCESS", "{first}");
+    let mut ahead = GatewayProcess::start_replica_with_env(
+        &s.stack.gateway.config,
+        &[("LD_PRELOAD", LIBFAKETIME), ("FAKETIME", "+3d")],
+    )
+    .await;
+    let reply = Http::new(ahead.addr)
+        .post(
+            "/v1/payments",
+            &s.stack.service_key,
+            &json!({ "source_wallet_id": source, "destination": sink, "amount": "2" }).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let second = reply.json()["id"].as_str().unwrap_or_default().to_owned();
+    // Stopped while the first replica still holds the wallet: the skewed replica never worked
+    // on the payment, so only its acceptance (and its clock) is in the row.
+    let status = ahead.terminate().await;
+    assert!(status.success(), "{status}\n{}", ahead.log());
+    let untouched = s.payment(&second).await;
+    assert_eq!(
+        untouched["status"],
+        "CREATED",
+        "{untouched}\n{}",
+        ahead.log()
+    );
+
+    let second = s.finished(&second).await;
+    assert_eq!(second["status"], "SUCCESS", "{second}");
+    assert_eq!(
+        s.sim.applications(PaymentStack::hash_of(&second)),
+        1,
+        "{second}"
+    );
+    assert_eq!(s.sim.balance(sink_account), Some(13 * XLM), "{second}");
+}
+
 /// The Horizon client speaks TLS for `https://` URLs: against the simulator's plain-HTTP port the
 /// handshake fails (an outage, never a panic or a plaintext request), while `http://` works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,15 @@ on_both_databases! {
         assert!(!must(store.reset_for_rebuild(&a, &a_view, Rebuild::SameSequence, "stale").await));
         assert!(!must(store.park_for_attention(&a, &a_view, "stale").await));
         assert_eq!(read(&store, id).await.status, PaymentStatus::Signed);
+        // Nor can A put the payment off. B can, counted from the database's clock: an hour from
+        // its now is not due, no wait is due at once.
+        let due = || async { must(store.next_unfinished_payment(wallet).await).is_some_and(|next| next.due) };
+        assert!(!must(store.postpone_payment(&a, id, Duration::from_secs(3600)).await));
+        assert!(due().await, "a worker without the lease put the payment off");
+        assert!(must(store.postpone_payment(&b, id, Duration::from_secs(3600)).await));
+        assert!(!due().await, "postponed by an hour, yet due");
+        assert!(must(store.postpone_payment(&b, id, Duration::ZERO).await));
+        assert!(due().await, "postponed by nothing, yet not due");
         // B, deciding on the same version, may; and then A's view is stale on two counts.
         assert!(must(store.mark_submitted(&b, &a_view).await));
         let b_view = read(&store, id).await;

@@ -42,6 +42,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0004_fencing_and_attention.sql"),
         postgres: include_str!("../../../migrations/postgres/0004_fencing_and_attention.sql"),
     },
+    EmbeddedMigration {
+        version: 5,
+        description: "due_by_database_clock",
+        sqlite: include_str!("../../../migrations/sqlite/0005_due_by_database_clock.sql"),
+        postgres: include_str!("../../../migrations/postgres/0005_due_by_database_clock.sql"),
+    },
 ];
 
 /// The migrator for one database.

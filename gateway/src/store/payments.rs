@@ -80,8 +80,6 @@ pub struct PaymentRecord {
     pub attempts: i64,
     /// Transactions built so far.
     pub builds: i64,
-    /// When the worker should look at it next.
-    pub next_attempt_at: Timestamp,
     /// Accepted at.
     pub created_at: Timestamp,
     /// Last change.
@@ -115,6 +113,8 @@ pub struct NextPayment {
     pub payment: PaymentRecord,
     /// Why its wallet may not pay now (its user blocked or it frozen), if so.
     pub refusal: Option<String>,
+    /// Whether it was due when read, by the database's clock (see [`Store::postpone_payment`]).
+    pub due: bool,
     /// Whether it was the wallet's only unfinished payment when read.
     pub last: bool,
 }
@@ -129,7 +129,7 @@ pub enum KeyedPayment {
 
 const COLUMNS: &str = "id, source_wallet_id, destination, destination_account, amount_stroops, memo, \
     status, sequence, max_time, tx_hash, envelope_xdr, fee_stroops, ledger, result_codes, \
-    failure_reason, attempts, builds, next_attempt_at, created_at, updated_at";
+    failure_reason, attempts, builds, created_at, updated_at";
 
 fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>> {
     Ok(row.try_get::<Option<i64>, _>(column)?)
@@ -162,7 +162,6 @@ fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
         failure_reason: optional_text(row, "failure_reason")?,
         attempts: row.try_get::<i64, _>("attempts")?,
         builds: row.try_get::<i64, _>("builds")?,
-        next_attempt_at: Timestamp::from_stored(text(row, "next_attempt_at")?)?,
         created_at: Timestamp::from_stored(text(row, "created_at")?)?,
         updated_at: Timestamp::from_stored(text(row, "updated_at")?)?,
     })
@@ -194,38 +193,55 @@ fn count_usage(wallet: &str, day: &str, amount: &str, count_cap: &str, amount_ca
 }
 
 /// The worker's read of a wallet's next payment (see [`Store::next_unfinished_payment`]), with
-/// the wallet's frozen and its user's blocked flags; two rows to tell whether it is the last.
-static NEXT_UNFINISHED: LazyLock<String> = LazyLock::new(|| {
-    let columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("payments.{c} AS {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "SELECT {columns}, wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at \
+/// the wallet's frozen and its user's blocked flags and whether it is due by the database's
+/// clock; two rows to tell whether it is the last.
+static NEXT_UNFINISHED: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("payments.{c} AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT {columns}, wallets.frozen_at AS frozen_at, users.blocked_at AS blocked_at, \
+           CASE WHEN payments.due_at_ms <= {} THEN 1 ELSE 0 END AS due \
          FROM payments JOIN wallets ON wallets.id = payments.source_wallet_id \
          JOIN users ON users.id = wallets.user_id \
          WHERE payments.source_wallet_id = $1 \
            AND payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
-         ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 2"
-    )
+         ORDER BY CASE WHEN payments.status = 'CREATED' THEN 1 ELSE 0 END, payments.id LIMIT 2",
+            db_now_ms(backend)
+        )
+    })
 });
 
 const INSERT_PAYMENT: &str = "INSERT INTO payments (id, api_key_id, idempotency_key, \
     source_wallet_id, destination, destination_account, amount_stroops, memo, status, attempts, \
-    builds, next_attempt_at, created_at, updated_at, request_hash)";
-const PAYMENT_VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, $9, $9, $9, $10";
+    builds, due_at_ms, created_at, updated_at, request_hash)";
+
+/// The inserted values; a new payment is due at once by the database's clock.
+fn payment_values(backend: Backend) -> String {
+    format!(
+        "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, {}, $9, $9, $10",
+        db_now_ms(backend)
+    )
+}
 
 /// Postgres: the payment inserted only if the count (a data-modifying CTE) went through.
 static ACCEPT_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH counted AS ({}) {INSERT_PAYMENT} SELECT {PAYMENT_VALUES} FROM counted",
-        count_usage("$4", db_day(Backend::Postgres), "$7", "$11", "$12")
+        "WITH counted AS ({}) {INSERT_PAYMENT} SELECT {} FROM counted",
+        count_usage("$4", db_day(Backend::Postgres), "$7", "$11", "$12"),
+        payment_values(Backend::Postgres)
     )
 });
 /// SQLite: the insert, then the count, in one savepoint of a group commit.
-static INSERT_SQLITE: LazyLock<String> =
-    LazyLock::new(|| format!("{INSERT_PAYMENT} VALUES ({PAYMENT_VALUES})"));
+static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{INSERT_PAYMENT} VALUES ({})",
+        payment_values(Backend::Sqlite)
+    )
+});
 static COUNT_SQLITE: LazyLock<String> =
     LazyLock::new(|| count_usage("$1", db_day(Backend::Sqlite), "$2", "$3", "$4"));
 
@@ -318,7 +334,7 @@ static MARK_SIGNED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE payments SET status = 'SIGNED', sequence = $1, max_time = $2, fee_stroops = $3, \
          tx_hash = $4, envelope_xdr = $5, builds = builds + 1, status_detail = $6, \
-         next_attempt_at = $7, updated_at = $7 \
+         updated_at = $7 \
          WHERE id = $8 AND EXISTS (SELECT 1 FROM wallets \
            JOIN users ON users.id = wallets.user_id WHERE wallets.id = payments.source_wallet_id \
            AND wallets.frozen_at IS NULL AND users.blocked_at IS NULL){}",
@@ -355,7 +371,7 @@ static RESET_FOR_REBUILD: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE payments SET status = 'CREATED', \
          sequence = CASE WHEN $4 = 1 THEN sequence ELSE NULL END, status_detail = $1, \
-         next_attempt_at = $2, updated_at = $2 WHERE id = $3{}",
+         updated_at = $2 WHERE id = $3{}",
         fence(5)
     )
 });
@@ -378,8 +394,20 @@ static RESOLVE: LazyLock<[String; 3]> = LazyLock::new(|| {
     .map(|(status, sequence)| {
         format!(
             "UPDATE payments SET status = '{status}', sequence = {sequence}, status_detail = $1, \
-             failure_reason = $2, next_attempt_at = $3, updated_at = $3 \
+             failure_reason = $2, due_at_ms = 0, updated_at = $3 \
              WHERE id = $4 AND status = 'NEEDS_ATTENTION'"
+        )
+    })
+});
+
+static POSTPONE: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        format!(
+            "UPDATE payments SET due_at_ms = {} + $1 WHERE id = $2 \
+             AND EXISTS (SELECT 1 FROM payment_leases \
+               WHERE payment_leases.wallet_id = payments.source_wallet_id \
+               AND payment_leases.owner = $3 AND payment_leases.epoch = $4)",
+            db_now_ms(backend)
         )
     })
 });
@@ -508,7 +536,6 @@ impl Store {
             failure_reason: None,
             attempts: 0,
             builds: 0,
-            next_attempt_at: now.clone(),
             created_at: now.clone(),
             updated_at: now,
         }))
@@ -677,7 +704,6 @@ impl Store {
     /// the database's clock). On Postgres the scan skips rows other replicas are claiming
     /// (`FOR UPDATE SKIP LOCKED`).
     pub async fn due_source_wallets(&self, limit: i64) -> Result<Vec<WalletId>> {
-        let now = Timestamp::now();
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE OF payments SKIP LOCKED",
             Backend::Sqlite => "",
@@ -686,17 +712,13 @@ impl Store {
             "SELECT payments.source_wallet_id AS wallet_id FROM payments \
              LEFT JOIN payment_leases ON payment_leases.wallet_id = payments.source_wallet_id \
              WHERE payments.status IN ('CREATED', 'SIGNED', 'SUBMITTED') \
-               AND payments.next_attempt_at <= $1 \
-               AND (payment_leases.expires_at_ms IS NULL OR payment_leases.expires_at_ms < {}) \
-             ORDER BY payments.next_attempt_at LIMIT $2{lock}",
-            db_now_ms(self.backend)
+               AND payments.due_at_ms <= {now} \
+               AND (payment_leases.expires_at_ms IS NULL OR payment_leases.expires_at_ms < {now}) \
+             ORDER BY payments.due_at_ms LIMIT $1{lock}",
+            now = db_now_ms(self.backend)
         );
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(&sql)
-            .bind(now.as_str())
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let mut wallets = Vec::new();
         for row in &rows {
@@ -780,7 +802,7 @@ impl Store {
     /// committed after a later one was signed must not be built on the same sequence number.
     /// `NEEDS_ATTENTION` payments do not block the wallet (their sequence is spent).
     pub async fn next_unfinished_payment(&self, wallet: WalletId) -> Result<Option<NextPayment>> {
-        let rows = sqlx::query(&NEXT_UNFINISHED)
+        let rows = sqlx::query(for_backend(&NEXT_UNFINISHED, self.backend))
             .bind(wallet.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -789,6 +811,7 @@ impl Store {
                 Ok(NextPayment {
                     payment: payment_from_row(row)?,
                     refusal: refusal_from_row(row)?,
+                    due: row.try_get::<i64, _>("due")? == 1,
                     last: rows.len() == 1,
                 })
             })
@@ -1039,15 +1062,28 @@ impl Store {
             == 1)
     }
 
-    /// Puts a payment off until `at`.
-    pub async fn postpone_payment(&self, id: PaymentId, at: &Timestamp) -> Result<()> {
-        self.write_statement(
-            sqlx::query("UPDATE payments SET next_attempt_at = $1 WHERE id = $2")
-                .bind(at.as_str().to_owned())
-                .bind(id.to_string()),
-        )
-        .await?;
-        Ok(())
+    /// Puts a payment off for `wait`, counted from the database's clock: every replica judges
+    /// when it is due by that one clock, so a replica whose own clock runs ahead cannot put it
+    /// off for days. Only the lease's holder may (the step that decided to wait may have moved
+    /// the payment on, so its version is not part of the fence); false when the lease was lost,
+    /// and the new holder decides.
+    pub async fn postpone_payment(
+        &self,
+        lease: &Lease,
+        id: PaymentId,
+        wait: std::time::Duration,
+    ) -> Result<bool> {
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+        let changed = self
+            .write_statement(
+                sqlx::query(for_backend(&POSTPONE, self.backend))
+                    .bind(wait_ms)
+                    .bind(id.to_string())
+                    .bind(lease.owner.clone())
+                    .bind(lease.epoch),
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     /// Whether the wallet's user is blocked or the wallet frozen (the worker re-checks).

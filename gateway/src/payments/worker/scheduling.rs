@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::{Next, PaymentWorker, backoff};
-use crate::model::{Timestamp, WalletId};
+use crate::model::WalletId;
 use crate::store::{Lease, NextPayment, PaymentRecord};
 
 /// Waits longer than this release the wallet's lease and the worker slot.
@@ -188,11 +188,13 @@ impl PaymentWorker {
                 Some(payment) => Ok(Some(NextPayment {
                     payment,
                     refusal: None,
+                    due: true,
                     last,
                 })),
                 None => self.store.next_unfinished_payment(wallet).await,
             };
             let (payment, refusal) = match read {
+                Ok(Some(next)) if !next.due => break,
                 Ok(Some(next)) => {
                     last = next.last;
                     (next.payment, next.refusal)
@@ -208,9 +210,6 @@ impl PaymentWorker {
                     break;
                 }
             };
-            if payment.next_attempt_at > Timestamp::now() {
-                break;
-            }
             // The lease is renewed while a step runs (a synchronous submission can take longer
             // than the lease), so another worker never takes the wallet over mid-step.
             let step = self.step(lease, &payment, refusal);
@@ -252,8 +251,7 @@ impl PaymentWorker {
                 // Long waits (and any wait the lease would not outlive) park the payment in
                 // the database and free the wallet.
                 Next::Wait(wait) if wait >= PARK_THRESHOLD.min(self.settings.lease / 3) => {
-                    let at = Timestamp::after(wait);
-                    if let Err(e) = self.store.postpone_payment(payment.id, &at).await {
+                    if let Err(e) = self.store.postpone_payment(lease, payment.id, wait).await {
                         tracing::warn!(error = %e, payment_id = %payment.id, "cannot postpone");
                     }
                     break;
