@@ -1202,10 +1202,12 @@ async fn a_replica_whose_clock_runs_ahead_takes_no_live_lease_and_counts_the_dat
     store.close().await;
 }
 
-/// When a payment is next due follows the database's clock too: a payment accepted by a replica
-/// whose clock runs three days ahead (libfaketime), which then stops before it could work on it
-/// (the first replica holds the wallet), is due for the first replica at once. With the
-/// replica's own timestamp it was not due anywhere else for three days.
+/// When a payment is next due, and when it was accepted, follow the database's clock too: a
+/// payment accepted by a replica whose clock runs three days ahead (libfaketime), which then
+/// stops before it could work on it (the first replica holds the wallet), is due for the first
+/// replica at once, and its new destination is proven absent (create_account) by a ledger that
+/// closed after the acceptance. With the replica's own timestamps it was not due anywhere else
+/// for three days, and no ledger for three days could prove the destination absent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_others_at_once() {
     assert!(
@@ -1220,6 +1222,7 @@ async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_o
     .await;
     let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
     let (source, _) = s.wallet("source", Some(1_000 * XLM)).await;
+    let (newcomer, newcomer_account) = s.wallet("newcomer", None).await;
     let first = s.accepted(&source, &sink, "1").await;
     let first = s.finished(&first).await;
     assert_eq!(first["status"], "SUCCESS", "{first}");
@@ -1232,7 +1235,8 @@ async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_o
         .post(
             "/v1/payments",
             &s.stack.service_key,
-            &json!({ "source_wallet_id": source, "destination": sink, "amount": "2" }).to_string(),
+            &json!({ "source_wallet_id": source, "destination": newcomer, "amount": "2" })
+                .to_string(),
         )
         .await;
     assert_eq!(reply.status, 202, "{}", reply.body);
@@ -1256,7 +1260,8 @@ async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_o
         1,
         "{second}"
     );
-    assert_eq!(s.sim.balance(sink_account), Some(13 * XLM), "{second}");
+    assert_eq!(s.sim.balance(sink_account), Some(11 * XLM), "{second}");
+    assert_eq!(s.sim.balance(newcomer_account), Some(2 * XLM), "{second}");
 }
 
 /// The Horizon client speaks TLS for `https://` URLs: against the simulator's plain-HTTP port the

@@ -80,6 +80,10 @@ pub struct PaymentRecord {
     pub attempts: i64,
     /// Transactions built so far.
     pub builds: i64,
+    /// Accepted at, by the database's clock (ms since the Unix epoch): what the worker's
+    /// freshness rules compare with ledger close times (`created_at` is the accepting replica's
+    /// clock, for display).
+    pub accepted_at_ms: i64,
     /// Accepted at.
     pub created_at: Timestamp,
     /// Last change.
@@ -129,7 +133,7 @@ pub enum KeyedPayment {
 
 const COLUMNS: &str = "id, source_wallet_id, destination, destination_account, amount_stroops, memo, \
     status, sequence, max_time, tx_hash, envelope_xdr, fee_stroops, ledger, result_codes, \
-    failure_reason, attempts, builds, created_at, updated_at";
+    failure_reason, attempts, builds, accepted_at_ms, created_at, updated_at";
 
 fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>> {
     Ok(row.try_get::<Option<i64>, _>(column)?)
@@ -162,6 +166,7 @@ fn payment_from_row(row: &AnyRow) -> Result<PaymentRecord> {
         failure_reason: optional_text(row, "failure_reason")?,
         attempts: row.try_get::<i64, _>("attempts")?,
         builds: row.try_get::<i64, _>("builds")?,
+        accepted_at_ms: row.try_get::<i64, _>("accepted_at_ms")?,
         created_at: Timestamp::from_stored(text(row, "created_at")?)?,
         updated_at: Timestamp::from_stored(text(row, "updated_at")?)?,
     })
@@ -217,20 +222,20 @@ static NEXT_UNFINISHED: LazyLock<[String; 2]> = LazyLock::new(|| {
 
 const INSERT_PAYMENT: &str = "INSERT INTO payments (id, api_key_id, idempotency_key, \
     source_wallet_id, destination, destination_account, amount_stroops, memo, status, attempts, \
-    builds, due_at_ms, created_at, updated_at, request_hash)";
+    builds, due_at_ms, accepted_at_ms, created_at, updated_at, request_hash)";
 
-/// The inserted values; a new payment is due at once by the database's clock.
+/// The inserted values; a new payment is accepted, and due at once, by the database's clock.
 fn payment_values(backend: Backend) -> String {
     format!(
-        "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, {}, $9, $9, $10",
-        db_now_ms(backend)
+        "$1, $2, $3, $4, $5, $6, $7, $8, 'CREATED', 0, 0, {now}, {now}, $9, $9, $10",
+        now = db_now_ms(backend)
     )
 }
 
 /// Postgres: the payment inserted only if the count (a data-modifying CTE) went through.
 static ACCEPT_POSTGRES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH counted AS ({}) {INSERT_PAYMENT} SELECT {} FROM counted",
+        "WITH counted AS ({}) {INSERT_PAYMENT} SELECT {} FROM counted RETURNING accepted_at_ms",
         count_usage("$4", db_day(Backend::Postgres), "$7", "$11", "$12"),
         payment_values(Backend::Postgres)
     )
@@ -238,7 +243,7 @@ static ACCEPT_POSTGRES: LazyLock<String> = LazyLock::new(|| {
 /// SQLite: the insert, then the count, in one savepoint of a group commit.
 static INSERT_SQLITE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{INSERT_PAYMENT} VALUES ({})",
+        "{INSERT_PAYMENT} VALUES ({}) RETURNING accepted_at_ms",
         payment_values(Backend::Sqlite)
     )
 });
@@ -484,12 +489,12 @@ impl Store {
             Backend::Postgres => insert_payment(&ACCEPT_POSTGRES, new, &now)
                 .bind(defaults.daily_count)
                 .bind(defaults.daily_amount_stroops)
-                .execute(&self.pool)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(Error::from)
-                .and_then(|done| match done.rows_affected() {
-                    1 => Ok(()),
-                    _ => Err(limit_exceeded()),
+                .and_then(|row| match row {
+                    Some(row) => Ok(row.try_get::<i64, _>("accepted_at_ms")?),
+                    None => Err(limit_exceeded()),
                 }),
             Backend::Sqlite => {
                 let insert = insert_payment(&INSERT_SQLITE, new, &now);
@@ -502,9 +507,9 @@ impl Store {
                 // rolls both statements back.
                 self.write(Box::new(move |conn| {
                     Box::pin(async move {
-                        insert.execute(&mut *conn).await?;
+                        let row = insert.fetch_one(&mut *conn).await?;
                         match count.execute(conn).await?.rows_affected() {
-                            1 => Ok(()),
+                            1 => Ok(row.try_get::<i64, _>("accepted_at_ms")?),
                             _ => Err(limit_exceeded()),
                         }
                     })
@@ -512,11 +517,11 @@ impl Store {
                 .await
             }
         };
-        match accepted {
-            Ok(()) => {}
+        let accepted_at_ms = match accepted {
+            Ok(at) => at,
             Err(e @ Error::LimitExceeded(_)) => return Err(e),
             Err(e) => return self.accept_refused(new, e).await,
-        }
+        };
         // The CREATED event is written by the database (migration 0003).
         Ok(Accepted::Created(PaymentRecord {
             id: new.id,
@@ -536,6 +541,7 @@ impl Store {
             failure_reason: None,
             attempts: 0,
             builds: 0,
+            accepted_at_ms,
             created_at: now.clone(),
             updated_at: now,
         }))

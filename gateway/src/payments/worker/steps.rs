@@ -18,9 +18,9 @@ use crate::store::{
     Lease, Outcome, PaymentRecord, Rebuild, SignedEnvelope, SignedTransaction, WalletRecord,
 };
 
-/// How far the gateway's clock and the network's ledger close times may differ: an account's
+/// How far the database's clock and the network's ledger close times may differ: an account's
 /// absence is proven only by a read covering a ledger that closed this long after the payment
-/// was accepted.
+/// was accepted (by the database's clock).
 const ABSENCE_CLOCK_SKEW_SECS: i64 = 5;
 
 /// How long a payment waits before building again after signerd refused its stale time bounds.
@@ -352,9 +352,7 @@ impl PaymentWorker {
         let fence = match self.absence_fences.get(&payment.id) {
             Some(fence) => fence,
             None => {
-                let accepted = payment.created_at.unix_seconds().ok_or_else(|| {
-                    HorizonError::Protocol("payment created_at is not a timestamp".into())
-                })?;
+                let accepted = payment.accepted_at_ms.div_euclid(1000);
                 let latest = self.horizon.latest_ledger().await?;
                 if latest.closed_at < accepted + ABSENCE_CLOCK_SKEW_SECS {
                     return Ok(false);
@@ -370,10 +368,7 @@ impl PaymentWorker {
     fn read_behind(&self, payment: &PaymentRecord, read: &'static str) -> Next {
         tracing::info!(payment_id = %payment.id, read, "horizon read from a node behind; decision postponed");
         self.metrics.read_behind(read);
-        let waited = payment
-            .created_at
-            .unix_seconds()
-            .map_or(0, |accepted| (unix_now() - accepted).max(0));
+        let waited = (unix_now() - payment.accepted_at_ms.div_euclid(1000)).max(0);
         Next::Wait(backoff(waited / 2).min(Duration::from_secs(2)))
     }
 
