@@ -312,7 +312,22 @@ pub async fn restart_signerd_on_same_port(signerd: &mut SignerdProcess) {
         1,
     );
     must(std::fs::write(&signerd.config, pinned));
-    must(signerd.launch().await);
+    // Between the kill and the restart, the freed port (from the ephemeral range, as port 0
+    // gave it) can be taken as the local port of some outgoing connection on this busy
+    // machine. That connection ends soon; try the bind again meanwhile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match signerd.launch().await {
+            Ok(()) => return,
+            Err(e)
+                if format!("{e:#}").contains("in use")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("signerd did not restart on {}: {e:#}", signerd.addr),
+        }
+    }
 }
 
 /// A real `gateway serve` process.
