@@ -448,8 +448,7 @@ async fn a_second_transaction_from_a_source_with_one_queued_is_try_again_later()
 }
 
 #[tokio::test]
-async fn a_failed_transaction_is_failed_with_its_result_and_a_fee_bump_is_found_by_its_outer_hash()
-{
+async fn a_failed_transaction_is_failed_with_its_result_and_a_fee_bump_is_found_by_either_hash() {
     let sim = start().await;
     let rpc = Rpc::new(&sim);
     let pair = Pair::new(&sim, "rpc failed", 100 * XLM);
@@ -485,11 +484,19 @@ async fn a_failed_transaction_is_failed_with_its_result_and_a_fee_bump_is_found_
     assert_eq!(found["status"], "SUCCESS");
     assert_eq!(found["feeBump"], true);
     assert_eq!(found["txHash"], outer.to_hex());
+    let by_inner = rpc.transaction(&inner).await;
     assert_eq!(
-        rpc.transaction(&inner).await["status"],
-        "NOT_FOUND",
-        "RPC stores a fee bump under its outer hash"
+        by_inner["status"], "SUCCESS",
+        "RPC indexes the inner hash too"
     );
+    assert_eq!(by_inner["txHash"], inner.to_hex(), "the hash as asked");
+    assert_eq!(by_inner["envelopeXdr"], bump, "the fee bump's envelope");
+    assert_eq!(by_inner["feeBump"], true);
+    let result: TransactionResult = decode_xdr(&by_inner["resultXdr"]);
+    assert!(matches!(
+        result.result,
+        TransactionResultResult::TxFeeBumpInnerSuccess(_)
+    ));
 }
 
 /// Three payments from three payers in one ledger, one more in the next; returns their hashes

@@ -392,7 +392,7 @@ pub struct Events {}
 pub struct TransactionDetails {
     /// `SUCCESS`, `FAILED` or `NOT_FOUND`.
     pub status: &'static str,
-    /// The hash (the outer one for a fee bump).
+    /// The hash: as asked in getTransaction; the outer one of a fee bump in getTransactions.
     pub tx_hash: String,
     /// Its position in its ledger, from 1 (0 when not found).
     pub application_order: u32,
@@ -492,8 +492,9 @@ fn hex_error(text: &str) -> Option<String> {
     (text.len() % 2 == 1).then(|| "encoding/hex: odd length hex string".to_owned())
 }
 
-/// `getTransaction`: found only by the hash that was submitted (a fee bump's outer hash), only
-/// once the node has ingested its ledger and while that ledger is in the retention window.
+/// `getTransaction`: found by its hash (a fee bump by its outer or its inner hash, as
+/// stellar-rpc indexes both; `txHash` is the hash as asked), once the node has ingested its
+/// ledger and while that ledger is in the retention window.
 pub fn get_transaction(
     network: &Network,
     node: RpcNode,
@@ -515,13 +516,13 @@ pub fn get_transaction(
     let oldest = node.oldest(network);
     let record = network
         .applied(&hash)
-        .filter(|record| record.tx.hash == hash)
         .filter(|record| oldest <= record.ledger && record.ledger <= node.ingested);
     let (details, created_at) = match record {
-        Some(record) => (
-            TransactionDetails::of(record)?,
-            record.close_time.to_string(),
-        ),
+        Some(record) => {
+            let mut details = TransactionDetails::of(record)?;
+            details.tx_hash = params.hash.clone();
+            (details, record.close_time.to_string())
+        }
         None => (TransactionDetails::not_found(&params.hash), "0".to_owned()),
     };
     Ok(TransactionResult {
