@@ -602,6 +602,39 @@ async fn get_transactions_pages_through_ledgers_with_rpcs_cursor() {
     assert_eq!(hashes_of(&all), hex, "the default page holds them all");
 }
 
+/// RPC's cursor: a TOID (ledger, transaction order, operation 1), as a decimal string.
+fn toid(ledger: u32, order: i64) -> String {
+    ((i64::from(ledger) << 32) | (order << 12) | 1).to_string()
+}
+
+#[tokio::test]
+async fn get_transactions_past_the_last_transaction_answers_rpcs_order_zero_cursor() {
+    let sim = start().await;
+    let rpc = Rpc::new(&sim);
+    let (hashes, first, second) = four_payments(&sim, &rpc).await;
+    let all = rpc
+        .result("getTransactions", json!({ "startLedger": first }))
+        .await;
+    assert_eq!(all["cursor"], toid(second, 1));
+    let after = rpc
+        .result(
+            "getTransactions",
+            json!({ "pagination": { "cursor": all["cursor"] } }),
+        )
+        .await;
+    assert_eq!(after["transactions"], json!([]));
+    // stellar-rpc v27 answers the ledger with order 0 here, so the next page reads that ledger
+    // again: a client pages by cursor and still dedupes by hash.
+    assert_eq!(after["cursor"], toid(second, 0));
+    let again = rpc
+        .result(
+            "getTransactions",
+            json!({ "pagination": { "cursor": after["cursor"] } }),
+        )
+        .await;
+    assert_eq!(hashes_of(&again), vec![hashes[3].to_hex()]);
+}
+
 #[tokio::test]
 async fn get_transactions_refuses_what_rpc_refuses() {
     let sim = start().await;
@@ -717,12 +750,21 @@ async fn the_json_rpc_envelope_answers_as_stellar_rpcs_bridge_does() {
     let rpc = Rpc::new(&sim);
     let http = Horizon::new(&sim);
 
+    // Not JSON at all: jrpc2's bridge fails the HTTP request itself.
     let garbage = http
         .send_raw("POST", "/rpc", "application/json", "{not json")
         .await;
-    assert_eq!(garbage.status, 200);
-    assert_eq!(garbage.body["error"]["code"], -32700);
-    assert_eq!(garbage.body["id"], Value::Null);
+    assert_eq!(garbage.status, 500);
+    assert!(garbage.content_type.starts_with("text/plain"));
+    // JSON, but not a request object: a parse error object.
+    let scalar = rpc.post(&json!(42)).await;
+    assert_eq!(scalar.status, 200);
+    assert_eq!(scalar.body["error"]["code"], -32700);
+    assert_eq!(
+        scalar.body["error"]["message"],
+        "request is not a JSON object"
+    );
+    assert_eq!(scalar.body["id"], Value::Null);
 
     let unknown = rpc
         .post(&json!({"jsonrpc": "2.0", "id": "abc", "method": "getEvents2"}))
