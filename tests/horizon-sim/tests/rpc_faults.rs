@@ -265,6 +265,32 @@ async fn a_full_queue_refuses_a_low_bid_and_a_source_gets_one_queued_transaction
 }
 
 #[tokio::test]
+async fn a_queue_full_of_transactions_answers_try_again_later_whatever_the_bid() {
+    // Ledgers of 100 operations: the queue holds 200, two transactions of 100 payments.
+    let sim = start_with(small_ledgers()).await;
+    let rpc = Rpc::new(&sim);
+    let payee = key("rpc queue full payee");
+    funded(&sim, &payee, 10 * XLM);
+    for label in ["rpc queue full a", "rpc queue full b"] {
+        let payer = key(label);
+        let sequence = funded(&sim, &payer, 1_000 * XLM);
+        let mut tx = Tx::new(public(&payer), sequence + 1);
+        tx.operations = vec![payment(public(&payee), XLM); 100];
+        tx.fee = 100 * 100;
+        let envelope = signed(&tx, sim.network_id(), &[&payer]);
+        assert_eq!(rpc.send(&envelope).await["status"], "PENDING");
+    }
+    let (third, third_hash, _) = payment_bidding(&sim, "rpc queue full c", &payee, 10_000);
+    let answer = rpc.send(&third).await;
+    assert_eq!(answer["status"], "TRY_AGAIN_LATER", "{answer}");
+    assert_eq!(sim.queued(), 2);
+    sim.close_ledger();
+    assert_eq!(rpc.send(&third).await["status"], "PENDING", "room again");
+    sim.close_ledger();
+    assert_eq!(rpc.transaction(&third_hash).await["status"], "SUCCESS");
+}
+
+#[tokio::test]
 async fn an_evicted_transaction_never_appears_and_is_refused_for_a_while() {
     let sim = start_with(SimConfig {
         queue_ledgers: 2,
