@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountEntryExt, AccountEntryExtensionV1, AccountEntryExtensionV1Ext, AccountEntryExtensionV2,
     AccountEntryExtensionV2Ext, AccountEntryExtensionV3, AccountId, ExtensionPoint, Hash,
-    LedgerCloseMeta, LedgerCloseMetaV0, LedgerEntryData, LedgerEntryExt, LedgerHeader,
+    LedgerCloseMeta, LedgerCloseMetaV2, LedgerEntryData, LedgerEntryExt, LedgerHeader,
     LedgerHeaderHistoryEntry, LedgerKey, Liabilities, Limits, OperationMetaV2, PublicKey, ReadXdr,
     SequenceNumber, StellarValue, Thresholds, TimePoint, TransactionMeta, TransactionMetaV4,
     Uint256, WriteXdr,
@@ -113,12 +113,12 @@ pub struct HealthResult {
     pub status: &'static str,
     /// The latest ingested ledger.
     pub latest_ledger: u32,
-    /// Its close time (a JSON number here, unlike elsewhere).
-    pub latest_ledger_close_time: i64,
+    /// Its close time, a string (as developers.stellar.org documents getHealth today).
+    pub latest_ledger_close_time: String,
     /// The oldest ledger held.
     pub oldest_ledger: u32,
-    /// Its close time.
-    pub oldest_ledger_close_time: i64,
+    /// Its close time, a string.
+    pub oldest_ledger_close_time: String,
     /// How many ledgers the node keeps.
     pub ledger_retention_window: u32,
 }
@@ -129,9 +129,9 @@ pub fn get_health(network: &Network, node: RpcNode) -> HealthResult {
     HealthResult {
         status: "healthy",
         latest_ledger: node.ingested,
-        latest_ledger_close_time: close_time(network, node.ingested),
+        latest_ledger_close_time: close_time(network, node.ingested).to_string(),
         oldest_ledger: oldest,
-        oldest_ledger_close_time: close_time(network, oldest),
+        oldest_ledger_close_time: close_time(network, oldest).to_string(),
         ledger_retention_window: match network.faults.history_retention_ledgers {
             0 => DEFAULT_RETENTION_WINDOW,
             kept => kept,
@@ -210,13 +210,14 @@ pub fn get_latest_ledger(network: &Network, node: RpcNode) -> Result<LatestLedge
         .map_err(|e| RpcError::internal(e.to_string()))?;
     // A ledger's hash is the sha256 of its header.
     let hash: [u8; 32] = Sha256::digest(&header_bytes).into();
-    let meta = LedgerCloseMeta::V0(LedgerCloseMetaV0 {
+    // v2, protocol 23's close meta, with the header and nothing else.
+    let meta = LedgerCloseMeta::V2(LedgerCloseMetaV2 {
         ledger_header: LedgerHeaderHistoryEntry {
             hash: Hash(hash),
             header,
             ..LedgerHeaderHistoryEntry::default()
         },
-        ..LedgerCloseMetaV0::default()
+        ..LedgerCloseMetaV2::default()
     });
     Ok(LatestLedgerResult {
         id: hex::encode(hash),
