@@ -820,3 +820,44 @@ async fn the_json_rpc_envelope_answers_as_stellar_rpcs_bridge_does() {
         "application/json"
     );
 }
+
+#[tokio::test]
+async fn horizon_and_rpc_are_two_views_of_one_ledger() {
+    let sim = start().await;
+    let rpc = Rpc::new(&sim);
+    let horizon = Horizon::new(&sim);
+    let pair = Pair::new(&sim, "rpc one ledger", 100 * XLM);
+    let network_id = sim.network_id();
+    // Submitted through Horizon, seen through RPC.
+    let first = pair.next_payment(&sim, XLM);
+    let first_hash = hash_of(&first, network_id);
+    assert_eq!(horizon.submit_async(&first).await.status, 201);
+    assert_eq!(
+        rpc.send(&first).await["status"],
+        "DUPLICATE",
+        "one queue behind both"
+    );
+    let closed = sim.close_ledger();
+    let seen = rpc.transaction(&first_hash).await;
+    assert_eq!(seen["status"], "SUCCESS");
+    assert_eq!(as_u32(&seen["ledger"]), closed.sequence);
+    // Submitted through RPC, seen through Horizon.
+    let second = signed(
+        &pair.payment(pair.alice_sequence + 2, XLM),
+        network_id,
+        &[&pair.alice],
+    );
+    let second_hash = hash_of(&second, network_id);
+    assert_eq!(rpc.send(&second).await["status"], "PENDING");
+    sim.close_ledger();
+    let reply = horizon.transaction(&second_hash).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["successful"], true);
+    let (entry, _) = rpc.account(&account(&pair.alice)).await;
+    let on_horizon = horizon.account(&account(&pair.alice)).await;
+    assert_eq!(
+        entry.map(|e| e.seq_num.0.to_string()),
+        on_horizon.body["sequence"].as_str().map(str::to_owned)
+    );
+    assert_eq!(sim.balance(account(&pair.bob)), Some(12 * XLM));
+}
