@@ -17,6 +17,7 @@ use crate::authz::CallerIdentity;
 use crate::backend::gcp_kms::GcpKmsConfig;
 use crate::error::{Error, Result};
 use crate::policy::PolicyConfig;
+use crate::soroban::ledger::StellarRpcConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -45,6 +46,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where the current ledger of each network is read (`getLatestLedger`), to bound the
+    /// expiration of Soroban authorizations. None for a network: its entries are refused.
+    #[serde(default)]
+    pub stellar_rpc: Vec<StellarRpcConfig>,
 }
 
 /// `[limits]`: signatures per second, per caller identity and per key. A backstop against a
@@ -458,6 +463,19 @@ impl Config {
             }
         }
         self.policy.check().map_err(Error::Config)?;
+        for (i, rpc) in self.stellar_rpc.iter().enumerate() {
+            rpc.check(&format!("stellar_rpc[{i}]."))
+                .map_err(Error::Config)?;
+            if self.stellar_rpc[..i]
+                .iter()
+                .any(|r| r.network == rpc.network)
+            {
+                return Err(Error::Config(format!(
+                    "stellar_rpc[{i}].network: {:?} has an endpoint already",
+                    rpc.network
+                )));
+            }
+        }
         self.audit.check().map_err(Error::Config)?;
         let limits = &self.limits;
         for (name, value) in [

@@ -679,10 +679,14 @@ fn only_regular_files(dir: &std::path::Path) -> std::io::Result<()> {
 /// Feeds one record read at start to the guard: every `signed` SignTransaction decision that
 /// reserved sequence numbers (the key was the transaction source), on its network.
 fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64) {
-    if view.kind != "decision"
-        || view.decision != Some(Decision::Signed)
-        || view.rpc.as_deref() != Some("SignTransaction")
-    {
+    if view.kind != "decision" || view.decision != Some(Decision::Signed) {
+        return;
+    }
+    if view.rpc.as_deref() == Some("SignAuthEntry") {
+        restore_nonce(guard, view);
+        return;
+    }
+    if view.rpc.as_deref() != Some("SignTransaction") {
         return;
     }
     let parsed = (|| {
@@ -713,6 +717,25 @@ fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64)
     if let Some((claim, hash)) = parsed {
         let identity = view.identity.as_deref().unwrap_or_default();
         guard.restore(claim, hash, view.max_time, identity, now);
+    }
+}
+
+/// Feeds a `signed` SignAuthEntry record to the nonce guard. Entries already expired are
+/// dropped at the first check on their network, when its current ledger is known.
+fn restore_nonce(guard: &mut SequenceGuard, view: &record::RecordView) {
+    let parsed = (|| {
+        let network = NetworkPassphrase::parse(view.network.as_deref()?).ok()?;
+        let soroban = view.soroban.as_ref()?.first()?;
+        let slot = crate::soroban::nonce_guard::NonceSlot {
+            network: network.network_id(),
+            address: soroban.address.clone(),
+            nonce: soroban.nonce.as_deref()?.parse().ok()?,
+        };
+        let invocation = super::chain::decode_hash(soroban.invocation_hash.as_deref()?)?;
+        Some((slot, invocation, soroban.expiration_ledger?))
+    })();
+    if let Some((slot, invocation, expiration)) = parsed {
+        guard.nonces.restore(slot, invocation, expiration);
     }
 }
 

@@ -1,0 +1,301 @@
+//! The nonce guard: once signerd has signed an authorization entry for (network, address,
+//! nonce), it refuses to sign a different entry with the same triple. Signing the same entry
+//! again (same credentials kind, address, nonce and invocation tree; the expiration may differ)
+//! is fine. Only one entry per nonce can ever be used on chain, so two different ones signed for
+//! one nonce would let whoever submits first choose what the key authorized.
+//!
+//! Bounded: an entry is dropped once the network's current ledger is past the latest expiration
+//! signed for it (the signature can no longer be used, so another entry for the nonce is then
+//! harmless), and policy bounds every expiration to `max_expiration_ledgers` ahead. When the
+//! guard holds `max_entries` live entries, new ones are refused, never evicted.
+//!
+//! The guard lives beside the sequence guard ([`crate::guard::SequenceGuard`] carries it), under
+//! the same lock and in the same checkpoint snapshot, and is rebuilt at start from that snapshot
+//! plus the `SignAuthEntry` records after it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+/// (network id, address as strkey bytes' hash input, nonce).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NonceSlot {
+    /// sha256 of the network passphrase.
+    pub network: [u8; 32],
+    /// The credentials' address (strkey).
+    pub address: String,
+    /// The nonce.
+    pub nonce: i64,
+}
+
+/// What the guard says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceDecision {
+    /// Nothing was signed for the slot: now it holds this entry.
+    Reserved,
+    /// This very entry was signed before.
+    SameEntry,
+    /// A different entry was signed for the slot.
+    Conflict {
+        /// Its invocation hash.
+        signed: [u8; 32],
+    },
+    /// The guard is full.
+    Full {
+        /// The cap.
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    invocation: [u8; 32],
+    /// The latest expiration ledger signed for it.
+    expiration: u32,
+}
+
+/// The guard's state; the caller holds it behind a mutex.
+#[derive(Debug)]
+pub struct NonceGuard {
+    entries: HashMap<NonceSlot, Held>,
+    /// Per network, slots by expiration (min-heap); stale items are skipped.
+    expiring: HashMap<[u8; 32], BinaryHeap<Reverse<(u32, String, i64)>>>,
+    max_entries: usize,
+}
+
+impl NonceGuard {
+    /// An empty guard holding at most `max_entries`.
+    pub fn new(max_entries: usize) -> Self {
+        NonceGuard {
+            entries: HashMap::new(),
+            expiring: HashMap::new(),
+            max_entries,
+        }
+    }
+
+    /// Checks `slot` for the entry `invocation` expiring at `expiration`, given the network's
+    /// `current` ledger, and reserves it when free.
+    pub fn check_and_reserve(
+        &mut self,
+        slot: NonceSlot,
+        invocation: [u8; 32],
+        expiration: u32,
+        current: u32,
+    ) -> NonceDecision {
+        self.expire(&slot.network, current);
+        if let Some(held) = self.entries.get_mut(&slot) {
+            if held.invocation != invocation {
+                return NonceDecision::Conflict {
+                    signed: held.invocation,
+                };
+            }
+            if expiration > held.expiration {
+                held.expiration = expiration;
+                self.expiring
+                    .entry(slot.network)
+                    .or_default()
+                    .push(Reverse((expiration, slot.address, slot.nonce)));
+            }
+            return NonceDecision::SameEntry;
+        }
+        if self.entries.len() >= self.max_entries {
+            return NonceDecision::Full {
+                limit: self.max_entries,
+            };
+        }
+        self.insert(slot, invocation, expiration);
+        NonceDecision::Reserved
+    }
+
+    /// Undoes a reservation whose record could not be written.
+    pub fn release(&mut self, slot: &NonceSlot, invocation: [u8; 32]) {
+        if self
+            .entries
+            .get(slot)
+            .is_some_and(|h| h.invocation == invocation)
+        {
+            self.entries.remove(slot);
+        }
+    }
+
+    /// Records a signature found in the audit log or a snapshot; a later record for the same
+    /// slot wins, the cap does not apply.
+    pub fn restore(&mut self, slot: NonceSlot, invocation: [u8; 32], expiration: u32) {
+        self.insert(slot, invocation, expiration);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the guard holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn insert(&mut self, slot: NonceSlot, invocation: [u8; 32], expiration: u32) {
+        self.expiring
+            .entry(slot.network)
+            .or_default()
+            .push(Reverse((expiration, slot.address.clone(), slot.nonce)));
+        self.entries.insert(
+            slot,
+            Held {
+                invocation,
+                expiration,
+            },
+        );
+    }
+
+    /// Drops the entries of `network` whose expiration is before `current`.
+    fn expire(&mut self, network: &[u8; 32], current: u32) {
+        let Some(heap) = self.expiring.get_mut(network) else {
+            return;
+        };
+        while let Some(Reverse((expiration, _, _))) = heap.peek() {
+            if *expiration >= current {
+                break;
+            }
+            let Some(Reverse((expiration, address, nonce))) = heap.pop() else {
+                break;
+            };
+            let slot = NonceSlot {
+                network: *network,
+                address,
+                nonce,
+            };
+            // Only if the live entry is not held longer by a later signature.
+            if self
+                .entries
+                .get(&slot)
+                .is_some_and(|h| h.expiration == expiration)
+            {
+                self.entries.remove(&slot);
+            }
+        }
+    }
+
+    /// Every entry as bytes, for the guard snapshot: per entry network (32), nonce (i64 BE),
+    /// expiration (u32 BE), invocation hash (32), address length (u16 BE) and address.
+    pub fn snapshot_into(&self, bytes: &mut Vec<u8>) {
+        let mut entries: Vec<_> = self.entries.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for (slot, held) in entries {
+            bytes.extend_from_slice(&slot.network);
+            bytes.extend_from_slice(&slot.nonce.to_be_bytes());
+            bytes.extend_from_slice(&held.expiration.to_be_bytes());
+            bytes.extend_from_slice(&held.invocation);
+            let address = &slot.address.as_bytes()[..slot.address.len().min(u16::MAX.into())];
+            bytes.extend_from_slice(&(address.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(address);
+        }
+    }
+
+    /// Parses what [`Self::snapshot_into`] wrote.
+    pub fn parse_snapshot(mut rest: &[u8]) -> Result<Vec<(NonceSlot, [u8; 32], u32)>, String> {
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+            if rest.len() < n {
+                return Err("nonce snapshot: truncated entry".into());
+            }
+            let (head, tail) = rest.split_at(n);
+            *rest = tail;
+            Ok(head)
+        }
+        fn array<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
+            take(rest, N)?
+                .try_into()
+                .map_err(|_| "nonce snapshot: truncated entry".to_owned())
+        }
+        let mut entries = Vec::new();
+        while !rest.is_empty() {
+            let network = array::<32>(&mut rest)?;
+            let nonce = i64::from_be_bytes(array(&mut rest)?);
+            let expiration = u32::from_be_bytes(array(&mut rest)?);
+            let invocation = array::<32>(&mut rest)?;
+            let length = u16::from_be_bytes(array(&mut rest)?);
+            let address = std::str::from_utf8(take(&mut rest, length.into())?)
+                .map_err(|_| "nonce snapshot: address is not UTF-8")?
+                .to_owned();
+            entries.push((
+                NonceSlot {
+                    network,
+                    address,
+                    nonce,
+                },
+                invocation,
+                expiration,
+            ));
+        }
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(nonce: i64) -> NonceSlot {
+        NonceSlot {
+            network: [1; 32],
+            address: "GA".into(),
+            nonce,
+        }
+    }
+
+    #[test]
+    fn one_entry_per_nonce_until_it_expires() {
+        let mut guard = NonceGuard::new(10);
+        assert_eq!(
+            guard.check_and_reserve(slot(5), [1; 32], 100, 90),
+            NonceDecision::Reserved
+        );
+        assert_eq!(
+            guard.check_and_reserve(slot(5), [1; 32], 101, 90),
+            NonceDecision::SameEntry
+        );
+        assert_eq!(
+            guard.check_and_reserve(slot(5), [2; 32], 100, 95),
+            NonceDecision::Conflict { signed: [1; 32] }
+        );
+        // Another network is another slot.
+        let mut elsewhere = slot(5);
+        elsewhere.network = [2; 32];
+        assert_eq!(
+            guard.check_and_reserve(elsewhere, [2; 32], 100, 95),
+            NonceDecision::Reserved
+        );
+        // Held until the latest expiration signed (101) is past.
+        assert!(matches!(
+            guard.check_and_reserve(slot(5), [2; 32], 200, 101),
+            NonceDecision::Conflict { .. }
+        ));
+        assert_eq!(
+            guard.check_and_reserve(slot(5), [2; 32], 200, 102),
+            NonceDecision::Reserved
+        );
+    }
+
+    #[test]
+    fn a_full_guard_refuses_and_a_snapshot_round_trips() {
+        let mut guard = NonceGuard::new(2);
+        guard.check_and_reserve(slot(1), [1; 32], 100, 90);
+        guard.check_and_reserve(slot(2), [2; 32], 100, 90);
+        assert_eq!(
+            guard.check_and_reserve(slot(3), [3; 32], 100, 90),
+            NonceDecision::Full { limit: 2 }
+        );
+        let mut bytes = Vec::new();
+        guard.snapshot_into(&mut bytes);
+        let entries = NonceGuard::parse_snapshot(&bytes).unwrap_or_default();
+        assert_eq!(entries.len(), 2);
+        let mut restored = NonceGuard::new(2);
+        for (slot, invocation, expiration) in entries {
+            restored.restore(slot, invocation, expiration);
+        }
+        assert!(matches!(
+            restored.check_and_reserve(slot(1), [9; 32], 100, 90),
+            NonceDecision::Conflict { .. }
+        ));
+        assert!(NonceGuard::parse_snapshot(&bytes[..bytes.len() - 1]).is_err());
+    }
+}
