@@ -517,6 +517,19 @@ async fn authorization_entries_are_signed_only_when_understood() {
         "credentials",
     )
     .await;
+    // Credentials of another account, over a call the policy would otherwise allow.
+    f.refuses(
+        "another address calling the router",
+        entry(
+            Creds::V2,
+            [9; 32],
+            10,
+            call(ROUTER, "swap", vec![amount(1)], vec![]),
+        ),
+        1050,
+        "credentials",
+    )
+    .await;
     // Contract, function and sub-invocation not allowed.
     f.refuses(
         "a contract not allowed",
@@ -1228,4 +1241,101 @@ async fn invoke_host_function_transactions_follow_the_contract_policy() {
     assert_eq!(soroban["credentials"], "source_account");
     assert_eq!(soroban["calls"][0]["function"], "transfer");
     assert_eq!(soroban["calls"][0]["args"][2], "10");
+}
+
+/// gRPC server reflection lists `signer.v1.Signer` (with the new RPCs) and the health service,
+/// over mutual TLS only: what `grpcurl list` and `grpcurl describe` ask.
+#[tokio::test]
+async fn grpc_reflection_lists_every_service_over_mutual_tls() {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let f = Fixture::start(&[TESTNET]).await;
+    let cert = f
+        .signerd
+        .pki
+        .client("operator")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let channel = f
+        .signerd
+        .channel(Some(&cert))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut ask = async |request: MessageRequest| -> Vec<ServerReflectionResponse> {
+        grpc.ready().await.unwrap_or_else(|e| panic!("{e}"));
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        );
+        let requests = tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        }]);
+        let mut answers = grpc
+            .streaming(
+                tonic::Request::new(requests),
+                path,
+                tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_inner();
+        let mut all = Vec::new();
+        while let Some(answer) = answers.message().await.unwrap_or_else(|e| panic!("{e}")) {
+            all.push(answer);
+        }
+        all
+    };
+    let listed = ask(MessageRequest::ListServices(String::new())).await;
+    let names: Vec<String> = listed
+        .iter()
+        .filter_map(|a| match &a.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => Some(
+                list.service
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for service in ["signer.v1.Signer", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} not in {names:?}"
+        );
+    }
+    let described = ask(MessageRequest::FileContainingSymbol(
+        "signer.v1.Signer".into(),
+    ))
+    .await;
+    let files: Vec<u8> = described
+        .iter()
+        .filter_map(|a| match &a.message_response {
+            Some(MessageResponse::FileDescriptorResponse(files)) => {
+                Some(files.file_descriptor_proto.concat())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for method in ["SignAuthEntry", "SignMessage", "SignTransaction"] {
+        assert!(
+            files.windows(method.len()).any(|w| w == method.as_bytes()),
+            "{method} not described"
+        );
+    }
+    // Without a client certificate there is no reflection either.
+    let anonymous = f.signerd.channel(None).await;
+    if let Ok(channel) = anonymous {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        assert!(
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .is_err()
+        );
+    }
 }

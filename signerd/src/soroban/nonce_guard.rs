@@ -53,12 +53,15 @@ struct Held {
     expiration: u32,
 }
 
+/// One network's slots by expiration ledger: (expiration, address, nonce), earliest first.
+type ExpiryHeap = BinaryHeap<Reverse<(u32, String, i64)>>;
+
 /// The guard's state; the caller holds it behind a mutex.
 #[derive(Debug)]
 pub struct NonceGuard {
     entries: HashMap<NonceSlot, Held>,
     /// Per network, slots by expiration (min-heap); stale items are skipped.
-    expiring: HashMap<[u8; 32], BinaryHeap<Reverse<(u32, String, i64)>>>,
+    expiring: HashMap<[u8; 32], ExpiryHeap>,
     max_entries: usize,
 }
 
