@@ -125,6 +125,9 @@ impl Signerd {
         metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        // Before any task starts: a failure here leaves nothing running.
+        let ledgers = Arc::new(LedgerClocks::new(&self.config.stellar_rpc)?);
+        let reflection = reflection()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&health_reporter, &self.metrics, true).await;
@@ -177,7 +180,7 @@ impl Signerd {
                 self.caps.clone(),
                 self.metrics.clone(),
             )
-            .with_ledger_clocks(Arc::new(LedgerClocks::new(&self.config.stellar_rpc)?)),
+            .with_ledger_clocks(ledgers),
         )
         .max_decoding_message_size(self.config.server.max_message_bytes)
         .max_encoding_message_size(self.config.server.max_message_bytes);
@@ -193,7 +196,7 @@ impl Signerd {
             .max_concurrent_streams(Some(self.config.server.max_concurrent_streams))
             .timeout(self.config.server.request_timeout())
             .add_service(health_service)
-            .add_service(reflection()?)
+            .add_service(reflection)
             .add_service(service)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
             .await;

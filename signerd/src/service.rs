@@ -152,6 +152,9 @@ impl SignerService {
         }
         let code = match denial.rule {
             Rule::Velocity | Rule::GuardFull => Code::ResourceExhausted,
+            // Not the caller's fault and not final: the same request may pass once the
+            // current ledger is known again.
+            Rule::Ledger => Code::Unavailable,
             _ => Code::PermissionDenied,
         };
         Status::new(code, denial.to_string())
