@@ -700,11 +700,49 @@ mod tests {
 
         let mut untouched = SequenceGuard::new(limits(100, 100));
         assert!(untouched.restore_snapshot(b"XSG1", 0).is_err());
+        assert!(untouched.restore_snapshot(b"SSG2\0\0\0", 0).is_err());
         assert!(
             untouched
                 .restore_snapshot(&snapshot[..snapshot.len() - 1], 900)
                 .is_err()
         );
         assert!(untouched.is_empty());
+    }
+
+    #[test]
+    fn an_ssg1_snapshot_still_restores_and_nonces_ride_along_in_ssg2() {
+        use crate::soroban::nonce_guard::{NonceDecision, NonceSlot};
+        let mut guard = SequenceGuard::new(limits(100, 100));
+        guard.check_and_reserve(at(A, 7), [1; 32], Some(1000), "gateway", 900);
+        let slot = NonceSlot {
+            network: TESTNET,
+            address: "GA".into(),
+            nonce: 42,
+        };
+        guard
+            .nonces
+            .check_and_reserve(slot.clone(), [5; 32], 500, 400);
+        let snapshot = guard.snapshot();
+        assert_eq!(&snapshot[..4], b"SSG2");
+
+        // Written before the nonce guard existed: the magic, then sequence entries only.
+        let mut old = b"SSG1".to_vec();
+        old.extend_from_slice(&snapshot[12..12 + (snapshot.len() - 12) - nonce_bytes(&guard)]);
+        let mut from_old = SequenceGuard::new(limits(100, 100));
+        assert_eq!(from_old.restore_snapshot(&old, 900), Ok(1));
+        assert!(from_old.nonces.is_empty());
+
+        let mut restored = SequenceGuard::new(limits(100, 100));
+        assert_eq!(restored.restore_snapshot(&snapshot, 900), Ok(1));
+        assert_eq!(
+            restored.nonces.check_and_reserve(slot, [6; 32], 500, 401),
+            NonceDecision::Conflict { signed: [5; 32] }
+        );
+    }
+
+    fn nonce_bytes(guard: &SequenceGuard) -> usize {
+        let mut bytes = Vec::new();
+        guard.nonces.snapshot_into(&mut bytes);
+        bytes.len()
     }
 }

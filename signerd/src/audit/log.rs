@@ -800,4 +800,49 @@ mod tests {
             && (e.claim.first, e.claim.last) == (90, 100)
             && e.identity == "gateway"));
     }
+
+    #[test]
+    fn signed_auth_entries_restore_the_nonce_guard() {
+        use crate::soroban::SorobanRecord;
+        use crate::soroban::nonce_guard::{NonceDecision, NonceSlot};
+        let mut guard = SequenceGuard::new(GuardLimits {
+            max_entries: 10,
+            max_entries_per_identity: 10,
+        });
+        let address = PublicKey([4; 32]).account_id();
+        let record = |decision, invocation: [u8; 32]| record::RecordView {
+            kind: "decision".into(),
+            rpc: Some("SignAuthEntry".into()),
+            decision: Some(decision),
+            network: Some(TESTNET.into()),
+            soroban: Some(vec![SorobanRecord {
+                credentials: "address".into(),
+                address: address.clone(),
+                nonce: Some("77".into()),
+                expiration_ledger: Some(500),
+                invocation_hash: Some(hex::encode(invocation)),
+                ..SorobanRecord::default()
+            }]),
+            ..Default::default()
+        };
+        // A denial holds nothing; a signature holds the nonce.
+        restore_guard(&mut guard, &record(Decision::Denied, [1; 32]), 1_000);
+        assert!(guard.nonces.is_empty());
+        restore_guard(&mut guard, &record(Decision::Signed, [2; 32]), 1_000);
+        let slot = NonceSlot {
+            network: NetworkPassphrase::parse(TESTNET)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .network_id(),
+            address,
+            nonce: 77,
+        };
+        assert_eq!(
+            guard.nonces.check_and_reserve(slot, [3; 32], 500, 400),
+            NonceDecision::Conflict { signed: [2; 32] }
+        );
+        assert!(
+            guard.is_empty(),
+            "a SignAuthEntry record reserved sequences"
+        );
+    }
 }
