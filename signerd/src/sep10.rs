@@ -89,3 +89,103 @@ impl Challenge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stellar_xdr::{
+        DataValue, Limits, ManageDataOp, MuxedAccount, Operation, Preconditions, SequenceNumber,
+        String64, TimeBounds, TimePoint, Transaction, TransactionExt, TransactionV1Envelope,
+        Uint256, WriteXdr,
+    };
+
+    const KEY: [u8; 32] = [1; 32];
+    const SERVER: [u8; 32] = [2; 32];
+    const NOW: u64 = 1_000_000;
+
+    fn data(name: &str, source: [u8; 32]) -> Operation {
+        Operation {
+            source_account: Some(MuxedAccount::Ed25519(Uint256(source))),
+            body: OperationBody::ManageData(ManageDataOp {
+                data_name: String64(name.try_into().unwrap_or_default()),
+                data_value: Some(DataValue(vec![b'n'; 64].try_into().unwrap_or_default())),
+            }),
+        }
+    }
+
+    fn challenge(sequence: i64, max_time: u64, operations: Vec<Operation>) -> ParsedTransaction {
+        let envelope = TransactionEnvelope::Tx(TransactionV1Envelope {
+            tx: Transaction {
+                source_account: MuxedAccount::Ed25519(Uint256(SERVER)),
+                fee: 100,
+                seq_num: SequenceNumber(sequence),
+                cond: Preconditions::Time(TimeBounds {
+                    min_time: TimePoint(NOW - 5),
+                    max_time: TimePoint(max_time),
+                }),
+                memo: stellar_xdr::Memo::None,
+                operations: operations.try_into().unwrap_or_default(),
+                ext: TransactionExt::V0,
+            },
+            signatures: Default::default(),
+        });
+        let network = crate::stellar::NetworkPassphrase::parse("Test SDF Network ; September 2015")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let xdr = envelope
+            .to_xdr(Limits::none())
+            .unwrap_or_else(|e| panic!("{e}"));
+        ParsedTransaction::decode(&xdr, &network).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_challenge_is_recognised_by_its_shape_and_checked_op_by_op() {
+        let key = PublicKey(KEY);
+        let good = challenge(
+            0,
+            NOW + 900,
+            vec![
+                data("example.com auth", KEY),
+                data("web_auth_domain", SERVER),
+            ],
+        );
+        let found = Challenge::recognise(&good, &key);
+        assert_eq!(
+            found,
+            Some(Challenge {
+                home_domain: "example.com".into()
+            })
+        );
+        assert_eq!(found.map(|c| c.check(&good, &key, NOW)), Some(Ok(())));
+
+        // Not a challenge: another sequence, a first operation by someone else.
+        let sequenced = challenge(5, NOW + 900, vec![data("example.com auth", KEY)]);
+        assert_eq!(Challenge::recognise(&sequenced, &key), None);
+        let theirs = challenge(0, NOW + 900, vec![data("example.com auth", SERVER)]);
+        assert_eq!(Challenge::recognise(&theirs, &key), None);
+
+        // A challenge, but not one to sign.
+        let refuse = |tx: &ParsedTransaction| {
+            Challenge::recognise(tx, &key).map(|c| c.check(tx, &key, NOW).map_err(|d| d.rule))
+        };
+        let long = challenge(0, NOW + 901, vec![data("example.com auth", KEY)]);
+        assert_eq!(refuse(&long), Some(Err(Rule::WebAuth)));
+        let expired = challenge(0, NOW, vec![data("example.com auth", KEY)]);
+        assert_eq!(refuse(&expired), Some(Err(Rule::WebAuth)));
+        let riding = challenge(
+            0,
+            NOW + 900,
+            vec![data("example.com auth", KEY), data("other", KEY)],
+        );
+        assert_eq!(refuse(&riding), Some(Err(Rule::WebAuth)));
+        let mut paying = challenge(0, NOW + 900, vec![data("example.com auth", KEY)]);
+        if let TransactionEnvelope::Tx(env) = &mut paying.envelope {
+            let mut ops = env.tx.operations.to_vec();
+            ops.push(Operation {
+                source_account: None,
+                body: OperationBody::Inflation,
+            });
+            env.tx.operations = ops.try_into().unwrap_or_default();
+        }
+        assert_eq!(refuse(&paying), Some(Err(Rule::WebAuth)));
+    }
+}
