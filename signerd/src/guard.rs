@@ -128,7 +128,7 @@ impl SequenceGuard {
             expiring: BinaryHeap::new(),
             per_identity: HashMap::new(),
             limits,
-            nonces: NonceGuard::new(limits.max_entries),
+            nonces: NonceGuard::new(limits.max_entries, limits.max_entries_per_identity),
         }
     }
 
@@ -384,8 +384,13 @@ impl SequenceGuard {
             }
             None => (parse_snapshot(snapshot)?, Vec::new()),
         };
-        for (slot, invocation, expiration) in nonces {
-            self.nonces.restore(slot, invocation, expiration);
+        for entry in nonces {
+            self.nonces.restore(
+                entry.slot,
+                entry.invocation,
+                entry.expiration,
+                &entry.identity,
+            );
         }
         let entries = sequences;
         let count = entries.len();
@@ -721,7 +726,7 @@ mod tests {
         };
         guard
             .nonces
-            .check_and_reserve(slot.clone(), [5; 32], 500, 400);
+            .check_and_reserve(slot.clone(), [5; 32], 500, 400, "gateway");
         let snapshot = guard.snapshot();
         assert_eq!(&snapshot[..4], b"SSG2");
 
@@ -735,7 +740,9 @@ mod tests {
         let mut restored = SequenceGuard::new(limits(100, 100));
         assert_eq!(restored.restore_snapshot(&snapshot, 900), Ok(1));
         assert_eq!(
-            restored.nonces.check_and_reserve(slot, [6; 32], 500, 401),
+            restored
+                .nonces
+                .check_and_reserve(slot, [6; 32], 500, 401, "gateway"),
             NonceDecision::Conflict { signed: [5; 32] }
         );
     }

@@ -887,7 +887,13 @@ impl Signer for SignerService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .nonces
-            .check_and_reserve(slot.clone(), entry.invocation_hash, expiration, current);
+            .check_and_reserve(
+                slot.clone(),
+                entry.invocation_hash,
+                expiration,
+                current,
+                ctx.caller.as_str(),
+            );
         let reserved = match decision {
             NonceDecision::Reserved => true,
             NonceDecision::SameEntry => false,
@@ -907,6 +913,16 @@ impl Signer for SignerService {
                 let denial = Denial::new(
                     Rule::GuardFull,
                     format!("the nonce guard holds its maximum of {limit} unexpired entries"),
+                );
+                return Err(self.deny(&ctx, record, denial).await);
+            }
+            NonceDecision::IdentityFull { limit } => {
+                let denial = Denial::new(
+                    Rule::GuardFull,
+                    format!(
+                        "identity {} holds its maximum of {limit} unexpired nonce-guard entries",
+                        ctx.caller
+                    ),
                 );
                 return Err(self.deny(&ctx, record, denial).await);
             }

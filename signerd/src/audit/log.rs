@@ -735,7 +735,8 @@ fn restore_nonce(guard: &mut SequenceGuard, view: &record::RecordView) {
         Some((slot, invocation, soroban.expiration_ledger?))
     })();
     if let Some((slot, invocation, expiration)) = parsed {
-        guard.nonces.restore(slot, invocation, expiration);
+        let identity = view.identity.as_deref().unwrap_or_default();
+        guard.nonces.restore(slot, invocation, expiration, identity);
     }
 }
 
@@ -814,6 +815,7 @@ mod tests {
             kind: "decision".into(),
             rpc: Some("SignAuthEntry".into()),
             decision: Some(decision),
+            identity: Some("gateway".into()),
             network: Some(TESTNET.into()),
             soroban: Some(vec![SorobanRecord {
                 credentials: "address".into(),
@@ -837,12 +839,15 @@ mod tests {
             nonce: 77,
         };
         assert_eq!(
-            guard.nonces.check_and_reserve(slot, [3; 32], 500, 400),
+            guard
+                .nonces
+                .check_and_reserve(slot, [3; 32], 500, 400, "gateway"),
             NonceDecision::Conflict { signed: [2; 32] }
         );
         assert!(
             guard.is_empty(),
             "a SignAuthEntry record reserved sequences"
         );
+        assert_eq!(guard.nonces.held_by("gateway"), 1);
     }
 }
