@@ -11,3 +11,7 @@
 pub mod v1 {
     tonic::include_proto!("signer.v1");
 }
+
+/// The encoded `FileDescriptorSet` of `signer.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/signer_descriptor.bin"));

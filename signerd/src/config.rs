@@ -17,6 +17,7 @@ use crate::authz::CallerIdentity;
 use crate::backend::gcp_kms::GcpKmsConfig;
 use crate::error::{Error, Result};
 use crate::policy::PolicyConfig;
+use crate::soroban::ledger::StellarRpcConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -45,6 +46,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where the current ledger of each network is read (`getLatestLedger`), to bound the
+    /// expiration of Soroban authorizations. None for a network: its entries are refused.
+    #[serde(default)]
+    pub stellar_rpc: Vec<StellarRpcConfig>,
 }
 
 /// `[limits]`: signatures per second, per caller identity and per key. A backstop against a
@@ -458,6 +463,19 @@ impl Config {
             }
         }
         self.policy.check().map_err(Error::Config)?;
+        for (i, rpc) in self.stellar_rpc.iter().enumerate() {
+            rpc.check(&format!("stellar_rpc[{i}]."))
+                .map_err(Error::Config)?;
+            if self.stellar_rpc[..i]
+                .iter()
+                .any(|r| r.network == rpc.network)
+            {
+                return Err(Error::Config(format!(
+                    "stellar_rpc[{i}].network: {:?} has an endpoint already",
+                    rpc.network
+                )));
+            }
+        }
         self.audit.check().map_err(Error::Config)?;
         let limits = &self.limits;
         for (name, value) in [
@@ -605,6 +623,69 @@ mod tests {
         let example = include_str!("../../hsm-config/signerd.toml");
         let config = Config::parse(example).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.policy.operations, crate::policy::DEFAULT_OPERATIONS);
+    }
+
+    /// The token-transfer-only key of the README, with its Stellar RPC endpoint.
+    const TOKEN_TRANSFER_ONLY: &str = r#"
+[[policy.keys]]
+pattern = "payer-*"
+networks = ["Test SDF Network ; September 2015"]
+operations = ["invoke_host_function"]
+
+[policy.keys.soroban]
+max_expiration_ledgers = 60
+allow_delegates = false
+
+[[policy.keys.soroban.contracts]]
+contract = "CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSC"
+functions = ["transfer"]
+token = true
+max_amount = "1000000000"
+destinations = ["GBZXN7PIRZGNMHGA7MUUUF4GWPY5AYPV6LY4UV2GL6VJGIQRXFDNMADI"]
+
+[[stellar_rpc]]
+network = "Test SDF Network ; September 2015"
+url = "https://soroban-testnet.stellar.org"
+max_staleness_secs = 30
+"#;
+
+    #[test]
+    fn the_token_transfer_only_example_loads_and_its_errors_name_the_field() {
+        let config = Config::parse(&format!("{MINIMAL}{TOKEN_TRANSFER_ONLY}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.stellar_rpc.len(), 1);
+        for (from, to, field) in [
+            (
+                "CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSC",
+                "GBZXN7PIRZGNMHGA7MUUUF4GWPY5AYPV6LY4UV2GL6VJGIQRXFDNMADI",
+                "policy.keys[0].soroban.contracts[0].contract",
+            ),
+            (
+                "max_amount = \"1000000000\"",
+                "max_amount = \"1e9\"",
+                "policy.keys[0].soroban.contracts[0].max_amount",
+            ),
+            (
+                "https://soroban-testnet.stellar.org",
+                "soroban-testnet.stellar.org",
+                "stellar_rpc[0].url",
+            ),
+            (
+                "max_expiration_ledgers = 60",
+                "max_expiration_ledgers = 0",
+                "max_expiration_ledgers",
+            ),
+        ] {
+            let err = error_of(&format!(
+                "{MINIMAL}{}",
+                TOKEN_TRANSFER_ONLY.replace(from, to)
+            ));
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let twice = format!(
+            "{MINIMAL}{TOKEN_TRANSFER_ONLY}\n[[stellar_rpc]]\nnetwork = \"Test SDF Network ; September 2015\"\nurl = \"http://127.0.0.1:8000\"\n"
+        );
+        assert!(error_of(&twice).contains("stellar_rpc[1].network"));
     }
 
     #[test]

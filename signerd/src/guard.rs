@@ -25,6 +25,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::keys::PublicKey;
+use crate::soroban::nonce_guard::NonceGuard;
 
 /// How long after `max_time` an entry is kept, to absorb clock skew between signerd and the
 /// network's ledger close times.
@@ -114,6 +115,9 @@ pub struct SequenceGuard {
     /// Entries held per identity; the `Arc` is shared with the entries.
     per_identity: HashMap<Arc<str>, usize>,
     limits: GuardLimits,
+    /// The nonce guard of Soroban authorizations: carried here so that it shares this lock
+    /// and this snapshot (see [`crate::soroban::nonce_guard`]).
+    pub nonces: NonceGuard,
 }
 
 impl SequenceGuard {
@@ -124,6 +128,7 @@ impl SequenceGuard {
             expiring: BinaryHeap::new(),
             per_identity: HashMap::new(),
             limits,
+            nonces: NonceGuard::new(limits.max_entries, limits.max_entries_per_identity),
         }
     }
 
@@ -321,16 +326,23 @@ fn expiry(max_time: Option<u64>) -> Option<u64> {
 // Snapshots: the audit log saves the guard beside a checkpoint (whose signature covers the
 // snapshot's SHA-256), and start-up restores it instead of replaying the whole history.
 
-/// Leads a guard snapshot, so that other bytes are not misread as one.
+/// Leads a guard snapshot of sequence entries only (written before the nonce guard existed).
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SSG1";
+/// Leads a guard snapshot with both sections: `SSG2`, the byte length of the sequence section
+/// (u64 BE), the sequence entries as in `SSG1`, then the nonce guard's entries.
+const SNAPSHOT_MAGIC_V2: &[u8; 4] = b"SSG2";
 
 impl SequenceGuard {
     /// Every entry as bytes: `SSG1`, then per entry network (32), account (32), first and last
     /// sequence (i64 BE), hash (32), `max_time` (u64 BE, 0: none), identity length (u16 BE) and
     /// identity (UTF-8).
+    ///
+    /// Written as `SSG2` (see [`SNAPSHOT_MAGIC_V2`]): the sequence section, then the nonce
+    /// guard's entries.
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(4 + self.entries.len() * 160);
-        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        let mut bytes = Vec::with_capacity(12 + self.entries.len() * 160);
+        bytes.extend_from_slice(SNAPSHOT_MAGIC_V2);
+        bytes.extend_from_slice(&[0; 8]);
         for entry in self.entries() {
             bytes.extend_from_slice(&entry.claim.network);
             bytes.extend_from_slice(&entry.claim.account.0);
@@ -343,13 +355,44 @@ impl SequenceGuard {
             bytes.extend_from_slice(&(identity.len() as u16).to_be_bytes());
             bytes.extend_from_slice(identity);
         }
+        let section = (bytes.len() - 12) as u64;
+        bytes[4..12].copy_from_slice(&section.to_be_bytes());
+        self.nonces.snapshot_into(&mut bytes);
         bytes
     }
 
     /// Restores every entry of `snapshot` still live at `now`, as [`Self::restore`] does;
     /// returns how many entries the snapshot held. Malformed bytes change nothing.
     pub fn restore_snapshot(&mut self, snapshot: &[u8], now: u64) -> Result<usize, String> {
-        let entries = parse_snapshot(snapshot)?;
+        let (sequences, nonces) = match snapshot.strip_prefix(SNAPSHOT_MAGIC_V2) {
+            Some(rest) => {
+                let length: [u8; 8] = rest
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("guard snapshot: truncated header")?;
+                let length = usize::try_from(u64::from_be_bytes(length))
+                    .map_err(|_| "guard snapshot: bad section length")?;
+                let rest = &rest[8..];
+                if rest.len() < length {
+                    return Err("guard snapshot: truncated sequence section".into());
+                }
+                let (sequences, nonces) = rest.split_at(length);
+                (
+                    parse_entries(sequences)?,
+                    NonceGuard::parse_snapshot(nonces)?,
+                )
+            }
+            None => (parse_snapshot(snapshot)?, Vec::new()),
+        };
+        for entry in nonces {
+            self.nonces.restore(
+                entry.slot,
+                entry.invocation,
+                entry.expiration,
+                &entry.identity,
+            );
+        }
+        let entries = sequences;
         let count = entries.len();
         for entry in entries {
             self.restore(
@@ -365,6 +408,14 @@ impl SequenceGuard {
 }
 
 fn parse_snapshot(snapshot: &[u8]) -> Result<Vec<GuardEntry>, String> {
+    let rest = snapshot
+        .strip_prefix(SNAPSHOT_MAGIC)
+        .ok_or("guard snapshot: not a snapshot")?;
+    parse_entries(rest)
+}
+
+/// The sequence entries of a snapshot, after its header.
+fn parse_entries(mut rest: &[u8]) -> Result<Vec<GuardEntry>, String> {
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
         if rest.len() < n {
             return Err("guard snapshot: truncated entry".into());
@@ -378,9 +429,6 @@ fn parse_snapshot(snapshot: &[u8]) -> Result<Vec<GuardEntry>, String> {
             .try_into()
             .map_err(|_| "guard snapshot: truncated entry".to_owned())
     }
-    let mut rest = snapshot
-        .strip_prefix(SNAPSHOT_MAGIC)
-        .ok_or("guard snapshot: not a snapshot")?;
     let mut entries = Vec::new();
     while !rest.is_empty() {
         let network = array::<32>(&mut rest)?;
@@ -657,11 +705,51 @@ mod tests {
 
         let mut untouched = SequenceGuard::new(limits(100, 100));
         assert!(untouched.restore_snapshot(b"XSG1", 0).is_err());
+        assert!(untouched.restore_snapshot(b"SSG2\0\0\0", 0).is_err());
         assert!(
             untouched
                 .restore_snapshot(&snapshot[..snapshot.len() - 1], 900)
                 .is_err()
         );
         assert!(untouched.is_empty());
+    }
+
+    #[test]
+    fn an_ssg1_snapshot_still_restores_and_nonces_ride_along_in_ssg2() {
+        use crate::soroban::nonce_guard::{NonceDecision, NonceSlot};
+        let mut guard = SequenceGuard::new(limits(100, 100));
+        guard.check_and_reserve(at(A, 7), [1; 32], Some(1000), "gateway", 900);
+        let slot = NonceSlot {
+            network: TESTNET,
+            address: "GA".into(),
+            nonce: 42,
+        };
+        guard
+            .nonces
+            .check_and_reserve(slot.clone(), [5; 32], 500, 400, "gateway");
+        let snapshot = guard.snapshot();
+        assert_eq!(&snapshot[..4], b"SSG2");
+
+        // Written before the nonce guard existed: the magic, then sequence entries only.
+        let mut old = b"SSG1".to_vec();
+        old.extend_from_slice(&snapshot[12..12 + (snapshot.len() - 12) - nonce_bytes(&guard)]);
+        let mut from_old = SequenceGuard::new(limits(100, 100));
+        assert_eq!(from_old.restore_snapshot(&old, 900), Ok(1));
+        assert!(from_old.nonces.is_empty());
+
+        let mut restored = SequenceGuard::new(limits(100, 100));
+        assert_eq!(restored.restore_snapshot(&snapshot, 900), Ok(1));
+        assert_eq!(
+            restored
+                .nonces
+                .check_and_reserve(slot, [6; 32], 500, 401, "gateway"),
+            NonceDecision::Conflict { signed: [5; 32] }
+        );
+    }
+
+    fn nonce_bytes(guard: &SequenceGuard) -> usize {
+        let mut bytes = Vec::new();
+        guard.nonces.snapshot_into(&mut bytes);
+        bytes.len()
     }
 }

@@ -14,6 +14,10 @@
 //! - [`policy`]: what a key may sign (network, sources, time bounds, fee, preconditions, the
 //!   operation allowlist), decided before any signature exists.
 //! - [`guard`]: the sequence guard (one transaction per network, source account and sequence).
+//! - [`soroban`]: contract calls: authorization entries, their preimage, the contract policy,
+//!   the current ledger and the nonce guard.
+//! - [`sep10`]: SEP-10 challenge transactions, recognised and signed only for allowed domains.
+//! - [`sep53`]: SEP-53 signed messages.
 //! - [`limits`]: velocity caps and the denial budget.
 //! - [`audit`]: the hash-chained audit log, its signed checkpoints, the anchor and guard snapshots.
 //! - [`metrics`]: the Prometheus registry.
@@ -38,8 +42,11 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod sep10;
+pub mod sep53;
 pub mod server;
 pub mod service;
+pub mod soroban;
 pub mod stellar;
 pub mod tls;
 pub mod trust;

@@ -9,6 +9,8 @@ use stellar_xdr::OperationBody;
 use wildmatch::WildMatch;
 
 use crate::keys::{KeyId, PublicKey};
+use crate::soroban::invocation::{self, Call};
+use crate::soroban::policy::{SorobanPolicy, SorobanPolicyConfig};
 use crate::stellar::{
     NetworkPassphrase, ParsedTransaction, SignedPayload, all_operation_type_names,
     operation_type_name,
@@ -41,6 +43,24 @@ pub enum Rule {
     Velocity,
     /// The key is reserved (the audit key).
     ReservedKey,
+    /// The authorization entry's credentials are not the key's own account, or are delegated
+    /// where the key's policy does not allow it.
+    Credentials,
+    /// A contract, function or host function the key may not authorize (any node of the tree).
+    Contract,
+    /// A SEP-41 token call breaking the token rules (acting account, amount, destination,
+    /// spender).
+    Token,
+    /// The signature expiration ledger is past or too far ahead of the current ledger.
+    Expiration,
+    /// The current ledger is unknown or stale, so the expiration cannot be bounded.
+    Ledger,
+    /// A different entry was already signed for this (network, address, nonce).
+    NonceGuard,
+    /// A message the key may not sign (SEP-53 off, or a hash sent as a message).
+    Message,
+    /// A SEP-10 challenge for a home domain not allowed for the key.
+    WebAuth,
 }
 
 impl Rule {
@@ -58,6 +78,14 @@ impl Rule {
             Rule::GuardFull => "guard_full",
             Rule::Velocity => "velocity",
             Rule::ReservedKey => "reserved_key",
+            Rule::Credentials => "credentials",
+            Rule::Contract => "contract",
+            Rule::Token => "token",
+            Rule::Expiration => "expiration",
+            Rule::Ledger => "ledger",
+            Rule::NonceGuard => "nonce_guard",
+            Rule::Message => "message",
+            Rule::WebAuth => "web_auth",
         }
     }
 }
@@ -144,6 +172,14 @@ pub struct PolicyConfig {
     /// new transactions are refused (`guard_full`) until its entries expire.
     #[serde(default = "default_guard_per_identity")]
     pub guard_max_entries_per_identity: usize,
+    /// Contract calls (Soroban authorization entries and `invoke_host_function`). Unset: none.
+    pub soroban: Option<SorobanPolicyConfig>,
+    /// Home domains whose SEP-10 challenges the key may sign. Empty: none.
+    #[serde(default)]
+    pub web_auth_domains: Vec<String>,
+    /// Whether the key signs SEP-53 messages.
+    #[serde(default)]
+    pub sign_messages: bool,
     /// Overrides for keys matching a pattern; the first match wins.
     #[serde(default)]
     pub keys: Vec<KeyPolicyConfig>,
@@ -162,6 +198,9 @@ impl Default for PolicyConfig {
             allow_sequence_preconditions: false,
             max_fee_stroops: default_max_fee(),
             guard_max_entries_per_identity: default_guard_per_identity(),
+            soroban: None,
+            web_auth_domains: Vec::new(),
+            sign_messages: false,
             keys: Vec::new(),
         }
     }
@@ -191,6 +230,12 @@ pub struct KeyPolicyConfig {
     pub allow_sequence_preconditions: Option<bool>,
     /// See [`PolicyConfig::max_fee_stroops`].
     pub max_fee_stroops: Option<u64>,
+    /// See [`PolicyConfig::soroban`] (replaces the default table as a whole).
+    pub soroban: Option<SorobanPolicyConfig>,
+    /// See [`PolicyConfig::web_auth_domains`].
+    pub web_auth_domains: Option<Vec<String>>,
+    /// See [`PolicyConfig::sign_messages`].
+    pub sign_messages: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -250,6 +295,20 @@ impl RuleFields<'_> {
     }
 }
 
+fn check_domains(domains: &[String], field: &str) -> Result<(), String> {
+    for (i, domain) in domains.iter().enumerate() {
+        let sane = !domain.is_empty()
+            && domain.len() <= 58
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        if !sane {
+            return Err(format!("{field}[{i}]: {domain:?} is not a home domain"));
+        }
+    }
+    Ok(())
+}
+
 fn parse_account(account: &str) -> Result<PublicKey, String> {
     stellar_strkey::ed25519::PublicKey::from_string(account)
         .map(|key| PublicKey(key.0))
@@ -271,6 +330,10 @@ impl PolicyConfig {
         if self.guard_max_entries_per_identity == 0 {
             return Err("policy.guard_max_entries_per_identity: must be positive".into());
         }
+        if let Some(soroban) = &self.soroban {
+            soroban.check("policy.soroban.")?;
+        }
+        check_domains(&self.web_auth_domains, "policy.web_auth_domains")?;
         for (i, key) in self.keys.iter().enumerate() {
             let prefix = format!("policy.keys[{i}].");
             if key.pattern.is_empty() {
@@ -284,6 +347,12 @@ impl PolicyConfig {
                 max_fee_stroops: key.max_fee_stroops,
             }
             .check(&prefix, &known)?;
+            if let Some(soroban) = &key.soroban {
+                soroban.check(&format!("{prefix}soroban."))?;
+            }
+            if let Some(domains) = &key.web_auth_domains {
+                check_domains(domains, &format!("{prefix}web_auth_domains"))?;
+            }
         }
         Ok(())
     }
@@ -301,6 +370,9 @@ pub struct Policy {
     allow_signer_changes: bool,
     allow_sequence_preconditions: bool,
     max_fee_stroops: u64,
+    soroban: Option<SorobanPolicy>,
+    web_auth_domains: Vec<String>,
+    sign_messages: bool,
 }
 
 /// Every key's policy, compiled once from the config.
@@ -327,6 +399,9 @@ impl PolicySet {
             allow_signer_changes: config.allow_signer_changes,
             allow_sequence_preconditions: config.allow_sequence_preconditions,
             max_fee_stroops: config.max_fee_stroops,
+            soroban: config.soroban.as_ref().map(SorobanPolicy::new),
+            web_auth_domains: config.web_auth_domains.clone(),
+            sign_messages: config.sign_messages,
         };
         let overrides = config
             .keys
@@ -358,6 +433,16 @@ impl PolicySet {
                         .allow_sequence_preconditions
                         .unwrap_or(default.allow_sequence_preconditions),
                     max_fee_stroops: k.max_fee_stroops.unwrap_or(default.max_fee_stroops),
+                    soroban: k
+                        .soroban
+                        .as_ref()
+                        .map(SorobanPolicy::new)
+                        .or_else(|| default.soroban.clone()),
+                    web_auth_domains: k
+                        .web_auth_domains
+                        .clone()
+                        .unwrap_or_else(|| default.web_auth_domains.clone()),
+                    sign_messages: k.sign_messages.unwrap_or(default.sign_messages),
                 };
                 (WildMatch::new(&k.pattern), policy)
             })
@@ -384,12 +469,7 @@ impl Policy {
         network: &NetworkPassphrase,
         now: u64,
     ) -> Result<(), Denial> {
-        if !self.networks.iter().any(|n| n == network.as_str()) {
-            return Err(Denial::new(
-                Rule::Network,
-                format!("network {:?} is not allowed for this key", network.as_str()),
-            ));
-        }
+        self.check_network(network)?;
         // The fee source of a fee bump signs only the outer transaction: it pays the fee and
         // authorizes nothing inside, so it may wrap any inner transaction (its fee is capped
         // below). Everyone else signs the (inner) transaction and answers for all of it.
@@ -426,6 +506,37 @@ impl Policy {
             ));
         }
         self.check_operations(tx)
+    }
+
+    /// Whether the key may sign anything for `network`.
+    pub fn check_network(&self, network: &NetworkPassphrase) -> Result<(), Denial> {
+        if !self.networks.iter().any(|n| n == network.as_str()) {
+            return Err(Denial::new(
+                Rule::Network,
+                format!("network {:?} is not allowed for this key", network.as_str()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key's contract policy; `None`: it authorizes no contract call.
+    pub fn soroban(&self) -> Result<&SorobanPolicy, Denial> {
+        self.soroban.as_ref().ok_or_else(|| {
+            Denial::new(
+                Rule::Contract,
+                "this key has no contract policy: it authorizes no contract call",
+            )
+        })
+    }
+
+    /// Whether the key signs SEP-10 challenges for `domain`.
+    pub fn allows_web_auth_domain(&self, domain: &str) -> bool {
+        self.web_auth_domains.iter().any(|d| d == domain)
+    }
+
+    /// Whether the key signs SEP-53 messages.
+    pub fn signs_messages(&self) -> bool {
+        self.sign_messages
     }
 
     /// The transaction source and every operation's effective source (muxed ids normalised to
@@ -486,6 +597,7 @@ impl Policy {
     }
 
     fn check_operations(&self, tx: &ParsedTransaction) -> Result<(), Denial> {
+        let sources: Vec<PublicKey> = tx.effective_operation_sources().collect();
         for (i, op) in tx.operations().iter().enumerate() {
             let name = operation_type_name(&op.body);
             if !self.operations.contains(&name) {
@@ -493,6 +605,9 @@ impl Policy {
                     Rule::OperationType,
                     format!("operation {i} ({name}) is not allowed for this key"),
                 ));
+            }
+            if let OperationBody::InvokeHostFunction(invoke) = &op.body {
+                self.check_host_function(i, invoke, &sources[i])?;
             }
             if let OperationBody::SetOptions(set) = &op.body {
                 let changes_authority = set.signer.is_some()
@@ -507,6 +622,49 @@ impl Policy {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Policy {
+    /// An `invoke_host_function` acting for `source`: only a contract call, allowed by the
+    /// contract policy, and every authorization entry with source-account credentials (which
+    /// this transaction's signature authorizes) checked by the same rules, node by node.
+    fn check_host_function(
+        &self,
+        index: usize,
+        invoke: &stellar_xdr::InvokeHostFunctionOp,
+        source: &PublicKey,
+    ) -> Result<(), Denial> {
+        let soroban = self.soroban()?;
+        let stellar_xdr::HostFunction::InvokeContract(args) = &invoke.host_function else {
+            return Err(Denial::new(
+                Rule::Contract,
+                format!(
+                    "operation {index} ({}) is not a contract call; signerd signs only contract calls it can check",
+                    invoke.host_function.discriminant().name()
+                ),
+            ));
+        };
+        soroban.check_call(&invocation::contract_call(args, 0), source)?;
+        for entry in invoke.auth.iter() {
+            if entry.credentials != stellar_xdr::SorobanCredentials::SourceAccount {
+                // Address credentials carry their own signatures (SignAuthEntry for this
+                // key's): this transaction's signature does not authorize them.
+                continue;
+            }
+            let calls: Vec<Call> =
+                invocation::flatten(&entry.root_invocation).ok_or_else(|| {
+                    Denial::new(
+                        Rule::Contract,
+                        format!(
+                            "operation {index}: an authorization tree of more than {} calls",
+                            invocation::MAX_CALLS
+                        ),
+                    )
+                })?;
+            soroban.check_calls(&calls, source)?;
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ use crate::limits::VelocityCaps;
 use crate::metrics::{BackendLabels, Metrics};
 use crate::policy::PolicySet;
 use crate::service::SignerService;
+use crate::soroban::ledger::LedgerClocks;
 use crate::tls::AuthenticatedStream;
 use crate::trust::{ReloadableTrust, Trust};
 
@@ -124,6 +125,9 @@ impl Signerd {
         metrics_listener: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        // Before any task starts: a failure here leaves nothing running.
+        let ledgers = Arc::new(LedgerClocks::new(&self.config.stellar_rpc)?);
+        let reflection = reflection()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         set_health(&health_reporter, &self.metrics, true).await;
@@ -166,15 +170,18 @@ impl Signerd {
             stop_rx,
         ));
 
-        let service = SignerServer::new(SignerService::new(
-            self.keyring.clone(),
-            self.trust.clone(),
-            PolicySet::new(&self.config.policy),
-            self.guard.clone(),
-            self.audit.clone(),
-            self.caps.clone(),
-            self.metrics.clone(),
-        ))
+        let service = SignerServer::new(
+            SignerService::new(
+                self.keyring.clone(),
+                self.trust.clone(),
+                PolicySet::new(&self.config.policy),
+                self.guard.clone(),
+                self.audit.clone(),
+                self.caps.clone(),
+                self.metrics.clone(),
+            )
+            .with_ledger_clocks(ledgers),
+        )
         .max_decoding_message_size(self.config.server.max_message_bytes)
         .max_encoding_message_size(self.config.server.max_message_bytes);
         let stop = async move {
@@ -189,6 +196,7 @@ impl Signerd {
             .max_concurrent_streams(Some(self.config.server.max_concurrent_streams))
             .timeout(self.config.server.request_timeout())
             .add_service(health_service)
+            .add_service(reflection)
             .add_service(service)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
             .await;
@@ -207,6 +215,20 @@ impl Signerd {
         tracing::info!("signerd stopped; audit log closed with a final checkpoint");
         Ok(())
     }
+}
+
+/// gRPC server reflection (v1) for `signer.v1` and `grpc.health.v1`, so that `grpcurl` can list
+/// and call every RPC; behind the same mutual TLS as everything else.
+fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(signer_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Config(format!("grpc reflection: {e}")))
 }
 
 /// The connections still in their TLS handshake. They have a budget of their own, apart from

@@ -22,6 +22,13 @@ use crate::keys::{KeyId, KeyInfo, PublicKey};
 use crate::limits::{CapHit, DenialAdmission, VelocityCaps};
 use crate::metrics::{BackendLabels, Metrics, RuleLabels};
 use crate::policy::{Denial, PolicySet, Rule};
+use crate::sep10::Challenge;
+use crate::sep53::Message;
+use crate::soroban::SorobanRecord;
+use crate::soroban::auth::UnsignedAuthEntry;
+use crate::soroban::invocation::{self, Call};
+use crate::soroban::ledger::LedgerClocks;
+use crate::soroban::nonce_guard::{NonceDecision, NonceSlot};
 use crate::stellar::{NetworkPassphrase, ParsedTransaction, SignedPayload};
 use crate::tls::PeerInfo;
 use crate::trust::ReloadableTrust;
@@ -57,6 +64,8 @@ pub struct SignerService {
     audit: Arc<AuditLog>,
     caps: Arc<VelocityCaps>,
     metrics: Arc<Metrics>,
+    /// The current ledger per network, for Soroban authorizations.
+    ledgers: Arc<LedgerClocks>,
 }
 
 impl SignerService {
@@ -78,7 +87,15 @@ impl SignerService {
             audit,
             caps,
             metrics,
+            ledgers: Arc::new(LedgerClocks::empty()),
         }
+    }
+
+    /// Reads the current ledger from these clocks (none by default: every authorization entry
+    /// is refused as `ledger`).
+    pub fn with_ledger_clocks(mut self, ledgers: Arc<LedgerClocks>) -> Self {
+        self.ledgers = ledgers;
+        self
     }
 
     /// Refuses a request: logs it, counts it, and returns the status naming the rule. Within the
@@ -135,6 +152,9 @@ impl SignerService {
         }
         let code = match denial.rule {
             Rule::Velocity | Rule::GuardFull => Code::ResourceExhausted,
+            // Not the caller's fault and not final: the same request may pass once the
+            // current ledger is known again.
+            Rule::Ledger => Code::Unavailable,
             _ => Code::PermissionDenied,
         };
         Status::new(code, denial.to_string())
@@ -305,6 +325,124 @@ impl SignerService {
     }
 }
 
+impl SignerService {
+    /// Signs a recognised SEP-10 challenge: the network and home domain allowed for the key,
+    /// the challenge's shape and time bounds checked. Outside the sequence guard: a
+    /// transaction at sequence 0 can never be applied, so it reserves nothing.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, every value distinct"
+    )]
+    async fn sign_web_auth(
+        &self,
+        ctx: &CallContext,
+        key_id: &KeyId,
+        tx: &ParsedTransaction,
+        network: &NetworkPassphrase,
+        challenge: Challenge,
+        mut record: DecisionRecord,
+        now: u64,
+    ) -> Result<Response<pb::SignTransactionResponse>, Status> {
+        let (key, backend) = self.keyring.find(key_id).await?;
+        record.web_auth_domain = Some(challenge.home_domain.clone());
+        let policy = self.policies.for_key(key_id);
+        let checked = policy
+            .check_network(network)
+            .and_then(|()| {
+                if policy.allows_web_auth_domain(&challenge.home_domain) {
+                    Ok(())
+                } else {
+                    Err(crate::policy::Denial::new(
+                        Rule::WebAuth,
+                        format!(
+                            "SEP-10 challenge for home domain {:?}, which is not allowed for this key",
+                            challenge.home_domain
+                        ),
+                    ))
+                }
+            })
+            .and_then(|()| challenge.check(tx, &key.public_key, now));
+        if let Err(denial) = checked {
+            return Err(self.deny(ctx, record, denial).await);
+        }
+        let (payload, signed_hash) = tx.payload_for(&key.public_key);
+        record.signed_hash = Some(hex::encode(signed_hash));
+        self.record_signed(ctx, &mut record).await?;
+        let signature = self
+            .sign_recorded(ctx, &key, backend, &signed_hash, record)
+            .await?;
+        Ok(Response::new(pb::SignTransactionResponse {
+            signature: signature.to_vec(),
+            hint: key.public_key.hint().to_vec(),
+            signed_hash: signed_hash.to_vec(),
+            tx_hash: tx.tx_hash.to_vec(),
+            signed_payload: signed_payload_to_proto(payload).into(),
+        }))
+    }
+
+    /// The checks of an authorization entry before its nonce is reserved: network, credentials
+    /// (the key's own account; delegates only where allowed), every call of the tree, and the
+    /// expiration against the current ledger, which it returns.
+    async fn check_auth_entry(
+        &self,
+        key_id: &KeyId,
+        key: &PublicKey,
+        entry: &UnsignedAuthEntry,
+        calls: Option<&[Call]>,
+        network: &NetworkPassphrase,
+        expiration: u32,
+    ) -> Result<u32, Denial> {
+        let policy = self.policies.for_key(key_id);
+        policy.check_network(network)?;
+        if entry.account() != Some(*key) {
+            return Err(Denial::new(
+                Rule::Credentials,
+                format!(
+                    "the credentials authorize {}, not this key's account {}",
+                    invocation::address_string(&entry.address),
+                    key.account_id()
+                ),
+            ));
+        }
+        let soroban = policy.soroban()?;
+        if entry.kind == crate::soroban::auth::CredentialsKind::AddressWithDelegates
+            && !soroban.allow_delegates
+        {
+            return Err(Denial::new(
+                Rule::Credentials,
+                "address_with_delegates credentials: this key's policy does not allow delegated signers",
+            ));
+        }
+        let calls = calls.ok_or_else(|| {
+            Denial::new(
+                Rule::Contract,
+                format!(
+                    "the invocation tree has more than {} calls",
+                    invocation::MAX_CALLS
+                ),
+            )
+        })?;
+        soroban.check_calls(calls, key)?;
+        let current = self.ledgers.current(network).await?;
+        if expiration <= current {
+            return Err(Denial::new(
+                Rule::Expiration,
+                format!("expiration ledger {expiration} is not after the current ledger {current}"),
+            ));
+        }
+        if expiration - current > soroban.max_expiration_ledgers {
+            return Err(Denial::new(
+                Rule::Expiration,
+                format!(
+                    "expiration ledger {expiration} is more than {} ledgers after the current ledger {current}",
+                    soroban.max_expiration_ledgers
+                ),
+            ));
+        }
+        Ok(current)
+    }
+}
+
 impl Drop for SignerService {
     /// Counts still waiting for their summary when the server stops are queued for the log,
     /// which drains its queue before it closes: no denial goes uncounted.
@@ -391,6 +529,61 @@ fn describe_transaction(
     record.fee_source = tx.fee_source.map(|k| k.account_id());
     record.max_time = tx.time_bounds().map(|(_, max)| max).filter(|m| *m > 0);
     record.operations = Some(tx.operation_summaries());
+    let contract_calls: Vec<SorobanRecord> = tx
+        .operations()
+        .iter()
+        .zip(tx.effective_operation_sources())
+        .filter_map(|(op, source)| match &op.body {
+            stellar_xdr::OperationBody::InvokeHostFunction(invoke) => {
+                Some(host_function_record(invoke, &source))
+            }
+            _ => None,
+        })
+        .take(invocation::MAX_SUMMARISED_CALLS)
+        .collect();
+    if !contract_calls.is_empty() {
+        record.soroban = Some(contract_calls);
+    }
+}
+
+/// The calls an `invoke_host_function` makes with `source`'s authority: the host function, then
+/// the trees of its source-account authorization entries.
+fn host_function_record(
+    invoke: &stellar_xdr::InvokeHostFunctionOp,
+    source: &PublicKey,
+) -> SorobanRecord {
+    let mut calls = vec![match &invoke.host_function {
+        stellar_xdr::HostFunction::InvokeContract(args) => invocation::contract_call(args, 0),
+        _ => Call::CreateContract { depth: 0 },
+    }];
+    for entry in invoke.auth.iter() {
+        if entry.credentials == stellar_xdr::SorobanCredentials::SourceAccount {
+            calls.extend(invocation::flatten(&entry.root_invocation).unwrap_or_default());
+        }
+    }
+    let (calls, calls_truncated) = invocation::summaries(&calls);
+    SorobanRecord {
+        credentials: "source_account".to_owned(),
+        address: source.account_id(),
+        calls,
+        calls_truncated,
+        ..SorobanRecord::default()
+    }
+}
+
+/// What the audit record says about an authorization entry.
+fn auth_entry_record(entry: &UnsignedAuthEntry, calls: &[Call], expiration: u32) -> SorobanRecord {
+    let (calls, calls_truncated) = invocation::summaries(calls);
+    SorobanRecord {
+        credentials: entry.kind.name().to_owned(),
+        address: invocation::address_string(&entry.address),
+        nonce: Some(entry.nonce.to_string()),
+        expiration_ledger: Some(expiration),
+        current_ledger: None,
+        invocation_hash: Some(hex::encode(entry.invocation_hash)),
+        calls,
+        calls_truncated,
+    }
 }
 
 /// "sequence S" or "sequences F..=L", for refusals.
@@ -586,6 +779,11 @@ impl Signer for SignerService {
         record.public_key = Some(key.public_key.account_id());
 
         let now = record::now_unix();
+        if let Some(challenge) = Challenge::recognise(&tx, &key.public_key) {
+            return self
+                .sign_web_auth(&ctx, &key_id, &tx, &network, challenge, record, now)
+                .await;
+        }
         if let Err(denial) =
             self.policies
                 .for_key(&key_id)
@@ -630,6 +828,166 @@ impl Signer for SignerService {
             signed_hash: signed_hash.to_vec(),
             tx_hash: tx.tx_hash.to_vec(),
             signed_payload: signed_payload_to_proto(payload).into(),
+        }))
+    }
+
+    async fn sign_auth_entry(
+        &self,
+        request: Request<pb::SignAuthEntryRequest>,
+    ) -> Result<Response<pb::SignAuthEntryResponse>, Status> {
+        let ctx = CallContext::of(&request, "SignAuthEntry")?;
+        let req = request.into_inner();
+        let key_id = KeyId::parse(&req.key_id)?;
+        let network = NetworkPassphrase::parse(&req.network_passphrase)?;
+        let entry = UnsignedAuthEntry::decode(&req.entry_xdr)?;
+        let expiration = req.signature_expiration_ledger;
+        let calls = invocation::flatten(&entry.entry.root_invocation);
+        let describe = || {
+            let mut record = ctx.record(Some(key_id.as_str()));
+            record.network = Some(network.as_str().to_owned());
+            record.soroban = Some(vec![auth_entry_record(
+                &entry,
+                calls.as_deref().unwrap_or_default(),
+                expiration,
+            )]);
+            record
+        };
+        self.admit(&ctx, Action::UseKey(&key_id), &key_id, describe, true)
+            .await?;
+        let (key, backend) = self.keyring.find(&key_id).await?;
+        let mut record = describe();
+        record.public_key = Some(key.public_key.account_id());
+        let current = match self
+            .check_auth_entry(
+                &key_id,
+                &key.public_key,
+                &entry,
+                calls.as_deref(),
+                &network,
+                expiration,
+            )
+            .await
+        {
+            Ok(current) => current,
+            Err(denial) => return Err(self.deny(&ctx, record, denial).await),
+        };
+        if let Some(soroban) = record.soroban.as_mut().and_then(|s| s.first_mut()) {
+            soroban.current_ledger = Some(current);
+        }
+        let payload = entry.payload(&network, expiration)?;
+        record.signed_hash = Some(hex::encode(payload.hash));
+
+        let slot = NonceSlot {
+            network: network.network_id(),
+            address: key.public_key.account_id(),
+            nonce: entry.nonce,
+        };
+        let decision = self
+            .guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .nonces
+            .check_and_reserve(
+                slot.clone(),
+                entry.invocation_hash,
+                expiration,
+                current,
+                ctx.caller.as_str(),
+            );
+        let reserved = match decision {
+            NonceDecision::Reserved => true,
+            NonceDecision::SameEntry => false,
+            NonceDecision::Conflict { signed } => {
+                let denial = Denial::new(
+                    Rule::NonceGuard,
+                    format!(
+                        "nonce {} of {} was already signed for another invocation ({})",
+                        entry.nonce,
+                        key.public_key.account_id(),
+                        hex::encode(signed)
+                    ),
+                );
+                return Err(self.deny(&ctx, record, denial).await);
+            }
+            NonceDecision::Full { limit } => {
+                let denial = Denial::new(
+                    Rule::GuardFull,
+                    format!("the nonce guard holds its maximum of {limit} unexpired entries"),
+                );
+                return Err(self.deny(&ctx, record, denial).await);
+            }
+            NonceDecision::IdentityFull { limit } => {
+                let denial = Denial::new(
+                    Rule::GuardFull,
+                    format!(
+                        "identity {} holds its maximum of {limit} unexpired nonce-guard entries",
+                        ctx.caller
+                    ),
+                );
+                return Err(self.deny(&ctx, record, denial).await);
+            }
+        };
+        if let Err(status) = self.record_signed(&ctx, &mut record).await {
+            if reserved {
+                self.guard
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .nonces
+                    .release(&slot, entry.invocation_hash);
+            }
+            return Err(status);
+        }
+        let signature = self
+            .sign_recorded(&ctx, &key, backend, &payload.hash, record)
+            .await?;
+        let signed = entry.signed(expiration, &key.public_key, &signature)?;
+        Ok(Response::new(pb::SignAuthEntryResponse {
+            signature: signature.to_vec(),
+            signed_entry_xdr: crate::soroban::auth::to_xdr(&signed)?,
+            preimage_xdr: payload.xdr,
+            payload_hash: payload.hash.to_vec(),
+        }))
+    }
+
+    async fn sign_message(
+        &self,
+        request: Request<pb::SignMessageRequest>,
+    ) -> Result<Response<pb::SignMessageResponse>, Status> {
+        let ctx = CallContext::of(&request, "SignMessage")?;
+        let req = request.into_inner();
+        let key_id = KeyId::parse(&req.key_id)?;
+        let describe = || {
+            let mut record = ctx.record(Some(key_id.as_str()));
+            record.message_bytes = Some(req.message.len());
+            record
+        };
+        self.admit(&ctx, Action::UseKey(&key_id), &key_id, describe, true)
+            .await?;
+        let (key, backend) = self.keyring.find(&key_id).await?;
+        let mut record = describe();
+        record.public_key = Some(key.public_key.account_id());
+        let message = if self.policies.for_key(&key_id).signs_messages() {
+            Message::parse(&req.message)
+        } else {
+            Err(Denial::new(
+                Rule::Message,
+                "this key does not sign SEP-53 messages",
+            ))
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(denial) => return Err(self.deny(&ctx, record, denial).await),
+        };
+        let payload = message.payload();
+        record.signed_hash = Some(hex::encode(payload));
+        self.record_signed(&ctx, &mut record).await?;
+        let signature = self
+            .sign_recorded(&ctx, &key, backend, &payload, record)
+            .await?;
+        Ok(Response::new(pb::SignMessageResponse {
+            signature: signature.to_vec(),
+            hint: key.public_key.hint().to_vec(),
+            payload_hash: payload.to_vec(),
         }))
     }
 

@@ -743,12 +743,14 @@ async fn a_key_may_act_for_the_accounts_its_policy_lists() {
 
 /// Operations that outlive every time bound or lock the account are refused by default:
 /// `bump_sequence` to 2^63-1, offers at any price, a token `approve` through
-/// `invoke_host_function`. A key whose policy lists them may sign them, and the audit record
+/// `invoke_host_function`. A key whose policy lists them (and, for a contract call, the contract
+/// and function) may sign them, and the audit record
 /// names what it cannot summarise (with the operation's XDR) rather than dropping it.
 #[tokio::test]
 async fn dangerous_operations_need_an_explicit_listing() {
     let mut f = Fixture::start(
-        "\n[[policy.keys]]\npattern = \"desk-*\"\noperations = [\"payment\", \"bump_sequence\", \"manage_sell_offer\", \"invoke_host_function\"]\n",
+        "\n[[policy.keys]]\npattern = \"desk-*\"\noperations = [\"payment\", \"bump_sequence\", \"manage_sell_offer\", \"invoke_host_function\"]\n\
+         [policy.keys.soroban]\n[[policy.keys.soroban.contracts]]\ncontract = \"CAEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIBAEAQMCJ\"\nfunctions = [\"approve\"]\n",
     )
     .await;
     let key = f.key;

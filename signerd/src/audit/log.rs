@@ -679,10 +679,14 @@ fn only_regular_files(dir: &std::path::Path) -> std::io::Result<()> {
 /// Feeds one record read at start to the guard: every `signed` SignTransaction decision that
 /// reserved sequence numbers (the key was the transaction source), on its network.
 fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64) {
-    if view.kind != "decision"
-        || view.decision != Some(Decision::Signed)
-        || view.rpc.as_deref() != Some("SignTransaction")
-    {
+    if view.kind != "decision" || view.decision != Some(Decision::Signed) {
+        return;
+    }
+    if view.rpc.as_deref() == Some("SignAuthEntry") {
+        restore_nonce(guard, view);
+        return;
+    }
+    if view.rpc.as_deref() != Some("SignTransaction") {
         return;
     }
     let parsed = (|| {
@@ -713,6 +717,26 @@ fn restore_guard(guard: &mut SequenceGuard, view: &record::RecordView, now: u64)
     if let Some((claim, hash)) = parsed {
         let identity = view.identity.as_deref().unwrap_or_default();
         guard.restore(claim, hash, view.max_time, identity, now);
+    }
+}
+
+/// Feeds a `signed` SignAuthEntry record to the nonce guard. Entries already expired are
+/// dropped at the first check on their network, when its current ledger is known.
+fn restore_nonce(guard: &mut SequenceGuard, view: &record::RecordView) {
+    let parsed = (|| {
+        let network = NetworkPassphrase::parse(view.network.as_deref()?).ok()?;
+        let soroban = view.soroban.as_ref()?.first()?;
+        let slot = crate::soroban::nonce_guard::NonceSlot {
+            network: network.network_id(),
+            address: soroban.address.clone(),
+            nonce: soroban.nonce.as_deref()?.parse().ok()?,
+        };
+        let invocation = super::chain::decode_hash(soroban.invocation_hash.as_deref()?)?;
+        Some((slot, invocation, soroban.expiration_ledger?))
+    })();
+    if let Some((slot, invocation, expiration)) = parsed {
+        let identity = view.identity.as_deref().unwrap_or_default();
+        guard.nonces.restore(slot, invocation, expiration, identity);
     }
 }
 
@@ -776,5 +800,54 @@ mod tests {
             && e.claim.network != testnet
             && (e.claim.first, e.claim.last) == (90, 100)
             && e.identity == "gateway"));
+    }
+
+    #[test]
+    fn signed_auth_entries_restore_the_nonce_guard() {
+        use crate::soroban::SorobanRecord;
+        use crate::soroban::nonce_guard::{NonceDecision, NonceSlot};
+        let mut guard = SequenceGuard::new(GuardLimits {
+            max_entries: 10,
+            max_entries_per_identity: 10,
+        });
+        let address = PublicKey([4; 32]).account_id();
+        let record = |decision, invocation: [u8; 32]| record::RecordView {
+            kind: "decision".into(),
+            rpc: Some("SignAuthEntry".into()),
+            decision: Some(decision),
+            identity: Some("gateway".into()),
+            network: Some(TESTNET.into()),
+            soroban: Some(vec![SorobanRecord {
+                credentials: "address".into(),
+                address: address.clone(),
+                nonce: Some("77".into()),
+                expiration_ledger: Some(500),
+                invocation_hash: Some(hex::encode(invocation)),
+                ..SorobanRecord::default()
+            }]),
+            ..Default::default()
+        };
+        // A denial holds nothing; a signature holds the nonce.
+        restore_guard(&mut guard, &record(Decision::Denied, [1; 32]), 1_000);
+        assert!(guard.nonces.is_empty());
+        restore_guard(&mut guard, &record(Decision::Signed, [2; 32]), 1_000);
+        let slot = NonceSlot {
+            network: NetworkPassphrase::parse(TESTNET)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .network_id(),
+            address,
+            nonce: 77,
+        };
+        assert_eq!(
+            guard
+                .nonces
+                .check_and_reserve(slot, [3; 32], 500, 400, "gateway"),
+            NonceDecision::Conflict { signed: [2; 32] }
+        );
+        assert!(
+            guard.is_empty(),
+            "a SignAuthEntry record reserved sequences"
+        );
+        assert_eq!(guard.nonces.held_by("gateway"), 1);
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::soroban::SorobanRecord;
 use crate::stellar::OperationSummary;
 
 /// The current time as RFC 3339 UTC with milliseconds.
@@ -111,6 +112,16 @@ pub struct DecisionRecord {
     /// are left out of `operations`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operations_truncated: Option<usize>,
+    /// A contract authorization (`SignAuthEntry`, or the source-account authorizations of an
+    /// `invoke_host_function`): contract, function, arguments, nonce, expiration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soroban: Option<Vec<SorobanRecord>>,
+    /// A SEP-10 challenge: the home domain it logs into.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_auth_domain: Option<String>,
+    /// A SEP-53 message: its length in bytes (`signed_hash` is what was signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_bytes: Option<usize>,
     /// The outcome.
     pub decision: Option<Decision>,
     /// For a denial: the rule.
@@ -238,6 +249,12 @@ pub struct RecordView {
     pub operations: Option<Vec<OperationSummary>>,
     /// See [`DecisionRecord`].
     pub operations_truncated: Option<usize>,
+    /// See [`DecisionRecord`].
+    pub soroban: Option<Vec<SorobanRecord>>,
+    /// See [`DecisionRecord`].
+    pub web_auth_domain: Option<String>,
+    /// See [`DecisionRecord`].
+    pub message_bytes: Option<usize>,
     /// See [`DecisionRecord`].
     pub decision: Option<Decision>,
     /// See [`DecisionRecord`].

@@ -39,6 +39,11 @@ async fn serve(config: Config, config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("server.listen: cannot bind {listen}"))?;
     let local = listener.local_addr()?;
+    // Before the readiness line: a SIGTERM sent as soon as it is printed must find the handler
+    // installed, or the default action kills signerd without its final checkpoint.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     println!("signerd audit key {}", signerd.audit_public_key());
     if let Some(metrics) = &metrics {
         let addr = metrics.local_addr()?;
@@ -49,7 +54,6 @@ async fn serve(config: Config, config_path: &Path) -> anyhow::Result<()> {
     println!("signerd listening on {local}");
 
     let reload = signerd.trust_reloader(config_path.to_path_buf());
-    let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             // The reload reads files: keep it off the async workers.
@@ -69,8 +73,6 @@ async fn serve(config: Config, config_path: &Path) -> anyhow::Result<()> {
         }
     });
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => {}
