@@ -117,8 +117,8 @@ wait_ready "$stack/signerd.out" "signerd listening on" "${pids[-1]}" "$stack/sig
 audit_key=$(sed -n 's/^signerd audit key //p' "$stack/signerd.out")
 
 echo "==> gateway on $GATEWAY_ADDR (SQLite in .stack/gateway.db)"
-# The example config with Horizon pointed at the simulator.
-sed "/^\[horizon\]/,/^\[/ s#^url = .*#url = \"http://$HORIZON_ADDR\"#" \
+# The example config with the network pointed at the simulator.
+sed "/^\[network\]/,/^\[/ s#^url = .*#url = \"http://$HORIZON_ADDR\"#" \
   gateway/gateway.example.toml >"$stack/gateway.toml"
 grep -q "^url = \"http://$HORIZON_ADDR\"" "$stack/gateway.toml" || {
   echo "could not point the gateway at the simulator" >&2

@@ -84,7 +84,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stack = Stack::start_with(
         args.database,
         GatewayOptions {
-            horizon_url: Some(sim.url()),
+            network_url: Some(sim.url()),
             rate_limit: (1_000_000, 1_000_000),
             log_level: "warn",
             // SQLite has one writer: more connections only add lock contention.

@@ -43,7 +43,7 @@ impl PaymentStack {
         let stack = Stack::start_with(
             kind,
             GatewayOptions {
-                horizon_url: Some(sim.url()),
+                network_url: Some(sim.url()),
                 extra_toml: format!(
                     "\n[payments]\n{}{}{extra_toml}\n",
                     if extra_toml.contains("poll_interval_ms") {
@@ -211,7 +211,7 @@ on_both_databases! {
         assert_eq!(s.sim.applied_from(alice_account).len(), 1);
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
         let metrics = s.stack.http.get("/metrics", None).await.body;
-        assert!(metrics.contains("gateway_horizon_reads_behind_total{read=\"source_absent\"}"), "{metrics}");
+        assert!(metrics.contains("gateway_network_reads_behind_total{read=\"source_absent\"}"), "{metrics}");
     }
 
     async fn a_source_that_does_not_exist_still_fails_once_a_read_covers_the_fence(kind: DatabaseKind) {
@@ -285,7 +285,7 @@ on_both_databases! {
         assert_eq!(s.sim.applied_from(alice_account).len(), 2);
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
         let metrics = s.stack.http.get("/metrics", None).await.body;
-        assert!(metrics.contains("gateway_horizon_reads_behind_total{read=\"source_sequence\"}"), "{metrics}");
+        assert!(metrics.contains("gateway_network_reads_behind_total{read=\"source_sequence\"}"), "{metrics}");
     }
 
     async fn a_transaction_that_never_landed_is_rebuilt_once_provably_dead(kind: DatabaseKind) {
@@ -476,7 +476,7 @@ on_both_databases! {
         let sim = must(HorizonSim::start(config).await);
         let stack = Stack::start_with(
             kind,
-            GatewayOptions { horizon_url: Some(sim.url()), ..GatewayOptions::default() },
+            GatewayOptions { network_url: Some(sim.url()), ..GatewayOptions::default() },
         )
         .await;
         let s = PaymentStack { stack, sim };
@@ -740,7 +740,7 @@ on_both_databases! {
         let met_outage = eventually(Duration::from_secs(30), || async {
             let metrics = s.stack.http.get("/metrics", None).await.body;
             metrics.lines().any(|l| {
-                l.starts_with("gateway_horizon_calls_total")
+                l.starts_with("gateway_network_calls_total")
                     && (l.contains("outcome=\"unavailable\"") || l.contains("outcome=\"rejected_open\""))
                     && !l.ends_with(" 0")
             })
@@ -1206,29 +1206,30 @@ async fn a_replica_whose_clock_runs_ahead_takes_no_live_lease_and_counts_the_dat
 /// handshake fails (an outage, never a panic or a plaintext request), while `http://` works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_horizon_client_uses_tls_for_https_urls() {
+    use gateway::network::Network;
     let sim = must(HorizonSim::start(SimConfig::default()).await);
     let config = |url: String| {
         must(gateway::config::Config::parse(&format!(
-            "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n[horizon]\nurl = \"{url}\"\n\n[horizon.retry]\nattempts = 1\n"
+            "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n[network]\nkind = \"horizon\"\nurl = \"{url}\"\n\n[network.retry]\nattempts = 1\n"
         )))
     };
     let plain = config(sim.url());
-    let horizon = must(gateway::horizon::Horizon::new(
+    let horizon = must(gateway::network::horizon::Horizon::new(
         plain
-            .horizon
+            .network
             .as_ref()
-            .unwrap_or_else(|| panic!("no horizon")),
+            .unwrap_or_else(|| panic!("no network")),
         gateway::metrics::Metrics::new(),
     ));
     let latest = must(horizon.latest_ledger().await);
     assert_eq!(latest.sequence, i64::from(sim.ledger_sequence()));
     let tls = config(sim.url().replacen("http://", "https://", 1));
-    let horizon = must(gateway::horizon::Horizon::new(
-        tls.horizon.as_ref().unwrap_or_else(|| panic!("no horizon")),
+    let horizon = must(gateway::network::horizon::Horizon::new(
+        tls.network.as_ref().unwrap_or_else(|| panic!("no network")),
         gateway::metrics::Metrics::new(),
     ));
     match horizon.latest_ledger().await {
-        Err(gateway::horizon::HorizonError::Unavailable(reason)) => {
+        Err(gateway::network::NetworkError::Unavailable(reason)) => {
             assert!(reason.contains("network"), "{reason}")
         }
         other => panic!("https to a plain-HTTP port answered {other:?}"),
@@ -1241,20 +1242,21 @@ async fn the_horizon_client_uses_tls_for_https_urls() {
 /// one would have opened it and the ledger read after them would be refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submission_timeouts_do_not_open_the_horizon_breaker() {
-    use gateway::horizon::{Horizon, HorizonError, Submission};
+    use gateway::network::horizon::Horizon;
+    use gateway::network::{Network, NetworkError, Submission};
     use signer_testkit::stellar::{Tx, payment};
     let sim = must(HorizonSim::start(SimConfig::default()).await);
     let config = must(gateway::config::Config::parse(&format!(
         "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n\
-         [horizon]\nurl = \"{}\"\n\n[horizon.retry]\nattempts = 1\n\n\
-         [horizon.circuit_breaker]\nconsecutive_failures = 1\nopen_ms = 60000\nmax_open_ms = 60000\n",
+         [network]\nkind = \"horizon\"\nurl = \"{}\"\n\n[network.retry]\nattempts = 1\n\n\
+         [network.circuit_breaker]\nconsecutive_failures = 1\nopen_ms = 60000\nmax_open_ms = 60000\n",
         sim.url()
     )));
     let horizon = must(Horizon::new(
         config
-            .horizon
+            .network
             .as_ref()
-            .unwrap_or_else(|| panic!("no horizon")),
+            .unwrap_or_else(|| panic!("no network")),
         gateway::metrics::Metrics::new(),
     ));
     let mut tx = Tx::new([7; 32], 1);
@@ -1279,11 +1281,11 @@ async fn submission_timeouts_do_not_open_the_horizon_breaker() {
     sim.set_outage(true);
     assert!(matches!(
         horizon.latest_ledger().await,
-        Err(HorizonError::Unavailable(_))
+        Err(NetworkError::Unavailable(_))
     ));
     sim.set_outage(false);
     match horizon.latest_ledger().await {
-        Err(HorizonError::Unavailable(reason)) => {
+        Err(NetworkError::Unavailable(reason)) => {
             assert!(reason.contains("circuit breaker"), "{reason}")
         }
         other => panic!("the breaker did not open on an outage: {other:?}"),

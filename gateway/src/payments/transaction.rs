@@ -16,8 +16,8 @@ use stellar_xdr::{
 
 use super::{DestinationAccount, MemoText, Stroops};
 use crate::error::{Error, Result};
-use crate::horizon::ResultCodes;
 use crate::model::AccountId;
+use crate::network::ResultCodes;
 
 /// What goes into one payment transaction.
 #[derive(Clone, Debug)]

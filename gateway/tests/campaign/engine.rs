@@ -433,7 +433,7 @@ pub async fn run(campaign: &Campaign) -> Report {
         &db,
         &signerd,
         &GatewayOptions {
-            horizon_url: Some(sim.url()),
+            network_url: Some(sim.url()),
             extra_toml: "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n".to_owned(),
             max_validity_secs: MAX_VALIDITY_SECS,
             max_connections: 10,

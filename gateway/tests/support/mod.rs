@@ -254,11 +254,14 @@ pub struct GatewayOptions {
     pub rate_limit: (u32, u32),
     /// `log.level`.
     pub log_level: &'static str,
-    /// A `[horizon]` section pointing at this URL (a Horizon simulator), when set.
-    pub horizon_url: Option<String>,
+    /// A `[network]` section pointing at this URL (the simulator's Horizon root or its RPC
+    /// endpoint), when set.
+    pub network_url: Option<String>,
+    /// `network.kind`: `horizon` or `rpc`.
+    pub network_kind: &'static str,
     /// Extra TOML appended to the config (e.g. a `[payments]` section).
     pub extra_toml: String,
-    /// `horizon.max_validity_secs`.
+    /// `network.max_validity_secs`.
     pub max_validity_secs: u64,
     /// `database.max_connections`.
     pub max_connections: u32,
@@ -270,7 +273,8 @@ impl Default for GatewayOptions {
             max_body_bytes: 4096,
             rate_limit: (10_000, 10_000),
             log_level: "info",
-            horizon_url: None,
+            network_url: None,
+            network_kind: "horizon",
             extra_toml: String::new(),
             max_validity_secs: 60,
             max_connections: 10,
@@ -377,7 +381,7 @@ burst = {burst}
 
 [log]
 level = "{log_level}"
-{horizon}
+{network}
 {extra}
 "#,
                 max_body = options.max_body_bytes,
@@ -387,11 +391,12 @@ level = "{log_level}"
                 per_second = options.rate_limit.0,
                 burst = options.rate_limit.1,
                 log_level = options.log_level,
-                horizon = options
-                    .horizon_url
+                network = options
+                    .network_url
                     .as_ref()
                     .map(|url| format!(
-                        "\n[horizon]\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = {}\n\n[horizon.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[horizon.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n",
+                        "\n[network]\nkind = \"{}\"\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = {}\n\n[network.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[network.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n",
+                        options.network_kind,
                         options.max_validity_secs
                     ))
                     .unwrap_or_default(),
