@@ -249,10 +249,7 @@ pub trait Network: Send + Sync {
 pub fn connect(config: &NetworkConfig, metrics: Metrics) -> crate::error::Result<Arc<dyn Network>> {
     Ok(match config.kind {
         NetworkKind::Horizon => Arc::new(horizon::Horizon::new(config, metrics)?),
-        NetworkKind::Rpc => {
-            rpc::StellarRpc::new(config, metrics)?;
-            unreachable!()
-        }
+        NetworkKind::Rpc => Arc::new(rpc::StellarRpc::new(config, metrics)?),
     })
 }
 

@@ -7,11 +7,11 @@ use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountId as XdrAccountId, Asset, CreateAccountOp, CreateAccountResult, DecoratedSignature,
     FeeBumpTransaction, FeeBumpTransactionEnvelope, FeeBumpTransactionExt,
-    FeeBumpTransactionInnerTx, Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation,
-    OperationBody, OperationResult, OperationResultTr, PaymentOp, PaymentResult, Preconditions,
-    ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint, Transaction,
-    TransactionEnvelope, TransactionExt, TransactionResult, TransactionResultResult,
-    TransactionV1Envelope, Uint256, WriteXdr,
+    FeeBumpTransactionInnerTx, InnerTransactionResultResult, Limits, Memo, MuxedAccount,
+    MuxedAccountMed25519, Operation, OperationBody, OperationResult, OperationResultTr, PaymentOp,
+    PaymentResult, Preconditions, ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds,
+    TimePoint, Transaction, TransactionEnvelope, TransactionExt, TransactionResult,
+    TransactionResultResult, TransactionV1Envelope, Uint256, WriteXdr,
 };
 
 use super::{DestinationAccount, MemoText, Stroops};
@@ -243,6 +243,18 @@ pub fn result_codes(result_xdr: &str) -> Option<ResultCodes> {
         TransactionResultResult::TxBadAuthExtra => ("tx_bad_auth_extra", None),
         TransactionResultResult::TxInternalError => ("tx_internal_error", None),
         TransactionResultResult::TxMalformed => ("tx_malformed", None),
+        TransactionResultResult::TxFeeBumpInnerSuccess(pair) => (
+            "tx_fee_bump_inner_success",
+            inner_operations(&pair.result.result),
+        ),
+        TransactionResultResult::TxFeeBumpInnerFailed(pair) => match &pair.result.result {
+            InnerTransactionResultResult::TxFailed(ops) => {
+                ("tx_fee_bump_inner_failed", Some(ops.as_slice()))
+            }
+            // Refused before a ledger for the inner transaction's reason (a fee bump around an
+            // already-used sequence is `tx_bad_seq`): the inner code is the one that decides.
+            inner => (inner_code(inner), None),
+        },
         _ => ("tx_other", None),
     };
     Some(ResultCodes {
@@ -253,6 +265,34 @@ pub fn result_codes(result_xdr: &str) -> Option<ResultCodes> {
             .map(|op| operation_code(op).to_owned())
             .collect(),
     })
+}
+
+fn inner_operations(result: &InnerTransactionResultResult) -> Option<&[OperationResult]> {
+    match result {
+        InnerTransactionResultResult::TxSuccess(ops)
+        | InnerTransactionResultResult::TxFailed(ops) => Some(ops.as_slice()),
+        _ => None,
+    }
+}
+
+/// A fee bump's inner code when the inner transaction never reached a ledger.
+fn inner_code(result: &InnerTransactionResultResult) -> &'static str {
+    match result {
+        InnerTransactionResultResult::TxSuccess(_) => "tx_success",
+        InnerTransactionResultResult::TxFailed(_) => "tx_failed",
+        InnerTransactionResultResult::TxTooEarly => "tx_too_early",
+        InnerTransactionResultResult::TxTooLate => "tx_too_late",
+        InnerTransactionResultResult::TxMissingOperation => "tx_missing_operation",
+        InnerTransactionResultResult::TxBadSeq => "tx_bad_seq",
+        InnerTransactionResultResult::TxBadAuth => "tx_bad_auth",
+        InnerTransactionResultResult::TxInsufficientBalance => "tx_insufficient_balance",
+        InnerTransactionResultResult::TxNoAccount => "tx_no_source_account",
+        InnerTransactionResultResult::TxInsufficientFee => "tx_insufficient_fee",
+        InnerTransactionResultResult::TxBadAuthExtra => "tx_bad_auth_extra",
+        InnerTransactionResultResult::TxInternalError => "tx_internal_error",
+        InnerTransactionResultResult::TxMalformed => "tx_malformed",
+        _ => "tx_other",
+    }
 }
 
 fn operation_code(result: &OperationResult) -> &'static str {
