@@ -1,22 +1,27 @@
-//! A Horizon simulator: Horizon's real HTTP/JSON shapes over a simulated Stellar ledger, for
-//! tests and the local stack where the real network cannot be reached. Not for production: it
-//! holds everything in memory and signs friendbot transactions with keys anyone can derive.
+//! A Stellar network simulator: Horizon's real HTTP/JSON shapes and Stellar RPC's real JSON-RPC
+//! methods over one simulated Stellar ledger, for tests and the local stack where the real
+//! network cannot be reached. Not for production: it holds everything in memory and signs
+//! friendbot transactions with keys anyone can derive.
 //!
-//! It speaks `GET /accounts/{id}`, `GET /fee_stats`, `POST /transactions`,
+//! Horizon: `GET /accounts/{id}`, `GET /fee_stats`, `POST /transactions`,
 //! `POST /transactions_async`, `GET /transactions/{hash}` and `GET /friendbot?addr=` as Horizon
-//! does; decodes envelopes with stellar-xdr and checks them as stellar-core would (network via the
-//! hash, signatures, sequence numbers, time bounds against its own ledger clock, fees, balances
-//! and reserves); applies `create_account` and native `payment`; closes ledgers on a timer or by
-//! hand; and injects faults on demand (504 after or without applying, 503, late ingestion,
-//! latency, outage) through `/_sim` or [`HorizonSim`] — and the real network's unkindness:
-//! lagging Horizon nodes behind one URL, surge pricing, rate limiting (429), other parties
-//! using a wallet's sequence numbers or merging accounts away, pruned history, and friendbot
-//! behind a redirect.
+//! does. Stellar RPC ([`HorizonSim::rpc_url`], `POST /rpc` on the same listener): `getHealth`,
+//! `getNetwork`, `getLatestLedger`, `getLedgerEntries`, `sendTransaction`, `getTransaction`,
+//! `getTransactions` and `getFeeStats` as stellar-rpc v27 answers them. Both are views of the
+//! same state: the simulator decodes envelopes with stellar-xdr and checks them as stellar-core
+//! would (network via the hash, signatures, sequence numbers, time bounds against its own ledger
+//! clock, fees, balances and reserves); applies `create_account` and native `payment`; closes
+//! ledgers on a timer or by hand; and injects faults on demand, on both APIs alike (504 after or
+//! without applying, 503, late ingestion, latency, outage) through `/_sim` or [`HorizonSim`] —
+//! and the real network's unkindness: lagging nodes behind one URL, surge pricing, rate
+//! limiting (429), other parties using a wallet's sequence numbers or merging accounts away,
+//! pruned history (RPC's retention window), and friendbot behind a redirect.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), horizon_sim::Error> {
 //! let sim = horizon_sim::HorizonSim::start(horizon_sim::SimConfig::default()).await?;
-//! let horizon_url = sim.url(); // point the client here
+//! let horizon_url = sim.url(); // point a Horizon client here
+//! let rpc_url = sim.rpc_url(); // or an RPC client here: the same ledger
 //! sim.timeout_after_apply(1); // the next submission lands but its client sees a 504
 //! sim.close_ledger(); // apply whatever is queued
 //! # Ok(()) }
@@ -33,9 +38,11 @@
 //! - [`account`], [`amount`]: account keys and entries; stroops and Horizon's amount strings.
 //! - [`results`]: `TransactionResult` XDR and Horizon's result code strings.
 //! - [`faults`]: [`Faults`], what is injected.
-//! - `submission`: Horizon's synchronous and asynchronous submission logic, with faults.
+//! - `submission`: Horizon's synchronous and asynchronous submission logic (RPC's
+//!   `sendTransaction` is the asynchronous one), with faults.
 //! - [`resources`], [`problem`]: Horizon's JSON resources and problem (error) documents.
-//! - `http`: the axum routes, Horizon's and the `/_sim` control API.
+//! - [`rpc`]: Stellar RPC's JSON-RPC 2.0 envelope and methods, read from the same network.
+//! - `http`: the axum routes: Horizon's, RPC's `POST /rpc`, and the `/_sim` control API.
 //! - [`error`]: the crate's one error type.
 //! - `main.rs`: the `horizon-sim` binary for the local stack.
 
@@ -51,6 +58,7 @@ pub mod network;
 pub mod problem;
 pub mod resources;
 pub mod results;
+pub mod rpc;
 pub mod sim;
 mod submission;
 

@@ -79,6 +79,7 @@ async fn main() -> Result<()> {
         .context("starting horizon-sim")?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "horizon-sim listening on {}", sim.addr())?;
+    writeln!(stdout, "horizon-sim rpc on {}", sim.rpc_url())?;
     if let Some(friendbot) = sim.friendbot_url() {
         writeln!(stdout, "horizon-sim friendbot on {friendbot}")?;
     }

@@ -30,6 +30,10 @@ use crate::results;
 /// How many recent ledgers `GET /fee_stats` summarises (as Horizon does).
 const FEE_STATS_LEDGERS: usize = 5;
 
+/// How many recent ledgers RPC's `getFeeStats` summarises for classic transactions
+/// (stellar-rpc's `classic-fee-stats-retention-window` default).
+pub const RPC_CLASSIC_FEE_LEDGERS: usize = 10;
+
 /// How many ledgers a Horizon node may lag behind the network: the accounts of that many past
 /// ledgers are kept for lagging nodes to answer from (a larger lag is served from the oldest).
 pub const MAX_NODE_LAG: u32 = 64;
@@ -311,6 +315,9 @@ struct LedgerFees {
     operations: u64,
     fee_charged_per_operation: Vec<i64>,
     max_fee_per_operation: Vec<i64>,
+    /// One entry per transaction, as RPC's fee window counts them: the fee charged divided by
+    /// the (inner) operations.
+    inclusion_fee_per_transaction: Vec<i64>,
 }
 
 /// Fee figures for `GET /fee_stats`.
@@ -356,6 +363,11 @@ pub struct Network {
     queue_ledgers: u32,
     /// Other parties' changes to apply at the next ledger close, before the queue.
     outside: Vec<OutsideChange>,
+    /// Every closed ledger's close time, ledger 1 first.
+    close_times: Vec<u64>,
+    /// Transactions applied with an ingestion delay that some node may not have ingested yet
+    /// (kept until every node is past their ingestion).
+    late: Vec<Arc<TransactionRecord>>,
 }
 
 /// Network parameters fixed at genesis.
@@ -420,6 +432,8 @@ impl Network {
             banned: HashMap::new(),
             queue_ledgers: genesis.queue_ledgers,
             outside: Vec::new(),
+            close_times: vec![genesis.close_time],
+            late: Vec::new(),
         }
     }
 
@@ -527,6 +541,11 @@ impl Network {
             0 => 1,
             kept => ledger.saturating_sub(kept - 1).max(1),
         }
+    }
+
+    /// How many operations fit in one ledger.
+    pub fn max_operations_per_ledger(&self) -> u32 {
+        self.max_operations_per_ledger
     }
 
     /// How many transactions wait for a ledger close.
@@ -687,6 +706,7 @@ impl Network {
         }
         let selection = self.select_for_ledger();
         let at = self.ledger.begin_ledger(close_time);
+        self.close_times.push(at.close_time);
         let delay = self.faults.ingestion_delay_ledgers;
         let mut closed = ClosedLedger {
             sequence: at.ledger,
@@ -702,6 +722,8 @@ impl Network {
             operations: selection.surge_operations,
             fee_charged_per_operation: vec![selection.clearing_rate; selection.surge_entries()],
             max_fee_per_operation: vec![self.surge_fee_rate(); selection.surge_entries()],
+            // Other parties' demand is one-operation transactions.
+            inclusion_fee_per_transaction: vec![selection.clearing_rate; selection.surge_entries()],
         };
         let mut deferred = Vec::new();
         for (queued, included) in std::mem::take(&mut self.queue)
@@ -737,6 +759,8 @@ impl Network {
                         .push(applied.fee_charged / fee_operations);
                     fees.max_fee_per_operation
                         .push(queued.tx.max_fee() / fee_operations);
+                    fees.inclusion_fee_per_transaction
+                        .push(applied.fee_charged / i64::try_from(operations.max(1)).unwrap_or(1));
                     let record = self.record_applied(&queued.tx, applied, at, &mut closed);
                     for (until, sender) in queued.waiters {
                         if until == WaitUntil::Applied || delay == 0 {
@@ -779,9 +803,13 @@ impl Network {
             let _ = sender.send(Settlement::Applied(record));
         }
         self.recent_fees.push_back(fees);
-        while self.recent_fees.len() > FEE_STATS_LEDGERS {
+        while self.recent_fees.len() > FEE_STATS_LEDGERS.max(RPC_CLASSIC_FEE_LEDGERS) {
             self.recent_fees.pop_front();
         }
+        // A late transaction is kept while a node lagging at most MAX_NODE_LAG ledgers may not
+        // have ingested it.
+        self.late
+            .retain(|record| record.ingested_from_ledger.saturating_add(MAX_NODE_LAG) > sequence);
         closed
     }
 
@@ -961,6 +989,9 @@ impl Network {
     }
 
     fn record(&mut self, record: &Arc<TransactionRecord>) {
+        if record.ingested_from_ledger > record.ledger {
+            self.late.push(record.clone());
+        }
         let mut hashes = vec![record.tx.hash];
         hashes.extend(record.tx.inner_hash());
         for hash in hashes {
@@ -1032,16 +1063,68 @@ impl Network {
         &self.history
     }
 
+    /// The applied transactions of ledgers `first..=last`, in ledger and application order.
+    pub fn transactions_in_ledgers(&self, first: u32, last: u32) -> &[Arc<TransactionRecord>] {
+        let start = self.history.partition_point(|record| record.ledger < first);
+        let end = self.history.partition_point(|record| record.ledger <= last);
+        self.history.get(start..end.max(start)).unwrap_or_default()
+    }
+
+    /// The close time of ledger `sequence`, if it has closed.
+    pub fn ledger_close_time(&self, sequence: u32) -> Option<u64> {
+        let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
+        self.close_times.get(index).copied()
+    }
+
+    /// The latest ledger an RPC node whose core is at `node_ledger` has ingested into its
+    /// store. RPC ingests whole ledgers, so a transaction that ingests late (see
+    /// [`Faults::ingestion_delay_ledgers`]) holds back the node's latest ledger instead of
+    /// going missing from a ledger it reports: a `NOT_FOUND` next to a `latestLedger` is the
+    /// truth about every ledger up to it.
+    pub fn rpc_ingested_ledger(&self, node_ledger: u32) -> u32 {
+        self.late
+            .iter()
+            .filter(|record| {
+                record.ledger <= node_ledger && node_ledger < record.ingested_from_ledger
+            })
+            .map(|record| record.ledger.saturating_sub(1))
+            .fold(node_ledger, u32::min)
+            .max(1)
+    }
+
+    /// RPC's classic fee window as a node that has ingested up to `ledger` holds it: every
+    /// transaction's inclusion fee per operation over the last [`RPC_CLASSIC_FEE_LEDGERS`]
+    /// ledgers (sorted), and how many ledgers that is.
+    pub fn rpc_inclusion_fees(&self, ledger: u32) -> (Vec<i64>, u32) {
+        let window: Vec<&LedgerFees> = self
+            .recent_fees
+            .iter()
+            .filter(|fees| fees.sequence <= ledger)
+            .rev()
+            .take(RPC_CLASSIC_FEE_LEDGERS)
+            .collect();
+        let mut fees: Vec<i64> = window
+            .iter()
+            .flat_map(|fees| fees.inclusion_fee_per_transaction.iter().copied())
+            .collect();
+        fees.sort_unstable();
+        (fees, u32::try_from(window.len()).unwrap_or(u32::MAX))
+    }
+
     /// Fee statistics over the recent ledgers.
     pub fn fee_stats(&self) -> FeeStats {
         let mut fee_charged: Vec<i64> = self
             .recent_fees
             .iter()
+            .rev()
+            .take(FEE_STATS_LEDGERS)
             .flat_map(|l| l.fee_charged_per_operation.iter().copied())
             .collect();
         let mut max_fee: Vec<i64> = self
             .recent_fees
             .iter()
+            .rev()
+            .take(FEE_STATS_LEDGERS)
             .flat_map(|l| l.max_fee_per_operation.iter().copied())
             .collect();
         fee_charged.sort_unstable();

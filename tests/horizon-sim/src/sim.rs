@@ -405,6 +405,12 @@ impl HorizonSim {
         self.shared.base_url.clone()
     }
 
+    /// Stellar RPC's JSON-RPC endpoint on the same listener, e.g. `http://127.0.0.1:41234/rpc`:
+    /// the same ledger, and the same faults, as [`HorizonSim::url`]'s Horizon.
+    pub fn rpc_url(&self) -> String {
+        format!("{}/rpc", self.shared.base_url)
+    }
+
     /// The network passphrase transactions must be signed for.
     pub fn network_passphrase(&self) -> &str {
         &self.shared.config.network_passphrase

@@ -5,7 +5,8 @@
 //!   number (Horizon's own `tx_bad_seq` for a used one, hold a future one until the account
 //!   catches up); hand the transaction to core; wait for the ledger close and ingestion; on core's
 //!   `tx_bad_seq`, look in the history once more.
-//! - [`submit_async`] (`POST /transactions_async`) passes core's answer straight through.
+//! - [`submit_async`] (`POST /transactions_async`, and RPC's `sendTransaction`) passes core's
+//!   answer straight through.
 //! - [`fund_with_friendbot`] builds friendbot's create-account transaction and submits it like
 //!   `POST /transactions`.
 
@@ -74,8 +75,10 @@ pub enum AsyncOutcome {
     Pending,
     /// 409 `DUPLICATE`: already queued.
     Duplicate,
-    /// 503 `TRY_AGAIN_LATER`: another transaction from the account is queued (or a 503 fault).
+    /// 503 `TRY_AGAIN_LATER`: another transaction from the account is queued.
     TryAgainLater,
+    /// A 503 fault: dropped (Horizon answers `TRY_AGAIN_LATER`; RPC's provider a bare 503).
+    Unavailable,
     /// 400 `ERROR` with the result.
     Error(Rejection),
     /// 504 `timeout` (a timeout fault).
@@ -100,7 +103,7 @@ pub async fn submit_sync(shared: &Shared, tx: Arc<SubmittedTransaction>) -> Sync
 pub async fn submit_async(shared: &Shared, tx: Arc<SubmittedTransaction>) -> AsyncOutcome {
     let fault = shared.lock().faults.take_submission_fault();
     match fault {
-        SubmissionFault::Unavailable => AsyncOutcome::TryAgainLater,
+        SubmissionFault::Unavailable => AsyncOutcome::Unavailable,
         SubmissionFault::TimeoutWithoutApply => AsyncOutcome::Timeout,
         SubmissionFault::TimeoutAfterApply => {
             let (_, receiver) = shared.admit(tx, Some(WaitUntil::Applied));

@@ -1,5 +1,5 @@
-//! The `horizon-sim` binary as the local stack runs it: port 0, the readiness line, ledgers on a
-//! timer, a clean stop on SIGTERM.
+//! The `horizon-sim` binary as the local stack runs it: port 0, the readiness line (then the RPC
+//! URL), ledgers on a timer, a clean stop on SIGTERM.
 
 mod common;
 
@@ -41,6 +41,22 @@ async fn the_binary_serves_horizon_with_ledgers_on_a_timer_and_stops_on_sigterm(
         .unwrap_or_else(|| panic!("unexpected first line: {line}"));
     assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
     let horizon = Horizon::at(format!("http://{addr}"));
+    let rpc_line = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("no rpc line within {DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("stdout closed before the rpc line"));
+    assert_eq!(rpc_line, format!("horizon-sim rpc on http://{addr}/rpc"));
+    let network = horizon
+        .post_json(
+            "/rpc",
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "getNetwork"}),
+        )
+        .await;
+    assert_eq!(
+        network.body["result"]["passphrase"],
+        "Standalone Network ; February 2017"
+    );
 
     let root = horizon.get("/").await;
     assert_eq!(

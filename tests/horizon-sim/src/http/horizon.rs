@@ -297,7 +297,7 @@ async fn submit_transaction_async(
     match submission::submit_async(&shared, tx).await {
         AsyncOutcome::Pending => answer(StatusCode::CREATED, "PENDING", None),
         AsyncOutcome::Duplicate => answer(StatusCode::CONFLICT, "DUPLICATE", None),
-        AsyncOutcome::TryAgainLater => {
+        AsyncOutcome::TryAgainLater | AsyncOutcome::Unavailable => {
             answer(StatusCode::SERVICE_UNAVAILABLE, "TRY_AGAIN_LATER", None)
         }
         AsyncOutcome::Error(rejection) => answer(

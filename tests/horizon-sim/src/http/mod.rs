@@ -1,17 +1,21 @@
-//! The HTTP server: Horizon's endpoints ([`horizon`]) behind the outage and latency faults, and
-//! the simulator's control API under `/_sim` ([`control`]), which faults never touch.
+//! The HTTP server: Horizon's endpoints ([`horizon`]) and Stellar RPC's `POST /rpc` ([`rpc`]),
+//! each behind the latency, rate limit and outage faults, and the simulator's control API under
+//! `/_sim` ([`control`]), which faults never touch.
 
 mod control;
 mod horizon;
+mod rpc;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use serde::Serialize;
 
 use crate::network::{RateStanding, RequestAdmission};
@@ -26,10 +30,88 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             horizon_faults,
         ));
+    let rpc = Router::new()
+        .route("/rpc", post(rpc::endpoint))
+        // stellar-rpc's maxHTTPRequestSize.
+        .layer(DefaultBodyLimit::max(RPC_MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(shared.clone(), rpc_faults));
     Router::new()
         .nest("/_sim", control::routes())
+        .merge(rpc)
         .merge(horizon)
         .with_state(shared)
+}
+
+/// The largest JSON-RPC request body stellar-rpc reads (half a megabyte).
+const RPC_MAX_REQUEST_BYTES: usize = 512 * 1024;
+
+/// What the faults let through, before any endpoint sees the request.
+enum Gate {
+    /// Served, with the rate budget's standing if one is in force.
+    Pass(Option<RateStanding>),
+    /// Refused by the rate limit faults.
+    RateLimited {
+        retry_after: Duration,
+        standing: Option<RateStanding>,
+    },
+    /// The outage fault.
+    Outage,
+}
+
+/// The faults every request to the network's APIs goes through, in order: latency, the rate
+/// limit (one budget for Horizon and RPC: one provider), the outage.
+async fn gate(shared: &Shared) -> Gate {
+    let (outage, latency_ms) = {
+        let network = shared.lock();
+        (network.faults.outage, network.faults.latency_ms)
+    };
+    if latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+    }
+    match shared.lock().admit_request(tokio::time::Instant::now()) {
+        RequestAdmission::Refused {
+            retry_after,
+            standing,
+        } => Gate::RateLimited {
+            retry_after,
+            standing,
+        },
+        RequestAdmission::Served(_) if outage => Gate::Outage,
+        RequestAdmission::Served(standing) => Gate::Pass(standing),
+    }
+}
+
+/// A 429 `response` with `Retry-After` in whole seconds, rounded up (a client that waits that
+/// long is served), and the budget's standing.
+fn refused(
+    mut response: Response,
+    retry_after: Duration,
+    standing: Option<RateStanding>,
+) -> Response {
+    let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+    );
+    insert_rate_standing(headers, standing);
+    response
+}
+
+/// Applies the latency, rate limit and outage faults to `POST /rpc` as an RPC provider shows
+/// them: 429 with `Retry-After` (and a JSON-RPC error body), a bare 503 during an outage.
+async fn rpc_faults(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let standing = match gate(&shared).await {
+        Gate::Pass(standing) => standing,
+        Gate::RateLimited {
+            retry_after,
+            standing,
+        } => return refused(rpc::rate_limited(), retry_after, standing),
+        Gate::Outage => return rpc::proxy_error(axum::http::StatusCode::SERVICE_UNAVAILABLE),
+    };
+    let mut response = next.run(request).await;
+    insert_rate_standing(response.headers_mut(), standing);
+    response
 }
 
 /// Horizon's header naming the latest ledger the answering node has ingested.
@@ -57,35 +139,20 @@ async fn horizon_faults(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let (outage, latency_ms) = {
-        let network = shared.lock();
-        (network.faults.outage, network.faults.latency_ms)
-    };
-    if latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
-    }
-    let admission = shared.lock().admit_request(tokio::time::Instant::now());
-    let standing = match admission {
-        RequestAdmission::Served(standing) => standing,
-        RequestAdmission::Refused {
+    let standing = match gate(&shared).await {
+        Gate::Pass(standing) => standing,
+        Gate::RateLimited {
             retry_after,
             standing,
         } => {
-            let mut response = Problem::rate_limit_exceeded().into_response();
-            // Whole seconds, rounded up: a client that waits that long is served.
-            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
-            let headers = response.headers_mut();
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(u64::try_from(seconds).unwrap_or(u64::MAX)),
+            return refused(
+                Problem::rate_limit_exceeded().into_response(),
+                retry_after,
+                standing,
             );
-            insert_rate_standing(headers, standing);
-            return response;
         }
+        Gate::Outage => return Problem::server_over_capacity().into_response(),
     };
-    if outage {
-        return Problem::server_over_capacity().into_response();
-    }
     let node = {
         let mut network = shared.lock();
         let ledger = if request.method() == Method::GET {

@@ -413,3 +413,150 @@ pub async fn friendbot_closing(sim: &HorizonSim, horizon: &Horizon, account: &Ac
     let path = format!("/friendbot?addr={account}");
     closing_ledgers(sim, async move { horizon.get(&path).await }).await
 }
+
+/// A JSON-RPC 2.0 client for the simulator's Stellar RPC endpoint, over real sockets.
+#[derive(Clone)]
+pub struct Rpc {
+    http: Horizon,
+    next_id: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Rpc {
+    /// A client for `sim`'s `rpc_url()`.
+    pub fn new(sim: &HorizonSim) -> Self {
+        let url = sim.rpc_url();
+        let base = url
+            .strip_suffix("/rpc")
+            .unwrap_or_else(|| panic!("rpc_url ends with /rpc: {url}"))
+            .to_owned();
+        Rpc {
+            http: Horizon::at(base),
+            next_id: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
+    }
+
+    /// `POST /rpc` with a raw JSON body.
+    pub async fn post(&self, body: &Value) -> Reply {
+        self.http.post_json("/rpc", body).await
+    }
+
+    /// Calls `method` with `params`; the whole HTTP answer.
+    pub async fn call(&self, method: &str, params: Value) -> Reply {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reply = self
+            .post(&serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "method": method, "params": params,
+            }))
+            .await;
+        if reply.status == 200 {
+            assert_eq!(reply.body["jsonrpc"], "2.0", "{}", reply.body);
+            assert_eq!(reply.body["id"], id, "the id is echoed: {}", reply.body);
+        }
+        reply
+    }
+
+    /// Calls `method`, expecting a result; returns it.
+    pub async fn result(&self, method: &str, params: Value) -> Value {
+        let reply = self.call(method, params).await;
+        assert_eq!(reply.status, 200, "{method}: {:?}", reply);
+        assert!(
+            reply.body.get("error").is_none(),
+            "{method} failed: {}",
+            reply.body
+        );
+        reply.body["result"].clone()
+    }
+
+    /// Calls `method`, expecting a JSON-RPC error; returns the error object.
+    pub async fn error(&self, method: &str, params: Value) -> Value {
+        let reply = self.call(method, params).await;
+        assert_eq!(reply.status, 200, "{method}: {:?}", reply);
+        assert!(
+            reply.body.get("result").is_none(),
+            "{method} should fail: {}",
+            reply.body
+        );
+        reply.body["error"].clone()
+    }
+
+    /// `sendTransaction` of `envelope`; its result.
+    pub async fn send(&self, envelope: &str) -> Value {
+        self.result(
+            "sendTransaction",
+            serde_json::json!({ "transaction": envelope }),
+        )
+        .await
+    }
+
+    /// `getTransaction` of `hash`; its result.
+    pub async fn transaction(&self, hash: &TxHash) -> Value {
+        self.result(
+            "getTransaction",
+            serde_json::json!({ "hash": hash.to_hex() }),
+        )
+        .await
+    }
+
+    /// `getLedgerEntries` of one account; the result.
+    pub async fn account_entries(&self, account: &AccountKey) -> Value {
+        self.result(
+            "getLedgerEntries",
+            serde_json::json!({ "keys": [account_ledger_key(account)] }),
+        )
+        .await
+    }
+
+    /// The account's entry through `getLedgerEntries` (`None` if there is none) and the
+    /// answer's `latestLedger`.
+    pub async fn account(&self, account: &AccountKey) -> (Option<stellar_xdr::AccountEntry>, u32) {
+        let result = self.account_entries(account).await;
+        let latest = as_u32(&result["latestLedger"]);
+        let entries = result["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("entries is an array: {result}"));
+        let entry = entries.first().map(|entry| {
+            match decode_xdr::<stellar_xdr::LedgerEntryData>(&entry["xdr"]) {
+                stellar_xdr::LedgerEntryData::Account(account) => account,
+                other => panic!("an account entry, not {other:?}"),
+            }
+        });
+        (entry, latest)
+    }
+}
+
+/// An account's `LedgerKey`, base64.
+pub fn account_ledger_key(account: &AccountKey) -> String {
+    stellar_xdr::LedgerKey::Account(stellar_xdr::LedgerKeyAccount {
+        account_id: stellar_xdr::AccountId(stellar_xdr::PublicKey::PublicKeyTypeEd25519(
+            stellar_xdr::Uint256(account.0),
+        )),
+    })
+    .to_xdr_base64(Limits::none())
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Decodes a base64 XDR string field.
+pub fn decode_xdr<T: ReadXdr>(value: &Value) -> T {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("an XDR string, not {value}"));
+    T::from_xdr_base64(text, Limits::none()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A JSON number that must be a `u32`.
+pub fn as_u32(value: &Value) -> u32 {
+    value
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or_else(|| panic!("a u32 number, not {value}"))
+}
+
+/// A JSON string holding a 64-bit integer (RPC's string-encoded fields).
+pub fn as_i64_string(value: &Value) -> i64 {
+    value
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("an integer in a string, not {value}"))
+}
