@@ -63,6 +63,98 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+/// Which network API the gateway talks to in a test: the simulator's Horizon endpoints or its
+/// Stellar RPC endpoint (`POST /rpc`), over the same ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `[network] kind = "horizon"`, at the simulator's root.
+    Horizon,
+    /// `[network] kind = "rpc"`, at the simulator's `/rpc`.
+    Rpc,
+}
+
+impl Backend {
+    /// `network.kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Backend::Horizon => "horizon",
+            Backend::Rpc => "rpc",
+        }
+    }
+
+    /// The URL of this backend on a simulator whose Horizon root is `horizon_url`.
+    pub fn url(self, horizon_url: &str) -> String {
+        match self {
+            Backend::Horizon => horizon_url.to_owned(),
+            Backend::Rpc => format!("{}/rpc", horizon_url.trim_end_matches('/')),
+        }
+    }
+
+    /// From `GATEWAY_BENCH_BACKEND` / a flag value: `horizon` (default) or `rpc`.
+    pub fn parse(raw: &str) -> Option<Backend> {
+        match raw {
+            "horizon" => Some(Backend::Horizon),
+            "rpc" => Some(Backend::Rpc),
+            _ => None,
+        }
+    }
+}
+
+/// A database and a network backend: what an end-to-end test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The database.
+    pub db: DatabaseKind,
+    /// The network API.
+    pub backend: Backend,
+}
+
+impl Target {
+    /// Horizon on `db` (for tests whose fault only Horizon has).
+    pub fn horizon(db: DatabaseKind) -> Target {
+        Target {
+            db,
+            backend: Backend::Horizon,
+        }
+    }
+}
+
+/// Runs a test body once per network backend and database: `name::horizon_sqlite`,
+/// `name::horizon_postgres`, `name::rpc_sqlite`, `name::rpc_postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($target:ident: Target) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports, reason = "not every test uses every import")]
+                use super::*;
+
+                async fn run($target: Target) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn horizon_sqlite() {
+                    run(Target { db: DatabaseKind::Sqlite, backend: Backend::Horizon }).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn horizon_postgres() {
+                    run(Target { db: DatabaseKind::Postgres, backend: Backend::Horizon }).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn rpc_sqlite() {
+                    run(Target { db: DatabaseKind::Sqlite, backend: Backend::Rpc }).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn rpc_postgres() {
+                    run(Target { db: DatabaseKind::Postgres, backend: Backend::Rpc }).await
+                }
+            }
+        )*
+    };
+}
+
 /// Runs a test body once per database: `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! on_both_databases {
