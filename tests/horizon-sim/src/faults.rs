@@ -1,11 +1,14 @@
 //! Faults on demand: what the next submissions suffer, how late ingestion runs, added latency and
-//! full outages. Set through `POST /_sim/faults` or the library handle.
+//! full outages. Set through `POST /_sim/faults` or the library handle. The same faults act on
+//! Horizon's endpoints and on Stellar RPC's `POST /rpc` (one network, one provider); each field
+//! says how RPC shows it where that differs.
 
 use serde::{Deserialize, Serialize};
 
-/// The faults in force. Counters are consumed one per submission (`POST /transactions` or
-/// `POST /transactions_async`), in the order: outage, `unavailable`, `timeout_without_apply`,
-/// `timeout_after_apply`.
+/// The faults in force. Counters are consumed one per submission (`POST /transactions`,
+/// `POST /transactions_async` or RPC's `sendTransaction`), in the order: outage, `unavailable`,
+/// `timeout_without_apply`, `timeout_after_apply`. On RPC a lost reply is the provider's bare
+/// HTTP 503 or 504 (no JSON-RPC body).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -19,24 +22,29 @@ pub struct Faults {
     /// `TRY_AGAIN_LATER` for `/transactions_async`) and dropped.
     pub unavailable: u32,
     /// Transactions applied while this is set become visible to `GET /transactions/{hash}` (and
-    /// to the synchronous submit) only this many ledgers later.
+    /// to the synchronous submit) only this many ledgers later. RPC ingests whole ledgers: its
+    /// nodes' `latestLedger` (and history) stays before such a transaction's ledger until then.
     pub ingestion_delay_ledgers: u32,
     /// Milliseconds added before answering any Horizon request (not the control API).
     pub latency_ms: u64,
-    /// While true, every Horizon endpoint answers 503 (the control API keeps working and ledgers
-    /// keep closing).
+    /// While true, every Horizon endpoint answers 503, and `POST /rpc` a bare 503 (the control
+    /// API keeps working and ledgers keep closing).
     pub outage: bool,
     /// The Horizon nodes behind the one URL, by how many ledgers each lags (empty: one node, up
     /// to date). Reads take turns (round robin); a node `K` ledgers behind answers
     /// `GET /accounts/{id}`, `/accounts/{id}/transactions`, `/transactions/{hash}` and `/` from
     /// the ledger `K` before the latest, and its `Latest-Ledger` header and ledger fields say so.
+    /// Each `POST /rpc` is served by one node in turn, every method in it answering from that
+    /// node's ledger (`latestLedger` says which; `getLedgerEntries` shows its accounts).
     /// At most [`crate::network::MAX_NODE_LAG`].
     pub node_lags: Vec<u32>,
-    /// The next N Horizon requests are answered 429 `rate_limit_exceeded` (with `Retry-After`)
-    /// and not served.
+    /// The next N requests (Horizon or RPC) are answered 429 (with `Retry-After`) and not
+    /// served: Horizon's `rate_limit_exceeded` problem, or for RPC a JSON-RPC error object
+    /// (`id` null, code `-32005`) as RPC providers answer.
     pub rate_limited: u32,
-    /// A request budget: at most this many Horizon requests per `rate_limit_window_ms`; past it,
-    /// 429 `rate_limit_exceeded` with `Retry-After` until the window ends. 0: no budget.
+    /// A request budget: at most this many requests (Horizon and RPC together) per
+    /// `rate_limit_window_ms`; past it, 429 with `Retry-After` until the window ends. 0: no
+    /// budget.
     pub rate_limit_requests: u32,
     /// The budget's window, in milliseconds (required with `rate_limit_requests`).
     pub rate_limit_window_ms: u64,
@@ -48,7 +56,9 @@ pub struct Faults {
     /// What other parties bid per operation during a surge, in stroops (at least the base fee).
     pub surge_fee: u32,
     /// Horizon keeps only this many ledgers of history (`history_elder_ledger` moves up;
-    /// older transactions answer 404). 0: everything.
+    /// older transactions answer 404), and so does RPC (its retention window: `oldestLedger`
+    /// moves up, `getTransaction` says `NOT_FOUND`, `getTransactions` refuses older ledgers).
+    /// 0: everything.
     pub history_retention_ledgers: u32,
 }
 

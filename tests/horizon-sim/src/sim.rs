@@ -311,8 +311,8 @@ pub struct HorizonSim {
 }
 
 impl HorizonSim {
-    /// Starts a simulator: binds `config.listen`, serves Horizon and the control API, and closes
-    /// ledgers every `config.ledger_interval` (if set).
+    /// Starts a simulator: binds `config.listen`, serves Horizon, Stellar RPC (`POST /rpc`) and
+    /// the control API, and closes ledgers every `config.ledger_interval` (if set).
     pub async fn start(config: SimConfig) -> Result<HorizonSim> {
         config.validate()?;
         let listener = TcpListener::bind(config.listen)
@@ -577,9 +577,9 @@ impl HorizonSim {
             u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
     }
 
-    /// Puts several Horizon nodes behind the URL, lagging by `lags` ledgers each (reads take
-    /// turns; see [`Faults::node_lags`]); an empty slice: one up-to-date node. Lags above
-    /// [`crate::network::MAX_NODE_LAG`] are capped.
+    /// Puts several nodes behind the URL (Horizon's and RPC's), lagging by `lags` ledgers each
+    /// (reads, and RPC requests, take turns; see [`Faults::node_lags`]); an empty slice: one
+    /// up-to-date node. Lags above [`crate::network::MAX_NODE_LAG`] are capped.
     pub fn set_node_lags(&self, lags: &[u32]) {
         self.shared.lock().faults.node_lags = lags
             .iter()
@@ -587,13 +587,13 @@ impl HorizonSim {
             .collect();
     }
 
-    /// The next `count` Horizon requests are answered 429 `rate_limit_exceeded`.
+    /// The next `count` requests (Horizon or RPC) are answered 429.
     pub fn rate_limited(&self, count: u32) {
         self.shared.lock().faults.rate_limited = count;
     }
 
-    /// A request budget: at most `requests` Horizon requests per `window`, then 429 with
-    /// `Retry-After` until the window ends; `requests` 0 lifts it.
+    /// A request budget: at most `requests` requests (Horizon and RPC together) per `window`,
+    /// then 429 with `Retry-After` until the window ends; `requests` 0 lifts it.
     pub fn set_rate_limit(&self, requests: u32, window: Duration) {
         let mut network = self.shared.lock();
         network.faults.rate_limit_requests = requests;
@@ -631,7 +631,8 @@ impl HorizonSim {
         }
     }
 
-    /// Horizon keeps only the last `ledgers` ledgers of history (0: all of it).
+    /// Horizon and RPC keep only the last `ledgers` ledgers of history (0: all of it): RPC's
+    /// retention window.
     pub fn set_history_retention(&self, ledgers: u32) {
         self.shared.lock().faults.history_retention_ledgers = ledgers;
     }
@@ -642,7 +643,7 @@ impl HorizonSim {
         self.shared.friendbot_url.clone()
     }
 
-    /// While `down`, every Horizon endpoint answers 503.
+    /// While `down`, every Horizon endpoint and `POST /rpc` answer 503.
     pub fn set_outage(&self, down: bool) {
         self.shared.lock().faults.outage = down;
     }

@@ -54,12 +54,12 @@ async fn get_health_get_network_and_get_latest_ledger_have_rpcs_shapes() {
     assert_eq!(health["status"], "healthy");
     assert_eq!(as_u32(&health["latestLedger"]), latest);
     assert_eq!(
-        health["latestLedgerCloseTime"],
-        json!(close_time),
-        "a number"
+        as_i64_string(&health["latestLedgerCloseTime"]),
+        close_time,
+        "a string"
     );
     assert_eq!(as_u32(&health["oldestLedger"]), 1);
-    assert!(health["oldestLedgerCloseTime"].is_i64());
+    as_i64_string(&health["oldestLedgerCloseTime"]);
     assert!(as_u32(&health["ledgerRetentionWindow"]) > 0);
 
     let network = rpc.result("getNetwork", json!({})).await;
@@ -98,8 +98,8 @@ async fn get_health_get_network_and_get_latest_ledger_have_rpcs_shapes() {
         hex::encode(Sha256::digest(&header_bytes)),
         "a ledger's id is the hash of its header"
     );
-    let LedgerCloseMeta::V0(meta) = decode_xdr::<LedgerCloseMeta>(&ledger["metadataXdr"]) else {
-        panic!("a v0 close meta");
+    let LedgerCloseMeta::V2(meta) = decode_xdr::<LedgerCloseMeta>(&ledger["metadataXdr"]) else {
+        panic!("a v2 close meta");
     };
     assert_eq!(meta.ledger_header.header.ledger_seq, latest);
 }
@@ -448,8 +448,7 @@ async fn a_second_transaction_from_a_source_with_one_queued_is_try_again_later()
 }
 
 #[tokio::test]
-async fn a_failed_transaction_is_failed_with_its_result_and_a_fee_bump_is_found_by_its_outer_hash()
-{
+async fn a_failed_transaction_is_failed_with_its_result_and_a_fee_bump_is_found_by_either_hash() {
     let sim = start().await;
     let rpc = Rpc::new(&sim);
     let pair = Pair::new(&sim, "rpc failed", 100 * XLM);
@@ -485,11 +484,19 @@ async fn a_failed_transaction_is_failed_with_its_result_and_a_fee_bump_is_found_
     assert_eq!(found["status"], "SUCCESS");
     assert_eq!(found["feeBump"], true);
     assert_eq!(found["txHash"], outer.to_hex());
+    let by_inner = rpc.transaction(&inner).await;
     assert_eq!(
-        rpc.transaction(&inner).await["status"],
-        "NOT_FOUND",
-        "RPC stores a fee bump under its outer hash"
+        by_inner["status"], "SUCCESS",
+        "RPC indexes the inner hash too"
     );
+    assert_eq!(by_inner["txHash"], inner.to_hex(), "the hash as asked");
+    assert_eq!(by_inner["envelopeXdr"], bump, "the fee bump's envelope");
+    assert_eq!(by_inner["feeBump"], true);
+    let result: TransactionResult = decode_xdr(&by_inner["resultXdr"]);
+    assert!(matches!(
+        result.result,
+        TransactionResultResult::TxFeeBumpInnerSuccess(_)
+    ));
 }
 
 /// Three payments from three payers in one ledger, one more in the next; returns their hashes
@@ -593,6 +600,39 @@ async fn get_transactions_pages_through_ledgers_with_rpcs_cursor() {
         .result("getTransactions", json!({ "startLedger": first }))
         .await;
     assert_eq!(hashes_of(&all), hex, "the default page holds them all");
+}
+
+/// RPC's cursor: a TOID (ledger, transaction order, operation 1), as a decimal string.
+fn toid(ledger: u32, order: i64) -> String {
+    ((i64::from(ledger) << 32) | (order << 12) | 1).to_string()
+}
+
+#[tokio::test]
+async fn get_transactions_past_the_last_transaction_answers_rpcs_order_zero_cursor() {
+    let sim = start().await;
+    let rpc = Rpc::new(&sim);
+    let (hashes, first, second) = four_payments(&sim, &rpc).await;
+    let all = rpc
+        .result("getTransactions", json!({ "startLedger": first }))
+        .await;
+    assert_eq!(all["cursor"], toid(second, 1));
+    let after = rpc
+        .result(
+            "getTransactions",
+            json!({ "pagination": { "cursor": all["cursor"] } }),
+        )
+        .await;
+    assert_eq!(after["transactions"], json!([]));
+    // stellar-rpc v27 answers the ledger with order 0 here, so the next page reads that ledger
+    // again: a client pages by cursor and still dedupes by hash.
+    assert_eq!(after["cursor"], toid(second, 0));
+    let again = rpc
+        .result(
+            "getTransactions",
+            json!({ "pagination": { "cursor": after["cursor"] } }),
+        )
+        .await;
+    assert_eq!(hashes_of(&again), vec![hashes[3].to_hex()]);
 }
 
 #[tokio::test]
@@ -710,12 +750,21 @@ async fn the_json_rpc_envelope_answers_as_stellar_rpcs_bridge_does() {
     let rpc = Rpc::new(&sim);
     let http = Horizon::new(&sim);
 
+    // Not JSON at all: jrpc2's bridge fails the HTTP request itself.
     let garbage = http
         .send_raw("POST", "/rpc", "application/json", "{not json")
         .await;
-    assert_eq!(garbage.status, 200);
-    assert_eq!(garbage.body["error"]["code"], -32700);
-    assert_eq!(garbage.body["id"], Value::Null);
+    assert_eq!(garbage.status, 500);
+    assert!(garbage.content_type.starts_with("text/plain"));
+    // JSON, but not a request object: a parse error object.
+    let scalar = rpc.post(&json!(42)).await;
+    assert_eq!(scalar.status, 200);
+    assert_eq!(scalar.body["error"]["code"], -32700);
+    assert_eq!(
+        scalar.body["error"]["message"],
+        "request is not a JSON object"
+    );
+    assert_eq!(scalar.body["id"], Value::Null);
 
     let unknown = rpc
         .post(&json!({"jsonrpc": "2.0", "id": "abc", "method": "getEvents2"}))
@@ -770,4 +819,45 @@ async fn the_json_rpc_envelope_answers_as_stellar_rpcs_bridge_does() {
         rpc.call("getHealth", json!(null)).await.content_type,
         "application/json"
     );
+}
+
+#[tokio::test]
+async fn horizon_and_rpc_are_two_views_of_one_ledger() {
+    let sim = start().await;
+    let rpc = Rpc::new(&sim);
+    let horizon = Horizon::new(&sim);
+    let pair = Pair::new(&sim, "rpc one ledger", 100 * XLM);
+    let network_id = sim.network_id();
+    // Submitted through Horizon, seen through RPC.
+    let first = pair.next_payment(&sim, XLM);
+    let first_hash = hash_of(&first, network_id);
+    assert_eq!(horizon.submit_async(&first).await.status, 201);
+    assert_eq!(
+        rpc.send(&first).await["status"],
+        "DUPLICATE",
+        "one queue behind both"
+    );
+    let closed = sim.close_ledger();
+    let seen = rpc.transaction(&first_hash).await;
+    assert_eq!(seen["status"], "SUCCESS");
+    assert_eq!(as_u32(&seen["ledger"]), closed.sequence);
+    // Submitted through RPC, seen through Horizon.
+    let second = signed(
+        &pair.payment(pair.alice_sequence + 2, XLM),
+        network_id,
+        &[&pair.alice],
+    );
+    let second_hash = hash_of(&second, network_id);
+    assert_eq!(rpc.send(&second).await["status"], "PENDING");
+    sim.close_ledger();
+    let reply = horizon.transaction(&second_hash).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["successful"], true);
+    let (entry, _) = rpc.account(&account(&pair.alice)).await;
+    let on_horizon = horizon.account(&account(&pair.alice)).await;
+    assert_eq!(
+        entry.map(|e| e.seq_num.0.to_string()),
+        on_horizon.body["sequence"].as_str().map(str::to_owned)
+    );
+    assert_eq!(sim.balance(account(&pair.bob)), Some(12 * XLM));
 }

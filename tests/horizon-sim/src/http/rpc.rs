@@ -1,6 +1,8 @@
-//! Stellar RPC's endpoint: `POST /rpc`, JSON-RPC 2.0 as stellar-rpc's HTTP bridge serves it
-//! (`405` for another HTTP method, `415` for a body that is not `application/json`, `200` with
-//! the response object(s) otherwise, `204` when every call was a notification).
+//! Stellar RPC's endpoint: `POST /rpc`, JSON-RPC 2.0 as stellar-rpc's HTTP bridge (jrpc2's
+//! `jhttp`) serves it: `405` for another HTTP method, `415` for a body that is not
+//! `application/json`, `500` with `[-32700] invalid request value` as text for a body that is not
+//! JSON, `200` with the response object(s) otherwise, `204` when there is nothing to answer
+//! (every call a notification, or an empty batch).
 //!
 //! Each HTTP request is served by one RPC node behind the URL (see [`crate::Faults::node_lags`]):
 //! every answer in it, `latestLedger` included, is that node's. A submission's reply can be lost
@@ -82,8 +84,14 @@ pub(super) async fn endpoint(
     }
     let parsed = match protocol::parse_body(&body) {
         Ok(parsed) => parsed,
+        // jrpc2's bridge fails the whole request: a 500 with the error's text, not JSON.
         Err(error) => {
-            return json_response(StatusCode::OK, &protocol::failure(&Value::Null, &error));
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("[{}] {}\n", error.code, error.message),
+            )
+                .into_response();
         }
     };
     let node = {

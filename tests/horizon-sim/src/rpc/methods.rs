@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountEntryExt, AccountEntryExtensionV1, AccountEntryExtensionV1Ext, AccountEntryExtensionV2,
     AccountEntryExtensionV2Ext, AccountEntryExtensionV3, AccountId, ExtensionPoint, Hash,
-    LedgerCloseMeta, LedgerCloseMetaV0, LedgerEntryData, LedgerEntryExt, LedgerHeader,
+    LedgerCloseMeta, LedgerCloseMetaV2, LedgerEntryData, LedgerEntryExt, LedgerHeader,
     LedgerHeaderHistoryEntry, LedgerKey, Liabilities, Limits, OperationMetaV2, PublicKey, ReadXdr,
     SequenceNumber, StellarValue, Thresholds, TimePoint, TransactionMeta, TransactionMetaV4,
     Uint256, WriteXdr,
@@ -113,12 +113,12 @@ pub struct HealthResult {
     pub status: &'static str,
     /// The latest ingested ledger.
     pub latest_ledger: u32,
-    /// Its close time (a JSON number here, unlike elsewhere).
-    pub latest_ledger_close_time: i64,
+    /// Its close time, a string (as developers.stellar.org documents getHealth today).
+    pub latest_ledger_close_time: String,
     /// The oldest ledger held.
     pub oldest_ledger: u32,
-    /// Its close time.
-    pub oldest_ledger_close_time: i64,
+    /// Its close time, a string.
+    pub oldest_ledger_close_time: String,
     /// How many ledgers the node keeps.
     pub ledger_retention_window: u32,
 }
@@ -129,9 +129,9 @@ pub fn get_health(network: &Network, node: RpcNode) -> HealthResult {
     HealthResult {
         status: "healthy",
         latest_ledger: node.ingested,
-        latest_ledger_close_time: close_time(network, node.ingested),
+        latest_ledger_close_time: close_time(network, node.ingested).to_string(),
         oldest_ledger: oldest,
-        oldest_ledger_close_time: close_time(network, oldest),
+        oldest_ledger_close_time: close_time(network, oldest).to_string(),
         ledger_retention_window: match network.faults.history_retention_ledgers {
             0 => DEFAULT_RETENTION_WINDOW,
             kept => kept,
@@ -210,13 +210,14 @@ pub fn get_latest_ledger(network: &Network, node: RpcNode) -> Result<LatestLedge
         .map_err(|e| RpcError::internal(e.to_string()))?;
     // A ledger's hash is the sha256 of its header.
     let hash: [u8; 32] = Sha256::digest(&header_bytes).into();
-    let meta = LedgerCloseMeta::V0(LedgerCloseMetaV0 {
+    // v2, protocol 23's close meta, with the header and nothing else.
+    let meta = LedgerCloseMeta::V2(LedgerCloseMetaV2 {
         ledger_header: LedgerHeaderHistoryEntry {
             hash: Hash(hash),
             header,
             ..LedgerHeaderHistoryEntry::default()
         },
-        ..LedgerCloseMetaV0::default()
+        ..LedgerCloseMetaV2::default()
     });
     Ok(LatestLedgerResult {
         id: hex::encode(hash),
@@ -392,7 +393,7 @@ pub struct Events {}
 pub struct TransactionDetails {
     /// `SUCCESS`, `FAILED` or `NOT_FOUND`.
     pub status: &'static str,
-    /// The hash (the outer one for a fee bump).
+    /// The hash: as asked in getTransaction; the outer one of a fee bump in getTransactions.
     pub tx_hash: String,
     /// Its position in its ledger, from 1 (0 when not found).
     pub application_order: u32,
@@ -492,8 +493,9 @@ fn hex_error(text: &str) -> Option<String> {
     (text.len() % 2 == 1).then(|| "encoding/hex: odd length hex string".to_owned())
 }
 
-/// `getTransaction`: found only by the hash that was submitted (a fee bump's outer hash), only
-/// once the node has ingested its ledger and while that ledger is in the retention window.
+/// `getTransaction`: found by its hash (a fee bump by its outer or its inner hash, as
+/// stellar-rpc indexes both; `txHash` is the hash as asked), once the node has ingested its
+/// ledger and while that ledger is in the retention window.
 pub fn get_transaction(
     network: &Network,
     node: RpcNode,
@@ -515,13 +517,13 @@ pub fn get_transaction(
     let oldest = node.oldest(network);
     let record = network
         .applied(&hash)
-        .filter(|record| record.tx.hash == hash)
         .filter(|record| oldest <= record.ledger && record.ledger <= node.ingested);
     let (details, created_at) = match record {
-        Some(record) => (
-            TransactionDetails::of(record)?,
-            record.close_time.to_string(),
-        ),
+        Some(record) => {
+            let mut details = TransactionDetails::of(record)?;
+            details.tx_hash = params.hash.clone();
+            (details, record.close_time.to_string())
+        }
         None => (TransactionDetails::not_found(&params.hash), "0".to_owned()),
     };
     Ok(TransactionResult {

@@ -43,9 +43,9 @@ impl RpcError {
         }
     }
 
-    /// `-32700`: the body is not JSON.
+    /// `-32700`: the body is not JSON (jrpc2's `errInvalidRequest`).
     pub fn parse_error() -> Self {
-        RpcError::new(PARSE_ERROR, "parse error")
+        RpcError::new(PARSE_ERROR, "invalid request value")
     }
 
     /// `-32600` with `message`.
@@ -108,22 +108,21 @@ pub struct Body {
     pub batch: bool,
 }
 
-/// Parses a request body as jrpc2 does: not JSON, or JSON that is neither an object nor an
-/// array, is a parse error; each element is then checked on its own.
+/// Parses a request body as jrpc2's `ParseRequests` does: a body that is not JSON at all is
+/// the one error (its HTTP bridge then answers a bare 500 with the error's text); anything else
+/// is one message, or a batch of them (an empty batch has none), each checked on its own.
 pub fn parse_body(bytes: &[u8]) -> Result<Body, RpcError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|_| RpcError::parse_error())?;
-    match value {
-        Value::Array(items) if !items.is_empty() => Ok(Body {
+    Ok(match value {
+        Value::Array(items) => Body {
             messages: items.iter().map(parse_message).collect(),
             batch: true,
-        }),
-        Value::Array(_) => Err(RpcError::invalid_request("empty batch")),
-        Value::Object(_) => Ok(Body {
+        },
+        value => Body {
             messages: vec![parse_message(&value)],
             batch: false,
-        }),
-        _ => Err(RpcError::parse_error()),
-    }
+        },
+    })
 }
 
 /// Checks one request object (jrpc2's `jmessage.parseJSON` rules and messages).
@@ -204,7 +203,11 @@ mod tests {
             parse_body(b"{nope").err().map(|e| e.code),
             Some(PARSE_ERROR)
         );
-        assert_eq!(parse_body(b"42").err().map(|e| e.code), Some(PARSE_ERROR));
+        let scalar = parse_body(b"42").unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(matches!(&scalar.messages[..],
+            [Message::Invalid { id: Value::Null, error }] if error.code == PARSE_ERROR));
+        let empty = parse_body(b"[]").unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(empty.messages.is_empty());
         let body = parse_body(
             br#"[{"jsonrpc":"2.0","id":1,"method":"getHealth"},{"jsonrpc":"1.0","id":2,"method":"x"},{"jsonrpc":"2.0","id":3,"method":"x","extra":1}]"#,
         )
