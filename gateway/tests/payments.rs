@@ -571,6 +571,21 @@ on_both_backends! {
         assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
     }
 
+    async fn readiness_reports_the_network_without_depending_on_it(kind: Target) {
+        // Payments wait out a network outage, so the gateway stays ready; the report names the
+        // backend and why it is not usable.
+        let s = PaymentStack::start(kind).await;
+        let ready = s.stack.http.get("/health/ready", None).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(ready.json()["network"], "ok", "{}", ready.body);
+        s.sim.set_outage(true);
+        let ready = s.stack.http.get("/health/ready", None).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        let network = ready.json()["network"].as_str().unwrap_or_default().to_owned();
+        assert!(network.starts_with(&format!("{}: ", kind.backend.kind())), "{}", ready.body);
+        s.sim.set_outage(false);
+    }
+
     async fn a_payment_reaches_success_and_moves_the_balances(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;

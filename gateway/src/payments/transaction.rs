@@ -328,6 +328,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fee_bump_results_give_the_inner_codes() {
+        use stellar_xdr::{
+            Hash, InnerTransactionResult, InnerTransactionResultExt, InnerTransactionResultPair,
+            TransactionResultExt,
+        };
+        let bumped = |inner: InnerTransactionResultResult, applied: bool| {
+            let pair = InnerTransactionResultPair {
+                transaction_hash: Hash([0; 32]),
+                result: InnerTransactionResult {
+                    fee_charged: 100,
+                    result: inner,
+                    ext: InnerTransactionResultExt::V0,
+                },
+            };
+            let result = TransactionResult {
+                fee_charged: 200,
+                result: if applied {
+                    TransactionResultResult::TxFeeBumpInnerSuccess(pair)
+                } else {
+                    TransactionResultResult::TxFeeBumpInnerFailed(pair)
+                },
+                ext: TransactionResultExt::V0,
+            };
+            result_codes(&result.to_xdr_base64(Limits::none()).unwrap_or_default())
+                .unwrap_or_else(|| panic!("no codes"))
+        };
+        let ops = || {
+            vec![OperationResult::OpInner(OperationResultTr::Payment(
+                PaymentResult::Underfunded,
+            ))]
+            .try_into()
+            .unwrap_or_default()
+        };
+        // Refused before a ledger: the inner code decides (tx_bad_seq is confirmed, not final).
+        let refused = bumped(InnerTransactionResultResult::TxBadSeq, false);
+        assert_eq!(refused.transaction, "tx_bad_seq");
+        // Failed in its ledger: Horizon's name, with the inner operation codes.
+        let failed = bumped(InnerTransactionResultResult::TxFailed(ops()), false);
+        assert_eq!(failed.transaction, "tx_fee_bump_inner_failed");
+        assert_eq!(failed.operations, vec!["op_underfunded"]);
+        let applied = bumped(
+            InnerTransactionResultResult::TxSuccess(stellar_xdr::VecM::default()),
+            true,
+        );
+        assert_eq!(applied.transaction, "tx_fee_bump_inner_success");
+    }
+
+    #[test]
     fn the_hash_is_the_envelope_hash_for_the_network() {
         let source = AccountId::parse(&stellar_strkey::ed25519::PublicKey([1; 32]).to_string())
             .unwrap_or_else(|e| panic!("{e}"));
