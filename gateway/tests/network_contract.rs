@@ -656,3 +656,64 @@ async fn horizon_submission_outcomes_follow_its_answers() {
         other => panic!("{other:?}"),
     }
 }
+
+/// RPC's "not now" answers (`TRY_AGAIN_LATER`, a JSON-RPC error object, a 429) are the node
+/// answering, not the node down: they do not count toward the circuit breaker, which here opens
+/// on one counted failure for a minute. A 503 shows it is armed.
+#[tokio::test]
+async fn rpc_answers_that_say_not_now_do_not_open_the_breaker() {
+    let api = Arc::new(Recorded::default());
+    api.on(
+        "rpc sendTransaction",
+        Canned::ok(fixture("rpc/sendTransaction_try_again_later.json")),
+    );
+    api.on(
+        "rpc getTransaction",
+        Canned::ok(
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"invalid parameters"}}"#
+                .into(),
+        ),
+    );
+    api.on(
+        "rpc getFeeStats",
+        Canned::ok(String::new())
+            .with_status(429)
+            .with_header("retry-after", "1"),
+    );
+    api.on("rpc getHealth", Canned::ok(fixture("rpc/getHealth.json")));
+    api.on("rpc getHealth", Canned::ok(String::new()).with_status(503));
+    api.on("rpc getHealth", Canned::ok(fixture("rpc/getHealth.json")));
+    api.on(
+        "rpc getNetwork",
+        Canned::ok(fixture("rpc/getNetwork_testnet.json")),
+    );
+    let rpc = rpc_client(
+        &api,
+        "[network.circuit_breaker]\nconsecutive_failures = 1\nopen_ms = 60000\nmax_open_ms = 60000\n",
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(matches!(
+            rpc.submit("AAAA").await,
+            Submission::RateLimited(_)
+        ));
+        assert!(rpc.transaction("00").await.is_err());
+        assert!(matches!(
+            rpc.recommended_fee().await,
+            Err(NetworkError::RateLimited { .. })
+        ));
+    }
+    // Still closed: the node is asked and answers.
+    must(rpc.check_ready().await);
+    // One outage opens it, and it stays open after the node is back.
+    assert!(matches!(
+        rpc.check_ready().await,
+        Err(NetworkError::Unavailable(_))
+    ));
+    match rpc.check_ready().await {
+        Err(NetworkError::Unavailable(reason)) => {
+            assert!(reason.contains("circuit breaker"), "{reason}")
+        }
+        other => panic!("the breaker did not open on an outage: {other:?}"),
+    }
+}
