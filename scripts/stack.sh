@@ -3,6 +3,7 @@
 #
 #   bash scripts/stack.sh            # SoftHSM token, dev PKI, Horizon simulator, signerd, gateway
 #   bash scripts/stack.sh --demo     # ... then two users pay each other and the audit log is verified
+#   bash scripts/stack.sh --rpc      # the gateway on the simulator's Stellar RPC endpoint, not Horizon
 #
 # Everything lives in .stack/ (recreated each run): the token, the PKI, the configs, the SQLite
 # database, the audit log and every log file. Ports: gateway 127.0.0.1:8080, signerd
@@ -10,20 +11,25 @@
 # gateway first, then signerd (which writes its final audit checkpoint), then the simulator.
 #
 # Options: --demo (run the demo), --exit (stop after the demo instead of serving), --debug (debug
-# builds: faster to compile, slower to run). The only thing it installs is Debian's softhsm2.
+# builds: faster to compile, slower to run), --rpc (`[network] kind = "rpc"` at the simulator's
+# POST /rpc, over the same ledger). Binaries are taken from cargo's target directory, so
+# CARGO_TARGET_DIR (or a target-dir in cargo's config) is honoured. The only thing it installs is
+# Debian's softhsm2.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 demo=false
 stay=true
 profile=release
+backend=horizon
 for arg in "$@"; do
   case "$arg" in
     --demo) demo=true ;;
+    --rpc) backend=rpc ;;
     --exit) stay=false ;;
     --debug) profile=debug ;;
     -h | --help)
-      sed -n '2,15p' "$0"
+      sed -n '2,19p' "$0"
       exit 0
       ;;
     *)
@@ -60,7 +66,10 @@ echo "==> building ($profile)"
 build_flags=(--locked -p signerd -p gateway -p horizon-sim)
 [ "$profile" = release ] && build_flags+=(--release)
 cargo build -q "${build_flags[@]}"
-bin=$PWD/target/$profile
+# Where cargo put them: CARGO_TARGET_DIR, a target-dir in cargo's config, or ./target.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin=$target_dir/$profile
 
 stack=$PWD/.stack
 rm -rf "$stack"
@@ -117,10 +126,17 @@ wait_ready "$stack/signerd.out" "signerd listening on" "${pids[-1]}" "$stack/sig
 audit_key=$(sed -n 's/^signerd audit key //p' "$stack/signerd.out")
 
 echo "==> gateway on $GATEWAY_ADDR (SQLite in .stack/gateway.db)"
-# The example config with Horizon pointed at the simulator.
-sed "/^\[horizon\]/,/^\[/ s#^url = .*#url = \"http://$HORIZON_ADDR\"#" \
+# The example config with the network pointed at the simulator: its Horizon root, or with --rpc
+# its Stellar RPC endpoint.
+if [ "$backend" = rpc ]; then
+  network_url=http://$HORIZON_ADDR/rpc
+else
+  network_url=http://$HORIZON_ADDR
+fi
+sed -e "/^\[network\]/,/^\[/ s#^url = .*#url = \"$network_url\"#" \
+  -e "/^\[network\]/,/^\[/ s#^kind = .*#kind = \"$backend\"#" \
   gateway/gateway.example.toml >"$stack/gateway.toml"
-grep -q "^url = \"http://$HORIZON_ADDR\"" "$stack/gateway.toml" || {
+grep -q "^url = \"$network_url\"" "$stack/gateway.toml" && grep -q "^kind = \"$backend\"" "$stack/gateway.toml" || {
   echo "could not point the gateway at the simulator" >&2
   exit 1
 }
@@ -134,7 +150,7 @@ cat <<INFO
   gateway     http://$GATEWAY_ADDR      (OpenAPI: http://$GATEWAY_ADDR/openapi.json)
   admin key   $admin_key
   signerd     $SIGNERD_ADDR (mTLS; client certificates in .stack/pki), metrics http://$METRICS_ADDR/metrics
-  horizon     http://$HORIZON_ADDR (simulator)
+  network     $network_url ($backend, simulator)
   audit key   $audit_key
   verify      $bin/signerd audit verify .stack/audit --audit-key $audit_key --live
   logs        .stack/*.log

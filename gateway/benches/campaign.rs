@@ -5,7 +5,7 @@
 //! ```text
 //! cargo build -p signerd --release
 //! cargo bench -p gateway --bench campaign -- --seed N --payments 2000 --wallets 50 \
-//!     --database postgres|sqlite [--replicas 2] [--ledger-ms 250] [--posts-per-second 20] \
+//!     --database postgres|sqlite [--backend horizon|rpc] [--replicas 2] [--ledger-ms 250] [--posts-per-second 20] \
 //!     [--kill-every-ms 4000] [--signerd-kill-every-ms 20000] [--faults all|no-other-signers|surge|none]
 //! ```
 //!
@@ -23,7 +23,7 @@ mod engine;
 use std::time::Duration;
 
 use engine::Campaign;
-use support::DatabaseKind;
+use support::{Backend, DatabaseKind};
 
 fn parse_args() -> anyhow::Result<Campaign> {
     let mut campaign = Campaign {
@@ -34,6 +34,7 @@ fn parse_args() -> anyhow::Result<Campaign> {
         payments: 2_000,
         wallets: 50,
         database: DatabaseKind::Postgres,
+        backend: Backend::Horizon,
         replicas: 0,
         ledger_interval: Duration::from_millis(250),
         posts_per_second: 20.0,
@@ -65,6 +66,10 @@ fn parse_args() -> anyhow::Result<Campaign> {
             "--signerd-kill-every-ms" => campaign.signerd_kill_every = millis(value())?,
             "--finish-within-secs" => {
                 campaign.finish_within = Duration::from_secs(value().parse()?)
+            }
+            "--backend" => {
+                campaign.backend = Backend::parse(&value())
+                    .ok_or_else(|| anyhow::anyhow!("--backend horizon|rpc"))?
             }
             "--database" => {
                 campaign.database = match value().as_str() {

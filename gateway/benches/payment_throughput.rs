@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo build --release -p signerd
-//! cargo bench -p gateway --bench payment_throughput -- [--payments 3000] [--wallets 600] [--in-flight 64] [--database sqlite|postgres]
+//! cargo bench -p gateway --bench payment_throughput -- [--payments 3000] [--wallets 600] [--in-flight 64] [--database sqlite|postgres] [--backend horizon|rpc]
 //! ```
+//!
+//! `--backend` (or `GATEWAY_BENCH_BACKEND`) picks the network API the gateway uses: the
+//! simulator's Horizon endpoints (default) or its Stellar RPC endpoint, over the same ledger, so
+//! both can be reported side by side.
 //!
 //! Set-up (not timed): the release `gateway` binary with its worker, a release `signerd` on a
 //! fresh SoftHSM token, the simulator in this process (1 s ledgers), `--wallets` users with
@@ -28,13 +32,14 @@ use std::time::{Duration, Instant};
 
 use horizon_sim::{AccountKey, HorizonSim, SimConfig};
 use sqlx::Row;
-use support::{DatabaseKind, GatewayOptions, Stack};
+use support::{Backend, DatabaseKind, GatewayOptions, Stack};
 
 struct Args {
     payments: usize,
     wallets: usize,
     in_flight: usize,
     database: DatabaseKind,
+    backend: Backend,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,6 +48,11 @@ fn parse_args() -> anyhow::Result<Args> {
         wallets: 600,
         in_flight: 64,
         database: DatabaseKind::Sqlite,
+        backend: match std::env::var("GATEWAY_BENCH_BACKEND") {
+            Ok(raw) => Backend::parse(&raw)
+                .ok_or_else(|| anyhow::anyhow!("GATEWAY_BENCH_BACKEND horizon|rpc, got {raw:?}"))?,
+            Err(_) => Backend::Horizon,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +61,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--payments" => args.payments = number(3000),
             "--wallets" => args.wallets = number(600),
             "--in-flight" => args.in_flight = number(64),
+            "--backend" => {
+                let raw = it.next().unwrap_or_default();
+                args.backend = Backend::parse(&raw)
+                    .ok_or_else(|| anyhow::anyhow!("--backend horizon|rpc, got {raw:?}"))?;
+            }
             "--database" => {
                 args.database = match it.next().as_deref() {
                     Some("postgres") => DatabaseKind::Postgres,
@@ -84,7 +99,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stack = Stack::start_with(
         args.database,
         GatewayOptions {
-            horizon_url: Some(sim.url()),
+            network_url: Some(args.backend.url(&sim.url())),
+            network_kind: args.backend.kind(),
             rate_limit: (1_000_000, 1_000_000),
             log_level: "warn",
             // SQLite has one writer: more connections only add lock contention.
@@ -217,8 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(f64::NAN)
     };
     println!(
-        "payments POST -> SUCCESS ({:?}, {} source wallets, {} in flight, 1 s ledgers):",
-        args.database, args.wallets, args.in_flight
+        "payments POST -> SUCCESS ({:?}, {:?}, {} source wallets, {} in flight, 1 s ledgers):",
+        args.database, args.backend, args.wallets, args.in_flight
     );
     println!(
         "  {success} SUCCESS, {failed} FAILED, {errors} refused of {} in {elapsed:.1} s = {:.1} payments/s",

@@ -37,9 +37,13 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
-    /// Horizon. Without it the payment routes answer `HORIZON_NOT_CONFIGURED` and no payment
-    /// worker runs.
-    pub horizon: Option<HorizonConfig>,
+    /// The Stellar network API (Horizon or Stellar RPC). Without it the payment routes answer
+    /// `NETWORK_NOT_CONFIGURED` and no payment worker runs.
+    pub network: Option<NetworkConfig>,
+    /// The `[horizon]` section of earlier versions, kept only to refuse it with a message
+    /// saying what replaced it (rather than serde's bare "unknown field").
+    #[serde(default)]
+    horizon: Option<toml::Value>,
     /// Payments: limits and the worker.
     #[serde(default)]
     pub payments: PaymentsConfig,
@@ -319,12 +323,25 @@ pub const TESTNET_PASSPHRASE: &str = "Test SDF Network ; September 2015";
 /// Stellar's futurenet passphrase.
 pub const FUTURENET_PASSPHRASE: &str = "Test SDF Future Network ; October 2022";
 
-/// How to reach Horizon and how transactions are built for it.
+/// Which network API the gateway talks to.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    /// Horizon's REST API.
+    Horizon,
+    /// Stellar RPC's JSON-RPC 2.0 API.
+    Rpc,
+}
+
+/// How to reach the network API and how transactions are built for it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HorizonConfig {
-    /// Horizon's base URL: `https://horizon-testnet.stellar.org` (TLS, the system's root
-    /// certificates) or `http://...` for a local Horizon.
+pub struct NetworkConfig {
+    /// `horizon` or `rpc`.
+    pub kind: NetworkKind,
+    /// The API's base URL (Horizon) or JSON-RPC endpoint (RPC):
+    /// `https://horizon-testnet.stellar.org`, `https://soroban-testnet.stellar.org` (TLS, the
+    /// system's root certificates) or `http://...` for a local node or the simulator.
     pub url: String,
     /// The network passphrase transactions are signed for.
     #[serde(default = "default_network_passphrase")]
@@ -333,9 +350,9 @@ pub struct HorizonConfig {
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Deadline for one read.
-    #[serde(default = "default_horizon_timeout_ms")]
+    #[serde(default = "default_network_timeout_ms")]
     pub timeout_ms: u64,
-    /// Deadline for one synchronous submission (Horizon itself answers 504 after ~30 s).
+    /// Deadline for one submission (Horizon itself answers 504 after ~30 s; RPC answers at once).
     #[serde(default = "default_submit_timeout_ms")]
     pub submit_timeout_ms: u64,
     /// The highest fee per operation offered, in stroops (fee_stats' p90 is capped to this).
@@ -353,15 +370,63 @@ pub struct HorizonConfig {
     /// Read retries.
     #[serde(default)]
     pub retry: RetryConfig,
-    /// The circuit breaker around Horizon.
+    /// The circuit breaker around the API.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// RPC only: how the client walks the API's limits.
+    #[serde(default)]
+    pub rpc: RpcLimits,
+}
+
+/// Limits of the Stellar RPC client (ignored for Horizon).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RpcLimits {
+    /// Ledger keys per `getLedgerEntries` call (stellar-rpc's limit is 200).
+    #[serde(default = "default_ledger_entries_batch")]
+    pub ledger_entries_batch: usize,
+    /// `sendTransaction` attempts while the node answers `TRY_AGAIN_LATER` (same bytes, with
+    /// the read backoff), before the worker is told to come back later.
+    #[serde(default = "default_try_again_attempts")]
+    pub try_again_attempts: u32,
+    /// Ledgers of history `getTransactions` searches for the transaction that used a sequence
+    /// number, counted back from the ledger it was seen used at.
+    #[serde(default = "default_history_ledgers")]
+    pub history_ledgers: u32,
+    /// Transactions per `getTransactions` page (stellar-rpc's limit is 200).
+    #[serde(default = "default_history_page")]
+    pub history_page: u32,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            ledger_entries_batch: default_ledger_entries_batch(),
+            try_again_attempts: default_try_again_attempts(),
+            history_ledgers: default_history_ledgers(),
+            history_page: default_history_page(),
+        }
+    }
+}
+
+fn default_ledger_entries_batch() -> usize {
+    200
+}
+fn default_try_again_attempts() -> u32 {
+    3
+}
+fn default_history_ledgers() -> u32 {
+    // 30 minutes of 5-second ledgers.
+    360
+}
+fn default_history_page() -> u32 {
+    200
 }
 
 fn default_network_passphrase() -> String {
     TESTNET_PASSPHRASE.to_owned()
 }
-fn default_horizon_timeout_ms() -> u64 {
+fn default_network_timeout_ms() -> u64 {
     10_000
 }
 fn default_submit_timeout_ms() -> u64 {
@@ -377,7 +442,7 @@ fn default_sequence_guard_secs() -> u64 {
     60
 }
 
-impl HorizonConfig {
+impl NetworkConfig {
     /// True on a test network (friendbot allowed).
     pub fn is_test_network(&self) -> bool {
         self.network_passphrase == TESTNET_PASSPHRASE
@@ -663,32 +728,66 @@ impl Config {
         if self.idempotency.retention_hours == 0 {
             return field("idempotency.retention_hours", "must be positive");
         }
-        if let Some(horizon) = &self.horizon {
-            if !(horizon.url.starts_with("https://") || horizon.url.starts_with("http://")) {
-                return field("horizon.url", "must start with https:// or http://");
+        if self.horizon.is_some() {
+            return field(
+                "horizon",
+                "the [horizon] section is now [network] with kind = \"horizon\" (same keys)",
+            );
+        }
+        if let Some(network) = &self.network {
+            if !(network.url.starts_with("https://") || network.url.starts_with("http://")) {
+                return field("network.url", "must start with https:// or http://");
             }
-            if horizon.network_passphrase.trim().is_empty() {
-                return field("horizon.network_passphrase", "must not be empty");
+            if network.network_passphrase.trim().is_empty() {
+                return field("network.network_passphrase", "must not be empty");
             }
-            if horizon.max_validity_secs == 0 || horizon.max_validity_secs > 300 {
-                return field("horizon.max_validity_secs", "must be between 1 and 300");
+            if network.max_validity_secs == 0 || network.max_validity_secs > 300 {
+                return field("network.max_validity_secs", "must be between 1 and 300");
             }
-            if horizon.max_fee_stroops < 100 {
+            if network.max_fee_stroops < 100 {
                 return field(
-                    "horizon.max_fee_stroops",
+                    "network.max_fee_stroops",
                     "must be at least 100 (the minimum fee)",
                 );
             }
-            if horizon.timeout_ms == 0 || horizon.submit_timeout_ms == 0 {
-                return field("horizon.timeout_ms", "timeouts must be positive");
+            if network.timeout_ms == 0 {
+                return field("network.timeout_ms", "must be positive");
             }
-            if horizon.retry.attempts == 0 {
-                return field("horizon.retry.attempts", "must be at least 1");
+            if network.submit_timeout_ms == 0 {
+                return field("network.submit_timeout_ms", "must be positive");
             }
-            if horizon.circuit_breaker.consecutive_failures == 0 {
+            if network.retry.attempts == 0 {
+                return field("network.retry.attempts", "must be at least 1");
+            }
+            if network.circuit_breaker.consecutive_failures == 0 {
                 return field(
-                    "horizon.circuit_breaker.consecutive_failures",
+                    "network.circuit_breaker.consecutive_failures",
                     "must be at least 1",
+                );
+            }
+            if network.circuit_breaker.max_open_ms < network.circuit_breaker.open_ms {
+                return field(
+                    "network.circuit_breaker.max_open_ms",
+                    "must not be less than open_ms",
+                );
+            }
+            let rpc = &network.rpc;
+            if rpc.ledger_entries_batch == 0 || rpc.ledger_entries_batch > 200 {
+                return field(
+                    "network.rpc.ledger_entries_batch",
+                    "must be between 1 and 200 (getLedgerEntries' limit)",
+                );
+            }
+            if rpc.try_again_attempts == 0 {
+                return field("network.rpc.try_again_attempts", "must be at least 1");
+            }
+            if rpc.history_ledgers == 0 {
+                return field("network.rpc.history_ledgers", "must be positive");
+            }
+            if rpc.history_page == 0 || rpc.history_page > 200 {
+                return field(
+                    "network.rpc.history_page",
+                    "must be between 1 and 200 (getTransactions' limit)",
                 );
             }
         }
@@ -761,6 +860,31 @@ key = "pki/gateway.key"
         assert!(err.contains("listen_addr"), "{err}");
         let err = config_error(&MINIMAL.replace("[signer]", "[signer]\nretries = 3"));
         assert!(err.contains("retries"), "{err}");
+    }
+
+    #[test]
+    fn the_old_horizon_section_is_refused_with_what_replaced_it() {
+        let err = config_error(&format!("{MINIMAL}\n[horizon]\nurl = \"http://x\"\n"));
+        assert!(err.contains("[network]") && err.contains("kind"), "{err}");
+    }
+
+    #[test]
+    fn the_network_kind_is_horizon_or_rpc() {
+        for kind in ["horizon", "rpc"] {
+            let text = format!("{MINIMAL}\n[network]\nkind = \"{kind}\"\nurl = \"http://x\"\n");
+            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert!(config.network.is_some());
+        }
+        let err = config_error(&format!(
+            "{MINIMAL}\n[network]\nkind = \"soroban\"\nurl = \"http://x\"\n"
+        ));
+        assert!(err.contains("kind") || err.contains("soroban"), "{err}");
+        let err = config_error(&format!("{MINIMAL}\n[network]\nurl = \"http://x\"\n"));
+        assert!(err.contains("kind"), "{err}");
+        let err = config_error(&format!(
+            "{MINIMAL}\n[network]\nkind = \"rpc\"\nurl = \"http://x\"\n[network.rpc]\nledger_entries_batch = 201\n"
+        ));
+        assert!(err.contains("network.rpc.ledger_entries_batch"), "{err}");
     }
 
     #[test]

@@ -82,13 +82,14 @@ pub enum Error {
     #[error("payment {0} does not need attention")]
     PaymentNotNeedingAttention(crate::model::PaymentId),
 
-    /// The gateway has no `[horizon]` configured, or the operation needs a test network.
+    /// The gateway has no `[network]` configured, or the operation needs a test network.
     #[error("{0}")]
-    HorizonNotConfigured(&'static str),
+    NetworkNotConfigured(&'static str),
 
-    /// Horizon cannot be reached or answered something unusable. Retrying later is safe.
+    /// The network API (Horizon or RPC) cannot be reached or answered something unusable.
+    /// Retrying later is safe.
     #[error("{0}")]
-    HorizonUnavailable(String),
+    NetworkUnavailable(String),
 
     /// The API key exceeded its request rate.
     #[error("rate limit exceeded; retry after {} s", retry_after_secs(*.retry_after))]
@@ -186,9 +187,9 @@ impl Error {
             Error::PaymentNotNeedingAttention(_) => {
                 (StatusCode::CONFLICT, "PAYMENT_NOT_NEEDING_ATTENTION")
             }
-            Error::HorizonNotConfigured(_) => (StatusCode::CONFLICT, "HORIZON_NOT_CONFIGURED"),
-            Error::HorizonUnavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "HORIZON_UNAVAILABLE")
+            Error::NetworkNotConfigured(_) => (StatusCode::CONFLICT, "NETWORK_NOT_CONFIGURED"),
+            Error::NetworkUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "NETWORK_UNAVAILABLE")
             }
             Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Error::SignerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SIGNER_UNAVAILABLE"),

@@ -12,7 +12,9 @@
 //!   family, migrations embedded from `migrations/`.
 //! - [`signer`]: the signerd client: mTLS, deadlines, retries on `UNAVAILABLE`, circuit breaker,
 //!   request id in gRPC metadata.
-//! - [`horizon`]: the Horizon client (HTTP/JSON, deadlines, retries, circuit breaker).
+//! - [`network`]: the [`network::Network`] trait, the one joint where the Stellar network
+//!   plugs in, and its two backends: `network/horizon` (REST) and `network/rpc` (Stellar RPC,
+//!   JSON-RPC 2.0); deadlines, retries, 429 `Retry-After`, circuit breaker.
 //! - [`payments`]: payment values, the Stellar transaction, and the `PaymentWorker`.
 //! - [`provision`]: wallet provisioning, the reserve → `CreateKey` → complete sequence that makes
 //!   wallet creation atomic, idempotent and resumable.
@@ -27,10 +29,10 @@ pub mod api_key;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod horizon;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod network;
 pub mod payments;
 pub mod provision;
 pub mod server;

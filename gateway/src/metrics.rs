@@ -32,6 +32,13 @@ struct ReadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NetworkLabels {
+    backend: &'static str,
+    rpc: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SignerLabels {
     rpc: &'static str,
     outcome: &'static str,
@@ -48,7 +55,7 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
     signer_calls: Family<SignerLabels, Counter>,
-    horizon_calls: Family<SignerLabels, Counter>,
+    network_calls: Family<NetworkLabels, Counter>,
     payments_finished: Family<PaymentLabels, Counter>,
     payments_needing_attention: Counter,
     wallets_created: Counter,
@@ -84,11 +91,11 @@ impl Metrics {
             "Calls to signerd by RPC and outcome (ok, retried, unavailable, rejected_open, error)",
             signer_calls.clone(),
         );
-        let horizon_calls = Family::<SignerLabels, Counter>::default();
+        let network_calls = Family::<NetworkLabels, Counter>::default();
         registry.register(
-            "horizon_calls",
-            "Calls to Horizon by endpoint (in the rpc label) and outcome",
-            horizon_calls.clone(),
+            "network_calls",
+            "Calls to the network API by backend (horizon, rpc), endpoint or method (in the rpc label) and outcome",
+            network_calls.clone(),
         );
         let payments_finished = Family::<PaymentLabels, Counter>::default();
         registry.register(
@@ -116,8 +123,8 @@ impl Metrics {
         );
         let reads_behind = Family::<ReadLabels, Counter>::default();
         registry.register(
-            "horizon_reads_behind",
-            "Payment decisions postponed because the Horizon read came from a node behind the ledger that would prove them, by read (source_absent, destination_absent, source_sequence)",
+            "network_reads_behind",
+            "Payment decisions postponed because the network read came from a node behind the ledger that would prove them, by read (source_absent, destination_absent, source_sequence)",
             reads_behind.clone(),
         );
         Metrics {
@@ -126,7 +133,7 @@ impl Metrics {
                 http_requests,
                 http_duration,
                 signer_calls,
-                horizon_calls,
+                network_calls,
                 payments_finished,
                 payments_needing_attention,
                 wallets_created,
@@ -162,11 +169,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one Horizon call outcome.
-    pub fn horizon_call(&self, endpoint: &'static str, outcome: &'static str) {
+    /// Counts one network API call outcome.
+    pub fn network_call(
+        &self,
+        backend: &'static str,
+        endpoint: &'static str,
+        outcome: &'static str,
+    ) {
         self.inner
-            .horizon_calls
-            .get_or_create(&SignerLabels {
+            .network_calls
+            .get_or_create(&NetworkLabels {
+                backend,
                 rpc: endpoint,
                 outcome,
             })
@@ -196,7 +209,7 @@ impl Metrics {
         self.inner.rate_limited.inc();
     }
 
-    /// Counts a payment decision postponed because its Horizon read was behind.
+    /// Counts a payment decision postponed because its network read was behind.
     pub fn read_behind(&self, read: &'static str) {
         self.inner
             .reads_behind

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::horizon::Horizon;
 use crate::http::{self, AppState, rate_limit};
 use crate::metrics::Metrics;
 use crate::model::Timestamp;
@@ -45,10 +44,10 @@ impl Gateway {
             signer.clone(),
             metrics.clone(),
         ));
-        let horizon = config
-            .horizon
+        let network = config
+            .network
             .as_ref()
-            .map(|h| Horizon::new(h, metrics.clone()).map(Arc::new))
+            .map(|n| crate::network::connect(n, metrics.clone()))
             .transpose()?;
         let state = AppState {
             store,
@@ -58,8 +57,8 @@ impl Gateway {
             limiter: Arc::new(rate_limit::limiter(&config.rate_limit)),
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.server.request_timeout(),
-            horizon,
-            test_network: config.horizon.as_ref().is_some_and(|h| h.is_test_network()),
+            network,
+            test_network: config.network.as_ref().is_some_and(|n| n.is_test_network()),
             payment_limits: http::payments::default_limits(&config.payments),
             payment_wake: Arc::new(crate::payments::worker::PaymentWake::default()),
         };
@@ -71,19 +70,19 @@ impl Gateway {
         &self.state
     }
 
-    /// The payment worker, when Horizon is configured. `with_api`: whether this process also
+    /// The payment worker, when the network is configured. `with_api`: whether this process also
     /// accepts payments (only then can a wallet held idle be handed its next payment).
     pub fn payment_worker(&self, with_api: bool) -> Option<Arc<PaymentWorker>> {
-        let horizon_config = self.config.horizon.as_ref()?;
-        let horizon = self.state.horizon.clone()?;
-        let mut settings = WorkerSettings::new(horizon_config, &self.config.payments);
+        let network_config = self.config.network.as_ref()?;
+        let network = self.state.network.clone()?;
+        let mut settings = WorkerSettings::new(network_config, &self.config.payments);
         if !with_api {
             settings.idle_hold = std::time::Duration::ZERO;
         }
         Some(Arc::new(PaymentWorker::new(
             self.state.store.clone(),
             self.state.signer.clone(),
-            horizon,
+            network,
             settings,
             self.state.metrics.clone(),
             self.state.payment_wake.clone(),
@@ -93,7 +92,7 @@ impl Gateway {
     /// Runs only the payment worker until `shutdown` completes (`gateway worker`).
     pub async fn work(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let worker = self.payment_worker(false).ok_or_else(|| {
-            Error::Config("horizon: `gateway worker` needs a [horizon] section".into())
+            Error::Config("network: `gateway worker` needs a [network] section".into())
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let running = tokio::spawn(worker.run(stop_rx));

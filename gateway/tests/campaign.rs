@@ -13,7 +13,7 @@ mod engine;
 use std::time::Duration;
 
 use engine::Campaign;
-use support::DatabaseKind;
+use support::{Backend, DatabaseKind};
 
 /// The seed: `CAMPAIGN_SEED` to replay one, else a new one (printed by the campaign).
 fn seed() -> u64 {
@@ -31,12 +31,13 @@ fn seed() -> u64 {
 /// 60 payments over 6 wallets, 4 a second, on 250 ms ledgers, every network fault, another
 /// signer using the wallets' sequence numbers, a gateway replica SIGKILLed every 2–4 s and
 /// signerd every 5–10 s.
-fn small(database: DatabaseKind, replicas: usize) -> Campaign {
+fn small(database: DatabaseKind, backend: Backend, replicas: usize) -> Campaign {
     Campaign {
         seed: seed(),
         payments: 60,
         wallets: 6,
         database,
+        backend,
         replicas,
         ledger_interval: Duration::from_millis(250),
         posts_per_second: 4.0,
@@ -69,10 +70,20 @@ async fn holds(campaign: Campaign) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_postgres_never_pay_twice_nor_lose_a_payment() {
-    holds(small(DatabaseKind::Postgres, 2)).await;
+    holds(small(DatabaseKind::Postgres, Backend::Horizon, 2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gateway_on_sqlite_never_pays_twice_nor_loses_a_payment() {
-    holds(small(DatabaseKind::Sqlite, 1)).await;
+    holds(small(DatabaseKind::Sqlite, Backend::Horizon, 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_through_rpc_never_pay_twice_nor_lose_a_payment() {
+    holds(small(DatabaseKind::Postgres, Backend::Rpc, 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gateway_on_sqlite_through_rpc_never_pays_twice_nor_loses_a_payment() {
+    holds(small(DatabaseKind::Sqlite, Backend::Rpc, 1)).await;
 }

@@ -26,24 +26,25 @@ struct PaymentStack {
 }
 
 impl PaymentStack {
-    async fn start(kind: DatabaseKind) -> PaymentStack {
+    async fn start(kind: Target) -> PaymentStack {
         Self::start_with(kind, "").await
     }
 
-    async fn start_with(kind: DatabaseKind, extra_toml: &str) -> PaymentStack {
+    async fn start_with(kind: Target, extra_toml: &str) -> PaymentStack {
         Self::start_with_validity(kind, extra_toml, 60).await
     }
 
     async fn start_with_validity(
-        kind: DatabaseKind,
+        kind: Target,
         extra_toml: &str,
         max_validity_secs: u64,
     ) -> PaymentStack {
         let sim = must(HorizonSim::start(SimConfig::with_ledger_interval(LEDGER_INTERVAL)).await);
         let stack = Stack::start_with(
-            kind,
+            kind.db,
             GatewayOptions {
-                horizon_url: Some(sim.url()),
+                network_url: Some(kind.backend.url(&sim.url())),
+                network_kind: kind.backend.kind(),
                 extra_toml: format!(
                     "\n[payments]\n{}{}{extra_toml}\n",
                     if extra_toml.contains("poll_interval_ms") {
@@ -193,8 +194,8 @@ fn statuses(payment: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-on_both_databases! {
-    async fn a_source_funded_ledgers_ago_read_from_lagging_nodes_is_paid_not_failed(kind: DatabaseKind) {
+on_both_backends! {
+    async fn a_source_funded_ledgers_ago_read_from_lagging_nodes_is_paid_not_failed(kind: Target) {
         // Every Horizon node lags 40 ledgers (8 s); alice's account is created after they
         // stalled, so for 8 s every read of it is a 404 from a node behind its creation. That
         // 404 proves nothing: the payment must wait for a read that covers a ledger closed after
@@ -211,10 +212,10 @@ on_both_databases! {
         assert_eq!(s.sim.applied_from(alice_account).len(), 1);
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
         let metrics = s.stack.http.get("/metrics", None).await.body;
-        assert!(metrics.contains("gateway_horizon_reads_behind_total{read=\"source_absent\"}"), "{metrics}");
+        assert!(metrics.contains("gateway_network_reads_behind_total{read=\"source_absent\"}"), "{metrics}");
     }
 
-    async fn a_source_that_does_not_exist_still_fails_once_a_read_covers_the_fence(kind: DatabaseKind) {
+    async fn a_source_that_does_not_exist_still_fails_once_a_read_covers_the_fence(kind: Target) {
         // The other side of the fence: a source that never existed is reported, not waited on.
         let s = PaymentStack::start(kind).await;
         let (alice, _) = s.wallet("alice", None).await;
@@ -225,7 +226,7 @@ on_both_databases! {
         assert!(payment["failure_reason"].as_str().unwrap_or_default().starts_with("SOURCE_ACCOUNT_NOT_FOUND"), "{payment}");
     }
 
-    async fn a_destination_lagging_nodes_report_absent_is_paid_not_created(kind: DatabaseKind) {
+    async fn a_destination_lagging_nodes_report_absent_is_paid_not_created(kind: Target) {
         // bob's account is created after every node stalled 40 ledgers behind: their 404 for it
         // would make the gateway build create_account, which fails in its ledger with
         // op_already_exists. The destination read must be fenced like the source's.
@@ -242,7 +243,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
     }
 
-    async fn a_create_account_that_finds_the_destination_existing_is_rebuilt_as_a_payment(kind: DatabaseKind) {
+    async fn a_create_account_that_finds_the_destination_existing_is_rebuilt_as_a_payment(kind: Target) {
         // bob does not exist when the payment is built (a fenced 404), so it is a
         // create_account; its submissions are lost, and bob's account is created meanwhile.
         // The resubmitted bytes fail in their ledger with op_already_exists: nothing was paid
@@ -265,7 +266,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
     }
 
-    async fn a_sequence_read_from_a_node_behind_the_last_applied_payment_is_not_used(kind: DatabaseKind) {
+    async fn a_sequence_read_from_a_node_behind_the_last_applied_payment_is_not_used(kind: Target) {
         // Every node lags 40 ledgers. The first payment applies at ledger L (the submission says
         // so); the second one's account read comes from a node 40 ledgers behind L and shows the
         // sequence the first one used. Building on it makes a transaction signerd's guard (or
@@ -284,11 +285,17 @@ on_both_databases! {
         assert!(!log.contains("sequence in use"), "a stale sequence was used:\n{log}");
         assert_eq!(s.sim.applied_from(alice_account).len(), 2);
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
-        let metrics = s.stack.http.get("/metrics", None).await.body;
-        assert!(metrics.contains("gateway_horizon_reads_behind_total{read=\"source_sequence\"}"), "{metrics}");
+        // Horizon's synchronous submission answers from an up-to-date node, so the gateway
+        // knows of ledger L before any lagging node has it and must refuse their reads. RPC's
+        // answer comes from getTransaction polling through the same lagging nodes: the gateway
+        // never learns of a ledger ahead of them, so there is no behind read to refuse.
+        if kind.backend == Backend::Horizon {
+            let metrics = s.stack.http.get("/metrics", None).await.body;
+            assert!(metrics.contains("gateway_network_reads_behind_total{read=\"source_sequence\"}"), "{metrics}");
+        }
     }
 
-    async fn a_transaction_that_never_landed_is_rebuilt_once_provably_dead(kind: DatabaseKind) {
+    async fn a_transaction_that_never_landed_is_rebuilt_once_provably_dead(kind: Target) {
         // max_time 1 s ahead, so the first transaction expires at once; signerd's guard then
         // holds the rebuild until max_time + 60 s: this test takes about a minute.
         let s = PaymentStack::start_with_validity(kind, "", 1).await;
@@ -316,7 +323,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
     }
 
-    async fn a_stale_read_after_an_applied_504_never_pays_twice(kind: DatabaseKind) {
+    async fn a_stale_read_after_an_applied_504_never_pays_twice(kind: Target) {
         // Issue 12's double payment. Reads alternate between a Horizon node 40 ledgers (8 s)
         // behind and an up-to-date one; the submission is applied but answered 504; the
         // transaction shows in Horizon only 100 ledgers (20 s) after it applied. A confirmation
@@ -339,7 +346,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
     }
 
-    async fn a_signature_refused_for_stale_time_bounds_is_built_again_not_failed(kind: DatabaseKind) {
+    async fn a_signature_refused_for_stale_time_bounds_is_built_again_not_failed(kind: Target) {
         // The payment is built with max_time 3 s ahead, then signerd stalls (SIGSTOP) past it:
         // the gateway's call times out (10 s) and is retried once signerd runs again, and signerd
         // refuses the now stale time bounds. Nothing was signed, so the payment must be built
@@ -367,7 +374,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(12 * XLM));
     }
 
-    async fn a_sequence_spent_by_another_signer_is_rebuilt_on_a_new_one_and_the_wallet_goes_on(kind: DatabaseKind) {
+    async fn a_sequence_spent_by_another_signer_is_rebuilt_on_a_new_one_and_the_wallet_goes_on(kind: Target) {
         // The payment is signed at S, its submissions are lost, and another signer of the
         // account uses S meanwhile. Its transaction can never apply: the account's history
         // shows S taken by a transaction that is not the payment's, so it is rebuilt on a new
@@ -394,7 +401,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(17 * XLM));
     }
 
-    async fn a_spent_sequence_the_history_no_longer_shows_needs_attention_and_an_admin_resolves_it(kind: DatabaseKind) {
+    async fn a_spent_sequence_the_history_no_longer_shows_needs_attention_and_an_admin_resolves_it(kind: Target) {
         // As above, but Horizon keeps 5 ledgers of history and the other signer's transaction
         // is gone from it when the gateway looks: nobody can tell from Horizon whether the
         // payment's transaction was the one that used S. It is parked as NEEDS_ATTENTION (not
@@ -457,7 +464,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(14 * XLM));
     }
 
-    async fn a_rate_limited_read_is_retried_after_its_retry_after(kind: DatabaseKind) {
+    async fn a_rate_limited_read_is_retried_after_its_retry_after(kind: Target) {
         // Horizon answers 429 with Retry-After: 1 to the balance read; the read is made again
         // after that second instead of failing.
         let s = PaymentStack::start(kind).await;
@@ -469,14 +476,18 @@ on_both_databases! {
         assert_eq!(s.sim.faults().rate_limited, 0, "the 429 was never served");
     }
 
-    async fn friendbot_behind_a_redirect_funds_the_wallet(kind: DatabaseKind) {
+    async fn friendbot_behind_a_redirect_funds_the_wallet(kind: Target) {
         // Horizon with a separate friendbot answers /friendbot with a 307 to it.
         let mut config = SimConfig::with_ledger_interval(LEDGER_INTERVAL);
         config.friendbot_redirect = true;
         let sim = must(HorizonSim::start(config).await);
         let stack = Stack::start_with(
-            kind,
-            GatewayOptions { horizon_url: Some(sim.url()), ..GatewayOptions::default() },
+            kind.db,
+            GatewayOptions {
+                network_url: Some(kind.backend.url(&sim.url())),
+                network_kind: kind.backend.kind(),
+                ..GatewayOptions::default()
+            },
         )
         .await;
         let s = PaymentStack { stack, sim };
@@ -488,7 +499,7 @@ on_both_databases! {
         assert!(exists, "friendbot never created the account");
     }
 
-    async fn a_payment_bids_up_to_the_cap_and_clears_a_surge_at_the_clearing_price(kind: DatabaseKind) {
+    async fn a_payment_bids_up_to_the_cap_and_clears_a_surge_at_the_clearing_price(kind: Target) {
         // A surge begins just before the payment: other parties fill every ledger bidding 1,000
         // stroops per operation, more than fee_stats (the last 5 ledgers) showed. A bid taken
         // from fee_stats is refused (tx_insufficient_fee) until it expires; a bid at the cap
@@ -506,7 +517,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
     }
 
-    async fn a_transaction_stuck_in_a_surge_is_fee_bumped_not_left_to_expire(kind: DatabaseKind) {
+    async fn a_transaction_stuck_in_a_surge_is_fee_bumped_not_left_to_expire(kind: Target) {
         // A payment signed under a 100-stroop cap is stuck in a surge (others bid 1,000 and fill
         // every ledger; its bid is refused). The cap is raised and the gateway restarted: the
         // stored transaction is wrapped in a fee bump at the new cap (same inner transaction,
@@ -560,7 +571,22 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
     }
 
-    async fn a_payment_reaches_success_and_moves_the_balances(kind: DatabaseKind) {
+    async fn readiness_reports_the_network_without_depending_on_it(kind: Target) {
+        // Payments wait out a network outage, so the gateway stays ready; the report names the
+        // backend and why it is not usable.
+        let s = PaymentStack::start(kind).await;
+        let ready = s.stack.http.get("/health/ready", None).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        assert_eq!(ready.json()["network"], "ok", "{}", ready.body);
+        s.sim.set_outage(true);
+        let ready = s.stack.http.get("/health/ready", None).await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        let network = ready.json()["network"].as_str().unwrap_or_default().to_owned();
+        assert!(network.starts_with(&format!("{}: ", kind.backend.kind())), "{}", ready.body);
+        s.sim.set_outage(false);
+    }
+
+    async fn a_payment_reaches_success_and_moves_the_balances(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
@@ -595,7 +621,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(outsider), Some(2 * XLM));
     }
 
-    async fn a_wallet_is_held_for_its_next_payment_and_given_up_when_another_needs_the_slot(kind: DatabaseKind) {
+    async fn a_wallet_is_held_for_its_next_payment_and_given_up_when_another_needs_the_slot(kind: Target) {
         // One slot, no scan unless woken (every 10 min), an idle wallet held up to 5 min: each
         // payment below finishes within `finished`'s 90 s only if the API hands it to the drive
         // holding its wallet, or the held wallet gives way to the one that needs the slot.
@@ -631,7 +657,7 @@ on_both_databases! {
         store.close().await;
     }
 
-    async fn the_same_idempotency_key_twice_makes_one_payment(kind: DatabaseKind) {
+    async fn the_same_idempotency_key_twice_makes_one_payment(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
         let (bob, _) = s.wallet("bob", Some(10 * XLM)).await;
@@ -676,7 +702,7 @@ on_both_databases! {
         assert_eq!(list.json()["payments"].as_array().map(Vec::len), Some(1));
     }
 
-    async fn a_504_after_apply_pays_exactly_once(kind: DatabaseKind) {
+    async fn a_504_after_apply_pays_exactly_once(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
@@ -690,7 +716,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
     }
 
-    async fn a_transaction_applied_but_not_yet_ingested_is_waited_for_not_rebuilt(kind: DatabaseKind) {
+    async fn a_transaction_applied_but_not_yet_ingested_is_waited_for_not_rebuilt(kind: Target) {
         // max_time 1 s ahead; the submission answers 504 after applying, and Horizon shows the
         // transaction only 15 ledgers (3 s) later. Meanwhile a closed ledger passes max_time with
         // the hash unknown: only the account's consumed sequence tells the worker the
@@ -710,7 +736,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
     }
 
-    async fn a_504_without_apply_is_resubmitted_and_pays_once(kind: DatabaseKind) {
+    async fn a_504_without_apply_is_resubmitted_and_pays_once(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
@@ -727,7 +753,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(15 * XLM));
     }
 
-    async fn payments_wait_out_a_horizon_outage(kind: DatabaseKind) {
+    async fn payments_wait_out_a_horizon_outage(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(100 * XLM)).await;
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
@@ -740,7 +766,7 @@ on_both_databases! {
         let met_outage = eventually(Duration::from_secs(30), || async {
             let metrics = s.stack.http.get("/metrics", None).await.body;
             metrics.lines().any(|l| {
-                l.starts_with("gateway_horizon_calls_total")
+                l.starts_with("gateway_network_calls_total")
                     && (l.contains("outcome=\"unavailable\"") || l.contains("outcome=\"rejected_open\""))
                     && !l.ends_with(" 0")
             })
@@ -760,7 +786,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(bob_account), Some(13 * XLM));
     }
 
-    async fn insufficient_balance_fails_with_op_underfunded(kind: DatabaseKind) {
+    async fn insufficient_balance_fails_with_op_underfunded(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, alice_account) = s.wallet("alice", Some(5 * XLM)).await;
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
@@ -776,7 +802,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(alice_account), Some(5 * XLM - fee));
     }
 
-    async fn paying_an_account_that_does_not_exist_creates_it(kind: DatabaseKind) {
+    async fn paying_an_account_that_does_not_exist_creates_it(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
         let (carol, carol_account) = s.wallet("carol", None).await;
@@ -794,7 +820,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(dave_account), None);
     }
 
-    async fn validation_limits_and_blocks_are_enforced(kind: DatabaseKind) {
+    async fn validation_limits_and_blocks_are_enforced(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (alice, _) = s.wallet("alice", Some(100 * XLM)).await;
         let (bob, bob_account) = s.wallet("bob", Some(10 * XLM)).await;
@@ -878,7 +904,7 @@ on_both_databases! {
         let _ = bob_account;
     }
 
-    async fn two_hundred_concurrent_payments_from_ten_wallets(kind: DatabaseKind) {
+    async fn two_hundred_concurrent_payments_from_ten_wallets(kind: Target) {
         let s = PaymentStack::start(kind).await;
         let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
         let mut sources = Vec::new();
@@ -917,7 +943,7 @@ on_both_databases! {
         assert_eq!(s.sim.balance(sink_account), Some(210 * XLM));
     }
 
-    async fn a_gateway_killed_mid_flight_never_pays_twice(kind: DatabaseKind) {
+    async fn a_gateway_killed_mid_flight_never_pays_twice(kind: Target) {
         let mut s = PaymentStack::start(kind).await;
         let (sink, sink_account) = s.wallet("sink", Some(10 * XLM)).await;
         let mut sources = Vec::new();
@@ -978,8 +1004,25 @@ on_both_databases! {
 /// payment is driven by a standalone worker) share the work without ever having two
 /// transactions in flight for one account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_on_one_postgres_share_the_work_and_never_pay_twice() {
-    let s = PaymentStack::start_with(DatabaseKind::Postgres, "worker = false").await;
+async fn workers_on_one_postgres_share_the_work_and_never_pay_twice_on_horizon() {
+    workers_on_one_postgres_share_the_work_and_never_pay_twice(Backend::Horizon).await
+}
+
+/// As above, through Stellar RPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_one_postgres_share_the_work_and_never_pay_twice_on_rpc() {
+    workers_on_one_postgres_share_the_work_and_never_pay_twice(Backend::Rpc).await
+}
+
+async fn workers_on_one_postgres_share_the_work_and_never_pay_twice(backend: Backend) {
+    let s = PaymentStack::start_with(
+        Target {
+            db: DatabaseKind::Postgres,
+            backend,
+        },
+        "worker = false",
+    )
+    .await;
     let _workers = [
         GatewayProcess::start_worker(&s.stack.gateway.config).await,
         GatewayProcess::start_worker(&s.stack.gateway.config).await,
@@ -1057,8 +1100,9 @@ async fn a_replica_whose_clock_runs_ahead_takes_no_live_lease_and_counts_the_dat
     );
     // The first replica holds an idle wallet for 20 s under a 60 s lease: the skewed replica's
     // payment arrives while that lease is live by the database's clock.
+    // Leases and days are the database's business: one backend shows it.
     let s = PaymentStack::start_with(
-        DatabaseKind::Postgres,
+        Target::horizon(DatabaseKind::Postgres),
         "lease_ms = 60000\nidle_hold_ms = 20000\n",
     )
     .await;
@@ -1216,7 +1260,7 @@ async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_o
          scripts/test.sh does). This test never skips."
     );
     let s = PaymentStack::start_with(
-        DatabaseKind::Postgres,
+        Target::horizon(DatabaseKind::Postgres),
         "lease_ms = 60000\nidle_hold_ms = 20000\n",
     )
     .await;
@@ -1268,29 +1312,30 @@ async fn a_payment_accepted_by_a_replica_whose_clock_runs_ahead_is_due_for_the_o
 /// handshake fails (an outage, never a panic or a plaintext request), while `http://` works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_horizon_client_uses_tls_for_https_urls() {
+    use gateway::network::Network;
     let sim = must(HorizonSim::start(SimConfig::default()).await);
     let config = |url: String| {
         must(gateway::config::Config::parse(&format!(
-            "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n[horizon]\nurl = \"{url}\"\n\n[horizon.retry]\nattempts = 1\n"
+            "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n[network]\nkind = \"horizon\"\nurl = \"{url}\"\n\n[network.retry]\nattempts = 1\n"
         )))
     };
     let plain = config(sim.url());
-    let horizon = must(gateway::horizon::Horizon::new(
+    let horizon = must(gateway::network::horizon::Horizon::new(
         plain
-            .horizon
+            .network
             .as_ref()
-            .unwrap_or_else(|| panic!("no horizon")),
+            .unwrap_or_else(|| panic!("no network")),
         gateway::metrics::Metrics::new(),
     ));
     let latest = must(horizon.latest_ledger().await);
     assert_eq!(latest.sequence, i64::from(sim.ledger_sequence()));
     let tls = config(sim.url().replacen("http://", "https://", 1));
-    let horizon = must(gateway::horizon::Horizon::new(
-        tls.horizon.as_ref().unwrap_or_else(|| panic!("no horizon")),
+    let horizon = must(gateway::network::horizon::Horizon::new(
+        tls.network.as_ref().unwrap_or_else(|| panic!("no network")),
         gateway::metrics::Metrics::new(),
     ));
     match horizon.latest_ledger().await {
-        Err(gateway::horizon::HorizonError::Unavailable(reason)) => {
+        Err(gateway::network::NetworkError::Unavailable(reason)) => {
             assert!(reason.contains("network"), "{reason}")
         }
         other => panic!("https to a plain-HTTP port answered {other:?}"),
@@ -1303,20 +1348,21 @@ async fn the_horizon_client_uses_tls_for_https_urls() {
 /// one would have opened it and the ledger read after them would be refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submission_timeouts_do_not_open_the_horizon_breaker() {
-    use gateway::horizon::{Horizon, HorizonError, Submission};
+    use gateway::network::horizon::Horizon;
+    use gateway::network::{Network, NetworkError, Submission};
     use signer_testkit::stellar::{Tx, payment};
     let sim = must(HorizonSim::start(SimConfig::default()).await);
     let config = must(gateway::config::Config::parse(&format!(
         "[signer]\nendpoint = \"https://127.0.0.1:1\"\nca = \"x\"\ncert = \"x\"\nkey = \"x\"\n\n\
-         [horizon]\nurl = \"{}\"\n\n[horizon.retry]\nattempts = 1\n\n\
-         [horizon.circuit_breaker]\nconsecutive_failures = 1\nopen_ms = 60000\nmax_open_ms = 60000\n",
+         [network]\nkind = \"horizon\"\nurl = \"{}\"\n\n[network.retry]\nattempts = 1\n\n\
+         [network.circuit_breaker]\nconsecutive_failures = 1\nopen_ms = 60000\nmax_open_ms = 60000\n",
         sim.url()
     )));
     let horizon = must(Horizon::new(
         config
-            .horizon
+            .network
             .as_ref()
-            .unwrap_or_else(|| panic!("no horizon")),
+            .unwrap_or_else(|| panic!("no network")),
         gateway::metrics::Metrics::new(),
     ));
     let mut tx = Tx::new([7; 32], 1);
@@ -1341,11 +1387,11 @@ async fn submission_timeouts_do_not_open_the_horizon_breaker() {
     sim.set_outage(true);
     assert!(matches!(
         horizon.latest_ledger().await,
-        Err(HorizonError::Unavailable(_))
+        Err(NetworkError::Unavailable(_))
     ));
     sim.set_outage(false);
     match horizon.latest_ledger().await {
-        Err(HorizonError::Unavailable(reason)) => {
+        Err(NetworkError::Unavailable(reason)) => {
             assert!(reason.contains("circuit breaker"), "{reason}")
         }
         other => panic!("the breaker did not open on an outage: {other:?}"),

@@ -25,6 +25,10 @@ pub struct Readiness {
     pub database: String,
     /// `ok`, or why signerd is not usable.
     pub signer: String,
+    /// `ok`, `not configured`, or why the network API (Horizon or RPC) is not usable. Reported
+    /// but not required: payments are accepted and wait while the network is down, so a
+    /// network outage must not take the gateway out of its load balancer.
+    pub network: String,
 }
 
 /// The process is up (no dependency is checked: restarting would not fix them).
@@ -34,16 +38,28 @@ pub async fn live() -> Json<serde_json::Value> {
 }
 
 /// Ready to serve: the database answers and signerd reports `SERVING`. 503 otherwise, with the
-/// reason per dependency.
+/// reason per dependency. The network API's state is reported beside them.
 #[utoipa::path(
     get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
 )]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let request_id = RequestId::generate();
-    let (database, signer) = tokio::join!(
+    let network = async {
+        match &state.network {
+            Some(network) => match tokio::time::timeout(PROBE_TIMEOUT, network.check_ready()).await
+            {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => format!("{}: {e}", network.kind()),
+                Err(_) => format!("{}: timed out", network.kind()),
+            },
+            None => "not configured".to_owned(),
+        }
+    };
+    let (database, signer, network) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()),
         tokio::time::timeout(PROBE_TIMEOUT, state.signer.check_health(&request_id)),
+        network,
     );
     let describe = |outcome: Result<crate::error::Result<()>, _>| match outcome {
         Ok(Ok(())) => "ok".to_owned(),
@@ -61,6 +77,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         status: if ready { "ready" } else { "not_ready" },
         database,
         signer,
+        network,
     };
     (status, Json(report))
 }

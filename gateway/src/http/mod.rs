@@ -32,9 +32,9 @@ use axum::routing::{get, post};
 
 use crate::api_key::Caller;
 use crate::error::Error;
-use crate::horizon::Horizon;
 use crate::metrics::Metrics;
 use crate::model::{Actor, RequestId};
+use crate::network::Network;
 use crate::provision::WalletProvisioner;
 use crate::signer::Signer;
 use crate::store::{AuditContext, DailyLimits, Store};
@@ -56,8 +56,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Deadline of a whole request.
     pub request_timeout: Duration,
-    /// The Horizon client, when `[horizon]` is configured.
-    pub horizon: Option<Arc<Horizon>>,
+    /// The network API (Horizon or RPC, one trait), when `[network]` is configured.
+    pub network: Option<Arc<dyn Network>>,
     /// Whether the configured network is a test network (friendbot allowed).
     pub test_network: bool,
     /// The configured default daily limits per wallet.

@@ -44,7 +44,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
     modifiers(&BearerAuth),
     tags(
         (name = "users"), (name = "wallets"),
-        (name = "payments", description = "Native payments through Horizon; never paid twice"),
+        (name = "payments", description = "Native payments through the Stellar network (Horizon or RPC); never paid twice"),
         (name = "admin", description = "Needs an admin API key"),
         (name = "health", description = "No API key needed"),
     )

@@ -16,8 +16,8 @@ use super::idempotency::{IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, request_hash};
 use super::users::page_size;
 use crate::api_key::Caller;
 use crate::error::{Error, ErrorBody, Result};
-use crate::horizon::{Horizon, ResultCodes};
 use crate::model::{IdempotencyKey, PaymentId, RequestId, WalletId};
+use crate::network::{Network, ResultCodes};
 use crate::payments::{DestinationAccount, MemoText, PaymentStatus, Stroops, format_amount};
 use crate::store::{
     Accepted, DailyLimits, KeyedPayment, NewPayment, PaymentEvent, PaymentRecord, Resolution,
@@ -199,7 +199,7 @@ pub struct SetLimitsRequest {
         (status = 202, description = "Accepted", body = PaymentAccepted),
         (status = 400, description = "VALIDATION_FAILED", body = ErrorBody),
         (status = 404, description = "WALLET_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "USER_BLOCKED, WALLET_FROZEN or HORIZON_NOT_CONFIGURED", body = ErrorBody),
+        (status = 409, description = "USER_BLOCKED, WALLET_FROZEN or NETWORK_NOT_CONFIGURED", body = ErrorBody),
         (status = 422, description = "LIMIT_EXCEEDED or IDEMPOTENCY_CONFLICT", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -210,9 +210,9 @@ pub async fn create_payment(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreatePaymentRequest>,
 ) -> Result<Response> {
-    if state.horizon.is_none() {
-        return Err(Error::HorizonNotConfigured(
-            "payments need a [horizon] section in the gateway config",
+    if state.network.is_none() {
+        return Err(Error::NetworkNotConfigured(
+            "payments need a [network] section in the gateway config",
         ));
     }
     let idempotency_key = headers
@@ -414,20 +414,20 @@ pub async fn list_wallet_payments(
     }))
 }
 
-fn horizon(state: &AppState) -> Result<&Horizon> {
-    state.horizon.as_deref().ok_or(Error::HorizonNotConfigured(
-        "no [horizon] section in the gateway config",
+fn network(state: &AppState) -> Result<&dyn Network> {
+    state.network.as_deref().ok_or(Error::NetworkNotConfigured(
+        "no [network] section in the gateway config",
     ))
 }
 
-/// A wallet's native balance, read from Horizon.
+/// A wallet's native balance, read from the network (Horizon or RPC).
 #[utoipa::path(
     get, path = "/v1/wallets/{wallet_id}/balance", tag = "payments",
     params(("wallet_id" = String, Path, description = "A UUID")),
     responses(
         (status = 200, body = Balance),
         (status = 404, description = "WALLET_NOT_FOUND", body = ErrorBody),
-        (status = 503, description = "HORIZON_UNAVAILABLE", body = ErrorBody),
+        (status = 503, description = "NETWORK_UNAVAILABLE", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -437,10 +437,10 @@ pub async fn get_balance(
 ) -> Result<Json<Balance>> {
     let wallet = complete_wallet(&state, wallet_id).await?;
     let account_id = wallet.public_key.map(|k| k.to_string()).unwrap_or_default();
-    let account = horizon(&state)?
+    let account = network(&state)?
         .account(&account_id)
         .await
-        .map_err(|e| Error::HorizonUnavailable(e.to_string()))?;
+        .map_err(|e| Error::NetworkUnavailable(e.to_string()))?;
     let stroops = account.as_ref().map_or(0, |a| a.native_balance_stroops);
     Ok(Json(Balance {
         wallet_id,
@@ -459,8 +459,8 @@ pub async fn get_balance(
     responses(
         (status = 200, body = Funded),
         (status = 404, description = "WALLET_NOT_FOUND", body = ErrorBody),
-        (status = 409, description = "HORIZON_NOT_CONFIGURED (or not a test network)", body = ErrorBody),
-        (status = 503, description = "HORIZON_UNAVAILABLE", body = ErrorBody),
+        (status = 409, description = "NETWORK_NOT_CONFIGURED (or not a test network)", body = ErrorBody),
+        (status = 503, description = "NETWORK_UNAVAILABLE", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -468,18 +468,18 @@ pub async fn fund_wallet(
     State(state): State<AppState>,
     ApiPath(wallet_id): ApiPath<WalletId>,
 ) -> Result<Json<Funded>> {
-    let horizon = horizon(&state)?;
+    let network = network(&state)?;
     if !state.test_network {
-        return Err(Error::HorizonNotConfigured(
+        return Err(Error::NetworkNotConfigured(
             "friendbot exists only on test networks",
         ));
     }
     let wallet = complete_wallet(&state, wallet_id).await?;
     let account_id = wallet.public_key.map(|k| k.to_string()).unwrap_or_default();
-    let funded = horizon
+    let funded = network
         .friendbot(&account_id)
         .await
-        .map_err(|e| Error::HorizonUnavailable(e.to_string()))?;
+        .map_err(|e| Error::NetworkUnavailable(e.to_string()))?;
     Ok(Json(Funded {
         wallet_id,
         account_id,

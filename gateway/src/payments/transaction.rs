@@ -7,17 +7,17 @@ use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountId as XdrAccountId, Asset, CreateAccountOp, CreateAccountResult, DecoratedSignature,
     FeeBumpTransaction, FeeBumpTransactionEnvelope, FeeBumpTransactionExt,
-    FeeBumpTransactionInnerTx, Limits, Memo, MuxedAccount, MuxedAccountMed25519, Operation,
-    OperationBody, OperationResult, OperationResultTr, PaymentOp, PaymentResult, Preconditions,
-    ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds, TimePoint, Transaction,
-    TransactionEnvelope, TransactionExt, TransactionResult, TransactionResultResult,
-    TransactionV1Envelope, Uint256, WriteXdr,
+    FeeBumpTransactionInnerTx, InnerTransactionResultResult, Limits, Memo, MuxedAccount,
+    MuxedAccountMed25519, Operation, OperationBody, OperationResult, OperationResultTr, PaymentOp,
+    PaymentResult, Preconditions, ReadXdr, SequenceNumber, Signature, SignatureHint, TimeBounds,
+    TimePoint, Transaction, TransactionEnvelope, TransactionExt, TransactionResult,
+    TransactionResultResult, TransactionV1Envelope, Uint256, WriteXdr,
 };
 
 use super::{DestinationAccount, MemoText, Stroops};
 use crate::error::{Error, Result};
-use crate::horizon::ResultCodes;
 use crate::model::AccountId;
+use crate::network::ResultCodes;
 
 /// What goes into one payment transaction.
 #[derive(Clone, Debug)]
@@ -243,6 +243,18 @@ pub fn result_codes(result_xdr: &str) -> Option<ResultCodes> {
         TransactionResultResult::TxBadAuthExtra => ("tx_bad_auth_extra", None),
         TransactionResultResult::TxInternalError => ("tx_internal_error", None),
         TransactionResultResult::TxMalformed => ("tx_malformed", None),
+        TransactionResultResult::TxFeeBumpInnerSuccess(pair) => (
+            "tx_fee_bump_inner_success",
+            inner_operations(&pair.result.result),
+        ),
+        TransactionResultResult::TxFeeBumpInnerFailed(pair) => match &pair.result.result {
+            InnerTransactionResultResult::TxFailed(ops) => {
+                ("tx_fee_bump_inner_failed", Some(ops.as_slice()))
+            }
+            // Refused before a ledger for the inner transaction's reason (a fee bump around an
+            // already-used sequence is `tx_bad_seq`): the inner code is the one that decides.
+            inner => (inner_code(inner), None),
+        },
         _ => ("tx_other", None),
     };
     Some(ResultCodes {
@@ -253,6 +265,34 @@ pub fn result_codes(result_xdr: &str) -> Option<ResultCodes> {
             .map(|op| operation_code(op).to_owned())
             .collect(),
     })
+}
+
+fn inner_operations(result: &InnerTransactionResultResult) -> Option<&[OperationResult]> {
+    match result {
+        InnerTransactionResultResult::TxSuccess(ops)
+        | InnerTransactionResultResult::TxFailed(ops) => Some(ops.as_slice()),
+        _ => None,
+    }
+}
+
+/// A fee bump's inner code when the inner transaction never reached a ledger.
+fn inner_code(result: &InnerTransactionResultResult) -> &'static str {
+    match result {
+        InnerTransactionResultResult::TxSuccess(_) => "tx_success",
+        InnerTransactionResultResult::TxFailed(_) => "tx_failed",
+        InnerTransactionResultResult::TxTooEarly => "tx_too_early",
+        InnerTransactionResultResult::TxTooLate => "tx_too_late",
+        InnerTransactionResultResult::TxMissingOperation => "tx_missing_operation",
+        InnerTransactionResultResult::TxBadSeq => "tx_bad_seq",
+        InnerTransactionResultResult::TxBadAuth => "tx_bad_auth",
+        InnerTransactionResultResult::TxInsufficientBalance => "tx_insufficient_balance",
+        InnerTransactionResultResult::TxNoAccount => "tx_no_source_account",
+        InnerTransactionResultResult::TxInsufficientFee => "tx_insufficient_fee",
+        InnerTransactionResultResult::TxBadAuthExtra => "tx_bad_auth_extra",
+        InnerTransactionResultResult::TxInternalError => "tx_internal_error",
+        InnerTransactionResultResult::TxMalformed => "tx_malformed",
+        _ => "tx_other",
+    }
 }
 
 fn operation_code(result: &OperationResult) -> &'static str {
@@ -286,6 +326,54 @@ fn operation_code(result: &OperationResult) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fee_bump_results_give_the_inner_codes() {
+        use stellar_xdr::{
+            Hash, InnerTransactionResult, InnerTransactionResultExt, InnerTransactionResultPair,
+            TransactionResultExt,
+        };
+        let bumped = |inner: InnerTransactionResultResult, applied: bool| {
+            let pair = InnerTransactionResultPair {
+                transaction_hash: Hash([0; 32]),
+                result: InnerTransactionResult {
+                    fee_charged: 100,
+                    result: inner,
+                    ext: InnerTransactionResultExt::V0,
+                },
+            };
+            let result = TransactionResult {
+                fee_charged: 200,
+                result: if applied {
+                    TransactionResultResult::TxFeeBumpInnerSuccess(pair)
+                } else {
+                    TransactionResultResult::TxFeeBumpInnerFailed(pair)
+                },
+                ext: TransactionResultExt::V0,
+            };
+            result_codes(&result.to_xdr_base64(Limits::none()).unwrap_or_default())
+                .unwrap_or_else(|| panic!("no codes"))
+        };
+        let ops = || {
+            vec![OperationResult::OpInner(OperationResultTr::Payment(
+                PaymentResult::Underfunded,
+            ))]
+            .try_into()
+            .unwrap_or_default()
+        };
+        // Refused before a ledger: the inner code decides (tx_bad_seq is confirmed, not final).
+        let refused = bumped(InnerTransactionResultResult::TxBadSeq, false);
+        assert_eq!(refused.transaction, "tx_bad_seq");
+        // Failed in its ledger: Horizon's name, with the inner operation codes.
+        let failed = bumped(InnerTransactionResultResult::TxFailed(ops()), false);
+        assert_eq!(failed.transaction, "tx_fee_bump_inner_failed");
+        assert_eq!(failed.operations, vec!["op_underfunded"]);
+        let applied = bumped(
+            InnerTransactionResultResult::TxSuccess(stellar_xdr::VecM::default()),
+            true,
+        );
+        assert_eq!(applied.transaction, "tx_fee_bump_inner_success");
+    }
 
     #[test]
     fn the_hash_is_the_envelope_hash_for_the_network() {

@@ -8,8 +8,8 @@ use sqlx::any::AnyRow;
 
 use super::{AuditContext, Backend, Store, audit, optional_text, stored, text};
 use crate::error::{Error, Result};
-use crate::horizon::ResultCodes;
 use crate::model::{ApiKeyId, AuditAction, IdempotencyKey, PaymentId, Timestamp, WalletId};
+use crate::network::ResultCodes;
 use crate::payments::{PaymentStatus, Stroops};
 
 /// A payment to insert.

@@ -32,8 +32,8 @@ use serde_json::json;
 use sqlx::Row;
 
 use crate::support::{
-    DatabaseKind, GatewayOptions, GatewayProcess, Http, TestDatabase, create_api_key, must,
-    start_signerd,
+    Backend, DatabaseKind, GatewayOptions, GatewayProcess, Http, TestDatabase, create_api_key,
+    must, start_signerd,
 };
 
 /// One lumen in stroops.
@@ -55,6 +55,8 @@ pub struct Campaign {
     pub wallets: usize,
     /// The database the gateway replicas share.
     pub database: DatabaseKind,
+    /// The network API the gateways talk to (the simulator serves both over one ledger).
+    pub backend: Backend,
     /// `gateway serve` processes on that database.
     pub replicas: usize,
     /// The simulator's ledger cadence.
@@ -433,7 +435,8 @@ pub async fn run(campaign: &Campaign) -> Report {
         &db,
         &signerd,
         &GatewayOptions {
-            horizon_url: Some(sim.url()),
+            network_url: Some(campaign.backend.url(&sim.url())),
+            network_kind: campaign.backend.kind(),
             extra_toml: "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n".to_owned(),
             max_validity_secs: MAX_VALIDITY_SECS,
             max_connections: 10,

@@ -63,6 +63,98 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+/// Which network API the gateway talks to in a test: the simulator's Horizon endpoints or its
+/// Stellar RPC endpoint (`POST /rpc`), over the same ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `[network] kind = "horizon"`, at the simulator's root.
+    Horizon,
+    /// `[network] kind = "rpc"`, at the simulator's `/rpc`.
+    Rpc,
+}
+
+impl Backend {
+    /// `network.kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Backend::Horizon => "horizon",
+            Backend::Rpc => "rpc",
+        }
+    }
+
+    /// The URL of this backend on a simulator whose Horizon root is `horizon_url`.
+    pub fn url(self, horizon_url: &str) -> String {
+        match self {
+            Backend::Horizon => horizon_url.to_owned(),
+            Backend::Rpc => format!("{}/rpc", horizon_url.trim_end_matches('/')),
+        }
+    }
+
+    /// From `GATEWAY_BENCH_BACKEND` / a flag value: `horizon` (default) or `rpc`.
+    pub fn parse(raw: &str) -> Option<Backend> {
+        match raw {
+            "horizon" => Some(Backend::Horizon),
+            "rpc" => Some(Backend::Rpc),
+            _ => None,
+        }
+    }
+}
+
+/// A database and a network backend: what an end-to-end test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The database.
+    pub db: DatabaseKind,
+    /// The network API.
+    pub backend: Backend,
+}
+
+impl Target {
+    /// Horizon on `db` (for tests whose fault only Horizon has).
+    pub fn horizon(db: DatabaseKind) -> Target {
+        Target {
+            db,
+            backend: Backend::Horizon,
+        }
+    }
+}
+
+/// Runs a test body once per network backend and database: `name::horizon_sqlite`,
+/// `name::horizon_postgres`, `name::rpc_sqlite`, `name::rpc_postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($target:ident: Target) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports, reason = "not every test uses every import")]
+                use super::*;
+
+                async fn run($target: Target) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn horizon_sqlite() {
+                    run(Target { db: DatabaseKind::Sqlite, backend: Backend::Horizon }).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn horizon_postgres() {
+                    run(Target { db: DatabaseKind::Postgres, backend: Backend::Horizon }).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn rpc_sqlite() {
+                    run(Target { db: DatabaseKind::Sqlite, backend: Backend::Rpc }).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn rpc_postgres() {
+                    run(Target { db: DatabaseKind::Postgres, backend: Backend::Rpc }).await
+                }
+            }
+        )*
+    };
+}
+
 /// Runs a test body once per database: `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! on_both_databases {
@@ -254,11 +346,14 @@ pub struct GatewayOptions {
     pub rate_limit: (u32, u32),
     /// `log.level`.
     pub log_level: &'static str,
-    /// A `[horizon]` section pointing at this URL (a Horizon simulator), when set.
-    pub horizon_url: Option<String>,
+    /// A `[network]` section pointing at this URL (the simulator's Horizon root or its RPC
+    /// endpoint), when set.
+    pub network_url: Option<String>,
+    /// `network.kind`: `horizon` or `rpc`.
+    pub network_kind: &'static str,
     /// Extra TOML appended to the config (e.g. a `[payments]` section).
     pub extra_toml: String,
-    /// `horizon.max_validity_secs`.
+    /// `network.max_validity_secs`.
     pub max_validity_secs: u64,
     /// `database.max_connections`.
     pub max_connections: u32,
@@ -270,7 +365,8 @@ impl Default for GatewayOptions {
             max_body_bytes: 4096,
             rate_limit: (10_000, 10_000),
             log_level: "info",
-            horizon_url: None,
+            network_url: None,
+            network_kind: "horizon",
             extra_toml: String::new(),
             max_validity_secs: 60,
             max_connections: 10,
@@ -392,7 +488,7 @@ burst = {burst}
 
 [log]
 level = "{log_level}"
-{horizon}
+{network}
 {extra}
 "#,
                 max_body = options.max_body_bytes,
@@ -402,11 +498,12 @@ level = "{log_level}"
                 per_second = options.rate_limit.0,
                 burst = options.rate_limit.1,
                 log_level = options.log_level,
-                horizon = options
-                    .horizon_url
+                network = options
+                    .network_url
                     .as_ref()
                     .map(|url| format!(
-                        "\n[horizon]\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = {}\n\n[horizon.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[horizon.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n",
+                        "\n[network]\nkind = \"{}\"\nurl = \"{url}\"\nconnect_timeout_ms = 1000\ntimeout_ms = 5000\nsubmit_timeout_ms = 20000\nmax_validity_secs = {}\n\n[network.retry]\nattempts = 2\ninitial_backoff_ms = 20\nmax_backoff_ms = 100\n\n[network.circuit_breaker]\nconsecutive_failures = 5\nopen_ms = 100\nmax_open_ms = 500\n",
+                        options.network_kind,
                         options.max_validity_secs
                     ))
                     .unwrap_or_default(),

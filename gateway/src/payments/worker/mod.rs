@@ -1,4 +1,4 @@
-//! The [`PaymentWorker`]: drives accepted payments to Horizon, never paying twice. It reads as
+//! The [`PaymentWorker`]: drives accepted payments to the network (Horizon or RPC), never paying twice. It reads as
 //! two parts: [`scheduling`] (who works on which wallet: scans, leases, idle holds, slots) and
 //! [`steps`] (what one payment goes through: build, sign, submit, confirm).
 //!
@@ -42,10 +42,10 @@ use std::time::Duration;
 
 pub use scheduling::PaymentWake;
 
-use crate::config::{HorizonConfig, PaymentsConfig};
-use crate::horizon::Horizon;
+use crate::config::{NetworkConfig, PaymentsConfig};
 use crate::metrics::Metrics;
 use crate::model::{AccountId, PaymentId, SignerKeyId, WalletId};
+use crate::network::Network;
 use crate::signer::Signer;
 use crate::store::{PaymentRecord, Store};
 
@@ -117,12 +117,12 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     /// From the config sections.
-    pub fn new(horizon: &HorizonConfig, payments: &PaymentsConfig) -> Self {
+    pub fn new(network: &NetworkConfig, payments: &PaymentsConfig) -> Self {
         WorkerSettings {
-            network_passphrase: horizon.network_passphrase.clone(),
-            max_fee_stroops: horizon.max_fee_stroops,
-            max_validity_secs: horizon.max_validity_secs,
-            sequence_guard_secs: horizon.sequence_guard_secs,
+            network_passphrase: network.network_passphrase.clone(),
+            max_fee_stroops: network.max_fee_stroops,
+            max_validity_secs: network.max_validity_secs,
+            sequence_guard_secs: network.sequence_guard_secs,
             concurrency: payments.worker_concurrency,
             poll_interval: Duration::from_millis(payments.poll_interval_ms),
             lease: Duration::from_millis(payments.lease_ms),
@@ -136,7 +136,7 @@ impl WorkerSettings {
 pub struct PaymentWorker {
     store: Store,
     signer: Arc<Signer>,
-    horizon: Arc<Horizon>,
+    network: Arc<dyn Network>,
     settings: WorkerSettings,
     metrics: Metrics,
     owner: String,
@@ -159,7 +159,7 @@ impl PaymentWorker {
     pub fn new(
         store: Store,
         signer: Arc<Signer>,
-        horizon: Arc<Horizon>,
+        network: Arc<dyn Network>,
         settings: WorkerSettings,
         metrics: Metrics,
         wake: Arc<PaymentWake>,
@@ -167,7 +167,7 @@ impl PaymentWorker {
         PaymentWorker {
             store,
             signer,
-            horizon,
+            network,
             settings,
             metrics,
             owner: format!("worker-{}", uuid::Uuid::now_v7()),

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use super::{Next, PaymentWorker, backoff};
 use crate::error::{Error, Result};
-use crate::horizon::{
-    AccountInfo, AtLedger, HorizonError, ResultCodes, SequenceUse, Submission, TransactionRecord,
-};
 use crate::model::{AccountId, RequestId, SignerKeyId};
+use crate::network::{
+    AccountInfo, AtLedger, NetworkError, ResultCodes, SequenceUse, Submission, TransactionRead,
+    TransactionRecord,
+};
 use crate::payments::transaction::{PaymentTransaction, UnsignedFeeBump};
 use crate::payments::{DestinationAccount, MemoText, PaymentStatus};
 use crate::store::{
@@ -95,9 +96,9 @@ impl PaymentWorker {
         let Some((key_id, source)) = self.source_of(payment).await? else {
             return self.fail(lease, payment, "source wallet has no key").await;
         };
-        let read = match self.horizon.account_at(source.as_str()).await {
+        let read = match self.network.account_at(source.as_str()).await {
             Ok(read) => read,
-            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            Err(e) => return Ok(self.network_wait(payment, &e)),
         };
         let account = match &read.value {
             Some(account) => account.clone(),
@@ -112,7 +113,7 @@ impl PaymentWorker {
                         .await
                     }
                     Ok(false) => Ok(self.read_behind(payment, "source_absent")),
-                    Err(e) => Ok(self.horizon_wait(payment, &e)),
+                    Err(e) => Ok(self.network_wait(payment, &e)),
                 };
             }
         };
@@ -180,7 +181,7 @@ impl PaymentWorker {
                 match self.destination_exists(payment, account).await {
                     Ok(Some(exists)) => !exists,
                     Ok(None) => return Ok(self.read_behind(payment, "destination_absent")),
-                    Err(e) => return Ok(self.horizon_wait(payment, &e)),
+                    Err(e) => return Ok(self.network_wait(payment, &e)),
                 }
             }
             DestinationAccount::Muxed { .. } => false,
@@ -295,11 +296,11 @@ impl PaymentWorker {
         &self,
         payment: &PaymentRecord,
         account: &AccountId,
-    ) -> Result<Option<bool>, HorizonError> {
+    ) -> Result<Option<bool>, NetworkError> {
         if self.known_accounts.get(account.as_str()).is_some() {
             return Ok(Some(true));
         }
-        let read = self.horizon.account_at(account.as_str()).await?;
+        let read = self.network.account_at(account.as_str()).await?;
         if read.value.is_some() {
             self.saw_account(account, read.ledger);
             return Ok(Some(true));
@@ -343,7 +344,7 @@ impl PaymentWorker {
         payment: &PaymentRecord,
         account: &AccountId,
         read: &AtLedger<Option<AccountInfo>>,
-    ) -> Result<bool, HorizonError> {
+    ) -> Result<bool, NetworkError> {
         if let Some(seen) = self.known_accounts.get(account.as_str())
             && !read.covers(seen)
         {
@@ -353,7 +354,7 @@ impl PaymentWorker {
             Some(fence) => fence,
             None => {
                 let accepted = payment.accepted_at_ms.div_euclid(1000);
-                let latest = self.horizon.latest_ledger().await?;
+                let latest = self.network.latest_ledger().await?;
                 if latest.closed_at < accepted + ABSENCE_CLOCK_SKEW_SECS {
                     return Ok(false);
                 }
@@ -366,10 +367,14 @@ impl PaymentWorker {
 
     /// Postpones a decision whose read came from a node behind the ledger that proves it.
     fn read_behind(&self, payment: &PaymentRecord, read: &'static str) -> Next {
-        tracing::info!(payment_id = %payment.id, read, "horizon read from a node behind; decision postponed");
+        tracing::info!(payment_id = %payment.id, read, "network read from a node behind; decision postponed");
         self.metrics.read_behind(read);
         let waited = (unix_now() - payment.accepted_at_ms.div_euclid(1000)).max(0);
         Next::Wait(backoff(waited / 2).min(Duration::from_secs(2)))
+    }
+
+    fn validity_secs(&self) -> i64 {
+        i64::try_from(self.settings.max_validity_secs).unwrap_or(300)
     }
 
     fn guard_secs(&self) -> i64 {
@@ -403,7 +408,7 @@ impl PaymentWorker {
             attempts: payment.attempts + 1,
             ..payment.clone()
         };
-        match self.horizon.submit(envelope).await {
+        match self.network.submit(envelope).await {
             Submission::Applied(record) => self.finish(lease, payment, hash, &record).await,
             Submission::Rejected(codes) if is_final_rejection(&codes) => {
                 tracing::info!(payment_id = %payment.id, ?codes, "transaction rejected");
@@ -413,7 +418,7 @@ impl PaymentWorker {
                     ledger: None,
                     fee_charged: None,
                     codes: Some(&codes),
-                    reason: Some("HORIZON_REJECTED"),
+                    reason: Some("NETWORK_REJECTED"),
                 };
                 if self.store.finish_payment(lease, payment, &outcome).await? {
                     self.metrics.payment_finished("FAILED");
@@ -434,7 +439,7 @@ impl PaymentWorker {
                 self.confirm(lease, payment).await
             }
             Submission::RateLimited(retry_after) => {
-                // Not taken: the same bytes go again once Horizon's Retry-After has passed.
+                // Not taken: the same bytes go again once the API's Retry-After has passed.
                 tracing::info!(payment_id = %payment.id, retry_after_ms = retry_after.as_millis() as u64, "submission rate limited");
                 Ok(Next::Wait(retry_after.max(backoff(0))))
             }
@@ -604,20 +609,36 @@ impl PaymentWorker {
         };
         // The fence: every read below must come from a node at or past this ledger for an
         // absence to count. Read first, so a later read from a node behind it is detected.
-        let latest = match self.horizon.latest_ledger().await {
+        let latest = match self.network.latest_ledger().await {
             Ok(latest) => latest,
-            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            Err(e) => return Ok(self.network_wait(payment, &e)),
         };
         let signed = self.store.payment_transactions(payment.id).await?;
         let mut reads_behind = false;
         for tx in &signed {
-            match self.horizon.transaction(&tx.hash).await {
-                Ok(AtLedger {
-                    value: Some(record),
+            match self.network.transaction(&tx.hash).await {
+                Ok(TransactionRead {
+                    read:
+                        AtLedger {
+                            value: Some(record),
+                            ..
+                        },
                     ..
                 }) => return self.finish(lease, payment, &tx.hash, &record).await,
-                Ok(absent) => reads_behind |= !absent.covers(latest.sequence),
-                Err(e) => return Ok(self.horizon_wait(payment, &e)),
+                Ok(absent) => {
+                    // A transaction on this sequence cannot have been submitted before it was
+                    // signed (its max_time less the validity window): a node whose history
+                    // starts later cannot show it, so its "not found" proves nothing. One on an
+                    // earlier sequence was proven dead when that sequence went to another
+                    // transaction; only the freshness of its read matters.
+                    let signed_at = if tx.sequence == sequence {
+                        tx.max_time - self.validity_secs()
+                    } else {
+                        i64::MAX
+                    };
+                    reads_behind |= !absent.proves_absent(latest.sequence, signed_at);
+                }
+                Err(e) => return Ok(self.network_wait(payment, &e)),
             }
         }
         let Some((_, source)) = self.source_of(payment).await? else {
@@ -625,9 +646,9 @@ impl PaymentWorker {
                 "payment of a wallet without a key".into(),
             ));
         };
-        let account = match self.horizon.account_at(source.as_str()).await {
+        let account = match self.network.account_at(source.as_str()).await {
             Ok(account) => account,
-            Err(e) => return Ok(self.horizon_wait(payment, &e)),
+            Err(e) => return Ok(self.network_wait(payment, &e)),
         };
         if let Some(info) = &account.value
             && info.sequence >= sequence
@@ -674,7 +695,7 @@ impl PaymentWorker {
     ) -> Result<Next> {
         let ours = |hash: &str| signed.iter().any(|tx| tx.hash == hash);
         let usage = match self
-            .horizon
+            .network
             .sequence_use(source.as_str(), sequence, as_of)
             .await
         {
@@ -712,7 +733,7 @@ impl PaymentWorker {
                     lease,
                     payment,
                     &format!(
-                        "SEQUENCE_SPENT_UNKNOWN: sequence {sequence} is used and Horizon's history of the account no longer reaches it"
+                        "SEQUENCE_SPENT_UNKNOWN: sequence {sequence} is used and the network's history of the account no longer reaches it"
                     ),
                 )
                 .await
@@ -724,7 +745,7 @@ impl PaymentWorker {
                     lease,
                     payment,
                     &format!(
-                        "SEQUENCE_SPENT_UNKNOWN: sequence {sequence} is used and after {} confirmations Horizon's history does not show by which transaction",
+                        "SEQUENCE_SPENT_UNKNOWN: sequence {sequence} is used and after {} confirmations the network's history does not show by which transaction",
                         payment.attempts
                     ),
                 )
@@ -748,8 +769,8 @@ impl PaymentWorker {
         Ok(Next::Continue)
     }
 
-    fn horizon_wait(&self, payment: &PaymentRecord, e: &HorizonError) -> Next {
-        tracing::warn!(payment_id = %payment.id, error = %e, "horizon unavailable; payment waits");
+    fn network_wait(&self, payment: &PaymentRecord, e: &NetworkError) -> Next {
+        tracing::warn!(payment_id = %payment.id, error = %e, "network unavailable; payment waits");
         let wait = backoff(payment.attempts);
         Next::Wait(e.retry_after().map_or(wait, |asked| asked.max(wait)))
     }
