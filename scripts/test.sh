@@ -75,9 +75,11 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The README's run command, end to end: the whole stack, a payment to SUCCESS, a verified audit
-# log (debug builds, which the tests need anyway).
+# log (debug builds, which the tests need anyway); once on Horizon, once on Stellar RPC.
 echo "==> scripts/stack.sh --demo"
 bash scripts/stack.sh --debug --demo --exit
+echo "==> scripts/stack.sh --rpc --demo"
+bash scripts/stack.sh --debug --rpc --demo --exit
 
 echo "==> cargo test"
 cargo test --workspace --locked
