@@ -1,5 +1,6 @@
-//! gateway: the HTTP/JSON service internal callers use. It owns users, wallets and API keys in
-//! SQLite or Postgres, and gets keys (and, with issue 6, signatures) from signerd over mutual TLS.
+//! gateway: the HTTP/JSON service internal callers use. It owns users, wallets, API keys and
+//! payments in SQLite or Postgres, gets keys and signatures from signerd over mutual TLS, and
+//! submits payments to the Stellar network (Horizon or Stellar RPC).
 //! It never holds private key material: a wallet row stores the signerd key id and the public key.
 //!
 //! # Layout

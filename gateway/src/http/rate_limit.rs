@@ -1,6 +1,6 @@
 //! The per-API-key request rate (governor, a GCRA token bucket per key). Over the limit a caller
 //! gets 429 `RATE_LIMITED` with `Retry-After`. The limit is per gateway process: with N replicas
-//! a key may reach N times the rate (the database-backed daily limits of issue 6 are global).
+//! a key may reach N times the rate (the database-backed daily payment limits are global).
 
 use std::num::NonZeroU32;
 

@@ -1,8 +1,8 @@
 //! The database. One [`Store`] over an sqlx `Any` pool serves SQLite (a file, the default) and
 //! Postgres (production, several replicas). Queries are written once in the SQL both accept
 //! (`$1` placeholders, `ON CONFLICT ... DO NOTHING`, text timestamps); where the dialects must
-//! differ (row locking in issue 6's payment worker: `FOR UPDATE SKIP LOCKED` on Postgres, a
-//! single writer on SQLite) the code branches on [`Store::backend`].
+//! differ (row locking in the payment worker: `FOR UPDATE SKIP LOCKED` on Postgres, a single
+//! writer with group commits on SQLite; the database's clock in SQL) the code branches on [`Store::backend`].
 //!
 //! Every change to a user, wallet or API key is written in the same transaction as its audit
 //! event, so the log cannot miss a change that happened.
