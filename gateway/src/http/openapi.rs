@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, health, payments, users, wallets};
+use super::{audit, health, payments, users, wallets, webhooks};
 use crate::api_key::Role;
 use crate::error::ErrorBody;
 use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
@@ -30,6 +30,8 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         payments::create_payment, payments::get_payment, payments::list_wallet_payments,
         payments::get_balance, payments::fund_wallet, payments::get_limits, payments::set_limits,
         payments::resolve_payment,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
+        webhooks::rotate_webhook_secret, webhooks::list_deliveries, webhooks::replay_delivery,
         health::live, health::ready, health::metrics,
     ),
     components(schemas(
@@ -40,11 +42,15 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         payments::PaymentPage, payments::Balance, payments::Funded, payments::SetLimitsRequest,
         payments::ResolvePaymentRequest, crate::store::Resolution,
         crate::payments::PaymentStatus, crate::store::DailyLimits, crate::store::PaymentEvent,
+        webhooks::CreateWebhookRequest, webhooks::Webhook, webhooks::WebhookWithSecret,
+        webhooks::RotatedSecret, webhooks::WebhookList, webhooks::Delivery, webhooks::DeliveryPage,
+        webhooks::WebhookEvent, webhooks::PaymentEventData, crate::webhooks::EventType,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "users"), (name = "wallets"),
         (name = "payments", description = "Native payments through Horizon; never paid twice"),
+        (name = "webhooks", description = "Signed event delivery (Standard Webhooks); service keys; every change audited"),
         (name = "admin", description = "Needs an admin API key"),
         (name = "health", description = "No API key needed"),
     )
@@ -115,7 +121,7 @@ mod tests {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 19,
+            paths, 24,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -126,6 +132,23 @@ mod tests {
                 .is_some_and(|s| s.iter().any(|v| v == "NEEDS_ATTENTION")),
             "{statuses}"
         );
+        for schema in ["WebhookEvent", "PaymentEventData", "EventType", "Delivery"] {
+            assert!(
+                doc["components"]["schemas"].get(schema).is_some(),
+                "{schema} missing"
+            );
+        }
+        let types = &doc["components"]["schemas"]["EventType"]["enum"];
+        assert!(
+            types
+                .as_array()
+                .is_some_and(|t| t.iter().any(|v| v == "payment.needs_attention")),
+            "{types}"
+        );
+        let create = &doc["paths"]["/v1/webhooks"]["post"]["responses"];
+        for status in ["201", "400", "401", "413", "422"] {
+            assert!(create.get(status).is_some(), "create webhook answers {status}");
+        }
         let resolve = &doc["paths"]["/v1/payments/{payment_id}/resolve"]["post"]["responses"];
         for status in ["200", "400", "401", "403", "404", "409"] {
             assert!(
