@@ -84,7 +84,10 @@ impl Receiver {
                         if delay > 0 {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
                         }
-                        let first = seen.lock().map(|mut s| s.insert(id.clone())).unwrap_or(false);
+                        let first = seen
+                            .lock()
+                            .map(|mut s| s.insert(id.clone()))
+                            .unwrap_or(false);
                         let number: u64 = id.trim_start_matches("evt_").parse().unwrap_or(0);
                         let fail = behaviour.fail_all.load(Ordering::SeqCst)
                             || (first
@@ -567,12 +570,23 @@ async fn private_and_plain_http_targets_are_refused_at_registration_and_at_deliv
             .await
             .ok()
             .flatten();
-        row.and_then(|r| sqlx::Row::try_get::<Option<String>, _>(&r, "last_error").ok().flatten())
-            .is_some_and(|e| e.contains("private"))
+        row.and_then(|r| {
+            sqlx::Row::try_get::<Option<String>, _>(&r, "last_error")
+                .ok()
+                .flatten()
+        })
+        .is_some_and(|e| e.contains("private"))
     })
     .await;
-    assert!(refused, "no refused attempt recorded\n{}", s.stack.gateway.log());
-    assert!(receiver.captured().is_empty(), "a private target was reached");
+    assert!(
+        refused,
+        "no refused attempt recorded\n{}",
+        s.stack.gateway.log()
+    );
+    assert!(
+        receiver.captured().is_empty(),
+        "a private target was reached"
+    );
     store.close().await;
 }
 
@@ -582,39 +596,104 @@ async fn a_rotated_secret_signs_alongside_the_new_one_until_the_overlap_ends() {
     let receiver = Receiver::start().await;
     let reply = s.register(&receiver.url(), &["payment.created"]).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
-    let old = reply.json()["secret"].as_str().unwrap_or_default().to_owned();
+    let old = reply.json()["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let webhook = reply.json()["id"].as_str().unwrap_or_default().to_owned();
     let rotated = s
         .stack
         .http
-        .post(&format!("/v1/webhooks/{webhook}/rotate-secret"), &s.stack.service_key, "")
+        .post(
+            &format!("/v1/webhooks/{webhook}/rotate-secret"),
+            &s.stack.service_key,
+            "",
+        )
         .await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
-    let new = rotated.json()["secret"].as_str().unwrap_or_default().to_owned();
+    let new = rotated.json()["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_ne!(old, new);
-    let listed = s.stack.http.get("/v1/webhooks", Some(&s.stack.service_key)).await;
-    assert!(!listed.body.contains("whsec_"), "a secret was shown again: {}", listed.body);
+    let listed = s
+        .stack
+        .http
+        .get("/v1/webhooks", Some(&s.stack.service_key))
+        .await;
+    assert!(
+        !listed.body.contains("whsec_"),
+        "a secret was shown again: {}",
+        listed.body
+    );
     let sink = s.wallet("sink", 10 * XLM).await;
     let source = s.wallet("source", 100 * XLM).await;
     s.pay(&source, &sink).await;
-    assert!(eventually(Duration::from_secs(30), || async { receiver.accepted().len() == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            receiver.accepted().len() == 1
+        })
+        .await
+    );
     let first = receiver.captured().remove(0);
-    assert!(signed_by(&old, &first) && signed_by(&new, &first), "{first:?}");
+    assert!(
+        signed_by(&old, &first) && signed_by(&new, &first),
+        "{first:?}"
+    );
     assert_eq!(first.signature.split(' ').count(), 2);
     // The overlap ends (by the database's clock): only the new secret signs.
     let store = s.stack.db.store().await;
-    must(sqlx::query("UPDATE webhook_endpoints SET previous_secret_until_ms = 0").execute(store.pool()).await);
+    must(
+        sqlx::query("UPDATE webhook_endpoints SET previous_secret_until_ms = 0")
+            .execute(store.pool())
+            .await,
+    );
     store.close().await;
     s.pay(&source, &sink).await;
-    assert!(eventually(Duration::from_secs(30), || async { receiver.accepted().len() == 2 }).await);
-    let second = receiver.accepted().into_values().find(|c| c.id != first.id).unwrap_or_else(|| panic!("no second"));
-    assert!(signed_by(&new, &second) && !signed_by(&old, &second), "{second:?}");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            receiver.accepted().len() == 2
+        })
+        .await
+    );
+    let second = receiver
+        .accepted()
+        .into_values()
+        .find(|c| c.id != first.id)
+        .unwrap_or_else(|| panic!("no second"));
+    assert!(
+        signed_by(&new, &second) && !signed_by(&old, &second),
+        "{second:?}"
+    );
     let audit = s.stack.audit_events("webhook", &webhook).await;
-    assert!(audit.iter().any(|e| e["action"] == "webhook.secret_rotated"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "webhook.secret_rotated"),
+        "{audit:?}"
+    );
     // Deleting stops deliveries and answers 404 afterwards.
-    let deleted = s.stack.http.send("DELETE", &format!("/v1/webhooks/{webhook}"), &[("authorization", &format!("Bearer {}", s.stack.service_key))], None).await;
+    let deleted = s
+        .stack
+        .http
+        .send(
+            "DELETE",
+            &format!("/v1/webhooks/{webhook}"),
+            &[("authorization", &format!("Bearer {}", s.stack.service_key))],
+            None,
+        )
+        .await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
-    let again = s.stack.http.send("DELETE", &format!("/v1/webhooks/{webhook}"), &[("authorization", &format!("Bearer {}", s.stack.service_key))], None).await;
+    let again = s
+        .stack
+        .http
+        .send(
+            "DELETE",
+            &format!("/v1/webhooks/{webhook}"),
+            &[("authorization", &format!("Bearer {}", s.stack.service_key))],
+            None,
+        )
+        .await;
     assert_eq!(again.status, 404, "{}", again.body);
 }
 
@@ -626,42 +705,91 @@ async fn a_delivery_past_its_retry_budget_is_dead_and_a_replay_sends_it_with_the
     let reply = s.register(&receiver.url(), &["payment.created"]).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     let webhook = reply.json()["id"].as_str().unwrap_or_default().to_owned();
-    let secret = reply.json()["secret"].as_str().unwrap_or_default().to_owned();
+    let secret = reply.json()["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let sink = s.wallet("sink", 10 * XLM).await;
     let source = s.wallet("source", 100 * XLM).await;
     s.pay(&source, &sink).await;
     let dead = eventually(Duration::from_secs(30), || async {
-        s.deliveries(&webhook).await.first().is_some_and(|d| d["state"] == "DEAD")
+        s.deliveries(&webhook)
+            .await
+            .first()
+            .is_some_and(|d| d["state"] == "DEAD")
     })
     .await;
-    assert!(dead, "{:?}\n{}", s.deliveries(&webhook).await, s.stack.gateway.log());
+    assert!(
+        dead,
+        "{:?}\n{}",
+        s.deliveries(&webhook).await,
+        s.stack.gateway.log()
+    );
     let delivery = s.deliveries(&webhook).await.remove(0);
     assert_eq!(delivery["attempts"], 3, "{delivery}");
     assert_eq!(delivery["last_status"], 503, "{delivery}");
-    assert_eq!(receiver.captured().len(), 3, "attempts after the budget was spent");
-    assert!(metric(&s.stack, "gateway_webhook_delivery_attempts_total{outcome=\"dead\"}").await >= 1.0);
+    assert_eq!(
+        receiver.captured().len(),
+        3,
+        "attempts after the budget was spent"
+    );
+    assert!(
+        metric(
+            &s.stack,
+            "gateway_webhook_delivery_attempts_total{outcome=\"dead\"}"
+        )
+        .await
+            >= 1.0
+    );
     receiver.behaviour.fail_all.store(false, Ordering::SeqCst);
     let id = delivery["id"].as_i64().unwrap_or(0);
     let replay = s
         .stack
         .http
-        .post(&format!("/v1/webhooks/{webhook}/deliveries/{id}/replay"), &s.stack.service_key, "")
+        .post(
+            &format!("/v1/webhooks/{webhook}/deliveries/{id}/replay"),
+            &s.stack.service_key,
+            "",
+        )
         .await;
     assert_eq!(replay.status, 202, "{}", replay.body);
-    assert!(eventually(Duration::from_secs(30), || async { receiver.accepted().len() == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            receiver.accepted().len() == 1
+        })
+        .await
+    );
     let captured = receiver.captured();
-    assert!(captured.iter().all(|c| c.id == captured[0].id && c.body == captured[0].body));
+    assert!(
+        captured
+            .iter()
+            .all(|c| c.id == captured[0].id && c.body == captured[0].body)
+    );
     assert!(captured.iter().all(|c| signed_by(&secret, c)));
-    assert!(eventually(Duration::from_secs(30), || async {
-        s.deliveries(&webhook).await.first().is_some_and(|d| d["state"] == "DELIVERED")
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            s.deliveries(&webhook)
+                .await
+                .first()
+                .is_some_and(|d| d["state"] == "DELIVERED")
+        })
+        .await
+    );
     let missing = s
         .stack
         .http
-        .post(&format!("/v1/webhooks/{webhook}/deliveries/999999/replay"), &s.stack.service_key, "")
+        .post(
+            &format!("/v1/webhooks/{webhook}/deliveries/999999/replay"),
+            &s.stack.service_key,
+            "",
+        )
         .await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     let audit = s.stack.audit_events("webhook", &webhook).await;
-    assert!(audit.iter().any(|e| e["action"] == "webhook.delivery_replayed"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "webhook.delivery_replayed"),
+        "{audit:?}"
+    );
 }

@@ -147,7 +147,10 @@ mod tests {
         );
         let create = &doc["paths"]["/v1/webhooks"]["post"]["responses"];
         for status in ["201", "400", "401", "413", "422"] {
-            assert!(create.get(status).is_some(), "create webhook answers {status}");
+            assert!(
+                create.get(status).is_some(),
+                "create webhook answers {status}"
+            );
         }
         let resolve = &doc["paths"]["/v1/payments/{payment_id}/resolve"]["post"]["responses"];
         for status in ["200", "400", "401", "403", "404", "409"] {

@@ -154,9 +154,7 @@ fn delivery_from_row(row: &AnyRow) -> Result<DeliveryRecord> {
         state: text(row, "state")?,
         attempts: i64::from(row.try_get::<i32, _>("attempts")?),
         last_attempt_at: optional_text(row, "last_attempt_at")?,
-        last_status: row
-            .try_get::<Option<i32>, _>("last_status")?
-            .map(i64::from),
+        last_status: row.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
         last_error: optional_text(row, "last_error")?,
         finished_at: optional_text(row, "finished_at")?,
     })
@@ -435,12 +433,12 @@ impl Store {
                 error,
                 retry_in_ms: Some(wait),
             } => sqlx::query(for_backend(&RETRY_LATER, self.backend))
-            .bind(now.as_str().to_owned())
-            .bind(status.map(i32::from))
-            .bind(error.clone())
-            .bind(i64::try_from(*wait).unwrap_or(i64::MAX / 2))
-            .bind(delivery)
-            .bind(owner.to_owned()),
+                .bind(now.as_str().to_owned())
+                .bind(status.map(i32::from))
+                .bind(error.clone())
+                .bind(i64::try_from(*wait).unwrap_or(i64::MAX / 2))
+                .bind(delivery)
+                .bind(owner.to_owned()),
             AttemptOutcome::Failed {
                 status,
                 error,

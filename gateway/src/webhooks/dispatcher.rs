@@ -277,8 +277,7 @@ impl Dispatcher {
             }
             Ok::<u16, String>(status)
         };
-        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await
-        {
+        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {} ms", self.config.timeout_ms)),
         }
@@ -309,7 +308,10 @@ fn backoff(initial_ms: u64, max_ms: u64, attempts: i64) -> u64 {
 pub fn render_body(delivery: &ClaimedDelivery) -> Result<Vec<u8>> {
     let mut data: serde_json::Value = serde_json::from_str(&delivery.payload)
         .map_err(|e| Error::CorruptData(format!("outbox_events.payload: {e}")))?;
-    if let Some(stroops) = data.get("amount_stroops").and_then(serde_json::Value::as_i64) {
+    if let Some(stroops) = data
+        .get("amount_stroops")
+        .and_then(serde_json::Value::as_i64)
+    {
         data["amount"] = serde_json::Value::String(crate::payments::format_amount(stroops));
     }
     let body = serde_json::json!({

@@ -382,8 +382,8 @@ mod tests {
 
     #[tokio::test]
     async fn names_that_resolve_to_loopback_are_refused() {
-        let url = TargetUrl::parse("https://localhost/hook", &strict())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let url =
+            TargetUrl::parse("https://localhost/hook", &strict()).unwrap_or_else(|e| panic!("{e}"));
         assert!(url.check_resolved(&strict()).await.is_err());
     }
 

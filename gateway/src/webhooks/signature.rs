@@ -123,7 +123,11 @@ mod tests {
         let header = signature_header(&[a.clone(), b.clone()], "evt_1", 1, b"{}");
         assert_eq!(
             header,
-            format!("{} {}", a.sign("evt_1", 1, b"{}"), b.sign("evt_1", 1, b"{}"))
+            format!(
+                "{} {}",
+                a.sign("evt_1", 1, b"{}"),
+                b.sign("evt_1", 1, b"{}")
+            )
         );
         assert!(WebhookSecret::parse("whsec_").is_err());
         assert!(WebhookSecret::parse("abc").is_err());
