@@ -91,7 +91,7 @@ impl Receiver {
                         let number: u64 = id.trim_start_matches("evt_").parse().unwrap_or(0);
                         let fail = behaviour.fail_all.load(Ordering::SeqCst)
                             || (first
-                                && number % 3 == 0
+                                && number.is_multiple_of(3)
                                 && behaviour.fail_first_of_every_third.load(Ordering::SeqCst));
                         if let Ok(mut c) = captured.lock() {
                             c.push(Captured {

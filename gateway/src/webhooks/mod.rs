@@ -254,12 +254,13 @@ impl TargetUrl {
         if host.is_empty() {
             return Err(invalid("has no host"));
         }
-        if let Some(ip) = ip_literal(host) {
-            if !config.allow_private_targets && !is_public(ip) {
-                return Err(invalid(
-                    "points at a private, loopback or link-local address",
-                ));
-            }
+        if let Some(ip) = ip_literal(host)
+            && !config.allow_private_targets
+            && !is_public(ip)
+        {
+            return Err(invalid(
+                "points at a private, loopback or link-local address",
+            ));
         }
         Ok(TargetUrl(raw.to_owned()))
     }
