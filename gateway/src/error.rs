@@ -82,6 +82,10 @@ pub enum Error {
     #[error("{0}")]
     WebhookNotFound(String),
 
+    /// A delivery still pending (or being sent) cannot be replayed.
+    #[error("{0}")]
+    DeliveryPending(String),
+
     /// Only a `NEEDS_ATTENTION` payment can be resolved by an operator.
     #[error("payment {0} does not need attention")]
     PaymentNotNeedingAttention(crate::model::PaymentId),
@@ -188,6 +192,7 @@ impl Error {
             Error::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED"),
             Error::PaymentNotFound(_) => (StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND"),
             Error::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
+            Error::DeliveryPending(_) => (StatusCode::CONFLICT, "DELIVERY_PENDING"),
             Error::PaymentNotNeedingAttention(_) => {
                 (StatusCode::CONFLICT, "PAYMENT_NOT_NEEDING_ATTENTION")
             }

@@ -545,17 +545,19 @@ async fn private_and_plain_http_targets_are_refused_at_registration_and_at_deliv
     // (as if re-pointed after registration) is refused when the dispatcher connects.
     let s = WebhookStack::start(
         DatabaseKind::Sqlite,
-        "allow_http = true\npoll_interval_ms = 50\ninitial_backoff_ms = 100\nmax_backoff_ms = 200",
+        "allow_http = true\npoll_interval_ms = 50\ninitial_backoff_ms = 100\nmax_backoff_ms = 200\n\
+         max_attempts = 100000",
     )
     .await;
     let receiver = Receiver::start().await;
     let store = s.stack.db.store().await;
+    let webhook = uuid::Uuid::now_v7().to_string();
     must(
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, url, event_types, secret, created_at) \
              VALUES ($1, $2, ',payment.created,', $3, '2026-01-01T00:00:00Z')",
         )
-        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&webhook)
         .bind(format!("http://localhost:{}/hook", receiver.addr.port()))
         .bind("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         .execute(store.pool())

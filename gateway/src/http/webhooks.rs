@@ -19,7 +19,7 @@ use super::{AppState, audit_context};
 use crate::api_key::Caller;
 use crate::error::{Error, ErrorBody, Result};
 use crate::model::{RequestId, Timestamp, WebhookId};
-use crate::store::webhooks::{DeliveryRecord, EndpointRecord};
+use crate::store::webhooks::{DeliveryRecord, EndpointRecord, Replay};
 use crate::webhooks::signature::WebhookSecret;
 use crate::webhooks::{EventType, TargetUrl};
 
@@ -272,6 +272,8 @@ async fn live_webhook(state: &AppState, id: WebhookId) -> Result<EndpointRecord>
         (status = 201, description = "Registered; the secret is shown only here", body = WebhookWithSecret),
         (status = 400, description = "VALIDATION_FAILED (URL scheme, private target, event types)", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorBody),
+        (status = 409, description = "IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "IDEMPOTENCY_CONFLICT", body = ErrorBody),
     ),
@@ -312,6 +314,7 @@ pub async fn create_webhook(
     responses(
         (status = 200, body = WebhookList),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -330,6 +333,7 @@ pub async fn list_webhooks(State(state): State<AppState>) -> Result<Json<Webhook
         (status = 204, description = "Deleted"),
         (status = 400, description = "VALIDATION_FAILED (malformed id)", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorBody),
         (status = 404, description = "WEBHOOK_NOT_FOUND", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -364,7 +368,9 @@ pub async fn delete_webhook(
         (status = 200, description = "The new secret, shown only here", body = RotatedSecret),
         (status = 400, description = "VALIDATION_FAILED (malformed id)", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorBody),
         (status = 404, description = "WEBHOOK_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "IDEMPOTENCY_CONFLICT", body = ErrorBody),
     ),
@@ -401,6 +407,7 @@ pub async fn rotate_webhook_secret(
         (status = 200, body = DeliveryPage),
         (status = 400, description = "VALIDATION_FAILED (malformed id, limit out of range)", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorBody),
         (status = 404, description = "WEBHOOK_NOT_FOUND", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -428,8 +435,8 @@ pub async fn list_deliveries(
     }))
 }
 
-/// Queues a delivery again (whatever its state but `CANCELLED`): due now, with a fresh retry
-/// budget, the same `webhook-id`. Later events of its wallet to this endpoint wait for it.
+/// Queues a `DELIVERED` or `DEAD` delivery again: due now, with a fresh retry budget, the same
+/// `webhook-id` and body. Later pending events of its wallet to this endpoint wait for it.
 #[utoipa::path(
     post, path = "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", tag = "webhooks",
     params(
@@ -441,7 +448,9 @@ pub async fn list_deliveries(
         (status = 202, description = "Queued", body = Delivery),
         (status = 400, description = "VALIDATION_FAILED (malformed id)", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED (with Retry-After)", body = ErrorBody),
         (status = 404, description = "WEBHOOK_NOT_FOUND (endpoint or delivery)", body = ErrorBody),
+        (status = 409, description = "DELIVERY_PENDING (not finished yet, or cancelled); IDEMPOTENCY_IN_PROGRESS", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 422, description = "IDEMPOTENCY_CONFLICT", body = ErrorBody),
     ),
@@ -459,13 +468,24 @@ pub async fn replay_delivery(
         .ok()
         .filter(|d| *d >= 1)
         .ok_or_else(|| Error::Validation("delivery_id must be a positive integer".into()))?;
-    let replayed = state
+    let replayed = match state
         .store
         .replay_webhook_delivery(id, delivery, &audit_context(&caller, &request_id))
         .await?
-        .ok_or_else(|| {
-            Error::WebhookNotFound(format!("delivery {delivery} of webhook {id} not found"))
-        })?;
+    {
+        Some(Replay::Queued(record)) => record,
+        Some(Replay::NotFinished(record)) => {
+            return Err(Error::DeliveryPending(format!(
+                "delivery {delivery} is {}: only DELIVERED or DEAD deliveries can be replayed",
+                record.state
+            )));
+        }
+        None => {
+            return Err(Error::WebhookNotFound(format!(
+                "delivery {delivery} of webhook {id} not found"
+            )));
+        }
+    };
     tracing::info!(webhook_id = %id, delivery_id = delivery, "webhook delivery replayed");
     Ok((StatusCode::ACCEPTED, Json(replayed.into())))
 }

@@ -103,6 +103,15 @@ pub enum AttemptOutcome {
     },
 }
 
+/// What a replay request did.
+#[derive(Clone, Debug)]
+pub enum Replay {
+    /// Queued again (the record shows it `PENDING`).
+    Queued(DeliveryRecord),
+    /// Left alone: it is `PENDING` (not finished yet) or `CANCELLED` (endpoint deleted).
+    NotFinished(DeliveryRecord),
+}
+
 /// The outbox backlog: pending deliveries and the oldest one's age.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Backlog {
@@ -326,21 +335,22 @@ impl Store {
         rows.iter().map(delivery_from_row).collect()
     }
 
-    /// Queues a finished (or pending) delivery of a live endpoint again, due now, with a fresh
-    /// retry budget; the same event id (`webhook-id`) is sent. `None` when no such delivery.
+    /// Queues a `DELIVERED` or `DEAD` delivery of a live endpoint again, due now, with a fresh
+    /// retry budget; the same event id (`webhook-id`) is sent. A pending one is left alone (it
+    /// may be in flight under another replica's lease). `None` when no such delivery.
     pub async fn replay_webhook_delivery(
         &self,
         id: WebhookId,
         delivery: i64,
         ctx: &AuditContext,
-    ) -> Result<Option<DeliveryRecord>> {
+    ) -> Result<Option<Replay>> {
         let now = Timestamp::now();
         let db_now = db_now_ms(self.backend);
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(&format!(
             "UPDATE webhook_deliveries SET state = 'PENDING', attempts = 0, due_at_ms = {db_now}, \
              created_at_ms = {db_now}, lease_owner = NULL, lease_until_ms = NULL, finished_at = NULL \
-             WHERE id = $1 AND endpoint_id = $2 AND state <> 'CANCELLED' \
+             WHERE id = $1 AND endpoint_id = $2 AND state IN ('DELIVERED', 'DEAD') \
              AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = $2 AND w.deleted_at IS NULL)"
         ))
         .bind(delivery)
@@ -369,10 +379,14 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        if changed == 0 {
+        let Some(record) = row.as_ref().map(delivery_from_row).transpose()? else {
             return Ok(None);
-        }
-        row.as_ref().map(delivery_from_row).transpose()
+        };
+        Ok(Some(if changed == 1 {
+            Replay::Queued(record)
+        } else {
+            Replay::NotFinished(record)
+        }))
     }
 
     /// Claims up to `limit` due deliveries for `owner` for `lease_ms`: pending, due, not leased,
