@@ -49,6 +49,17 @@ struct Behaviour {
     fail_all: AtomicBool,
     /// Wait this long (ms) before answering.
     delay_ms: AtomicU64,
+    /// Requests being answered now, and the most seen at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+struct InFlight(Arc<Behaviour>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Receiver {
@@ -80,6 +91,10 @@ impl Receiver {
                                 .to_owned()
                         };
                         let id = header("webhook-id");
+                        let now = behaviour.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        behaviour.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                        // Counted out also when the gateway hangs up (the handler is dropped).
+                        let _in_flight = InFlight(behaviour.clone());
                         let delay = behaviour.delay_ms.load(Ordering::SeqCst);
                         if delay > 0 {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -794,4 +809,110 @@ async fn a_delivery_past_its_retry_budget_is_dead_and_a_replay_sends_it_with_the
             .any(|e| e["action"] == "webhook.delivery_replayed"),
         "{audit:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_is_capped_and_does_not_stall_another() {
+    let s = WebhookStack::start(
+        DatabaseKind::Sqlite,
+        "allow_http = true\nallow_private_targets = true\npoll_interval_ms = 50\n\
+         initial_backoff_ms = 100\nmax_backoff_ms = 400\nmax_in_flight_per_endpoint = 2\n\
+         timeout_ms = 1000\nlease_ms = 3000",
+    )
+    .await;
+    let hanging = Receiver::start().await;
+    hanging.behaviour.delay_ms.store(60_000, Ordering::SeqCst);
+    let healthy = Receiver::start().await;
+    for receiver in [&hanging, &healthy] {
+        let reply = s.register(&receiver.url(), &ALL_TYPES).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let sink = s.wallet("sink", 10 * XLM).await;
+    let mut sources = Vec::new();
+    for i in 0..6 {
+        sources.push(s.wallet(&format!("source-{i}"), 100 * XLM).await);
+    }
+    let mut histories = HashMap::new();
+    let mut ids = Vec::new();
+    for source in &sources {
+        ids.push(s.pay(source, &sink).await);
+    }
+    for id in &ids {
+        histories.insert(id.clone(), s.final_history(id).await);
+    }
+    let expected: usize = histories.values().map(Vec::len).sum();
+    let arrived = eventually(Duration::from_secs(60), || async {
+        healthy.accepted().len() >= expected
+    })
+    .await;
+    assert!(
+        arrived,
+        "{} of {expected} reached the healthy endpoint\n{}",
+        healthy.accepted().len(),
+        s.stack.gateway.log()
+    );
+    assert_complete_and_ordered(&healthy, &histories);
+    // Six wallets had events for the hanging endpoint at once; at most two were sent to it at a
+    // time, and each attempt was cut at the timeout (so retries came).
+    let retried = eventually(Duration::from_secs(30), || async {
+        metric(
+            &s.stack,
+            "gateway_webhook_delivery_attempts_total{outcome=\"retried\"}",
+        )
+        .await
+            >= 4.0
+    })
+    .await;
+    assert!(
+        retried,
+        "timed-out attempts were not recorded as retried\n{}",
+        s.stack.gateway.log()
+    );
+    let most = hanging.behaviour.max_in_flight.load(Ordering::SeqCst);
+    assert_eq!(most, 2, "in flight at once to the hanging endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_share_deliveries_and_keep_wallet_order() {
+    let s = WebhookStack::start_open(DatabaseKind::Postgres, "").await;
+    let mut replica = GatewayProcess::start_replica(&s.stack.gateway.config).await;
+    let receiver = Receiver::start().await;
+    receiver
+        .behaviour
+        .fail_first_of_every_third
+        .store(true, Ordering::SeqCst);
+    let reply = s.register(&receiver.url(), &ALL_TYPES).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let secret = reply.json()["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let sink = s.wallet("sink", 10 * XLM).await;
+    let mut sources = Vec::new();
+    for i in 0..4 {
+        sources.push(s.wallet(&format!("source-{i}"), 1_000 * XLM).await);
+    }
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(s.pay(&sources[i % 4], &sink).await);
+    }
+    let mut histories = HashMap::new();
+    for id in &ids {
+        histories.insert(id.clone(), s.final_history(id).await);
+    }
+    let expected: usize = histories.values().map(Vec::len).sum();
+    let all_arrived = eventually(Duration::from_secs(120), || async {
+        receiver.accepted().len() >= expected
+    })
+    .await;
+    assert!(
+        all_arrived,
+        "{} of {expected} events arrived",
+        receiver.accepted().len()
+    );
+    assert_complete_and_ordered(&receiver, &histories);
+    for c in receiver.captured() {
+        assert!(signed_by(&secret, &c), "bad signature on {c:?}");
+    }
+    let _ = replica.terminate().await;
 }
