@@ -78,9 +78,12 @@ impl Modify for BearerAuth {
 pub fn document() -> String {
     // Serialising the generated document cannot fail (it is plain data); an empty object would
     // still be valid JSON.
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+    // utoipa has no OpenAPI 3.1 `webhooks` object; it is added to the generated JSON.
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(root) = doc.as_object_mut() {
+        root.insert("webhooks".into(), webhooks::openapi_webhooks());
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Serves the document built at start.
@@ -144,6 +147,11 @@ mod tests {
                 .as_array()
                 .is_some_and(|t| t.iter().any(|v| v == "payment.needs_attention")),
             "{types}"
+        );
+        let sent = &doc["webhooks"]["paymentEvent"]["post"];
+        assert_eq!(
+            sent["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/WebhookEvent"
         );
         let create = &doc["paths"]["/v1/webhooks"]["post"]["responses"];
         for status in ["201", "400", "401", "413", "422"] {

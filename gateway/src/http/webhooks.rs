@@ -489,3 +489,39 @@ pub async fn replay_delivery(
     tracing::info!(webhook_id = %id, delivery_id = delivery, "webhook delivery replayed");
     Ok((StatusCode::ACCEPTED, Json(replayed.into())))
 }
+
+/// The OpenAPI 3.1 `webhooks` entry: the request the gateway sends to a registered endpoint
+/// (headers, body schema `WebhookEvent`, the answers it understands).
+pub fn openapi_webhooks() -> serde_json::Value {
+    serde_json::json!({
+        "paymentEvent": {
+            "post": {
+                "summary": "A payment event, POSTed to every endpoint subscribed to its type",
+                "description": "Signed per Standard Webhooks 1.0. Sent at least once: a retry or \
+                    a replay carries the same webhook-id and body; drop duplicates by \
+                    webhook-id. A wallet's events arrive in wallet_sequence order.",
+                "parameters": [
+                    { "name": "webhook-id", "in": "header", "required": true,
+                      "description": "The event id (evt_<n>)",
+                      "schema": { "type": "string", "pattern": "^evt_[0-9]+$" } },
+                    { "name": "webhook-timestamp", "in": "header", "required": true,
+                      "description": "Unix seconds of this attempt",
+                      "schema": { "type": "string", "pattern": "^[0-9]+$" } },
+                    { "name": "webhook-signature", "in": "header",
+                      "required": true,
+                      "description": "v1,<base64 HMAC-SHA256 of {webhook-id}.{webhook-timestamp}.{body} keyed by the base64-decoded secret after whsec_>; during a rotation's overlap two, space-separated",
+                      "schema": { "type": "string", "pattern": "^v1,[A-Za-z0-9+/=]+( v1,[A-Za-z0-9+/=]+)?$" } },
+                ],
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/WebhookEvent" } } },
+                },
+                "responses": {
+                    "2XX": { "description": "Delivered" },
+                    "default": { "description": "Any other answer, a redirect or a timeout: retried with exponential backoff and jitter, up to webhooks.retry_for_ms (24 h) or webhooks.max_attempts, then DEAD" },
+                },
+            }
+        }
+    })
+}
