@@ -548,6 +548,7 @@ on_both_databases! {
 async fn private_and_plain_http_targets_are_refused_at_registration_and_at_delivery() {
     // Default rules: https only, public addresses only.
     let strict = WebhookStack::start(DatabaseKind::Sqlite, "poll_interval_ms = 50").await;
+    let before = strict.stack.db.row_counts().await;
     for url in [
         "http://example.com/hook",
         "https://127.0.0.1/hook",
@@ -563,6 +564,11 @@ async fn private_and_plain_http_targets_are_refused_at_registration_and_at_deliv
     }
     let reply = strict.register("https://example.com/hook", &[]).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        strict.stack.db.row_counts().await,
+        before,
+        "a refused registration wrote something"
+    );
     drop(strict);
 
     // Plain http allowed, private targets not: an endpoint whose name resolves to loopback
