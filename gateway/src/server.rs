@@ -1,5 +1,6 @@
 //! The running gateway: [`Gateway::start`] connects the database (migrating it) and prepares the
-//! signerd client; [`Gateway::serve`] answers HTTP until `shutdown` completes, then stops
+//! signerd client; [`Gateway::serve`] answers HTTP (and runs the payment worker and the webhook
+//! dispatcher, unless configured off) until `shutdown` completes, then stops
 //! accepting, lets in-flight requests finish (up to `server.shutdown_grace_ms`) and closes the
 //! database pool last.
 

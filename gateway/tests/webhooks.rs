@@ -931,3 +931,28 @@ async fn two_replicas_on_postgres_share_deliveries_and_keep_wallet_order() {
     }
     let _ = replica.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_worker_delivers_when_serve_runs_no_dispatcher() {
+    let s = WebhookStack::start_open(DatabaseKind::Sqlite, "dispatcher = false").await;
+    let receiver = Receiver::start().await;
+    let reply = s.register(&receiver.url(), &["payment.created"]).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let webhook = reply.json()["id"].as_str().unwrap_or_default().to_owned();
+    let sink = s.wallet("sink", 10 * XLM).await;
+    let source = s.wallet("source", 100 * XLM).await;
+    let payment = s.pay(&source, &sink).await;
+    s.final_history(&payment).await;
+    // `serve` alone sends nothing.
+    let queued = s.deliveries(&webhook).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0]["state"], "PENDING", "{queued:?}");
+    assert!(receiver.captured().is_empty());
+    let mut worker = GatewayProcess::start_worker(&s.stack.gateway.config).await;
+    let delivered = eventually(Duration::from_secs(30), || async {
+        receiver.accepted().len() == 1
+    })
+    .await;
+    assert!(delivered, "`gateway worker` sent nothing\n{}", worker.log());
+    let _ = worker.terminate().await;
+}
