@@ -424,12 +424,18 @@ impl Store {
     }
 
     /// Records an attempt's outcome, if `owner` still holds the delivery. Returns whether it did.
+    ///
+    /// A retried delivery also postpones the later pending deliveries of its wallet to that
+    /// endpoint to its own next attempt: they cannot go before it anyway, and not being due they
+    /// stay out of every claim's scan (an endpoint that is down with a long backlog would
+    /// otherwise cost every claim of every endpoint a walk over that backlog).
     pub async fn finish_webhook_attempt(
         &self,
-        delivery: i64,
+        claimed: &ClaimedDelivery,
         owner: &str,
         outcome: &AttemptOutcome,
     ) -> Result<bool> {
+        let delivery = claimed.id;
         let now = Timestamp::now();
         let statement = match outcome {
             AttemptOutcome::Delivered { status } => sqlx::query(
@@ -469,7 +475,36 @@ impl Store {
             .bind(delivery)
             .bind(owner.to_owned()),
         };
-        Ok(self.write_statement(statement).await? == 1)
+        let postpone = matches!(
+            outcome,
+            AttemptOutcome::Failed {
+                retry_in_ms: Some(_),
+                ..
+            }
+        )
+        .then(|| {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET due_at_ms = \
+                   (SELECT h.due_at_ms FROM webhook_deliveries h WHERE h.id = $1) \
+                 WHERE endpoint_id = $2 AND wallet_id = $3 AND state = 'PENDING' \
+                   AND wallet_sequence > $4 \
+                   AND due_at_ms < (SELECT h.due_at_ms FROM webhook_deliveries h WHERE h.id = $1)",
+            )
+            .bind(delivery)
+            .bind(claimed.endpoint_id.clone())
+            .bind(claimed.wallet_id.clone())
+            .bind(claimed.wallet_sequence)
+        });
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                let recorded = statement.execute(&mut *conn).await?.rows_affected() == 1;
+                if recorded && let Some(postpone) = postpone {
+                    postpone.execute(&mut *conn).await?;
+                }
+                Ok(recorded)
+            })
+        }))
+        .await
     }
 
     /// Pending deliveries and the oldest one's age (database clock).

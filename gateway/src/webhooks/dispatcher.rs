@@ -203,7 +203,7 @@ impl Dispatcher {
         }
         match self
             .store
-            .finish_webhook_attempt(delivery.id, &self.owner, &outcome)
+            .finish_webhook_attempt(&delivery, &self.owner, &outcome)
             .await
         {
             Ok(true) => {}
