@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and every test, on a fresh machine as on a developer's:
 #   bash scripts/test.sh
-# Installs what the tests need (Debian's softhsm2, faketime and postgresql) when it is missing, starts
+# Installs what the tests need (Debian's softhsm2, faketime and postgresql; the standardwebhooks
+# Python library) when it is missing, starts
 # Postgres and exports GATEWAY_TEST_POSTGRES_URL for the gateway's tests, then runs
 # cargo fmt --check, clippy with warnings denied, the stack demo, and the whole test suite.
 set -euo pipefail
@@ -22,6 +23,14 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
   echo "==> installing faketime"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq faketime >/dev/null
+fi
+
+# The Standard Webhooks reference library for Python: the webhook tests check every captured
+# delivery's signature with it (an implementation independent of the gateway's).
+if ! python3 -c 'import standardwebhooks' >/dev/null 2>&1; then
+  echo "==> installing the standardwebhooks Python library"
+  python3 -m pip install -q standardwebhooks==1.1.0 \
+    || python3 -m pip install -q --break-system-packages standardwebhooks==1.1.0
 fi
 
 # Postgres for the gateway's storage tests: install it when missing, start the cluster when it is

@@ -47,6 +47,9 @@ pub struct Config {
     /// Payments: limits and the worker.
     #[serde(default)]
     pub payments: PaymentsConfig,
+    /// Webhooks: which targets endpoints may name, and the dispatcher.
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhooksConfig,
     /// The config file's directory, which a relative SQLite path is relative to.
     #[serde(skip)]
     database_base: Option<PathBuf>,
@@ -660,6 +663,7 @@ impl Config {
 
     fn check(&self) -> Result<()> {
         let field = |name: &str, why: &str| Err(Error::Config(format!("{name}: {why}")));
+        self.webhooks.check()?;
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return field("server.max_body_bytes", "must be between 1 KiB and 16 MiB");
         }

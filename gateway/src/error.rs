@@ -78,6 +78,14 @@ pub enum Error {
     #[error("payment {0} not found")]
     PaymentNotFound(crate::model::PaymentId),
 
+    /// No live webhook endpoint (or delivery of it) with this id.
+    #[error("{0}")]
+    WebhookNotFound(String),
+
+    /// A delivery still pending (or being sent) cannot be replayed.
+    #[error("{0}")]
+    DeliveryPending(String),
+
     /// Only a `NEEDS_ATTENTION` payment can be resolved by an operator.
     #[error("payment {0} does not need attention")]
     PaymentNotNeedingAttention(crate::model::PaymentId),
@@ -184,6 +192,8 @@ impl Error {
             Error::IdempotencyInProgress => (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"),
             Error::LimitExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "LIMIT_EXCEEDED"),
             Error::PaymentNotFound(_) => (StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND"),
+            Error::WebhookNotFound(_) => (StatusCode::NOT_FOUND, "WEBHOOK_NOT_FOUND"),
+            Error::DeliveryPending(_) => (StatusCode::CONFLICT, "DELIVERY_PENDING"),
             Error::PaymentNotNeedingAttention(_) => {
                 (StatusCode::CONFLICT, "PAYMENT_NOT_NEEDING_ATTENTION")
             }

@@ -24,6 +24,8 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`server`]: [`server::Gateway`]: start (connect, migrate) and `serve(listener, shutdown)`.
 //! - [`commands`]: one module per CLI subcommand.
+//! - [`webhooks`]: the event outbox's delivery: endpoint targets (URL rules), Standard Webhooks
+//!   signatures, and the dispatcher that POSTs each event with retries, in order per wallet.
 //! - [`error`]: the crate's error type and the one place it becomes an HTTP response.
 
 pub mod api_key;
@@ -39,3 +41,4 @@ pub mod provision;
 pub mod server;
 pub mod signer;
 pub mod store;
+pub mod webhooks;

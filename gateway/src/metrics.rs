@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -24,6 +25,11 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PaymentLabels {
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +67,9 @@ struct Inner {
     wallets_created: Counter,
     rate_limited: Counter,
     reads_behind: Family<ReadLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_backlog: Gauge,
+    webhook_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -127,6 +136,24 @@ impl Metrics {
             "Payment decisions postponed because the network read came from a node behind the ledger that would prove them, by read (source_absent, destination_absent, source_sequence)",
             reads_behind.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts by outcome (delivered, retried, dead)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_backlog = Gauge::default();
+        registry.register(
+            "webhook_outbox_backlog",
+            "Webhook deliveries not yet delivered nor dead",
+            webhook_backlog.clone(),
+        );
+        let webhook_oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "webhook_oldest_undelivered_age_seconds",
+            "Age of the oldest webhook delivery not yet delivered nor dead (database clock)",
+            webhook_oldest_age.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -139,6 +166,9 @@ impl Metrics {
                 wallets_created,
                 rate_limited,
                 reads_behind,
+                webhook_deliveries,
+                webhook_backlog,
+                webhook_oldest_age,
             }),
         }
     }
@@ -215,6 +245,22 @@ impl Metrics {
             .reads_behind
             .get_or_create(&ReadLabels { read })
             .inc();
+    }
+
+    /// Counts one webhook delivery attempt by outcome (`delivered`, `retried`, `dead`).
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.inner
+            .webhook_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the outbox backlog gauges.
+    pub fn webhook_backlog(&self, backlog: crate::store::webhooks::Backlog) {
+        self.inner.webhook_backlog.set(backlog.pending);
+        self.inner
+            .webhook_oldest_age
+            .set(backlog.oldest_age_ms.max(0) as f64 / 1000.0);
     }
 
     /// The OpenMetrics text exposition.

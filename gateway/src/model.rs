@@ -66,6 +66,11 @@ uuid_id!(
     "payment id"
 );
 uuid_id!(
+    /// A webhook endpoint's id, chosen by the gateway.
+    WebhookId,
+    "webhook id"
+);
+uuid_id!(
     /// An API key's id (not the secret: the id is safe to log and show).
     ApiKeyId,
     "api key id"
@@ -423,6 +428,14 @@ pub enum AuditAction {
     ApiKeyRevoked,
     /// An admin settled a payment that needed attention.
     PaymentResolved,
+    /// A webhook endpoint was registered.
+    WebhookCreated,
+    /// A webhook endpoint was deleted (its pending deliveries cancelled).
+    WebhookDeleted,
+    /// A webhook endpoint's signing secret was rotated.
+    WebhookSecretRotated,
+    /// A webhook delivery was queued again by hand.
+    WebhookDeliveryReplayed,
 }
 
 impl AuditAction {
@@ -438,6 +451,10 @@ impl AuditAction {
             AuditAction::ApiKeyCreated => "api_key.created",
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::PaymentResolved => "payment.resolved",
+            AuditAction::WebhookCreated => "webhook.created",
+            AuditAction::WebhookDeleted => "webhook.deleted",
+            AuditAction::WebhookSecretRotated => "webhook.secret_rotated",
+            AuditAction::WebhookDeliveryReplayed => "webhook.delivery_replayed",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The running gateway: [`Gateway::start`] connects the database (migrating it) and prepares the
-//! signerd client; [`Gateway::serve`] answers HTTP until `shutdown` completes, then stops
+//! signerd client; [`Gateway::serve`] answers HTTP (and runs the payment worker and the webhook
+//! dispatcher, unless configured off) until `shutdown` completes, then stops
 //! accepting, lets in-flight requests finish (up to `server.shutdown_grace_ms`) and closes the
 //! database pool last.
 
@@ -19,6 +20,7 @@ use crate::payments::worker::{PaymentWorker, WorkerSettings};
 use crate::provision::WalletProvisioner;
 use crate::signer::Signer;
 use crate::store::Store;
+use crate::webhooks::dispatcher::Dispatcher;
 
 /// How often finished Idempotency-Key records past their retention are deleted.
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -61,6 +63,7 @@ impl Gateway {
             test_network: config.network.as_ref().is_some_and(|n| n.is_test_network()),
             payment_limits: http::payments::default_limits(&config.payments),
             payment_wake: Arc::new(crate::payments::worker::PaymentWake::default()),
+            webhooks: Arc::new(config.webhooks.clone()),
         };
         Ok(Gateway { config, state })
     }
@@ -89,16 +92,28 @@ impl Gateway {
         )))
     }
 
-    /// Runs only the payment worker until `shutdown` completes (`gateway worker`).
+    /// The webhook dispatcher.
+    pub fn dispatcher(&self) -> Result<Arc<Dispatcher>> {
+        Ok(Arc::new(Dispatcher::new(
+            self.state.store.clone(),
+            self.config.webhooks.clone(),
+            self.state.metrics.clone(),
+        )?))
+    }
+
+    /// Runs only the payment worker (when `[horizon]` is configured) and the webhook dispatcher
+    /// until `shutdown` completes (`gateway worker`).
     pub async fn work(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let worker = self.payment_worker(false).ok_or_else(|| {
             Error::Config("network: `gateway worker` needs a [network] section".into())
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let dispatching = tokio::spawn(self.dispatcher()?.run(stop_rx.clone()));
         let running = tokio::spawn(worker.run(stop_rx));
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = running.await;
+        let _ = dispatching.await;
         self.state.store.close().await;
         Ok(())
     }
@@ -118,6 +133,11 @@ impl Gateway {
         let worker = if self.config.payments.worker {
             self.payment_worker(true)
                 .map(|worker| tokio::spawn(worker.run(stop_rx.clone())))
+        } else {
+            None
+        };
+        let dispatcher = if self.config.webhooks.dispatcher {
+            Some(tokio::spawn(self.dispatcher()?.run(stop_rx.clone())))
         } else {
             None
         };
@@ -156,6 +176,16 @@ impl Gateway {
                 .is_err()
             {
                 tracing::warn!("payment worker did not stop within 5 s");
+            }
+        }
+        if let Some(dispatcher) = dispatcher {
+            // In-flight attempts end within webhooks.timeout_ms; an unrecorded one is sent
+            // again (same webhook-id) once its lease expires.
+            if tokio::time::timeout(Duration::from_secs(15), dispatcher)
+                .await
+                .is_err()
+            {
+                tracing::warn!("webhook dispatcher did not stop within 15 s");
             }
         }
         store.close().await;

@@ -1,5 +1,6 @@
-//! `gateway worker --config FILE`: run only the payment worker (no HTTP API) until SIGTERM or
-//! SIGINT. Several workers (and `serve` processes with the worker on) may share one Postgres.
+//! `gateway worker --config FILE`: run only the payment worker and the webhook dispatcher (no
+//! HTTP API) until SIGTERM or SIGINT. Several workers (and `serve` processes with the worker or
+//! dispatcher on) may share one Postgres.
 
 use std::path::Path;
 

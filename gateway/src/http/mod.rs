@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod request_context;
 pub mod users;
 pub mod wallets;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::api_key::Caller;
 use crate::error::Error;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub payment_limits: DailyLimits,
     /// Tells this process's payment worker about accepted payments.
     pub payment_wake: Arc<crate::payments::worker::PaymentWake>,
+    /// Webhook target rules and rotation overlap.
+    pub webhooks: Arc<crate::webhooks::WebhooksConfig>,
 }
 
 impl AppState {
@@ -102,6 +105,26 @@ pub fn router(state: AppState) -> Router {
             get(payments::get_balance),
         )
         .route("/v1/wallets/{wallet_id}/fund", post(payments::fund_wallet))
+        .route(
+            "/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}",
+            delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/rotate-secret",
+            post(webhooks::rotate_webhook_secret),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+            post(webhooks::replay_delivery),
+        )
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
         // Payments keep their Idempotency-Key on the payment row (see the handler).
         .route("/v1/payments", post(payments::create_payment));

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, health, payments, users, wallets};
+use super::{audit, health, payments, users, wallets, webhooks};
 use crate::api_key::Role;
 use crate::error::ErrorBody;
 use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
@@ -30,6 +30,8 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         payments::create_payment, payments::get_payment, payments::list_wallet_payments,
         payments::get_balance, payments::fund_wallet, payments::get_limits, payments::set_limits,
         payments::resolve_payment,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
+        webhooks::rotate_webhook_secret, webhooks::list_deliveries, webhooks::replay_delivery,
         health::live, health::ready, health::metrics,
     ),
     components(schemas(
@@ -40,11 +42,15 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         payments::PaymentPage, payments::Balance, payments::Funded, payments::SetLimitsRequest,
         payments::ResolvePaymentRequest, crate::store::Resolution,
         crate::payments::PaymentStatus, crate::store::DailyLimits, crate::store::PaymentEvent,
+        webhooks::CreateWebhookRequest, webhooks::Webhook, webhooks::WebhookWithSecret,
+        webhooks::RotatedSecret, webhooks::WebhookList, webhooks::Delivery, webhooks::DeliveryPage,
+        webhooks::WebhookEvent, webhooks::PaymentEventData, crate::webhooks::EventType,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "users"), (name = "wallets"),
         (name = "payments", description = "Native payments through the Stellar network (Horizon or RPC); never paid twice"),
+        (name = "webhooks", description = "Signed event delivery (Standard Webhooks); service keys; every change audited"),
         (name = "admin", description = "Needs an admin API key"),
         (name = "health", description = "No API key needed"),
     )
@@ -72,9 +78,12 @@ impl Modify for BearerAuth {
 pub fn document() -> String {
     // Serialising the generated document cannot fail (it is plain data); an empty object would
     // still be valid JSON.
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+    // utoipa has no OpenAPI 3.1 `webhooks` object; it is added to the generated JSON.
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(root) = doc.as_object_mut() {
+        root.insert("webhooks".into(), webhooks::openapi_webhooks());
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Serves the document built at start.
@@ -115,7 +124,7 @@ mod tests {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 19,
+            paths, 24,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -126,6 +135,31 @@ mod tests {
                 .is_some_and(|s| s.iter().any(|v| v == "NEEDS_ATTENTION")),
             "{statuses}"
         );
+        for schema in ["WebhookEvent", "PaymentEventData", "EventType", "Delivery"] {
+            assert!(
+                doc["components"]["schemas"].get(schema).is_some(),
+                "{schema} missing"
+            );
+        }
+        let types = &doc["components"]["schemas"]["EventType"]["enum"];
+        assert!(
+            types
+                .as_array()
+                .is_some_and(|t| t.iter().any(|v| v == "payment.needs_attention")),
+            "{types}"
+        );
+        let sent = &doc["webhooks"]["paymentEvent"]["post"];
+        assert_eq!(
+            sent["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/WebhookEvent"
+        );
+        let create = &doc["paths"]["/v1/webhooks"]["post"]["responses"];
+        for status in ["201", "400", "401", "413", "422"] {
+            assert!(
+                create.get(status).is_some(),
+                "create webhook answers {status}"
+            );
+        }
         let resolve = &doc["paths"]["/v1/payments/{payment_id}/resolve"]["post"]["responses"];
         for status in ["200", "400", "401", "403", "404", "409"] {
             assert!(

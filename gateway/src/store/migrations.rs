@@ -48,6 +48,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0005_due_by_database_clock.sql"),
         postgres: include_str!("../../../migrations/postgres/0005_due_by_database_clock.sql"),
     },
+    EmbeddedMigration {
+        version: 6,
+        description: "event_outbox_and_webhooks",
+        sqlite: include_str!("../../../migrations/sqlite/0006_event_outbox_and_webhooks.sql"),
+        postgres: include_str!("../../../migrations/postgres/0006_event_outbox_and_webhooks.sql"),
+    },
 ];
 
 /// The migrator for one database.

@@ -260,7 +260,7 @@ fn db_day(backend: Backend) -> &'static str {
 }
 
 /// Now in the database's clock, milliseconds since the Unix epoch (leases expire by it).
-fn db_now_ms(backend: Backend) -> &'static str {
+pub(crate) fn db_now_ms(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
         Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
@@ -300,11 +300,11 @@ fn fence(first: usize) -> String {
 }
 
 /// A statement's text per backend, for statements that read the database's clock.
-fn per_backend(build: fn(Backend) -> String) -> [String; 2] {
+pub(crate) fn per_backend(build: fn(Backend) -> String) -> [String; 2] {
     [build(Backend::Sqlite), build(Backend::Postgres)]
 }
 
-fn for_backend(texts: &'static [String; 2], backend: Backend) -> &'static str {
+pub(crate) fn for_backend(texts: &'static [String; 2], backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => &texts[0],
         Backend::Postgres => &texts[1],

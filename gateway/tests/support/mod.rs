@@ -35,7 +35,7 @@ pub const DEFAULT_POSTGRES_URL: &str =
 pub const GATEWAY_IDENTITY: &str = "gateway";
 
 /// Every table the gateway writes.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 15] = [
     "api_keys",
     "users",
     "wallets",
@@ -47,6 +47,10 @@ pub const TABLES: [&str; 11] = [
     "payment_leases",
     "wallet_daily_usage",
     "wallet_limits",
+    "wallet_event_sequences",
+    "outbox_events",
+    "webhook_endpoints",
+    "webhook_deliveries",
 ];
 
 /// Panics with the error chain.
