@@ -45,6 +45,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Key pools (`[pool.pkcs11]`): keys generated ahead for `CreateKey`.
+    #[serde(default)]
+    pub pool: crate::pool::PoolSection,
 }
 
 /// `[limits]`: signatures per second, per caller identity and per key. A backstop against a
@@ -456,6 +459,10 @@ impl Config {
                     "must be at least 10",
                 );
             }
+        }
+        self.pool.check()?;
+        if self.pool.pkcs11.is_some() && self.backend.pkcs11.is_none() {
+            return field("pool.pkcs11", "needs [backend.pkcs11]");
         }
         self.policy.check().map_err(Error::Config)?;
         self.audit.check().map_err(Error::Config)?;
