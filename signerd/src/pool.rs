@@ -352,8 +352,17 @@ impl Refill {
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));
             if depth < config.low_water && !refilling {
                 refilling = true;
-                self.metrics.pool.refills.get_or_create(&self.labels()).inc();
-                tracing::info!(backend = self.backend.name(), depth, target = config.target, "key pool below low water; refilling");
+                self.metrics
+                    .pool
+                    .refills
+                    .get_or_create(&self.labels())
+                    .inc();
+                tracing::info!(
+                    backend = self.backend.name(),
+                    depth,
+                    target = config.target,
+                    "key pool below low water; refilling"
+                );
             }
             if !refilling || depth >= config.target {
                 refilling = false;
@@ -476,7 +485,6 @@ pub fn is_pool_id(raw: &[u8]) -> bool {
     raw.starts_with(POOL_ID_PREFIX.as_bytes())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,11 +506,18 @@ mod tests {
             section.check()?;
             Ok(section)
         };
-        let ok = parse("[pkcs11]\ntarget = 100\nlow_water = 20\n").unwrap_or_else(|e| panic!("{e}"));
+        let ok =
+            parse("[pkcs11]\ntarget = 100\nlow_water = 20\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.pkcs11.map(|p| p.refill_per_second), Some(20));
         for (text, name) in [
-            ("[pkcs11]\ntarget = 0\nlow_water = 0\n", "pool.pkcs11.target"),
-            ("[pkcs11]\ntarget = 10\nlow_water = 11\n", "pool.pkcs11.low_water"),
+            (
+                "[pkcs11]\ntarget = 0\nlow_water = 0\n",
+                "pool.pkcs11.target",
+            ),
+            (
+                "[pkcs11]\ntarget = 10\nlow_water = 11\n",
+                "pool.pkcs11.low_water",
+            ),
             (
                 "[pkcs11]\ntarget = 10\nlow_water = 1\nrefill_per_second = 0\n",
                 "pool.pkcs11.refill_per_second",

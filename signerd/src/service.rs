@@ -498,9 +498,7 @@ impl Signer for SignerService {
             self.audit.writer.append(record::members(&record)).await?;
             self.metrics.pool.count_creation(key.backend, origin);
         }
-        if created
-            && let Err(e) = self.keyring.confirm_binding(&key).await
-        {
+        if created && let Err(e) = self.keyring.confirm_binding(&key).await {
             // The key exists and is recorded; the marker left in the token only means the next
             // start writes the same `created` record again (see crate::pool).
             tracing::warn!(error = %e, key_id = %key_id, "could not mark a key's creation as recorded");

@@ -59,8 +59,8 @@ async fn wait_for_pool(signerd: &SignerdProcess, depth: usize) {
 
 /// Every audit record, raw (pool records have members the typed view does not know).
 fn raw_audit(signerd: &SignerdProcess) -> Vec<serde_json::Value> {
-    let files = signerd::audit::reader::log_files(&signerd.audit_dir())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let files =
+        signerd::audit::reader::log_files(&signerd.audit_dir()).unwrap_or_else(|e| panic!("{e}"));
     let mut records = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -194,7 +194,8 @@ fn token_task() {
             entry.insert(name.into(), value);
         }
         let value = session.get_attributes(handle, &[AttributeType::Value]);
-        let value_returned = matches!(&value, Ok(attrs) if attrs.iter().any(|a| matches!(a, Attribute::Value(_))));
+        let value_returned =
+            matches!(&value, Ok(attrs) if attrs.iter().any(|a| matches!(a, Attribute::Value(_))));
         entry.insert("value_returned".into(), value_returned.into());
         private_keys.push(serde_json::Value::Object(entry));
     }
@@ -242,22 +243,27 @@ fn token_task() {
             .find(|p| p["id"] == id && p["public_key"].as_str().is_some_and(|k| !k.is_empty()))
             .and_then(|p| p["public_key"].as_str())
             .and_then(|k| stellar_strkey::ed25519::PublicKey::from_string(k).ok());
-        let mechanism = cryptoki::mechanism::Mechanism::Eddsa(
-            cryptoki::mechanism::eddsa::EddsaParams::new(
+        let mechanism =
+            cryptoki::mechanism::Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
                 cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
-            ),
-        );
+            ));
         let signs = public.is_some_and(|public| {
-            session.sign(&mechanism, handle, message).is_ok_and(|signature| {
-                signer_testkit::signature_verifies(&public.0, message, &signature)
-            })
+            session
+                .sign(&mechanism, handle, message)
+                .is_ok_and(|signature| {
+                    signer_testkit::signature_verifies(&public.0, message, &signature)
+                })
         });
         entry["signs_for_its_id"] = signs.into();
     }
     let markers = session
         .find_objects(&[
             Attribute::Class(ObjectClass::DATA),
-            Attribute::Application(signerd::backend::pkcs11::PENDING_APPLICATION.as_bytes().to_vec()),
+            Attribute::Application(
+                signerd::backend::pkcs11::PENDING_APPLICATION
+                    .as_bytes()
+                    .to_vec(),
+            ),
         ])
         .unwrap_or_else(|e| panic!("{e}"))
         .len();
@@ -341,7 +347,10 @@ async fn a_pool_key_is_protected_unlisted_and_unusable_until_bound() {
         .client("gateway")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let pool_id = pool_private[0]["id"].as_str().unwrap_or_default().to_owned();
+    let pool_id = pool_private[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let refused = gateway
         .sign_hash(pb::SignHashRequest {
             key_id: pool_id.clone(),
@@ -562,7 +571,10 @@ async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() 
             if let Ok(answer) = answer {
                 let key = answer.key.unwrap_or_else(|| panic!("no key"));
                 if let Some(before) = answered.insert(id.clone(), key.public_key.clone()) {
-                    assert_eq!(before, key.public_key, "round {round}: {id} changed key (seed {seed})");
+                    assert_eq!(
+                        before, key.public_key,
+                        "round {round}: {id} changed key (seed {seed})"
+                    );
                 }
             }
         }
@@ -588,7 +600,11 @@ async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() 
         final_keys.insert(id.clone(), key);
     }
     let distinct: BTreeSet<_> = final_keys.values().collect();
-    assert_eq!(distinct.len(), final_keys.len(), "a key is bound to two ids (seed {seed})");
+    assert_eq!(
+        distinct.len(),
+        final_keys.len(),
+        "a key is bound to two ids (seed {seed})"
+    );
 
     // Through PKCS#11: per id exactly one usable public key and exactly one private key that
     // signs for it, and no key under two ids. (A SIGKILL while SoftHSM rewrites an object file
@@ -600,12 +616,20 @@ async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() 
             .into_iter()
             .filter(|k| k["id"] == id.as_str() && k["signs_for_its_id"] == true)
             .count();
-        assert_eq!(good_private, 1, "{id} has {good_private} private keys signing for it (seed {seed})");
+        assert_eq!(
+            good_private, 1,
+            "{id} has {good_private} private keys signing for it (seed {seed})"
+        );
         let usable_public = entries(&census, "public")
             .into_iter()
-            .filter(|k| k["id"] == id.as_str() && k["public_key"].as_str().is_some_and(|p| !p.is_empty()))
+            .filter(|k| {
+                k["id"] == id.as_str() && k["public_key"].as_str().is_some_and(|p| !p.is_empty())
+            })
             .count();
-        assert_eq!(usable_public, 1, "{id} has {usable_public} public keys (seed {seed})");
+        assert_eq!(
+            usable_public, 1,
+            "{id} has {usable_public} public keys (seed {seed})"
+        );
     }
     let leftovers = entries(&census, "private")
         .into_iter()
@@ -618,15 +642,20 @@ async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() 
         if key.is_empty() {
             continue;
         }
-        assert!(seen.insert(key.clone()), "{key} appears twice in the token (seed {seed})");
-        if let Some(id) = public["id"].as_str().filter(|id| !id.starts_with("pool:")) {
-            if let Some(expected) = final_keys.get(id) {
-                assert_eq!(expected, &key, "{id} (seed {seed})");
-            }
+        assert!(
+            seen.insert(key.clone()),
+            "{key} appears twice in the token (seed {seed})"
+        );
+        if let Some(id) = public["id"].as_str().filter(|id| !id.starts_with("pool:"))
+            && let Some(expected) = final_keys.get(id)
+        {
+            assert_eq!(expected, &key, "{id} (seed {seed})");
         }
     }
     // The log stays verifiable, and every binding is recorded with the key it has.
-    let verify = signerd.verify_audit(&["--live"]).unwrap_or_else(|e| panic!("{e:#}"));
+    let verify = signerd
+        .verify_audit(&["--live"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         verify.status.success(),
         "{}{}",
@@ -642,9 +671,21 @@ async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() 
     }
     for (id, key) in &recorded {
         if let Some(expected) = final_keys.get(id) {
-            assert_eq!(expected, key, "a created record of {id} names another key (seed {seed})");
+            assert_eq!(
+                expected, key,
+                "a created record of {id} names another key (seed {seed})"
+            );
         }
     }
-    let recovered = signerd.log().matches("completed a pool binding interrupted by a crash").count();
-    println!("bindings completed at restart: {recovered}");
+    let recovered = signerd
+        .log()
+        .matches("completed a pool binding interrupted by a crash")
+        .count();
+    let recorded_late = signerd
+        .log()
+        .matches("recorded a pool binding a crash left unrecorded")
+        .count();
+    println!(
+        "bindings rolled forward at restart: {recovered}; created records written at restart: {recorded_late}"
+    );
 }

@@ -190,7 +190,7 @@ impl Store {
                 .await;
         }
         let mut tx = self.pool.begin().await?;
-        let completed = complete_on(&mut *tx, id, &public_key, &ctx).await?;
+        let completed = complete_on(&mut tx, id, &public_key, &ctx).await?;
         tx.commit().await?;
         Ok(completed)
     }

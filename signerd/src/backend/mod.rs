@@ -219,7 +219,14 @@ impl Keyring {
             return Ok((bound, Origin::Pool));
         }
         let (key, created) = target.create_key_unconfirmed(id).await?;
-        Ok((key, if created { Origin::Inline } else { Origin::Existing }))
+        Ok((
+            key,
+            if created {
+                Origin::Inline
+            } else {
+                Origin::Existing
+            },
+        ))
     }
 
     /// Tells the backend holding `key` that its binding is recorded.

@@ -316,14 +316,16 @@ impl Pkcs11Backend {
             return Ok((key_info(id, key), false));
         }
         let id_bytes = id.as_str().as_bytes().to_vec();
-        let marked = marked;
         let (created, marker) = run(&token, move |session| {
             let marker = if marked {
                 Some(session.create_object(&pending_marker(&id_bytes))?)
             } else {
                 None
             };
-            Ok((generate_key_pair(session, &id_bytes, &private_label)?, marker))
+            Ok((
+                generate_key_pair(session, &id_bytes, &private_label)?,
+                marker,
+            ))
         })
         .await
         .map_err(|e| self.fail(&token, e))?;
@@ -399,8 +401,8 @@ impl KeyBackend for Pkcs11Backend {
         let key = run(&token, move |session| {
             generate_key_pair(session, &pool_id, &pool_id)
         })
-            .await
-            .map_err(|e| self.fail(&token, e))?;
+        .await
+        .map_err(|e| self.fail(&token, e))?;
         let public = key.public;
         lock(&token.staged).push(key);
         Ok(public)
@@ -803,7 +805,7 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
     ];
     // Every private key is listed before any pair is checked, so that a duplicate is named as
     // such whatever order the token returns its objects in.
-    let mut private_keys: BTreeMap<KeyId, Vec<(ObjectHandle, Option<Vec<u8>>)>> = BTreeMap::new();
+    let mut private_keys: BTreeMap<KeyId, Vec<PrivateCandidate>> = BTreeMap::new();
     let mut pool_privates: BTreeMap<Vec<u8>, ObjectHandle> = BTreeMap::new();
     for handle in session.find_objects(&private_template)? {
         let attrs = session.get_attributes(handle, &[AttributeType::Id, AttributeType::Label])?;
@@ -829,7 +831,10 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
             continue;
         };
         let pool_label = label.filter(|l| is_pool_id(l));
-        private_keys.entry(id).or_default().push((handle, pool_label));
+        private_keys
+            .entry(id)
+            .or_default()
+            .push((handle, pool_label));
     }
     // Roll forward bindings committed on the private key before the public key was renamed.
     for (id, candidates) in &private_keys {
@@ -949,6 +954,10 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
         markers,
     })
 }
+
+/// A private key object under a key id, with its label when that is a pool id (a key
+/// `CreateKey` made).
+type PrivateCandidate = (ObjectHandle, Option<Vec<u8>>);
 
 /// Errors from using one object that mean the object itself is broken (a torn write), not the
 /// token.
