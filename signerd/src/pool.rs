@@ -4,7 +4,7 @@
 //! # Namespace
 //!
 //! A pool key lives in the backend under an id starting with [`POOL_ID_PREFIX`] (`pool:` and
-//! 32 random hex digits). `:` is outside the [`KeyId`] alphabet, so no caller can name a pool
+//! 32 random hex digits). `:` is outside the [`KeyId`](crate::keys::KeyId) alphabet, so no caller can name a pool
 //! key: it is not in the key index, not listed by `ListKeys`, and `SignTransaction`/`SignHash`
 //! cannot reach it. A pool key is generated with exactly the template of any other key
 //! (sensitive, never extractable, not copyable, not destroyable, modifiable so that binding
@@ -12,26 +12,44 @@
 //!
 //! # Binding, and what a crash leaves (PKCS#11)
 //!
-//! `CreateKey(X)` holds the per-id creation lock (see [`crate::backend::Keyring`]), takes a key
-//! off the in-memory pool (it is never put back: a key whose binding failed comes back only
-//! through the next start's index), checks that its private object signs for its public object,
-//! and then:
+//! `CreateKey(X)` holds the per-id creation lock (see [`crate::backend::Keyring`]) and has found
+//! no key `X` in any backend. It takes a key off the in-memory pool (never put back: a key whose
+//! binding failed comes back only through the next start's index, so an assigned key is never
+//! handed out again), checks that its private object signs for its public object, and then:
 //!
-//! 1. sets the private key's `CKA_ID` to `X`: the commit point. A single attribute of a single
-//!    object, so the key is either still a pool key or bound to `X`, never both nor two ids.
-//!    Its `CKA_LABEL` keeps `pool:N`: the marker "bound, not yet recorded";
-//! 2. sets the public key's `CKA_ID` and `CKA_LABEL` to `X`;
-//! 3. writes the `created` audit record (key id, public key) and waits for it to be durable;
-//! 4. sets the private key's `CKA_LABEL` to `X`: binding recorded, marker gone.
+//! 1. creates a *creation marker*: a `CKO_DATA` object with `CKA_APPLICATION`
+//!    `signerd-pending-key` and `CKA_LABEL` `X` ("a key for `X` exists or is being made, its
+//!    `created` record is not known to be durable");
+//! 2. sets the private key's `CKA_ID` to `X`: the commit point. A single attribute of a single
+//!    object, so the key is bound to one id or to none, never to two;
+//! 3. sets the public key's `CKA_ID` and `CKA_LABEL` to `X`;
+//! 4. writes the `created` audit record (key id, public key) and waits until it is durable;
+//! 5. destroys the marker and answers.
 //!
-//! At start the index is rebuilt from the token in one pass: a private key whose `CKA_ID` is a
-//! key id but whose label is still `pool:N` crashed between 1 and 4. It is rolled forward: its
-//! public object is found under `X` (after 2) or under `pool:N` (before 2) and renamed, the key
-//! is indexed under `X`, and the pool task writes its `created` record (request id
-//! [`RECOVERY_REQUEST_ID`]) before clearing the marker. A crash between 3 and 4 therefore
-//! writes the same `created` record (same id, same public key) twice; never none. Two keys
-//! under one id still stop signerd from starting (the index is strict), and cannot arise from
-//! a crash: a retried `CreateKey(X)` after restart finds `X` already bound.
+//! A key generated inline (empty pool) gets a marker the same way, and its private key a
+//! `pool:` label. The key's own objects are never written after the answer: SoftHSM rewrites an
+//! object file in place (truncate, then one write per attribute), so a SIGKILL during a write
+//! leaves a torn object, and a key given to a caller must not be exposed to that.
+//!
+//! At start the index is rebuilt from the token in one pass (see `build_index` in
+//! [`crate::backend::pkcs11`]):
+//!
+//! - a private key under `X` with no public key under `X`, labelled `pool:N` while the public key
+//!   `pool:N` still exists, crashed between 2 and 3: the public key is renamed to `X` (rolled
+//!   forward);
+//! - a private key labelled `pool:` that does not sign for the public key under its id (or
+//!   cannot sign at all) is the leftover of a creation cut short by a crash, never answered: it
+//!   is skipped (it cannot sign for `X`'s key, so it cannot be chosen), and `X` keeps its one good
+//!   key, if it has one;
+//! - a marker whose key `X` is indexed means the `created` record may be missing: the refill task
+//!   writes it (request id [`RECOVERY_REQUEST_ID`]) and then destroys the marker, so a crash
+//!   between 4 and 5 writes the same record (same id, same public key) twice, never zero times; a
+//!   marker whose key does not exist is destroyed.
+//!
+//! A `CreateKey(X)` retried after the crash finds `X` bound (crash after 2), or binds another
+//! pool key (crash before 2, or `X`'s objects torn before the answer). Two good keys under one
+//! id, or a private key without a `pool:` label that does not match, still stop signerd from
+//! starting: the index stays strict about what a crash cannot produce.
 //!
 //! Cloud KMS names a key by its CryptoKey id, fixed at creation, so a pool key could only be
 //! bound through a mapping of labels that every lookup would then have to trust; signerd
@@ -64,7 +82,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyInfo, PublicKey};
 use crate::metrics::Metrics;
 
-/// The id (and label) prefix of an unassigned pool key. Not a [`KeyId`] (`:` is outside its
+/// The id (and label) prefix of an unassigned pool key. Not a [`KeyId`](crate::keys::KeyId) (`:` is outside its
 /// alphabet), so callers cannot name one.
 pub const POOL_ID_PREFIX: &str = "pool:";
 

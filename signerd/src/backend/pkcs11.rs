@@ -355,7 +355,7 @@ impl KeyBackend for Pkcs11Backend {
 
     /// A creation marker is stored before the key is generated, and the private key's label is
     /// a fresh pool id, as a bound pool key's: a leftover of a generation a crash cut short is
-    /// then recognisable at the next start (see [`build_index`]).
+    /// then recognisable at the next start (see `build_index`).
     async fn create_key_unconfirmed(&self, id: &KeyId) -> Result<(KeyInfo, bool)> {
         self.create_key_labelled(id, new_pool_id()?.into_bytes(), true)
             .await
