@@ -549,4 +549,36 @@ mod tests {
         }
         assert!(parse("[pkcs11]\ntarget = 1\nlow_water = 1\nsize = 3\n").is_err());
     }
+
+    #[test]
+    fn a_pool_needs_its_backend_and_the_whole_config_names_the_field() {
+        let config = |extra: &str| {
+            format!(
+                r#"
+                [server]
+                listen = "127.0.0.1:0"
+                [tls]
+                cert = "server.pem"
+                key = "server.key"
+                client_ca = "ca.pem"
+                [backend]
+                default = "gcp-kms"
+                [backend.gcp_kms]
+                key_ring = "projects/p/locations/global/keyRings/signerd"
+                [audit]
+                dir = "audit"
+                {extra}
+                "#
+            )
+        };
+        let error_of = |text: String| match crate::config::Config::parse(&text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        };
+        let err = error_of(config("[pool.pkcs11]\ntarget = 10\nlow_water = 5"));
+        assert!(err.contains("pool.pkcs11: needs [backend.pkcs11]"), "{err}");
+        let err = error_of(config("[pool.gcp_kms]\ntarget = 10\nlow_water = 5"));
+        assert!(err.contains("pool.gcp_kms: Cloud KMS"), "{err}");
+        assert!(crate::config::Config::parse(&config("")).is_ok());
+    }
 }
