@@ -15,7 +15,8 @@
 //! `CreateKey(X)` holds the per-id creation lock (see [`crate::backend::Keyring`]) and has found
 //! no key `X` in any backend. It takes a key off the in-memory pool (never put back: a key whose
 //! binding failed comes back only through the next start's index, so an assigned key is never
-//! handed out again), checks that its private object signs for its public object, and then:
+//! handed out again), checks that its private object signs for its public object (a key found in
+//! the token at connect; a pair this process generated is one by construction), and then:
 //!
 //! 1. creates a *creation marker*: a `CKO_DATA` object with `CKA_APPLICATION`
 //!    `signerd-pending-key` and `CKA_LABEL` `X` ("a key for `X` exists or is being made, its
