@@ -208,30 +208,4 @@ on_both_databases! {
         assert!(duplicate.message().contains(&field(&first.json(), "id")));
         assert_eq!(stack.db.row_counts().await["users"], 1);
     }
-
-    async fn a_wallet_spends_no_idempotency_record_but_still_needs_the_header(kind: DatabaseKind) {
-        // Today's wallet path commits twice (reservation, completion): no claim and no stored
-        // response, since the user's one wallet is its own idempotency record.
-        let stack = Stack::start(kind).await;
-        let user_id = stack.create_user("customer-lean").await;
-        let path = format!("/v1/users/{user_id}/wallet");
-        let claims_before = stack.db.row_counts().await["idempotency_keys"];
-
-        let auth = format!("Bearer {}", stack.service_key);
-        let missing = stack.http.send("POST", &path, &[("authorization", &auth)], None).await;
-        assert_eq!(missing.status, 400, "{}", missing.body);
-        assert_eq!(missing.error_code(), "VALIDATION_FAILED");
-        assert!(missing.message().contains("Idempotency-Key"), "{}", missing.body);
-
-        let first = stack.http.post_with_idempotency_key(&path, &stack.service_key, "lean-1", "").await;
-        assert_eq!(first.status, 201, "{}", first.body);
-        let again = stack.http.post_with_idempotency_key(&path, &stack.service_key, "lean-1", "").await;
-        assert_eq!(again.status, 200, "{}", again.body);
-        assert_eq!(again.json(), first.json());
-        let counts = stack.db.row_counts().await;
-        assert_eq!(counts["idempotency_keys"], claims_before, "a wallet request stored an idempotency record");
-        assert_eq!(counts["wallets"], 1);
-        assert_eq!(stack.audit_events("wallet", &field(&first.json(), "id")).await.len(), 1);
-    }
-
 }

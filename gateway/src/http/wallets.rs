@@ -4,24 +4,19 @@
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
 use super::extract::{ApiJson, ApiPath};
-use super::idempotency::IDEMPOTENCY_KEY_HEADER;
 use super::users::AdminActionRequest;
 use super::{AppState, audit_context};
 use crate::api_key::Caller;
 use crate::error::{Error, ErrorBody, Result};
-use crate::model::{IdempotencyKey, Reason, RequestId, UserId, Wallet, WalletId};
+use crate::model::{Reason, RequestId, UserId, Wallet, WalletId};
 use crate::provision::Provisioned;
 use crate::store::WalletRecord;
 
 /// Gets or creates the user's wallet: 201 when this request created it, 200 when it existed.
 /// Safe to repeat and to run concurrently: a user never gets a second wallet or key.
-///
-/// The `Idempotency-Key` header is required as on every POST, but no response is stored under
-/// it: the user's one wallet is the idempotency record, so a repeat (with any key) answers with
-/// the same wallet (200).
 #[utoipa::path(
     post, path = "/v1/users/{user_id}/wallet", tag = "wallets",
     params(("user_id" = String, Path, description = "A UUID"), ("Idempotency-Key" = String, Header)),
@@ -38,17 +33,8 @@ pub async fn create_wallet(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(request_id): Extension<RequestId>,
-    headers: HeaderMap,
     ApiPath(user_id): ApiPath<UserId>,
 ) -> Result<(StatusCode, Json<Wallet>)> {
-    headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .ok_or_else(|| {
-            Error::Validation("the Idempotency-Key header is required on every POST".into())
-        })?
-        .to_str()
-        .map_err(|_| Error::Validation("Idempotency-Key must be visible ASCII".into()))
-        .and_then(IdempotencyKey::parse)?;
     let (wallet, outcome) = state
         .provisioner
         .get_or_create(user_id, &caller, &request_id)
