@@ -2,14 +2,21 @@
 //!
 //! ```text
 //! cargo build --release -p signerd
-//! cargo bench -p gateway --bench wallet_throughput -- [--seconds 10] [--in-flight 16] [--database sqlite|postgres]
+//! cargo bench -p gateway --bench wallet_throughput -- [--seconds 10] [--in-flight 32] [--database sqlite|postgres] [--pool warm|empty] [--pool-size 4000]
 //! ```
+//!
+//! `--pool warm`: signerd keeps a key pool (`[pool.pkcs11]`, target `--pool-size`), the clock
+//! starts once it is full, and the run ends after `--seconds` or when the pool's keys are spent
+//! (users are made for exactly that many wallets), so every measured wallet binds a pool key.
+//! `--pool empty` (the default): no pool, every key is generated on the request path (as
+//! before the pool existed, and as with a pool drained to zero).
 //!
 //! End to end means: HTTP `POST /v1/users/{id}/wallet` with a bearer key and an Idempotency-Key
 //! into the release `gateway` binary (database: a fresh SQLite file, or a fresh Postgres
 //! database from `GATEWAY_TEST_POSTGRES_URL`), which reserves the row, calls signerd `CreateKey`
-//! over mutual TLS (release `signerd`, fresh SoftHSM token), stores the public key and the audit
-//! event, and stores the idempotent response. Users are created before the clock starts.
+//! over mutual TLS (release `signerd`, fresh SoftHSM token), and stores the public key with the
+//! audit event (two commits; on SQLite both group-committed). Users are created before the clock
+//! starts.
 //!
 //! Raw means: this binary re-executed with `SOFTHSM2_CONF` pointing at another fresh token,
 //! generating Ed25519 key pairs in the token through cryptoki with the attributes signerd uses
@@ -42,19 +49,33 @@ struct Args {
     seconds: u64,
     in_flight: usize,
     database: DatabaseKind,
+    warm_pool: bool,
+    pool_size: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         seconds: 10,
-        in_flight: 16,
+        in_flight: 32,
         database: DatabaseKind::Sqlite,
+        warm_pool: false,
+        pool_size: 4000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--seconds" => args.seconds = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
-            "--in-flight" => args.in_flight = it.next().and_then(|v| v.parse().ok()).unwrap_or(16),
+            "--in-flight" => args.in_flight = it.next().and_then(|v| v.parse().ok()).unwrap_or(32),
+            "--pool-size" => {
+                args.pool_size = it.next().and_then(|v| v.parse().ok()).unwrap_or(4000)
+            }
+            "--pool" => {
+                args.warm_pool = match it.next().as_deref() {
+                    Some("warm") => true,
+                    Some("empty") => false,
+                    other => anyhow::bail!("--pool warm|empty, got {other:?}"),
+                }
+            }
             "--database" => {
                 args.database = match it.next().as_deref() {
                     Some("postgres") => DatabaseKind::Postgres,
@@ -109,12 +130,19 @@ fn main() -> anyhow::Result<()> {
         println!("raw SoftHSM Ed25519 key generation, {label:<20} {rate:>7.1} keys/s");
     }
     println!(
-        "gateway wallet creation end to end ({:?}, {} in flight, {} s):",
-        args.database, args.in_flight, args.seconds
+        "gateway wallet creation end to end ({:?}, {} in flight, {:.1} s, pool {}):",
+        args.database,
+        args.in_flight,
+        e2e.seconds,
+        if args.warm_pool { "warm" } else { "empty" }
     );
     println!(
-        "  {:>7.1} wallets/s  p50 {:.1} ms  p99 {:.1} ms  errors {}",
-        e2e.rate, e2e.p50_ms, e2e.p99_ms, e2e.errors
+        "  {:>7.1} wallets/s  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  errors {}",
+        e2e.rate, e2e.p50_ms, e2e.p95_ms, e2e.p99_ms, e2e.errors
+    );
+    println!(
+        "  keys from the pool {}, generated inline {}",
+        e2e.from_pool, e2e.inline
     );
     println!(
         "  cpu per wallet: gateway {:.0} us, signerd {:.0} us, load generator {:.0} us",
@@ -126,18 +154,43 @@ fn main() -> anyhow::Result<()> {
 
 struct EndToEnd {
     rate: f64,
+    seconds: f64,
     p50_ms: f64,
+    p95_ms: f64,
     p99_ms: f64,
+    from_pool: f64,
+    inline: f64,
     errors: usize,
     /// CPU microseconds per wallet: gateway, signerd, load generator.
     cpu_us: [f64; 3],
 }
 
 async fn end_to_end(args: &Args, raw_rate: f64) -> anyhow::Result<EndToEnd> {
-    let stack = Stack::start(args.database).await;
+    // The pool fills from empty as fast as one session makes keys (low water 1: a refill runs
+    // from empty to target), and does not refill again until it is empty, so the refill does
+    // not compete with the measured wallets once the clock runs.
+    let signerd_toml = if args.warm_pool {
+        format!(
+            "\n[pool.pkcs11]\ntarget = {}\nlow_water = 1\nrefill_per_second = 10000\n",
+            args.pool_size
+        )
+    } else {
+        String::new()
+    };
+    let stack = Stack::start_with_signerd(
+        args.database,
+        support::GatewayOptions::default(),
+        &signerd_toml,
+    )
+    .await;
     // Enough users that the workers never run out even at several times the raw rate; made
     // straight in the database (before the clock starts) because only wallets are measured.
-    let users_needed = (raw_rate * args.seconds as f64 * 4.0) as usize + 500;
+    // With a warm pool, exactly as many as it holds: the run ends when the pool is spent.
+    let users_needed = if args.warm_pool {
+        args.pool_size
+    } else {
+        (raw_rate * args.seconds as f64 * 4.0) as usize + 500
+    };
     let store = stack.db.store().await;
     let ctx = gateway::store::AuditContext::cli();
     let mut users = Vec::with_capacity(users_needed);
@@ -159,6 +212,15 @@ async fn end_to_end(args: &Args, raw_rate: f64) -> anyhow::Result<EndToEnd> {
         anyhow::ensure!(reply.status == 201, "warm-up failed: {}", reply.body);
     }
 
+    if args.warm_pool {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        // The refill runs on to target while the warm-up wallets take their keys.
+        while pool_keys(&stack).await.0 + 8.0 < args.pool_size as f64 {
+            anyhow::ensure!(Instant::now() < deadline, "the pool never filled");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let created_before = pool_keys(&stack).await;
     let cpu_before = [
         process_cpu_seconds(stack.gateway.pid()),
         process_cpu_seconds(stack.signerd.pid()),
@@ -198,6 +260,7 @@ async fn end_to_end(args: &Args, raw_rate: f64) -> anyhow::Result<EndToEnd> {
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let created_after = pool_keys(&stack).await;
     let cpu_after = [
         process_cpu_seconds(stack.gateway.pid()),
         process_cpu_seconds(stack.signerd.pid()),
@@ -207,7 +270,7 @@ async fn end_to_end(args: &Args, raw_rate: f64) -> anyhow::Result<EndToEnd> {
         |i: usize| (cpu_after[i] - cpu_before[i]) / latencies.len().max(1) as f64 * 1e6;
     let cpu_us = [per_wallet_us(0), per_wallet_us(1), per_wallet_us(2)];
     anyhow::ensure!(
-        cursor.load(Ordering::Relaxed) < users.len(),
+        args.warm_pool || cursor.load(Ordering::Relaxed) < users.len(),
         "ran out of users: the measurement is cut short"
     );
     latencies.sort();
@@ -226,11 +289,31 @@ async fn end_to_end(args: &Args, raw_rate: f64) -> anyhow::Result<EndToEnd> {
     );
     Ok(EndToEnd {
         rate: latencies.len() as f64 / elapsed,
+        seconds: elapsed,
         p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
         p99_ms: pct(0.99),
+        from_pool: created_after.1 - created_before.1,
+        inline: created_after.2 - created_before.2,
         errors,
         cpu_us,
     })
+}
+
+/// signerd's pool depth and its keys created from the pool and inline so far (metrics).
+async fn pool_keys(stack: &Stack) -> (f64, f64, f64) {
+    let text = stack.signerd.metrics().await.unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("signerd_pool_keys{backend=\"pkcs11\"} "),
+        value("signerd_keys_created_total{backend=\"pkcs11\",origin=\"pool\"} "),
+        value("signerd_keys_created_total{backend=\"pkcs11\",origin=\"inline\"} "),
+    )
 }
 
 /// User + system CPU seconds of a process, from /proc (0 when unavailable).

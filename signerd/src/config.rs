@@ -50,6 +50,9 @@ pub struct Config {
     /// expiration of Soroban authorizations. None for a network: its entries are refused.
     #[serde(default)]
     pub stellar_rpc: Vec<StellarRpcConfig>,
+    /// Key pools (`[pool.pkcs11]`): keys generated ahead for `CreateKey`.
+    #[serde(default)]
+    pub pool: crate::pool::PoolSection,
 }
 
 /// `[limits]`: signatures per second, per caller identity and per key. A backstop against a
@@ -461,6 +464,10 @@ impl Config {
                     "must be at least 10",
                 );
             }
+        }
+        self.pool.check()?;
+        if self.pool.pkcs11.is_some() && self.backend.pkcs11.is_none() {
+            return field("pool.pkcs11", "needs [backend.pkcs11]");
         }
         self.policy.check().map_err(Error::Config)?;
         for (i, rpc) in self.stellar_rpc.iter().enumerate() {

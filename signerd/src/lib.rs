@@ -23,6 +23,8 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`backend`]: the [`backend::KeyBackend`] trait and the backends behind it
 //!   ([`backend::pkcs11`], [`backend::gcp_kms`]).
+//! - [`pool`]: keys generated ahead in the backend and bound to a key id on `CreateKey`; the
+//!   refill task, its config, metrics and crash recovery.
 //! - [`service`]: the `signer.v1.Signer` gRPC handlers.
 //! - [`server`]: accept loop, health, graceful shutdown.
 //! - [`pki`]: the development PKI behind `signerd dev-pki`.
@@ -42,6 +44,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod policy;
+pub mod pool;
 pub mod sep10;
 pub mod sep53;
 pub mod server;

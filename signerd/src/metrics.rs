@@ -61,6 +61,8 @@ pub struct Metrics {
     pub health: Gauge,
     /// Entries in the sequence guard.
     pub guard_entries: Gauge,
+    /// The key pool's depth, refills and bindings, and where created keys came from.
+    pub pool: crate::pool::PoolMetrics,
 }
 
 impl Metrics {
@@ -119,6 +121,7 @@ impl Metrics {
             "Entries held by the sequence guard",
             guard_entries.clone(),
         );
+        let pool = crate::pool::PoolMetrics::register(&mut registry);
         Arc::new(Metrics {
             registry,
             requests,
@@ -132,6 +135,7 @@ impl Metrics {
             audit_anchor_failures,
             health,
             guard_entries,
+            pool,
         })
     }
 

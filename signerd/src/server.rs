@@ -144,6 +144,13 @@ impl Signerd {
             stop_rx.clone(),
         ));
         let checkpoint_task = self.audit.spawn_checkpoints(stop_rx.clone());
+        let pool_tasks = crate::pool::spawn_refills(
+            &self.config.pool,
+            &self.keyring,
+            self.audit.clone(),
+            self.metrics.clone(),
+            stop_rx.clone(),
+        );
         let metrics_task = metrics_listener.map(|listener| {
             let mut stop = stop_rx.clone();
             let metrics = self.metrics.clone();
@@ -206,6 +213,9 @@ impl Signerd {
         let _ = accept_task.await;
         let _ = health_task.await;
         let _ = checkpoint_task.await;
+        for task in pool_tasks {
+            let _ = task.await;
+        }
         if let Some(task) = metrics_task {
             let _ = task.await;
         }

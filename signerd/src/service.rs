@@ -22,6 +22,7 @@ use crate::keys::{KeyId, KeyInfo, PublicKey};
 use crate::limits::{CapHit, DenialAdmission, VelocityCaps};
 use crate::metrics::{BackendLabels, Metrics, RuleLabels};
 use crate::policy::{Denial, PolicySet, Rule};
+use crate::pool::Origin;
 use crate::sep10::Challenge;
 use crate::sep53::Message;
 use crate::soroban::SorobanRecord;
@@ -681,15 +682,22 @@ impl Signer for SignerService {
         self.admit(&ctx, Action::CreateKey(&key_id), &key_id, record, false)
             .await?;
         let backend = Some(req.backend.as_str()).filter(|b| !b.is_empty());
-        let (key, created) = self.keyring.create_key(&key_id, backend).await?;
+        let (key, origin) = self.keyring.create_key_pooled(&key_id, backend).await?;
+        let created = origin != Origin::Existing;
         if created {
             let mut record = record();
             record.public_key = Some(key.public_key.account_id());
             record.decision = Some(Decision::Created);
             self.audit.writer.append(record::members(&record)).await?;
+            self.metrics.pool.count_creation(key.backend, origin);
+        }
+        if created && let Err(e) = self.keyring.confirm_binding(&key).await {
+            // The key exists and is recorded; the marker left in the token only means the next
+            // start writes the same `created` record again (see crate::pool).
+            tracing::warn!(error = %e, key_id = %key_id, "could not mark a key's creation as recorded");
         }
         self.metrics.request(ctx.rpc, "ok");
-        tracing::info!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, created, "CreateKey");
+        tracing::info!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, created, origin = origin.label(), "CreateKey");
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(key_to_proto(&key)),
             created,

@@ -45,20 +45,22 @@ impl Store {
         for _ in 0..2 {
             let now = Timestamp::now();
             let locked_until = Timestamp::after(lock_for);
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys \
-                 (api_key_id, idempotency_key, request_hash, locked_until, response_status, response_body, created_at) \
-                 VALUES ($1, $2, $3, $4, NULL, NULL, $5) \
-                 ON CONFLICT (api_key_id, idempotency_key) DO NOTHING",
-            )
-            .bind(api_key.to_string())
-            .bind(key.as_str())
-            .bind(request_hash)
-            .bind(locked_until.as_str())
-            .bind(now.as_str())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            // On SQLite in a group commit, sharing its fsync with other requests' writes.
+            let inserted = self
+                .write_statement(
+                    sqlx::query(
+                        "INSERT INTO idempotency_keys \
+                         (api_key_id, idempotency_key, request_hash, locked_until, response_status, response_body, created_at) \
+                         VALUES ($1, $2, $3, $4, NULL, NULL, $5) \
+                         ON CONFLICT (api_key_id, idempotency_key) DO NOTHING",
+                    )
+                    .bind(api_key.to_string())
+                    .bind(key.as_str().to_owned())
+                    .bind(request_hash.to_owned())
+                    .bind(locked_until.as_str().to_owned())
+                    .bind(now.as_str().to_owned()),
+                )
+                .await?;
             if inserted == 1 {
                 return Ok(IdempotencyClaim::Acquired);
             }
@@ -116,15 +118,17 @@ impl Store {
         status: u16,
         body: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
-             WHERE api_key_id = $3 AND idempotency_key = $4",
+        // On SQLite in a group commit, sharing its fsync with other requests' writes.
+        self.write_statement(
+            sqlx::query(
+                "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
+                 WHERE api_key_id = $3 AND idempotency_key = $4",
+            )
+            .bind(i64::from(status))
+            .bind(body.to_owned())
+            .bind(api_key.to_string())
+            .bind(key.as_str().to_owned()),
         )
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(api_key.to_string())
-        .bind(key.as_str())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }

@@ -2,9 +2,12 @@
 //! first and completed once signerd has confirmed the key. See [`crate::provision`] for the
 //! sequence.
 
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use super::{AuditContext, Flag, Store, audit, optional_text, optional_timestamp, stored, text};
+use super::{
+    AuditContext, Backend, Flag, Store, audit, optional_text, optional_timestamp, stored, text,
+};
 use crate::error::{Error, Result};
 use crate::model::{
     AccountId, AuditAction, Reason, SignerKeyId, Timestamp, UserId, Wallet, WalletId, WalletStatus,
@@ -76,6 +79,43 @@ const FROZEN: Flag = Flag {
     off_action: AuditAction::WalletUnfrozen,
 };
 
+/// The statements of [`Store::complete_wallet`], on a connection inside a transaction.
+async fn complete_on(
+    conn: &mut AnyConnection,
+    id: WalletId,
+    public_key: &AccountId,
+    ctx: &AuditContext,
+) -> Result<bool> {
+    let now = Timestamp::now();
+    let completed = sqlx::query(
+        "UPDATE wallets SET public_key = $1, updated_at = $2 \
+         WHERE id = $3 AND public_key IS NULL",
+    )
+    .bind(public_key.as_str())
+    .bind(now.as_str())
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if completed {
+        audit::record(
+            conn,
+            ctx,
+            &now,
+            AuditAction::WalletCreated,
+            "wallet",
+            &id.to_string(),
+            serde_json::json!({
+                "key_id": SignerKeyId::for_wallet(id).as_str(),
+                "public_key": public_key.as_str(),
+            }),
+        )
+        .await?;
+    }
+    Ok(completed)
+}
+
 impl Store {
     /// A wallet with whether its owner is blocked, in one read (what accepting a payment
     /// checks).
@@ -106,18 +146,23 @@ impl Store {
     /// nothing when the UNIQUE constraint on `user_id` finds an existing wallet. The user must
     /// exist (the foreign key refuses otherwise).
     pub async fn reserve_wallet(&self, user_id: UserId) -> Result<WalletRecord> {
+        if let Some(existing) = self.wallet_of_user(user_id).await? {
+            return Ok(existing);
+        }
         let id = WalletId::generate();
         let now = Timestamp::now();
-        sqlx::query(
-            "INSERT INTO wallets (id, user_id, key_id, public_key, frozen_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, NULL, NULL, $4, $4) \
-             ON CONFLICT (user_id) DO NOTHING",
+        // On SQLite in a group commit, sharing its fsync with other requests' writes.
+        self.write_statement(
+            sqlx::query(
+                "INSERT INTO wallets (id, user_id, key_id, public_key, frozen_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, NULL, NULL, $4, $4) \
+                 ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(user_id.to_string())
+            .bind(SignerKeyId::for_wallet(id).as_str().to_owned())
+            .bind(now.as_str().to_owned()),
         )
-        .bind(id.to_string())
-        .bind(user_id.to_string())
-        .bind(SignerKeyId::for_wallet(id).as_str())
-        .bind(now.as_str())
-        .execute(&self.pool)
         .await?;
         self.wallet_of_user(user_id).await?.ok_or_else(|| {
             Error::CorruptData(format!(
@@ -126,43 +171,26 @@ impl Store {
         })
     }
 
-    /// Stores the confirmed public key of a reserved wallet and records `wallet.created`, in one
-    /// transaction. Returns true when this call completed it, false when it already was
-    /// complete (another request got there first).
+    /// Stores the confirmed public key of a reserved wallet and records `wallet.created`,
+    /// atomically: on SQLite in one savepoint of a group commit (sharing its fsync with other
+    /// requests' writes), on Postgres in one transaction. Returns true when this call completed
+    /// it, false when it already was complete (another request got there first).
     pub async fn complete_wallet(
         &self,
         id: WalletId,
         public_key: &AccountId,
         ctx: &AuditContext,
     ) -> Result<bool> {
-        let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
-        let completed = sqlx::query(
-            "UPDATE wallets SET public_key = $1, updated_at = $2 \
-             WHERE id = $3 AND public_key IS NULL",
-        )
-        .bind(public_key.as_str())
-        .bind(now.as_str())
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if completed {
-            audit::record(
-                &mut tx,
-                ctx,
-                &now,
-                AuditAction::WalletCreated,
-                "wallet",
-                &id.to_string(),
-                serde_json::json!({
-                    "key_id": SignerKeyId::for_wallet(id).as_str(),
-                    "public_key": public_key.as_str(),
-                }),
-            )
-            .await?;
+        let (public_key, ctx) = (public_key.clone(), ctx.clone());
+        if self.backend == Backend::Sqlite {
+            return self
+                .write(Box::new(move |conn| {
+                    Box::pin(async move { complete_on(conn, id, &public_key, &ctx).await })
+                }))
+                .await;
         }
+        let mut tx = self.pool.begin().await?;
+        let completed = complete_on(&mut tx, id, &public_key, &ctx).await?;
         tx.commit().await?;
         Ok(completed)
     }

@@ -386,6 +386,11 @@ pub fn gateway_bin() -> PathBuf {
 /// Starts a real signerd (granting the gateway `wallet-*` keys), after checking its binary
 /// exists, with a message that says how to build it when it does not.
 pub async fn start_signerd() -> SignerdProcess {
+    start_signerd_with("").await
+}
+
+/// [`start_signerd`] with more TOML for signerd's config (e.g. a `[pool.pkcs11]` table).
+pub async fn start_signerd_with(extra_toml: &str) -> SignerdProcess {
     let bin = signer_testkit::signerd_bin();
     assert!(
         bin.exists(),
@@ -397,6 +402,7 @@ pub async fn start_signerd() -> SignerdProcess {
     must(
         SignerdProcess::start(SignerdOptions {
             acl: vec![Grant::keys(GATEWAY_IDENTITY, &["wallet-*"])],
+            extra_toml: extra_toml.to_owned(),
             ..Default::default()
         })
         .await,
@@ -722,8 +728,17 @@ impl Stack {
 
     /// Everything with these gateway options.
     pub async fn start_with(kind: DatabaseKind, options: GatewayOptions) -> Stack {
+        Self::start_with_signerd(kind, options, "").await
+    }
+
+    /// Everything with these gateway options and more TOML for signerd's config.
+    pub async fn start_with_signerd(
+        kind: DatabaseKind,
+        options: GatewayOptions,
+        signerd_toml: &str,
+    ) -> Stack {
         let db = TestDatabase::create(kind).await;
-        let signerd = start_signerd().await;
+        let signerd = start_signerd_with(signerd_toml).await;
         let gateway = GatewayProcess::start(&db, &signerd, &options).await;
         let admin_key = create_api_key(&gateway.config, "admin");
         let service_key = create_api_key(&gateway.config, "service");

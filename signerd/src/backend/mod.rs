@@ -14,7 +14,8 @@ use tokio::sync::Mutex;
 
 use crate::audit::anchor::AuditAnchor;
 use crate::error::{Error, Result};
-use crate::keys::{KeyId, KeyInfo};
+use crate::keys::{KeyId, KeyInfo, PublicKey};
+use crate::pool::Origin;
 
 /// One place that holds Ed25519 private keys.
 #[async_trait]
@@ -66,6 +67,53 @@ pub trait KeyBackend: Send + Sync + 'static {
             "audit.anchor: the {} backend cannot keep the audit anchor; set audit.anchor = \"none\"",
             self.name()
         ))
+    }
+
+    /// [`Self::create_key`] for `CreateKey`: a backend that can may leave a crash-recovery
+    /// marker on the new key until [`Self::confirm_binding`] (after its `created` record), so
+    /// that a crash in between still gets the key recorded at the next start.
+    async fn create_key_unconfirmed(&self, id: &KeyId) -> Result<(KeyInfo, bool)> {
+        self.create_key(id).await
+    }
+
+    /// Generates one key for the pool (see [`crate::pool`]) under a fresh pool id, with the
+    /// protection of any other key, and stages it: it is offered to `CreateKey` once
+    /// [`Self::release_pool_keys`] is called (after its audit record is durable). Backends that
+    /// cannot rename a key refuse.
+    async fn generate_pool_key(&self) -> Result<PublicKey> {
+        Err(Error::Config(format!(
+            "the {} backend cannot keep a key pool",
+            self.name()
+        )))
+    }
+
+    /// Offers the staged pool keys to `CreateKey`.
+    fn release_pool_keys(&self) {}
+
+    /// Keys ready in the pool (0 while the backend is unavailable).
+    fn pool_depth(&self) -> usize {
+        0
+    }
+
+    /// Takes a key off the pool and binds it to `id`; `None` when the pool is empty. The
+    /// caller holds the creation lock of `id` and has checked that no backend holds `id`. After
+    /// the `created` record is durable the caller calls [`Self::confirm_binding`].
+    async fn bind_pool_key(&self, id: &KeyId) -> Result<Option<KeyInfo>> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Marks the binding of `id` as recorded in the audit log (clears the crash-recovery
+    /// marker).
+    async fn confirm_binding(&self, id: &KeyId) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// Bindings found half-done when the index was (re)built: completed in the backend, but
+    /// perhaps without their `created` record. Each is returned once.
+    fn take_unrecorded_bindings(&self) -> Vec<KeyInfo> {
+        Vec::new()
     }
 
     /// Probes the backend; while it is down, tries to reconnect. `true` when it can serve.
@@ -147,6 +195,56 @@ impl Keyring {
             Ok((existing, _)) => Ok((existing, false)),
             Err(Error::KeyNotFound(_)) => target.create_key(id).await,
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::create_key`] for `CreateKey`: when no backend holds `id`, binds a key from the
+    /// target backend's pool, or (pool empty or absent) generates one. The audit key is created
+    /// with [`Self::create_key`], never from the pool.
+    pub async fn create_key_pooled(
+        &self,
+        id: &KeyId,
+        backend: Option<&str>,
+    ) -> Result<(KeyInfo, Origin)> {
+        let target = self.target(backend)?;
+        let _guard = self.create_locks[stripe(id, self.create_locks.len())]
+            .lock()
+            .await;
+        match self.find(id).await {
+            Ok((existing, _)) => return Ok((existing, Origin::Existing)),
+            Err(Error::KeyNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(bound) = target.bind_pool_key(id).await? {
+            return Ok((bound, Origin::Pool));
+        }
+        let (key, created) = target.create_key_unconfirmed(id).await?;
+        Ok((
+            key,
+            if created {
+                Origin::Inline
+            } else {
+                Origin::Existing
+            },
+        ))
+    }
+
+    /// Tells the backend holding `key` that its binding is recorded.
+    pub async fn confirm_binding(&self, key: &KeyInfo) -> Result<()> {
+        match self.backends.iter().find(|b| b.name() == key.backend) {
+            Some(backend) => backend.confirm_binding(&key.id).await,
+            None => Ok(()),
+        }
+    }
+
+    fn target(&self, backend: Option<&str>) -> Result<&Arc<dyn KeyBackend>> {
+        match backend {
+            None => Ok(&self.backends[self.default]),
+            Some(name) => self
+                .backends
+                .iter()
+                .find(|b| b.name() == name)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown backend {name:?}"))),
         }
     }
 

@@ -7,11 +7,15 @@
 //! token whose objects contradict each other (two keys under one id, or a private key that does
 //! not sign for the public key of its id): see `build_index`.
 //!
+//! Keys may also be generated ahead into a pool (ids in the `pool:` namespace, see
+//! [`crate::pool`] for the binding protocol and what a crash leaves): the index pass also
+//! collects the pool and rolls forward bindings a crash interrupted.
+//!
 //! A session that breaks is replaced. When the token itself is gone (removed, device error,
 //! logged out) the whole connection is dropped, RPCs answer `UNAVAILABLE`, and the health probe
 //! reconnects (finalize, initialize, find by label, log in, rebuild the index) until it succeeds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -31,6 +35,7 @@ use crate::audit::anchor::AuditAnchor;
 use crate::config::Pkcs11Config;
 use crate::error::{Error, Result};
 use crate::keys::{KeyId, KeyInfo, PublicKey};
+use crate::pool::{is_pool_id, new_pool_id};
 
 /// DER encoding of the Ed25519 curve OID 1.3.101.112, the `CKA_EC_PARAMS` of an Ed25519 key.
 pub const ED25519_EC_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
@@ -39,6 +44,10 @@ const NAME: &str = "pkcs11";
 
 /// `CKA_APPLICATION` of the audit anchor data object; its `CKA_LABEL` is the audit key id.
 pub const ANCHOR_APPLICATION: &str = "signerd-audit-anchor";
+
+/// `CKA_APPLICATION` of the marker data object "key created or bound, `created` record not yet
+/// durable"; its `CKA_LABEL` is the key id. See [`crate::pool`].
+pub const PENDING_APPLICATION: &str = "signerd-pending-key";
 
 /// Why one PKCS#11 operation failed.
 #[derive(Debug)]
@@ -81,6 +90,28 @@ struct IndexedKey {
     public: PublicKey,
 }
 
+/// An unassigned key of the pool: both objects still carry its pool id.
+#[derive(Clone, Debug)]
+struct PoolKey {
+    private: ObjectHandle,
+    public_handle: ObjectHandle,
+    public: PublicKey,
+    /// This process generated the pair (its handles came from `C_GenerateKeyPair`), so it is a
+    /// pair; a key found in the token at connect is checked (one `C_Sign`) when bound.
+    generated_here: bool,
+}
+
+/// What one pass over the token found.
+struct TokenKeys {
+    index: BTreeMap<KeyId, IndexedKey>,
+    pool: VecDeque<PoolKey>,
+    /// Keys whose creation marker was found: created or bound, perhaps without their
+    /// `created` record.
+    unrecorded: Vec<KeyId>,
+    /// The markers of `unrecorded`.
+    markers: BTreeMap<KeyId, ObjectHandle>,
+}
+
 /// The initialised PKCS#11 library. Finalized when the last holder (the token connection or a
 /// session worker still finishing a call) lets go, never while a call may be running.
 struct Context {
@@ -113,6 +144,13 @@ struct Token {
     jobs: crossbeam_channel::Sender<Job>,
     workers: Vec<std::thread::JoinHandle<()>>,
     index: RwLock<BTreeMap<KeyId, IndexedKey>>,
+    /// Pool keys ready to be bound, oldest first. A key taken off is never put back.
+    pool: Mutex<VecDeque<PoolKey>>,
+    /// Pool keys generated but not yet recorded in the audit log: not offered yet.
+    staged: Mutex<Vec<PoolKey>>,
+    /// Creation markers (see [`PENDING_APPLICATION`]) of keys whose `created` record is not yet
+    /// known to be durable.
+    markers: Mutex<BTreeMap<KeyId, ObjectHandle>>,
     /// Audit anchor objects found or created on this connection, by audit key id, so that
     /// storing an anchor never searches the token.
     anchors: Mutex<BTreeMap<KeyId, AnchorObject>>,
@@ -177,6 +215,8 @@ pub struct Pkcs11Backend {
     previous_context: Mutex<std::sync::Weak<Context>>,
     /// One reconnect attempt at a time.
     reconnecting: tokio::sync::Mutex<()>,
+    /// Bindings a connect found half-done and completed, until the pool task records them.
+    unrecorded: Mutex<Vec<KeyInfo>>,
 }
 
 impl Pkcs11Backend {
@@ -194,6 +234,7 @@ impl Pkcs11Backend {
             token: RwLock::new(None),
             previous_context: Mutex::new(std::sync::Weak::new()),
             reconnecting: tokio::sync::Mutex::new(()),
+            unrecorded: Mutex::new(Vec::new()),
         };
         backend.reconnect().await?;
         Ok(backend)
@@ -221,13 +262,24 @@ impl Pkcs11Backend {
             pin: self.settings.pin.clone(),
             sessions: self.settings.sessions,
         };
-        let token = tokio::task::spawn_blocking(move || open_token(&settings))
+        let (token, unrecorded) = tokio::task::spawn_blocking(move || open_token(&settings))
             .await
             .map_err(|e| Error::Backend(format!("pkcs11 connect task: {e}")))??;
         let keys = read(&token.index).len();
+        let pool = lock(&token.pool).len();
+        {
+            let index = read(&token.index);
+            let mut pending = lock(&self.unrecorded);
+            for id in unrecorded {
+                if let Some(key) = index.get(&id) {
+                    pending.retain(|k| k.id != id);
+                    pending.push(key_info(&id, key));
+                }
+            }
+        }
         *lock(&self.previous_context) = Arc::downgrade(&token.context);
         *write(&self.token) = Some(Arc::new(token));
-        tracing::info!(keys, label = %self.settings.token_label, "pkcs11 token connected");
+        tracing::info!(keys, pool, label = %self.settings.token_label, "pkcs11 token connected");
         Ok(())
     }
 
@@ -253,6 +305,46 @@ impl Pkcs11Backend {
     }
 }
 
+impl Pkcs11Backend {
+    /// Generates the key `id` inline; its private key's `CKA_LABEL` is `private_label`. With
+    /// `marked`, a creation marker is stored first (see [`crate::pool`]).
+    async fn create_key_labelled(
+        &self,
+        id: &KeyId,
+        private_label: Vec<u8>,
+        marked: bool,
+    ) -> Result<(KeyInfo, bool)> {
+        let token = self.token()?;
+        if let Some(key) = read(&token.index).get(id) {
+            return Ok((key_info(id, key), false));
+        }
+        let id_bytes = id.as_str().as_bytes().to_vec();
+        let (created, marker) = run(&token, move |session| {
+            let marker = if marked {
+                Some(session.create_object(&pending_marker(&id_bytes))?)
+            } else {
+                None
+            };
+            Ok((
+                generate_key_pair(session, &id_bytes, &private_label)?,
+                marker,
+            ))
+        })
+        .await
+        .map_err(|e| self.fail(&token, e))?;
+        if let Some(marker) = marker {
+            lock(&token.markers).insert(id.clone(), marker);
+        }
+        let created = IndexedKey {
+            private: created.private,
+            public: created.public,
+        };
+        write(&token.index).insert(id.clone(), created);
+        tracing::info!(key_id = %id, public_key = %created.public.account_id(), "key created in pkcs11 token");
+        Ok((key_info(id, &created), true))
+    }
+}
+
 #[async_trait]
 impl KeyBackend for Pkcs11Backend {
     fn name(&self) -> &'static str {
@@ -260,17 +352,16 @@ impl KeyBackend for Pkcs11Backend {
     }
 
     async fn create_key(&self, id: &KeyId) -> Result<(KeyInfo, bool)> {
-        let token = self.token()?;
-        if let Some(key) = read(&token.index).get(id) {
-            return Ok((key_info(id, key), false));
-        }
-        let key_id = id.clone();
-        let created = run(&token, move |session| generate_key_pair(session, &key_id))
+        self.create_key_labelled(id, id.as_str().as_bytes().to_vec(), false)
             .await
-            .map_err(|e| self.fail(&token, e))?;
-        write(&token.index).insert(id.clone(), created);
-        tracing::info!(key_id = %id, public_key = %created.public.account_id(), "key created in pkcs11 token");
-        Ok((key_info(id, &created), true))
+    }
+
+    /// A creation marker is stored before the key is generated, and the private key's label is
+    /// a fresh pool id, as a bound pool key's: a leftover of a generation a crash cut short is
+    /// then recognisable at the next start (see `build_index`).
+    async fn create_key_unconfirmed(&self, id: &KeyId) -> Result<(KeyInfo, bool)> {
+        self.create_key_labelled(id, new_pool_id()?.into_bytes(), true)
+            .await
     }
 
     async fn get_key(&self, id: &KeyId) -> Result<Option<KeyInfo>> {
@@ -305,6 +396,81 @@ impl KeyBackend for Pkcs11Backend {
         signature.try_into().map_err(|bad: Vec<u8>| {
             Error::Backend(format!("token returned a {}-byte signature", bad.len()))
         })
+    }
+
+    async fn generate_pool_key(&self) -> Result<PublicKey> {
+        let token = self.token()?;
+        let pool_id = new_pool_id()?.into_bytes();
+        let key = run(&token, move |session| {
+            generate_key_pair(session, &pool_id, &pool_id)
+        })
+        .await
+        .map_err(|e| self.fail(&token, e))?;
+        let public = key.public;
+        lock(&token.staged).push(key);
+        Ok(public)
+    }
+
+    fn release_pool_keys(&self) {
+        if let Ok(token) = self.token() {
+            let staged = std::mem::take(&mut *lock(&token.staged));
+            lock(&token.pool).extend(staged);
+        }
+    }
+
+    fn pool_depth(&self) -> usize {
+        self.token().map_or(0, |token| lock(&token.pool).len())
+    }
+
+    async fn bind_pool_key(&self, id: &KeyId) -> Result<Option<KeyInfo>> {
+        let token = self.token()?;
+        loop {
+            // Off the pool before anything touches the token: whatever happens next, no other
+            // request can take this key.
+            let Some(key) = lock(&token.pool).pop_front() else {
+                return Ok(None);
+            };
+            let id_bytes = id.as_str().as_bytes().to_vec();
+            let pool_key = key.clone();
+            let bound = run(&token, move |session| {
+                bind_pool_key(session, &pool_key, &id_bytes)
+            })
+            .await;
+            match bound {
+                Ok(marker) => {
+                    lock(&token.markers).insert(id.clone(), marker);
+                    let indexed = IndexedKey {
+                        private: key.private,
+                        public: key.public,
+                    };
+                    write(&token.index).insert(id.clone(), indexed);
+                    tracing::info!(key_id = %id, public_key = %key.public.account_id(), "pool key bound");
+                    return Ok(Some(key_info(id, &indexed)));
+                }
+                Err(Failure::Inconsistent(why)) => {
+                    // Never bound (the pair check comes first); left in the token, unused.
+                    tracing::error!(reason = %why, "skipping a pool key whose objects do not match");
+                }
+                Err(e) => return Err(self.fail(&token, e)),
+            }
+        }
+    }
+
+    /// Destroys the key's creation marker. The key's own objects are never written after
+    /// `CreateKey` answered: a token that rewrites an object file in place (SoftHSM) could lose
+    /// the key to a crash during the write.
+    async fn confirm_binding(&self, id: &KeyId) -> Result<()> {
+        let token = self.token()?;
+        let Some(marker) = lock(&token.markers).remove(id) else {
+            return Ok(());
+        };
+        run(&token, move |session| Ok(session.destroy_object(marker)?))
+            .await
+            .map_err(|e| self.fail(&token, e))
+    }
+
+    fn take_unrecorded_bindings(&self) -> Vec<KeyInfo> {
+        std::mem::take(&mut *lock(&self.unrecorded))
     }
 
     fn holds_audit_anchor(&self) -> bool {
@@ -434,7 +600,7 @@ where
         .map_err(|_| Failure::Internal("pkcs11 session worker dropped a request".into()))?
 }
 
-fn open_token(settings: &Settings) -> Result<Token> {
+fn open_token(settings: &Settings) -> Result<(Token, Vec<KeyId>)> {
     let p11_err = |what: &str, e: CkError| Error::Unavailable(format!("pkcs11 {what}: {e}"));
     let pkcs11 = Pkcs11::new(&settings.module).map_err(|e| {
         Error::Config(format!(
@@ -466,7 +632,7 @@ fn open_token(settings: &Settings) -> Result<Token> {
         }
         Err(e) => return Err(p11_err("login", e)),
     }
-    let index = build_index(&sessions[0]).map_err(|e| match e {
+    let found = build_index(&sessions[0]).map_err(|e| match e {
         Failure::Token(e) => p11_err("index keys", e),
         Failure::Inconsistent(m) => Error::Config(format!("backend.pkcs11: {m}")),
         Failure::Internal(m) => Error::Backend(format!("pkcs11 index keys: {m}")),
@@ -478,14 +644,18 @@ fn open_token(settings: &Settings) -> Result<Token> {
             .map_err(|e| Error::io("starting a pkcs11 session worker", e))?;
         workers.push(worker);
     }
-    Ok(Token {
+    let token = Token {
         context,
         slot,
         jobs,
         workers,
-        index: RwLock::new(index),
+        index: RwLock::new(found.index),
+        pool: Mutex::new(found.pool),
+        staged: Mutex::new(Vec::new()),
+        markers: Mutex::new(found.markers),
         anchors: Mutex::new(BTreeMap::new()),
-    })
+    };
+    Ok((token, found.unrecorded))
 }
 
 /// The template that finds the audit anchor of `audit_key`: a `CKO_DATA` object whose
@@ -570,38 +740,66 @@ const PAIR_CHECK_MESSAGE: &[u8] = b"signerd: this private key matches its public
 
 /// One pass over the token's Ed25519 keys, pairing private and public objects by `CKA_ID`.
 ///
-/// The index is what every later signature trusts, so it is built strictly: two public or two
-/// private objects sharing a key id, or a private key whose signature does not verify under the
-/// public key of the same id, fail the whole connection (signerd does not start; a reconnect
-/// stays `UNAVAILABLE`) with an error naming the key id. Picking one of two candidates would let
+/// The index is what every later signature trusts, so it is built strictly: two public objects
+/// with usable points sharing a key id, two private objects sharing one (unless the extra ones
+/// are leftovers, below), or a private key whose signature does not verify under the public
+/// key of the same id, fail the whole connection (signerd does not start; a reconnect stays
+/// `UNAVAILABLE`) with an error naming the key id. Picking one of two candidates would let
 /// whoever can write to the token choose which key a wallet signs with. The pair check costs one
 /// `C_Sign` and one verification per key at connect time (0.6 to 1 ms per key measured with
 /// SoftHSM on a busy 2-core machine).
-fn build_index(session: &Session) -> std::result::Result<BTreeMap<KeyId, IndexedKey>, Failure> {
+///
+/// The same pass collects the pool (both objects under one `pool:` id; their pair is checked
+/// when bound, not here, so a large pool does not slow the start), rolls forward bindings a
+/// crash interrupted, and reads the creation markers (see [`crate::pool`]):
+///
+/// - a private key with a key id but no public key under it, whose label names a pool public
+///   key still under that pool id, was committed to the key id before the crash: the public
+///   object is renamed to the key id;
+/// - a private key labelled with a pool id (every key `CreateKey` made) that does not sign for
+///   the public key of its id, or cannot sign at all, is the leftover of a creation a crash cut
+///   short (SoftHSM rewrites an object file in place, so a SIGKILL during a write leaves it
+///   torn). It was never answered (the answer comes after every write) and cannot sign for the
+///   id's public key, so it is skipped; the id's good key, if any, is indexed.
+fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
     let mut public_keys = BTreeMap::new();
+    let mut pool_publics: BTreeMap<Vec<u8>, (ObjectHandle, PublicKey)> = BTreeMap::new();
     let public_template = [
         Attribute::Class(ObjectClass::PUBLIC_KEY),
         Attribute::KeyType(KeyType::EC_EDWARDS),
     ];
     for handle in session.find_objects(&public_template)? {
         let attrs = session.get_attributes(handle, &[AttributeType::Id, AttributeType::EcPoint])?;
-        let (mut id, mut point) = (None, None);
+        let (mut raw_id, mut point) = (None, None);
         for attr in attrs {
             match attr {
-                Attribute::Id(bytes) => id = key_id_from_bytes(&bytes),
+                Attribute::Id(bytes) => raw_id = Some(bytes),
                 Attribute::EcPoint(bytes) => point = parse_ec_point(&bytes),
                 _ => {}
             }
         }
-        match (id, point) {
-            (Some(id), Some(point)) => {
-                if public_keys.insert(id.clone(), point).is_some() {
-                    return Err(inconsistent(&id, "two public keys share this CKA_ID"));
+        let Some(point) = point else {
+            tracing::warn!("skipping an Ed25519 public key with an unusable CKA_EC_POINT");
+            continue;
+        };
+        match raw_id {
+            Some(raw) if is_pool_id(&raw) => {
+                if pool_publics.insert(raw.clone(), (handle, point)).is_some() {
+                    return Err(Failure::Inconsistent(format!(
+                        "two public keys share the pool id {}",
+                        String::from_utf8_lossy(&raw)
+                    )));
                 }
             }
-            _ => tracing::warn!(
-                "skipping an Ed25519 public key with an unusable CKA_ID or CKA_EC_POINT"
-            ),
+            Some(raw) => match key_id_from_bytes(&raw) {
+                Some(id) => {
+                    if public_keys.insert(id.clone(), point).is_some() {
+                        return Err(inconsistent(&id, "two public keys share this CKA_ID"));
+                    }
+                }
+                None => tracing::warn!("skipping an Ed25519 public key with an unusable CKA_ID"),
+            },
+            None => tracing::warn!("skipping an Ed25519 public key without a CKA_ID"),
         }
     }
     let private_template = [
@@ -610,41 +808,232 @@ fn build_index(session: &Session) -> std::result::Result<BTreeMap<KeyId, Indexed
     ];
     // Every private key is listed before any pair is checked, so that a duplicate is named as
     // such whatever order the token returns its objects in.
-    let mut private_keys = BTreeMap::new();
+    let mut private_keys: BTreeMap<KeyId, Vec<PrivateCandidate>> = BTreeMap::new();
+    let mut pool_privates: BTreeMap<Vec<u8>, ObjectHandle> = BTreeMap::new();
     for handle in session.find_objects(&private_template)? {
-        let attrs = session.get_attributes(handle, &[AttributeType::Id])?;
-        let Some(id) = attrs.into_iter().find_map(|a| match a {
-            Attribute::Id(bytes) => key_id_from_bytes(&bytes),
-            _ => None,
-        }) else {
+        let attrs = session.get_attributes(handle, &[AttributeType::Id, AttributeType::Label])?;
+        let (mut raw_id, mut label) = (None, None);
+        for attr in attrs {
+            match attr {
+                Attribute::Id(bytes) => raw_id = Some(bytes),
+                Attribute::Label(bytes) => label = Some(bytes),
+                _ => {}
+            }
+        }
+        if let Some(raw) = raw_id.as_ref().filter(|raw| is_pool_id(raw)) {
+            if pool_privates.insert(raw.clone(), handle).is_some() {
+                return Err(Failure::Inconsistent(format!(
+                    "two private keys share the pool id {}",
+                    String::from_utf8_lossy(raw)
+                )));
+            }
+            continue;
+        }
+        let Some(id) = raw_id.as_deref().and_then(key_id_from_bytes) else {
             tracing::warn!("skipping an Ed25519 private key whose CKA_ID is not a key id");
             continue;
         };
-        if private_keys.insert(id.clone(), handle).is_some() {
-            return Err(inconsistent(&id, "two private keys share this CKA_ID"));
+        let pool_label = label.filter(|l| is_pool_id(l));
+        private_keys
+            .entry(id)
+            .or_default()
+            .push((handle, pool_label));
+    }
+    // Roll forward bindings committed on the private key before the public key was renamed.
+    for (id, candidates) in &private_keys {
+        if public_keys.contains_key(id) {
+            continue;
+        }
+        for (_, pool_label) in candidates {
+            let Some((public_handle, point)) =
+                pool_label.as_ref().and_then(|l| pool_publics.remove(l))
+            else {
+                continue;
+            };
+            let id_bytes = id.as_str().as_bytes().to_vec();
+            session.update_attributes(
+                public_handle,
+                &[Attribute::Id(id_bytes.clone()), Attribute::Label(id_bytes)],
+            )?;
+            public_keys.insert(id.clone(), point);
+            tracing::warn!(key_id = %id, "completed a pool binding interrupted by a crash");
+            break;
         }
     }
     let mut index = BTreeMap::new();
-    for (id, handle) in private_keys {
+    for (id, candidates) in private_keys {
         let Some(public) = public_keys.get(&id) else {
             tracing::warn!(key_id = %id, "skipping a private key without its public key");
             continue;
         };
-        if !pair_matches(session, handle, public)? {
-            return Err(inconsistent(
-                &id,
-                "its private key does not sign for the public key with the same CKA_ID",
-            ));
+        let mut good = None;
+        for (handle, pool_label) in &candidates {
+            let signs = match pair_matches(session, *handle, public) {
+                Ok(signs) => signs,
+                // SoftHSM answers CKR_GENERAL_ERROR for a torn object too; only a key made
+                // by CreateKey (pool label) is given that benefit of the doubt.
+                Err(e)
+                    if object_unusable(&e)
+                        || (pool_label.is_some()
+                            && matches!(e, CkError::Pkcs11(RvError::GeneralError, _))) =>
+                {
+                    tracing::warn!(key_id = %id, error = %e, "a private key under this id cannot sign");
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match (signs, pool_label.is_some()) {
+                (true, _) if good.is_some() => {
+                    return Err(inconsistent(&id, "two private keys share this CKA_ID"));
+                }
+                (true, _) => good = Some(*handle),
+                (false, true) => tracing::warn!(
+                    key_id = %id,
+                    "skipping the leftover of a key creation a crash cut short"
+                ),
+                (false, false) if candidates.len() > 1 => {
+                    return Err(inconsistent(&id, "two private keys share this CKA_ID"));
+                }
+                (false, false) => {
+                    return Err(inconsistent(
+                        &id,
+                        "its private key does not sign for the public key with the same CKA_ID",
+                    ));
+                }
+            }
         }
-        index.insert(
-            id,
-            IndexedKey {
-                private: handle,
-                public: *public,
-            },
-        );
+        if let Some(private) = good {
+            index.insert(
+                id,
+                IndexedKey {
+                    private,
+                    public: *public,
+                },
+            );
+        }
     }
-    Ok(index)
+    let mut pool = VecDeque::new();
+    for (pool_id, private) in pool_privates {
+        match pool_publics.remove(&pool_id) {
+            Some((public_handle, public)) => pool.push_back(PoolKey {
+                private,
+                public_handle,
+                public,
+                generated_here: false,
+            }),
+            None => tracing::warn!(
+                pool_id = %String::from_utf8_lossy(&pool_id),
+                "skipping a pool private key without its public key"
+            ),
+        }
+    }
+    // Creation markers: a key that exists may lack its `created` record; a marker without a
+    // key is what a crash before the key existed leaves.
+    let mut unrecorded = Vec::new();
+    let mut markers = BTreeMap::new();
+    let marker_template = [
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(PENDING_APPLICATION.as_bytes().to_vec()),
+    ];
+    for handle in session.find_objects(&marker_template)? {
+        let id = session
+            .get_attributes(handle, &[AttributeType::Label])
+            .ok()
+            .and_then(|attrs| {
+                attrs.into_iter().find_map(|a| match a {
+                    Attribute::Label(bytes) => key_id_from_bytes(&bytes),
+                    _ => None,
+                })
+            });
+        match id {
+            Some(id) if index.contains_key(&id) && !markers.contains_key(&id) => {
+                unrecorded.push(id.clone());
+                markers.insert(id, handle);
+            }
+            _ => {
+                if let Err(e) = session.destroy_object(handle) {
+                    tracing::warn!(error = %e, "could not destroy a stale key creation marker");
+                }
+            }
+        }
+    }
+    Ok(TokenKeys {
+        index,
+        pool,
+        unrecorded,
+        markers,
+    })
+}
+
+/// A private key object under a key id, with its label when that is a pool id (a key
+/// `CreateKey` made).
+type PrivateCandidate = (ObjectHandle, Option<Vec<u8>>);
+
+/// Errors from using one object that mean the object itself is broken (a torn write), not the
+/// token.
+fn object_unusable(err: &CkError) -> bool {
+    matches!(
+        err,
+        CkError::Pkcs11(
+            RvError::ObjectHandleInvalid
+                | RvError::KeyHandleInvalid
+                | RvError::KeyFunctionNotPermitted
+                | RvError::KeyTypeInconsistent
+                | RvError::TemplateIncomplete
+                | RvError::AttributeTypeInvalid,
+            _
+        )
+    )
+}
+
+/// The creation marker of key id `id` (see [`PENDING_APPLICATION`]).
+fn pending_marker(id: &[u8]) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Application(PENDING_APPLICATION.as_bytes().to_vec()),
+        Attribute::Label(id.to_vec()),
+    ]
+}
+
+/// Binds a pool key to the key id `id`: checks its pair (when it was found in the token rather
+/// than generated by this process), stores the creation marker, then
+/// commits (the private key's `CKA_ID`) and renames the public key. Returns the marker. A pool
+/// key that cannot sign for its public key is refused as [`Failure::Inconsistent`] before
+/// anything is written.
+fn bind_pool_key(
+    session: &Session,
+    key: &PoolKey,
+    id: &[u8],
+) -> std::result::Result<ObjectHandle, Failure> {
+    // Every token operation costs SoftHSM a rescan of the token directory: a pair this
+    // process generated is not checked again on the request path.
+    // A torn pool key (a SIGKILL during its generation) makes SoftHSM answer even
+    // CKR_GENERAL_ERROR: whatever the error, this pool key is skipped, not the token declared
+    // lost (which would rebuild the same pool and meet the same key again).
+    let signs = key.generated_here
+        || match pair_matches(session, key.private, &key.public) {
+            Ok(signs) => signs,
+            Err(e) if session_broken(&e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a pool key cannot sign");
+                false
+            }
+        };
+    if !signs {
+        return Err(Failure::Inconsistent(
+            "a pool private key does not sign for its public key".into(),
+        ));
+    }
+    let marker = session.create_object(&pending_marker(id))?;
+    // The commit point: one attribute of one object.
+    session.update_attributes(key.private, &[Attribute::Id(id.to_vec())])?;
+    session.update_attributes(
+        key.public_handle,
+        &[Attribute::Id(id.to_vec()), Attribute::Label(id.to_vec())],
+    )?;
+    Ok(marker)
 }
 
 fn inconsistent(id: &KeyId, why: &str) -> Failure {
@@ -672,8 +1061,15 @@ fn pair_matches(
         .is_ok())
 }
 
-fn generate_key_pair(session: &Session, id: &KeyId) -> std::result::Result<IndexedKey, Failure> {
-    let id_bytes = id.as_str().as_bytes().to_vec();
+/// Generates a key pair with `CKA_ID` = `id_bytes` (a key id, or a pool id: pool keys get
+/// exactly this template too), the public key's `CKA_LABEL` the same and the private key's
+/// `private_label` (a pool id while the key's creation is not yet recorded).
+fn generate_key_pair(
+    session: &Session,
+    id_bytes: &[u8],
+    private_label: &[u8],
+) -> std::result::Result<PoolKey, Failure> {
+    let id_bytes = id_bytes.to_vec();
     // No copies: a copy is a second object holding the same key under attributes of the
     // copier's choosing (another CKA_ID, a session object). Modifiable stays true (the default):
     // a key pool binds a pre-generated key to its id by setting CKA_ID and CKA_LABEL, and the
@@ -697,8 +1093,8 @@ fn generate_key_pair(session: &Session, id: &KeyId) -> std::result::Result<Index
         Attribute::Copyable(false),
         Attribute::Destroyable(false),
         Attribute::Sign(true),
-        Attribute::Id(id_bytes.clone()),
-        Attribute::Label(id_bytes),
+        Attribute::Id(id_bytes),
+        Attribute::Label(private_label.to_vec()),
     ];
     let (public_handle, private_handle) = session.generate_key_pair(
         &Mechanism::EccEdwardsKeyPairGen,
@@ -713,9 +1109,11 @@ fn generate_key_pair(session: &Session, id: &KeyId) -> std::result::Result<Index
             _ => None,
         })
         .ok_or_else(|| Failure::Internal("new key has an unusable CKA_EC_POINT".into()))?;
-    Ok(IndexedKey {
+    Ok(PoolKey {
         private: private_handle,
+        public_handle,
         public,
+        generated_here: true,
     })
 }
 
