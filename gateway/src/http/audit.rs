@@ -17,6 +17,7 @@ use crate::model::AuditEvent;
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Return events after this event id (the `next_after` of the previous page).
     pub after: Option<i64>,

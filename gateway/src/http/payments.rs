@@ -29,16 +29,28 @@ use crate::store::{
 #[serde(deny_unknown_fields)]
 pub struct CreatePaymentRequest {
     /// The paying wallet's id.
+    #[schema(
+        format = "uuid",
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub source_wallet_id: String,
     /// A wallet id, a `G...` account or an `M...` muxed account.
+    #[schema(
+        pattern = "^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|G[A-Z2-7]{55}|M[A-Z2-7]{68})$"
+    )]
     pub destination: String,
-    /// Lumens as a decimal string with at most 7 decimal places, e.g. `"12.5"`.
+    /// Lumens as a decimal string with at most 7 decimal places, greater than zero, e.g.
+    /// `"12.5"`.
+    #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,7})?$")]
     pub amount: String,
     /// Only `native` (the default) is supported.
     #[serde(default)]
+    #[schema(pattern = "^native$")]
     pub asset: Option<String>,
-    /// An optional text memo, at most 28 bytes.
+    /// An optional text memo, at most 28 bytes of UTF-8 (`maxLength` bounds the characters;
+    /// text outside ASCII reaches the byte limit sooner).
     #[serde(default)]
+    #[schema(max_length = 28)]
     pub memo: Option<String>,
 }
 
@@ -138,8 +150,13 @@ pub struct PaymentPage {
 #[into_params(parameter_in = Query)]
 pub struct ListPaymentsQuery {
     /// Payments older than this id.
+    #[param(
+        format = "uuid",
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub before: Option<String>,
     /// Page size (1..=500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -178,8 +195,10 @@ pub struct Funded {
 #[serde(deny_unknown_fields)]
 pub struct SetLimitsRequest {
     /// Payments per UTC day.
+    #[schema(minimum = 0)]
     pub daily_count: Option<i64>,
-    /// Lumens per UTC day, as a decimal string.
+    /// Lumens per UTC day, as a decimal string with at most 7 decimal places.
+    #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,7})?$")]
     pub daily_amount: Option<String>,
 }
 
@@ -552,7 +571,7 @@ pub struct ResolvePaymentRequest {
     /// `REBUILD`: none did and it is to be paid still, on a new sequence number.
     pub resolution: Resolution,
     /// Why, for the payment's history (1 to 500 characters).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^\S(.*\S)?$")]
     pub reason: String,
 }
 
