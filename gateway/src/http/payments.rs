@@ -446,6 +446,7 @@ fn network(state: &AppState) -> Result<&dyn Network> {
     responses(
         (status = 200, body = Balance),
         (status = 404, description = "WALLET_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "NETWORK_NOT_CONFIGURED", body = ErrorBody),
         (status = 503, description = "NETWORK_UNAVAILABLE", body = ErrorBody),
     ),
     security(("bearer" = []))
