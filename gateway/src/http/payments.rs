@@ -527,7 +527,8 @@ pub async fn get_limits(
     ))
 }
 
-/// Overrides a wallet's daily limits (admin).
+/// Overrides a wallet's daily limits (admin); recorded as the audit event `wallet.limits_set`
+/// with the overrides before and after.
 #[utoipa::path(
     post, path = "/v1/wallets/{wallet_id}/limits", tag = "admin",
     params(("wallet_id" = String, Path, description = "A UUID"), ("Idempotency-Key" = String, Header)),
@@ -537,6 +538,8 @@ pub async fn get_limits(
 )]
 pub async fn set_limits(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
     ApiPath(wallet_id): ApiPath<WalletId>,
     ApiJson(body): ApiJson<SetLimitsRequest>,
 ) -> Result<Json<DailyLimits>> {
@@ -553,7 +556,12 @@ pub async fn set_limits(
     };
     state
         .store
-        .set_wallet_limits(wallet_id, body.daily_count, amount)
+        .set_wallet_limits(
+            wallet_id,
+            body.daily_count,
+            amount,
+            &super::audit_context(&caller, &request_id),
+        )
         .await?;
     tracing::info!(%wallet_id, daily_count = ?body.daily_count, daily_amount = ?amount, "wallet limits set");
     Ok(Json(
