@@ -488,7 +488,7 @@ impl Fuzzer<'_> {
     }
 }
 
-fn documented_response<'d>(op: &'d Value, status: u16) -> Option<&'d Value> {
+fn documented_response(op: &Value, status: u16) -> Option<&Value> {
     let responses = &op["responses"];
     let exact = &responses[status.to_string().as_str()];
     if exact.is_object() {

@@ -446,7 +446,12 @@ mod tests {
                     );
                 }
             }
-            for status in ["429"] {
+            let retried: &[&str] = if method == "post" {
+                &["429", "409"]
+            } else {
+                &["429"]
+            };
+            for status in retried {
                 assert!(
                     op["responses"][status]["headers"]["Retry-After"].is_object(),
                     "{method} {path} {status} declares Retry-After"
