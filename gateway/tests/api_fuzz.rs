@@ -119,6 +119,8 @@ struct Fuzzer<'a> {
     max_body_bytes: usize,
     /// Idempotency-Keys used before, with the path they were used on.
     used_keys: Vec<(String, String)>,
+    /// When set, every request is of this case.
+    force_case: Option<&'static str>,
 }
 
 impl Fuzzer<'_> {
@@ -302,8 +304,8 @@ impl Fuzzer<'_> {
         }
         let total: u64 = cases.iter().map(|(_, w)| *w).sum();
         let mut roll = self.rng.below(total);
-        let mut case = "valid";
-        for (name, weight) in &cases {
+        let mut case = self.force_case.unwrap_or("valid");
+        for (name, weight) in cases.iter().filter(|_| self.force_case.is_none()) {
             if roll < *weight {
                 case = name;
                 break;
@@ -586,114 +588,61 @@ async fn every_answer_to_schema_generated_requests_is_documented() {
         service_key: stack.service_key.clone(),
         max_body_bytes,
         used_keys: Vec::new(),
+        force_case: None,
     };
-    // (method, route, status) -> (case, example request, answer)
-    let mut undocumented: BTreeMap<(String, String, u16), String> = BTreeMap::new();
-    let mut failures: Vec<String> = Vec::new();
-    let mut answered: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
-    let mut sent = 0usize;
-    for round in 0..per_operation {
+    let mut tally = Tally::default();
+    for _ in 0..per_operation {
         for op in &operations {
-            let draft = fuzzer.draft(op);
-            let query: Vec<String> = draft
-                .query
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let uri = if query.is_empty() {
-                draft.path.clone()
-            } else {
-                format!("{}?{}", draft.path, query.join("&"))
-            };
-            let headers: Vec<(&str, &str)> = draft
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let method = op.method.to_uppercase();
-            let reply = stack
-                .http
-                .send(&method, &uri, &headers, draft.body.clone())
-                .await;
-            sent += 1;
-            if (200..300).contains(&reply.status) && op.method == "post" {
-                let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
-                let id = json["webhook"]["id"].as_str().or(json["id"].as_str());
-                let pool = match op.template.as_str() {
-                    "/v1/webhooks" => Some(&mut fuzzer.known.webhook_ids),
-                    "/v1/payments" => Some(&mut fuzzer.known.payment_ids),
-                    _ => None,
-                };
-                if let (Some(pool), Some(id)) = (pool, id) {
-                    pool.push(id.to_owned());
-                }
-            }
-            let shown_body = draft
-                .body
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
-                .unwrap_or_default();
-            let example = format!(
-                "[{}] {method} {uri} body={shown_body:?} -> {} {}",
-                draft.case,
-                reply.status,
-                &reply.body[..reply.body.len().min(300)]
-            );
-            answered
-                .entry((op.method.clone(), op.template.clone()))
-                .or_default()
-                .insert(reply.status);
-            if reply.status >= 500 {
-                failures.push(format!("5xx (round {round}): {example}"));
-            }
-            let Some(documented) = documented_response(&op.op, reply.status) else {
-                undocumented
-                    .entry((op.method.clone(), op.template.clone(), reply.status))
-                    .or_insert(example);
-                continue;
-            };
-            if reply.status >= 400 {
-                let json: Option<Value> = serde_json::from_str(&reply.body).ok();
-                let shape_ok = json.as_ref().and_then(|j| j.as_object()).is_some_and(|o| {
-                    o.len() == 2
-                        && o.get("code").and_then(Value::as_str).is_some_and(|c| {
-                            !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-                        })
-                        && o.get("message")
-                            .and_then(Value::as_str)
-                            .is_some_and(|m| !m.is_empty())
-                });
-                if !shape_ok {
-                    failures.push(format!("error body is not {{code, message}}: {example}"));
-                }
-                if documented["content"]["application/json"]["schema"]["$ref"]
-                    != "#/components/schemas/ErrorBody"
-                {
-                    failures.push(format!(
-                        "error answer documented without ErrorBody: {example}"
-                    ));
-                }
-            }
-            for header in ["Retry-After", "Idempotent-Replayed"] {
-                if reply.header(header).is_some() && !documented["headers"][header].is_object() {
-                    failures.push(format!("{header} sent but not declared: {example}"));
-                }
+            exchange(&mut fuzzer, &stack.http, op, &mut tally).await;
+        }
+    }
+    let main_requests = tally.sent;
+
+    // The rate limit: a gateway allowing one request per second per key answers 429 (with
+    // Retry-After) on every /v1 route once a key's burst is spent.
+    let limited = Stack::start_with(
+        DatabaseKind::Sqlite,
+        GatewayOptions {
+            rate_limit: (1, 1),
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    fuzzer.admin_key = limited.admin_key.clone();
+    fuzzer.service_key = limited.service_key.clone();
+    fuzzer.force_case = Some("valid");
+    let mut rate_limited = BTreeSet::new();
+    for op in operations
+        .iter()
+        .filter(|op| op.template.starts_with("/v1/"))
+    {
+        for _ in 0..3 {
+            if exchange(&mut fuzzer, &limited.http, op, &mut tally).await == 429 {
+                rate_limited.insert((op.method.clone(), op.template.clone()));
             }
         }
     }
+    let v1 = operations
+        .iter()
+        .filter(|op| op.template.starts_with("/v1/"))
+        .count();
+
     eprintln!(
-        "api_fuzz: {sent} requests over {} operations",
+        "api_fuzz: {} requests over {} operations ({main_requests} fuzzed, the rest against a rate limit)",
+        tally.sent,
         operations.len()
     );
-    for ((method, route), statuses) in &answered {
+    for ((method, route), statuses) in &tally.answered {
         eprintln!("  {method:6} {route}: {statuses:?}");
     }
-    let undocumented: Vec<String> = undocumented
+    let undocumented: Vec<String> = tally
+        .undocumented
         .into_iter()
         .map(|((m, r, s), example)| {
             format!("{m} {r} answered {s}, not in the document; e.g. {example}")
         })
         .collect();
+    let mut failures = tally.failures;
     failures.dedup();
     assert!(
         undocumented.is_empty() && failures.is_empty(),
@@ -708,4 +657,112 @@ async fn every_answer_to_schema_generated_requests_is_documented() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert_eq!(
+        rate_limited.len(),
+        v1,
+        "every /v1 route is rate limited: {rate_limited:?}"
+    );
+}
+
+/// What the answers showed.
+#[derive(Default)]
+struct Tally {
+    sent: usize,
+    /// (method, route, status) -> an example request and answer.
+    undocumented: BTreeMap<(String, String, u16), String>,
+    failures: Vec<String>,
+    answered: BTreeMap<(String, String), BTreeSet<u16>>,
+}
+
+/// Sends one generated request for `op` and checks the answer against the document; returns
+/// the status.
+async fn exchange(fuzzer: &mut Fuzzer<'_>, http: &Http, op: &Operation, tally: &mut Tally) -> u16 {
+    let draft = fuzzer.draft(op);
+    let query: Vec<String> = draft
+        .query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let uri = if query.is_empty() {
+        draft.path.clone()
+    } else {
+        format!("{}?{}", draft.path, query.join("&"))
+    };
+    let headers: Vec<(&str, &str)> = draft
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let method = op.method.to_uppercase();
+    let reply = http.send(&method, &uri, &headers, draft.body.clone()).await;
+    tally.sent += 1;
+    if (200..300).contains(&reply.status) && op.method == "post" {
+        let json: Value = serde_json::from_str(&reply.body).unwrap_or_default();
+        let id = json["webhook"]["id"].as_str().or(json["id"].as_str());
+        let pool = match op.template.as_str() {
+            "/v1/webhooks" => Some(&mut fuzzer.known.webhook_ids),
+            "/v1/payments" => Some(&mut fuzzer.known.payment_ids),
+            _ => None,
+        };
+        if let (Some(pool), Some(id)) = (pool, id) {
+            pool.push(id.to_owned());
+        }
+    }
+    let shown_body = draft
+        .body
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).into_owned())
+        .unwrap_or_default();
+    let shown_reply: String = reply.body.chars().take(300).collect();
+    let example = format!(
+        "[{}] {method} {uri} body={shown_body:?} -> {} {shown_reply}",
+        draft.case, reply.status
+    );
+    tally
+        .answered
+        .entry((op.method.clone(), op.template.clone()))
+        .or_default()
+        .insert(reply.status);
+    if reply.status >= 500 {
+        tally.failures.push(format!("5xx: {example}"));
+    }
+    let Some(documented) = documented_response(&op.op, reply.status) else {
+        tally
+            .undocumented
+            .entry((op.method.clone(), op.template.clone(), reply.status))
+            .or_insert(example);
+        return reply.status;
+    };
+    if reply.status >= 400 {
+        let json: Option<Value> = serde_json::from_str(&reply.body).ok();
+        let shape_ok = json.as_ref().and_then(|j| j.as_object()).is_some_and(|o| {
+            o.len() == 2
+                && o.get("code").and_then(Value::as_str).is_some_and(|c| {
+                    !c.is_empty() && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                })
+                && o.get("message")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| !m.is_empty())
+        });
+        if !shape_ok {
+            tally
+                .failures
+                .push(format!("error body is not {{code, message}}: {example}"));
+        }
+        if documented["content"]["application/json"]["schema"]["$ref"]
+            != "#/components/schemas/ErrorBody"
+        {
+            tally.failures.push(format!(
+                "error answer documented without ErrorBody: {example}"
+            ));
+        }
+    }
+    for header in ["Retry-After", "Idempotent-Replayed"] {
+        if reply.header(header).is_some() && !documented["headers"][header].is_object() {
+            tally
+                .failures
+                .push(format!("{header} sent but not declared: {example}"));
+        }
+    }
+    reply.status
 }
