@@ -381,6 +381,14 @@ impl Fuzzer<'_> {
         if let Some(a) = authorization {
             headers.push(("authorization".to_owned(), a));
         }
+        match self.rng.below(4) {
+            0 => headers.push((
+                "x-request-id".to_owned(),
+                format!("fuzz-{}", self.rng.alnum(8)),
+            )),
+            1 => headers.push(("x-request-id".to_owned(), "bad id with spaces".to_owned())),
+            _ => {}
+        }
 
         let mut body = if has_body {
             let value = self.valid("body", &body_schema);
@@ -757,7 +765,7 @@ async fn exchange(fuzzer: &mut Fuzzer<'_>, http: &Http, op: &Operation, tally: &
             ));
         }
     }
-    for header in ["Retry-After", "Idempotent-Replayed"] {
+    for header in ["Retry-After", "Idempotent-Replayed", "x-request-id"] {
         if reply.header(header).is_some() && !documented["headers"][header].is_object() {
             tally
                 .failures

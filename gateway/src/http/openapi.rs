@@ -115,6 +115,7 @@ fn complete_contract(doc: &mut serde_json::Value) {
         };
         for (method, op) in item.iter_mut() {
             complete_operation(path, method, op);
+            declare_request_id(op);
         }
     }
 }
@@ -239,6 +240,27 @@ fn complete_operation(path: &str, method: &str, op: &mut serde_json::Value) {
     }
     if !params.is_empty() {
         op["parameters"] = serde_json::Value::Array(params);
+    }
+}
+
+/// Every route (the outermost layer) takes an optional `x-request-id` and answers with one.
+fn declare_request_id(op: &mut serde_json::Value) {
+    use serde_json::json;
+    let param = json!({
+        "name": "x-request-id", "in": "header", "required": false,
+        "description": "Correlates logs and signerd's audit log; used when 1 to 128 characters \
+            of [A-Za-z0-9._:-], else the gateway makes one",
+        "schema": { "type": "string", "maxLength": crate::model::RequestId::MAX_LEN } });
+    match op["parameters"].as_array_mut() {
+        Some(params) => params.push(param),
+        None => op["parameters"] = json!([param]),
+    }
+    if let Some(responses) = op["responses"].as_object_mut() {
+        for response in responses.values_mut() {
+            response["headers"]["x-request-id"] = json!({
+                "description": "The request id (the caller's when sane)",
+                "schema": { "type": "string" } });
+        }
     }
 }
 
@@ -463,6 +485,16 @@ mod tests {
                     assert_eq!(p["schema"]["format"], "uuid", "{method} {path} {p}");
                     assert_eq!(p["schema"]["pattern"], UUID_PATTERN, "{method} {path}");
                 }
+            }
+            assert!(
+                params.iter().any(|p| p["name"] == "x-request-id"),
+                "{method} {path} takes x-request-id"
+            );
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                assert!(
+                    response["headers"]["x-request-id"].is_object(),
+                    "{method} {path} {status} declares x-request-id"
+                );
             }
             let key = params
                 .iter()
