@@ -741,6 +741,21 @@ async fn exchange(fuzzer: &mut Fuzzer<'_>, http: &Http, op: &Operation, tally: &
             .or_insert(example);
         return reply.status;
     };
+    let schema = &documented["content"]["application/json"]["schema"];
+    if reply.status < 300 && schema.is_object() {
+        match serde_json::from_str::<Value>(&reply.body) {
+            Ok(body) => {
+                if let Err(why) = conforms(fuzzer.doc, &body, schema, "$") {
+                    tally.failures.push(format!(
+                        "answer does not match its schema ({why}): {example}"
+                    ));
+                }
+            }
+            Err(e) => tally.failures.push(format!(
+                "documented JSON answer is not JSON ({e}): {example}"
+            )),
+        }
+    }
     if reply.status >= 400 {
         let json: Option<Value> = serde_json::from_str(&reply.body).ok();
         let shape_ok = json.as_ref().and_then(|j| j.as_object()).is_some_and(|o| {
@@ -773,4 +788,100 @@ async fn exchange(fuzzer: &mut Fuzzer<'_>, http: &Http, op: &Operation, tally: &
         }
     }
     reply.status
+}
+
+/// Whether `value` fits `schema` as far as the fuzzer checks: types, required properties, no
+/// properties the schema does not name, enums, string patterns of UUIDs.
+fn conforms(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), String> {
+    let schema = match schema["$ref"].as_str() {
+        Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap_or_default()],
+        None => schema,
+    };
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[key].as_array() {
+            return if options.iter().any(|o| conforms(doc, value, o, at).is_ok()) {
+                Ok(())
+            } else {
+                Err(format!("{at}: {value} matches no {key} option"))
+            };
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        // The parts of an allOf (a flattened struct) describe one object together.
+        let mut merged = json!({ "type": "object", "properties": {}, "required": [] });
+        for part in all {
+            let part = match part["$ref"].as_str() {
+                Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap_or_default()],
+                None => part,
+            };
+            for (name, property) in part["properties"].as_object().into_iter().flatten() {
+                merged["properties"][name] = property.clone();
+            }
+            if let (Some(into), Some(from)) = (
+                merged["required"].as_array_mut(),
+                part["required"].as_array(),
+            ) {
+                into.extend(from.iter().cloned());
+            }
+        }
+        return conforms(doc, value, &merged, at);
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !values.contains(value)
+    {
+        return Err(format!("{at}: {value} not in {values:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let actual = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if !types.contains(&actual) && !(actual == "integer" && types.contains(&"number")) {
+        return Err(format!("{at}: {actual} where the schema says {types:?}"));
+    }
+    match value {
+        Value::String(text) if schema["pattern"] == UUID_PATTERN => {
+            if text.len() != 36 {
+                return Err(format!("{at}: {text:?} is not a UUID"));
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                conforms(doc, item, &schema["items"], &format!("{at}[{i}]"))?;
+            }
+        }
+        Value::Object(fields) => {
+            let properties = schema["properties"].as_object();
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap_or_default();
+                if !fields.contains_key(name) {
+                    return Err(format!("{at}: required {name} missing"));
+                }
+            }
+            if let Some(properties) = properties {
+                for (name, field) in fields {
+                    match properties.get(name) {
+                        Some(s) => conforms(doc, field, s, &format!("{at}.{name}"))?,
+                        None if schema["additionalProperties"].is_null()
+                            || schema["additionalProperties"] == false =>
+                        {
+                            return Err(format!("{at}: {name} is not in the schema"));
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
