@@ -845,14 +845,13 @@ fn conforms(doc: &Value, value: &Value, schema: &Value, at: &str) -> Result<(), 
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    if !types.contains(&actual) && !(actual == "integer" && types.contains(&"number")) {
+    let fits = types.contains(&actual) || (actual == "integer" && types.contains(&"number"));
+    if !fits {
         return Err(format!("{at}: {actual} where the schema says {types:?}"));
     }
     match value {
-        Value::String(text) if schema["pattern"] == UUID_PATTERN => {
-            if text.len() != 36 {
-                return Err(format!("{at}: {text:?} is not a UUID"));
-            }
+        Value::String(text) if schema["pattern"] == UUID_PATTERN && text.len() != 36 => {
+            return Err(format!("{at}: {text:?} is not a UUID"));
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
