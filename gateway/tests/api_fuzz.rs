@@ -177,7 +177,14 @@ impl Fuzzer<'_> {
                 let hi = schema["maxItems"].as_u64().unwrap_or(lo + 3);
                 let n = self.rng.range(lo as i64, hi as i64);
                 let items = schema["items"].clone();
-                Value::Array((0..n).map(|_| self.valid(name, &items)).collect())
+                let mut values: Vec<Value> = Vec::new();
+                for _ in 0..n {
+                    let value = self.valid(name, &items);
+                    if schema["uniqueItems"] != true || !values.contains(&value) {
+                        values.push(value);
+                    }
+                }
+                Value::Array(values)
             }
             "object" => self.valid_object(&schema),
             _ => json!(self.valid_string(name, &schema)),
@@ -643,6 +650,10 @@ async fn every_answer_to_schema_generated_requests_is_documented() {
     for ((method, route), statuses) in &tally.answered {
         eprintln!("  {method:6} {route}: {statuses:?}");
     }
+    eprintln!("schema-valid requests refused with 400, by message:");
+    for (message, count) in &tally.valid_but_refused {
+        eprintln!("  {count:5} {message}");
+    }
     let undocumented: Vec<String> = tally
         .undocumented
         .into_iter()
@@ -680,6 +691,8 @@ struct Tally {
     undocumented: BTreeMap<(String, String, u16), String>,
     failures: Vec<String>,
     answered: BTreeMap<(String, String), BTreeSet<u16>>,
+    /// Schema-valid requests refused as invalid, by error message (what only prose states).
+    valid_but_refused: BTreeMap<String, usize>,
 }
 
 /// Sends one generated request for `op` and checks the answer against the document; returns
@@ -733,6 +746,10 @@ async fn exchange(fuzzer: &mut Fuzzer<'_>, http: &Http, op: &Operation, tally: &
         .insert(reply.status);
     if reply.status >= 500 {
         tally.failures.push(format!("5xx: {example}"));
+    }
+    if draft.case == "valid" && reply.status == 400 {
+        let message: String = reply.message().chars().take(60).collect();
+        *tally.valid_but_refused.entry(message).or_default() += 1;
     }
     let Some(documented) = documented_response(&op.op, reply.status) else {
         tally

@@ -556,6 +556,9 @@ mod tests {
         assert!(pay("destination")["pattern"].is_string());
         assert_eq!(pay("memo")["maxLength"], 28);
         assert_eq!(field("SetLimitsRequest", "daily_count")["minimum"], 0);
+        let types = field("CreateWebhookRequest", "event_types");
+        assert_eq!(types["uniqueItems"], true, "{types}");
+        assert_eq!(types["minItems"], 1, "{types}");
         assert!(field("SetLimitsRequest", "daily_amount")["pattern"].is_string());
         for (path, method) in [
             ("/v1/users", "get"),
