@@ -613,6 +613,57 @@ async fn every_answer_to_schema_generated_requests_is_documented() {
     }
     let main_requests = tally.sent;
 
+    // The other direction: a method the document does not list on a documented path is one the
+    // server does not serve (405), so no route is served undocumented.
+    let mut paths: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for op in &operations {
+        paths.entry(&op.template).or_default().insert(&op.method);
+    }
+    for (template, methods) in &paths {
+        let path = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    if segment == "{delivery_id}" {
+                        "1".to_owned()
+                    } else {
+                        fuzzer.rng.uuid()
+                    }
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if methods.contains(method) {
+                continue;
+            }
+            let auth = format!("Bearer {}", stack.admin_key);
+            let key = format!("fuzz-{}", fuzzer.rng.alnum(12));
+            let reply = stack
+                .http
+                .send(
+                    &method.to_uppercase(),
+                    &path,
+                    &[
+                        ("authorization", auth.as_str()),
+                        ("idempotency-key", key.as_str()),
+                        ("content-type", "application/json"),
+                    ],
+                    Some(b"{}".to_vec()),
+                )
+                .await;
+            tally.sent += 1;
+            if reply.status != 405 || reply.error_code() != "METHOD_NOT_ALLOWED" {
+                tally.failures.push(format!(
+                    "{method} {template} is not documented but answered {} {}",
+                    reply.status, reply.body
+                ));
+            }
+        }
+    }
+
     // The rate limit: a gateway allowing one request per second per key answers 429 (with
     // Retry-After) on every /v1 route once a key's burst is spent.
     let limited = Stack::start_with(
@@ -643,7 +694,7 @@ async fn every_answer_to_schema_generated_requests_is_documented() {
         .count();
 
     eprintln!(
-        "api_fuzz: {} requests over {} operations ({main_requests} fuzzed, the rest against a rate limit)",
+        "api_fuzz: {} requests over {} operations ({main_requests} fuzzed; the rest probe undocumented methods and the rate limit)",
         tally.sent,
         operations.len()
     );
@@ -746,6 +797,11 @@ async fn exchange(fuzzer: &mut Fuzzer<'_>, http: &Http, op: &Operation, tally: &
         .insert(reply.status);
     if reply.status >= 500 {
         tally.failures.push(format!("5xx: {example}"));
+    }
+    if reply.status == 404 && reply.message() == "no such route" {
+        tally
+            .failures
+            .push(format!("the server has no such route: {example}"));
     }
     if draft.case == "valid" && reply.status == 400 {
         let message: String = reply.message().chars().take(60).collect();
