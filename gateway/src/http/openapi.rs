@@ -1,5 +1,8 @@
 //! The OpenAPI 3.1 document served at `/openapi.json`, generated from the handlers' annotations
-//! and the response types, so it cannot drift from the code.
+//! and the response types, so it cannot drift from the code. What the layers in front of every
+//! handler answer (authentication, rate limit, role, idempotency, body limit, id parsing) is
+//! added to every operation by [`document`] from the router's structure, so no route can forget
+//! one; `tests/api_fuzz.rs` checks the running server against the result.
 
 use std::sync::Arc;
 
