@@ -50,7 +50,7 @@ pub struct CreatePaymentRequest {
     /// An optional text memo, at most 28 bytes of UTF-8 (`maxLength` bounds the characters;
     /// text outside ASCII reaches the byte limit sooner).
     #[serde(default)]
-    #[schema(max_length = 28)]
+    #[schema(max_length = 28, pattern = "^[^\\u0000]*$")]
     pub memo: Option<String>,
 }
 
