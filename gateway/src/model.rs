@@ -436,6 +436,8 @@ pub enum AuditAction {
     WebhookSecretRotated,
     /// A webhook delivery was queued again by hand.
     WebhookDeliveryReplayed,
+    /// An admin set (or reset to the defaults) a wallet's daily payment limits.
+    WalletLimitsSet,
 }
 
 impl AuditAction {
@@ -455,6 +457,7 @@ impl AuditAction {
             AuditAction::WebhookDeleted => "webhook.deleted",
             AuditAction::WebhookSecretRotated => "webhook.secret_rotated",
             AuditAction::WebhookDeliveryReplayed => "webhook.delivery_replayed",
+            AuditAction::WalletLimitsSet => "wallet.limits_set",
         }
     }
 }

@@ -17,13 +17,16 @@ use crate::model::AuditEvent;
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Return events after this event id (the `next_after` of the previous page).
     pub after: Option<i64>,
-    /// Only events about this kind of subject (`user`, `wallet`, `api_key`, `payment`); needs
-    /// `subject_id`.
+    /// Only events about this kind of subject (`user`, `wallet`, `api_key`, `payment`,
+    /// `webhook`); needs `subject_id`.
+    #[param(pattern = "^[!-~]{1,64}$")]
     pub subject_type: Option<String>,
     /// Only events about this subject; needs `subject_type`.
+    #[param(pattern = "^[!-~]{1,64}$")]
     pub subject_id: Option<String>,
 }
 
@@ -35,6 +38,18 @@ pub struct AuditPage {
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_after: Option<i64>,
+}
+
+/// A subject type or id as the store writes them: 1 to 64 visible ASCII characters. Anything
+/// else matches nothing, and is refused so that it never reaches the database (Postgres refuses
+/// a NUL byte in text with an error, not an empty answer).
+fn subject_part(raw: &str) -> Result<&str> {
+    if raw.is_empty() || raw.len() > 64 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Validation(
+            "subject_type and subject_id are 1 to 64 visible ASCII characters".into(),
+        ));
+    }
+    Ok(raw)
 }
 
 /// The audit log.
@@ -54,7 +69,7 @@ pub async fn list_audit_events(
 ) -> Result<Json<AuditPage>> {
     let limit = page_size(query.limit)?;
     let subject = match (&query.subject_type, &query.subject_id) {
-        (Some(kind), Some(id)) => Some((kind.as_str(), id.as_str())),
+        (Some(kind), Some(id)) => Some((subject_part(kind)?, subject_part(id)?)),
         (None, None) => None,
         _ => {
             return Err(Error::Validation(

@@ -29,16 +29,28 @@ use crate::store::{
 #[serde(deny_unknown_fields)]
 pub struct CreatePaymentRequest {
     /// The paying wallet's id.
+    #[schema(
+        format = "uuid",
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub source_wallet_id: String,
     /// A wallet id, a `G...` account or an `M...` muxed account.
+    #[schema(
+        pattern = "^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|G[A-Z2-7]{55}|M[A-Z2-7]{68})$"
+    )]
     pub destination: String,
-    /// Lumens as a decimal string with at most 7 decimal places, e.g. `"12.5"`.
+    /// Lumens as a decimal string with at most 7 decimal places, greater than zero, e.g.
+    /// `"12.5"`.
+    #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,7})?$")]
     pub amount: String,
     /// Only `native` (the default) is supported.
     #[serde(default)]
+    #[schema(pattern = "^native$")]
     pub asset: Option<String>,
-    /// An optional text memo, at most 28 bytes.
+    /// An optional text memo, at most 28 bytes of UTF-8 (`maxLength` bounds the characters;
+    /// text outside ASCII reaches the byte limit sooner).
     #[serde(default)]
+    #[schema(max_length = 28, pattern = "^[^\\u0000]*$")]
     pub memo: Option<String>,
 }
 
@@ -138,8 +150,13 @@ pub struct PaymentPage {
 #[into_params(parameter_in = Query)]
 pub struct ListPaymentsQuery {
     /// Payments older than this id.
+    #[param(
+        format = "uuid",
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub before: Option<String>,
     /// Page size (1..=500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -178,8 +195,10 @@ pub struct Funded {
 #[serde(deny_unknown_fields)]
 pub struct SetLimitsRequest {
     /// Payments per UTC day.
+    #[schema(minimum = 0)]
     pub daily_count: Option<i64>,
-    /// Lumens per UTC day, as a decimal string.
+    /// Lumens per UTC day, as a decimal string with at most 7 decimal places.
+    #[schema(pattern = r"^[0-9]{1,12}(\.[0-9]{1,7})?$")]
     pub daily_amount: Option<String>,
 }
 
@@ -427,6 +446,7 @@ fn network(state: &AppState) -> Result<&dyn Network> {
     responses(
         (status = 200, body = Balance),
         (status = 404, description = "WALLET_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "NETWORK_NOT_CONFIGURED", body = ErrorBody),
         (status = 503, description = "NETWORK_UNAVAILABLE", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -507,7 +527,8 @@ pub async fn get_limits(
     ))
 }
 
-/// Overrides a wallet's daily limits (admin).
+/// Overrides a wallet's daily limits (admin); recorded as the audit event `wallet.limits_set`
+/// with the overrides before and after.
 #[utoipa::path(
     post, path = "/v1/wallets/{wallet_id}/limits", tag = "admin",
     params(("wallet_id" = String, Path, description = "A UUID"), ("Idempotency-Key" = String, Header)),
@@ -517,6 +538,8 @@ pub async fn get_limits(
 )]
 pub async fn set_limits(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
     ApiPath(wallet_id): ApiPath<WalletId>,
     ApiJson(body): ApiJson<SetLimitsRequest>,
 ) -> Result<Json<DailyLimits>> {
@@ -533,7 +556,12 @@ pub async fn set_limits(
     };
     state
         .store
-        .set_wallet_limits(wallet_id, body.daily_count, amount)
+        .set_wallet_limits(
+            wallet_id,
+            body.daily_count,
+            amount,
+            &super::audit_context(&caller, &request_id),
+        )
         .await?;
     tracing::info!(%wallet_id, daily_count = ?body.daily_count, daily_amount = ?amount, "wallet limits set");
     Ok(Json(
@@ -552,7 +580,7 @@ pub struct ResolvePaymentRequest {
     /// `REBUILD`: none did and it is to be paid still, on a new sequence number.
     pub resolution: Resolution,
     /// Why, for the payment's history (1 to 500 characters).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"^\S(.*\S)?$")]
     pub reason: String,
 }
 

@@ -21,7 +21,9 @@ const DEFAULT_PAGE: u32 = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// The caller's reference for the user (1..=128 characters, unique).
+    /// The caller's reference for the user (1..=128 characters, unique; no control characters,
+    /// no leading or trailing whitespace).
+    #[schema(min_length = 1, max_length = 128, pattern = r"^\S(.*\S)?$")]
     pub external_ref: String,
 }
 
@@ -29,7 +31,9 @@ pub struct CreateUserRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminActionRequest {
-    /// Why (1..=500 characters); kept in the audit event.
+    /// Why (1..=500 characters; no control characters, no leading or trailing whitespace);
+    /// kept in the audit event.
+    #[schema(min_length = 1, max_length = 500, pattern = r"^\S(.*\S)?$")]
     pub reason: String,
 }
 
@@ -39,8 +43,13 @@ pub struct AdminActionRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListUsersQuery {
     /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Return users created after this user id (the `next_after` of the previous page).
+    #[param(
+        format = "uuid",
+        pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub after: Option<String>,
 }
 

@@ -25,6 +25,7 @@ use crate::store::WalletRecord;
         (status = 200, description = "Already existed", body = Wallet),
         (status = 404, description = "USER_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "USER_BLOCKED or WALLET_FROZEN", body = ErrorBody),
+        (status = 502, description = "SIGNER_ERROR: signerd refused or answered something unusable", body = ErrorBody),
         (status = 503, description = "SIGNER_UNAVAILABLE: retry later; the same wallet is completed", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -40,8 +40,19 @@ pub struct CreateWebhookRequest {
     #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
     /// The event types to receive (1 to 6, no repeats).
-    #[schema(min_items = 1, max_items = 6)]
+    #[schema(schema_with = event_types_schema)]
     pub event_types: Vec<EventType>,
+}
+
+/// `event_types`: 1 to 6 distinct `EventType`s (utoipa has no `unique_items` attribute).
+fn event_types_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("EventType"))
+        .min_items(Some(1))
+        .max_items(Some(EventType::ALL.len()))
+        .unique_items(true)
+        .description(Some("The event types to receive (1 to 6, no repeats)."))
+        .build()
 }
 
 /// A registered endpoint.

@@ -135,7 +135,8 @@ impl DestinationAccount {
     }
 }
 
-/// A text memo: at most 28 bytes of UTF-8.
+/// A text memo: at most 28 bytes of UTF-8, without NUL (a Postgres text column cannot hold it,
+/// and no reader of a memo expects one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoText(String);
 
@@ -147,6 +148,9 @@ impl MemoText {
                 "memo must be at most 28 bytes, got {}",
                 raw.len()
             )));
+        }
+        if raw.contains('\0') {
+            return Err(Error::Validation("memo must not contain NUL".into()));
         }
         Ok(MemoText(raw.to_owned()))
     }

@@ -682,25 +682,62 @@ impl Store {
         })
     }
 
-    /// Sets (or with `None`, resets to the default) a wallet's limit overrides.
+    /// Sets (or with `None`, resets to the default) a wallet's limit overrides, and records
+    /// `wallet.limits_set` with the overrides before and after (`null`: the configured default)
+    /// in the same transaction.
     pub async fn set_wallet_limits(
         &self,
         wallet: WalletId,
         daily_count: Option<i64>,
         daily_amount_stroops: Option<i64>,
+        ctx: &AuditContext,
     ) -> Result<()> {
+        let now = Timestamp::now();
+        let mut tx = self.pool.begin().await?;
+        // A write first: it takes the row's lock (Postgres) or the database's write lock
+        // (SQLite) before the old values are read, so two admins racing each record the values
+        // they really replaced. A row of NULLs means "the defaults", like no row.
         sqlx::query(
             "INSERT INTO wallet_limits (wallet_id, daily_count, daily_amount_stroops, updated_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (wallet_id) DO UPDATE SET daily_count = $2, \
-               daily_amount_stroops = $3, updated_at = $4",
+             VALUES ($1, NULL, NULL, $2) \
+             ON CONFLICT (wallet_id) DO UPDATE SET updated_at = $2",
+        )
+        .bind(wallet.to_string())
+        .bind(now.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT daily_count, daily_amount_stroops FROM wallet_limits WHERE wallet_id = $1",
+        )
+        .bind(wallet.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let old_count = opt_i64(&row, "daily_count")?;
+        let old_amount = opt_i64(&row, "daily_amount_stroops")?;
+        sqlx::query(
+            "UPDATE wallet_limits SET daily_count = $2, daily_amount_stroops = $3, updated_at = $4 \
+             WHERE wallet_id = $1",
         )
         .bind(wallet.to_string())
         .bind(daily_count)
         .bind(daily_amount_stroops)
-        .bind(Timestamp::now().as_str())
-        .execute(&self.pool)
+        .bind(now.as_str())
+        .execute(&mut *tx)
         .await?;
+        audit::record(
+            &mut tx,
+            ctx,
+            &now,
+            AuditAction::WalletLimitsSet,
+            "wallet",
+            &wallet.to_string(),
+            serde_json::json!({
+                "old": { "daily_count": old_count, "daily_amount_stroops": old_amount },
+                "new": { "daily_count": daily_count, "daily_amount_stroops": daily_amount_stroops },
+            }),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
