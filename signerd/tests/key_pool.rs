@@ -6,11 +6,14 @@
 //! What the token holds is read through PKCS#11 itself (cryptoki, in a child process with the
 //! token's `SOFTHSM2_CONF`), never through signerd's API.
 
+#[path = "support/token.rs"]
+mod token;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use signer_proto::v1 as pb;
-use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TEST_PIN};
+use signer_testkit::{Grant, SignerdOptions, SignerdProcess};
 use tonic::Code;
 
 fn pool_toml(target: usize, low_water: usize) -> String {
@@ -116,34 +119,13 @@ fn in_token(signerd: &SignerdProcess, task: &str) -> serde_json::Value {
 #[test]
 #[ignore = "run by the other tests in a child process, with the token's SOFTHSM2_CONF"]
 fn token_task() {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-    use cryptoki::session::UserType;
 
     let Ok(task) = std::env::var("POOL_TOKEN_TASK") else {
         return;
     };
     assert_eq!(task, "census");
-    let pkcs11 = Pkcs11::new(signer_testkit::SOFTHSM_MODULE).unwrap_or_else(|e| panic!("{e}"));
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .find(|slot| {
-            pkcs11
-                .get_token_info(*slot)
-                .is_ok_and(|t| t.label() == signer_testkit::TEST_TOKEN_LABEL)
-        })
-        .unwrap_or_else(|| panic!("no test token"));
-    let session = pkcs11
-        .open_rw_session(slot)
-        .unwrap_or_else(|e| panic!("{e}"));
-    session
-        .login(UserType::User, Some(&TEST_PIN.into()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let session = token::user_session();
     let objects = |class| {
         session
             .find_objects(&[

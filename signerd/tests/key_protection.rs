@@ -2,6 +2,9 @@
 //! value unreadable. Read through PKCS#11 by `signerd inspect-key`, a separate process with its
 //! own session, not through signerd's gRPC API.
 
+#[path = "support/token.rs"]
+mod token;
+
 use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TEST_PIN};
 
 #[tokio::test]
@@ -97,10 +100,8 @@ fn in_token(signerd: &SignerdProcess, task: &str, key_id: &str) -> serde_json::V
 #[test]
 #[ignore = "run by the other tests in a child process, with the token's SOFTHSM2_CONF"]
 fn token_task() {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::mechanism::Mechanism;
     use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-    use cryptoki::session::UserType;
 
     let (Ok(task), Ok(key_id)) = (
         std::env::var("TOKEN_TASK"),
@@ -108,26 +109,7 @@ fn token_task() {
     ) else {
         return;
     };
-    let pkcs11 = Pkcs11::new(signer_testkit::SOFTHSM_MODULE).unwrap_or_else(|e| panic!("{e}"));
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .find(|slot| {
-            pkcs11
-                .get_token_info(*slot)
-                .is_ok_and(|t| t.label() == signer_testkit::TEST_TOKEN_LABEL)
-        })
-        .unwrap_or_else(|| panic!("no test token"));
-    let session = pkcs11
-        .open_rw_session(slot)
-        .unwrap_or_else(|e| panic!("{e}"));
-    session
-        .login(UserType::User, Some(&TEST_PIN.into()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let session = token::user_session();
     let generate = |public_id: &str, private_id: &str| {
         session
             .generate_key_pair(

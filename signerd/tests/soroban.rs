@@ -10,6 +10,9 @@
 //! vector keys imported into signerd's SoftHSM token, signerd returns the SDK's signed entries
 //! byte for byte.
 
+#[path = "support/token.rs"]
+mod token;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
@@ -20,7 +23,7 @@ use sha2::{Digest, Sha256};
 use signer_proto::v1 as pb;
 use signer_proto::v1::signer_client::SignerClient;
 use signer_testkit::stellar::{Tx, key_bytes, now, with_source};
-use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TEST_PIN, TESTNET, with_request_id};
+use signer_testkit::{Grant, SignerdOptions, SignerdProcess, TESTNET, with_request_id};
 use stellar_xdr::{
     AccountId, ContractId, DataValue, Hash, HostFunction, Int128Parts, InvokeContractArgs,
     InvokeHostFunctionOp, Limits, ManageDataOp, Operation, OperationBody, PublicKey as XdrKey,
@@ -797,34 +800,13 @@ async fn an_unknown_or_stale_current_ledger_refuses_every_authorization() {
 #[test]
 #[ignore = "run by the vector test in a child process, with the token's SOFTHSM2_CONF"]
 fn token_import() {
-    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::object::{Attribute, KeyType, ObjectClass};
-    use cryptoki::session::UserType;
 
     let Ok(task) = std::env::var("TOKEN_IMPORT") else {
         return;
     };
     let keys: Vec<(String, String)> = serde_json::from_str(&task).unwrap_or_else(|e| panic!("{e}"));
-    let pkcs11 = Pkcs11::new(signer_testkit::SOFTHSM_MODULE).unwrap_or_else(|e| panic!("{e}"));
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let slot = pkcs11
-        .get_slots_with_token()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .find(|slot| {
-            pkcs11
-                .get_token_info(*slot)
-                .is_ok_and(|t| t.label() == signer_testkit::TEST_TOKEN_LABEL)
-        })
-        .unwrap_or_else(|| panic!("no test token"));
-    let session = pkcs11
-        .open_rw_session(slot)
-        .unwrap_or_else(|e| panic!("{e}"));
-    session
-        .login(UserType::User, Some(&TEST_PIN.into()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let session = token::user_session();
     let params = signerd::backend::pkcs11::ED25519_EC_PARAMS.to_vec();
     for (key_id, seed) in keys {
         let seed = stellar_strkey::ed25519::PrivateKey::from_string(&seed)
