@@ -31,6 +31,7 @@
 pub mod api_key;
 pub mod commands;
 pub mod config;
+pub mod deposits;
 pub mod error;
 pub mod http;
 pub mod metrics;

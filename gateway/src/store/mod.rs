@@ -11,6 +11,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod deposits;
 mod group_commit;
 pub mod idempotency;
 pub mod migrations;
