@@ -298,6 +298,7 @@ mod tests {
             "/v1/payments",
             "/v1/payments/{payment_id}",
             "/v1/wallets/{wallet_id}/payments",
+            "/v1/wallets/{wallet_id}/deposits",
             "/v1/wallets/{wallet_id}/balance",
             "/v1/wallets/{wallet_id}/fund",
             "/v1/wallets/{wallet_id}/limits",
@@ -306,7 +307,7 @@ mod tests {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 24,
+            paths, 25,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -366,6 +367,13 @@ mod tests {
         (
             "get",
             "/v1/wallets/{wallet_id}/payments",
+            false,
+            false,
+            true,
+        ),
+        (
+            "get",
+            "/v1/wallets/{wallet_id}/deposits",
             false,
             false,
             true,
