@@ -1,5 +1,6 @@
 //! Deposits end to end: the real gateway binary ingesting the simulator's ledgers through Stellar
-//! RPC (`getTransactions`), on SQLite and Postgres. Payments from an account the gateway does not
+//! RPC (`getTransactions`) and through Horizon (`GET /ledgers/{n}/transactions`), on SQLite and
+//! Postgres. Payments from an account the gateway does not
 //! control are made with the simulator's `pay_from_outside`; crash-safety is checked by SIGKILL
 //! and restart (and, on Postgres, by a second replica taking over the ingestion lease), with
 //! exact counts of deposits and of `deposit.received` outbox events.
@@ -27,13 +28,13 @@ struct DepositStack {
 }
 
 impl DepositStack {
-    async fn start(db: DatabaseKind) -> DepositStack {
+    async fn start(target: Target) -> DepositStack {
         let sim = must(HorizonSim::start(SimConfig::with_ledger_interval(LEDGER_INTERVAL)).await);
         let stack = Stack::start_with(
-            db,
+            target.db,
             GatewayOptions {
-                network_url: Some(Backend::Rpc.url(&sim.url())),
-                network_kind: Backend::Rpc.kind(),
+                network_url: Some(target.backend.url(&sim.url())),
+                network_kind: target.backend.kind(),
                 extra_toml: "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n\n\
                     [deposits]\ningest = true\npoll_interval_ms = 50\nlease_ms = 2000\nbatch_ledgers = 3\n"
                     .into(),
@@ -180,9 +181,9 @@ impl DepositStack {
     }
 }
 
-on_both_databases! {
-    async fn an_outside_deposit_appears_once_with_amount_and_memo(kind: DatabaseKind) {
-        let s = DepositStack::start(kind).await;
+on_both_backends! {
+    async fn an_outside_deposit_appears_once_with_amount_and_memo(target: Target) {
+        let s = DepositStack::start(target).await;
         let (wallet, account) = s.wallet("depositor", 10 * XLM).await;
         let outsider = s.outsider(7);
         let ledger = s.deposit(outsider, account, 12 * XLM + 5, "invoice 42").await;
@@ -214,8 +215,8 @@ on_both_databases! {
         assert_eq!(unknown.status, 404, "{}", unknown.body);
     }
 
-    async fn a_payment_between_wallets_is_a_deposit_of_the_receiver(kind: DatabaseKind) {
-        let s = DepositStack::start(kind).await;
+    async fn a_payment_between_wallets_is_a_deposit_of_the_receiver(target: Target) {
+        let s = DepositStack::start(target).await;
         let (payer, payer_account) = s.wallet("payer", 100 * XLM).await;
         let (payee, payee_account) = s.wallet("payee", 10 * XLM).await;
         let reply = s
@@ -240,8 +241,8 @@ on_both_databases! {
         assert!(s.deposits(&payer).await.is_empty(), "the payer's own payment is no deposit");
     }
 
-    async fn a_sigkill_and_restart_neither_skip_nor_repeat(kind: DatabaseKind) {
-        let mut s = DepositStack::start(kind).await;
+    async fn a_sigkill_and_restart_neither_skip_nor_repeat(target: Target) {
+        let mut s = DepositStack::start(target).await;
         let (wallet, account) = s.wallet("crash", 10 * XLM).await;
         let outsider = s.outsider(9);
         let mut last = 0;
@@ -277,8 +278,22 @@ on_both_databases! {
 /// Two replicas on Postgres: the one holding the ingestion lease is SIGKILLed and the other
 /// takes over, missing and repeating nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_replica_takes_over_ingestion() {
-    let mut s = DepositStack::start(DatabaseKind::Postgres).await;
+async fn a_second_replica_takes_over_ingestion_rpc() {
+    takeover(Backend::Rpc).await;
+}
+
+/// [`a_second_replica_takes_over_ingestion_rpc`] through Horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_over_ingestion_horizon() {
+    takeover(Backend::Horizon).await;
+}
+
+async fn takeover(backend: Backend) {
+    let mut s = DepositStack::start(Target {
+        db: DatabaseKind::Postgres,
+        backend,
+    })
+    .await;
     let (wallet, account) = s.wallet("takeover", 10 * XLM).await;
     let outsider = s.outsider(11);
     // The first gateway set the cursor, so it holds the lease (renewed every step): the replica
