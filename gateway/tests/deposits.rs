@@ -275,6 +275,40 @@ on_both_backends! {
     }
 }
 
+on_both_backends! {
+    async fn ledgers_pruned_while_down_are_a_reported_gap_never_skipped(target: Target) {
+        let mut s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("gap", 10 * XLM).await;
+        let outsider = s.outsider(13);
+        let first = s.deposit(outsider, account, XLM, "kept").await;
+        s.wait_for(&wallet, 1, first, &s.stack.gateway).await;
+        DepositStack::sigkill(&s.stack.gateway);
+        let _ = s.stack.gateway.wait().await;
+        let cursor = s.cursor().await;
+        // The API keeps 3 ledgers; 10 close while the gateway is down.
+        s.sim.set_history_retention(3);
+        must(s.sim.wait_for_ledger(s.sim.ledger_sequence() + 10, WAIT).await);
+        let after = s.deposit(outsider, account, 2 * XLM, "after the gap").await;
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        let reported = eventually(WAIT, || async {
+            s.stack.gateway.log().contains("deposit ingestion gap")
+        })
+        .await;
+        assert!(reported, "no gap reported:\n{}", s.stack.gateway.log());
+        let metrics = s.stack.http.get("/metrics", None).await;
+        assert!(
+            metrics.body.lines().any(|l| l == "gateway_deposit_ingestion_lag_ledgers -1"),
+            "{}",
+            metrics.body
+        );
+        must(s.sim.wait_for_ledger(after + 2, WAIT).await);
+        // Nothing past the gap was taken: the cursor stays where the history ends.
+        assert_eq!(s.cursor().await, cursor);
+        s.assert_exactly(&wallet, 1).await;
+    }
+}
+
 /// Two replicas on Postgres: the one holding the ingestion lease is SIGKILLed and the other
 /// takes over, missing and repeating nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
