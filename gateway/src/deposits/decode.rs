@@ -212,4 +212,207 @@ mod tests {
         assert_ne!(toid(2, 1, 0), toid(2, 1, 1));
         assert_ne!(toid(2, 1, 0), toid(2, 2, 0));
     }
+
+    use stellar_xdr::{
+        AlphaNum4, AssetCode4, CreateAccountOp, Hash, OperationResult, PathPaymentStrictReceiveOp,
+        PathPaymentStrictReceiveResultSuccess, PathPaymentStrictSendOp,
+        PathPaymentStrictSendResultSuccess, PaymentOp, Preconditions, SequenceNumber,
+        SimplePaymentResult, Transaction, TransactionExt, TransactionResultExt,
+        TransactionV1Envelope, Uint256, WriteXdr,
+    };
+
+    fn key(byte: u8) -> [u8; 32] {
+        [byte; 32]
+    }
+
+    fn account_id(byte: u8) -> AccountId {
+        AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(key(byte))))
+    }
+
+    fn address(byte: u8) -> String {
+        stellar_strkey::ed25519::PublicKey(key(byte))
+            .to_string()
+            .as_str()
+            .to_owned()
+    }
+
+    fn usd() -> Asset {
+        Asset::CreditAlphanum4(AlphaNum4 {
+            asset_code: AssetCode4(*b"USD\0"),
+            issuer: account_id(9),
+        })
+    }
+
+    /// A transaction from account 1 with `ops`, its results `results`, at ledger 7, order 3.
+    fn applied(
+        ops: Vec<Operation>,
+        results: Vec<OperationResultTr>,
+        memo: Memo,
+        successful: bool,
+    ) -> LedgerTransaction {
+        let tx = Transaction {
+            source_account: MuxedAccount::Ed25519(Uint256(key(1))),
+            fee: 100,
+            seq_num: SequenceNumber(5),
+            cond: Preconditions::None,
+            memo,
+            operations: ops.try_into().unwrap_or_default(),
+            ext: TransactionExt::V0,
+        };
+        let envelope = TransactionEnvelope::Tx(TransactionV1Envelope {
+            tx,
+            signatures: Default::default(),
+        });
+        let results: Vec<OperationResult> =
+            results.into_iter().map(OperationResult::OpInner).collect();
+        let result = TransactionResult {
+            fee_charged: 100,
+            result: if successful {
+                TransactionResultResult::TxSuccess(results.try_into().unwrap_or_default())
+            } else {
+                TransactionResultResult::TxFailed(results.try_into().unwrap_or_default())
+            },
+            ext: TransactionResultExt::V0,
+        };
+        LedgerTransaction {
+            ledger: 7,
+            application_order: 3,
+            hash: "ab".repeat(32),
+            successful,
+            envelope_xdr: envelope.to_xdr_base64(Limits::none()).unwrap_or_default(),
+            result_xdr: result.to_xdr_base64(Limits::none()).unwrap_or_default(),
+        }
+    }
+
+    fn op(body: OperationBody) -> Operation {
+        Operation {
+            source_account: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn every_crediting_operation_is_read_with_the_amount_received() {
+        let tx = applied(
+            vec![
+                op(OperationBody::Payment(PaymentOp {
+                    destination: MuxedAccount::Ed25519(Uint256(key(2))),
+                    asset: usd(),
+                    amount: 11,
+                })),
+                op(OperationBody::CreateAccount(CreateAccountOp {
+                    destination: account_id(3),
+                    starting_balance: 22,
+                })),
+                op(OperationBody::AccountMerge(MuxedAccount::Ed25519(Uint256(
+                    key(4),
+                )))),
+                op(OperationBody::PathPaymentStrictReceive(
+                    PathPaymentStrictReceiveOp {
+                        send_asset: usd(),
+                        send_max: 1000,
+                        destination: MuxedAccount::Ed25519(Uint256(key(5))),
+                        dest_asset: Asset::Native,
+                        dest_amount: 44,
+                        path: Default::default(),
+                    },
+                )),
+                op(OperationBody::PathPaymentStrictSend(
+                    PathPaymentStrictSendOp {
+                        send_asset: Asset::Native,
+                        send_amount: 10,
+                        destination: MuxedAccount::Ed25519(Uint256(key(6))),
+                        dest_asset: usd(),
+                        dest_min: 1,
+                        path: Default::default(),
+                    },
+                )),
+                op(OperationBody::BumpSequence(stellar_xdr::BumpSequenceOp {
+                    bump_to: SequenceNumber(9),
+                })),
+            ],
+            vec![
+                OperationResultTr::Payment(stellar_xdr::PaymentResult::Success),
+                OperationResultTr::CreateAccount(stellar_xdr::CreateAccountResult::Success),
+                OperationResultTr::AccountMerge(AccountMergeResult::Success(33)),
+                OperationResultTr::PathPaymentStrictReceive(
+                    PathPaymentStrictReceiveResult::Success(
+                        PathPaymentStrictReceiveResultSuccess {
+                            offers: Default::default(),
+                            last: SimplePaymentResult {
+                                destination: account_id(5),
+                                asset: Asset::Native,
+                                amount: 44,
+                            },
+                        },
+                    ),
+                ),
+                OperationResultTr::PathPaymentStrictSend(PathPaymentStrictSendResult::Success(
+                    PathPaymentStrictSendResultSuccess {
+                        offers: Default::default(),
+                        last: SimplePaymentResult {
+                            destination: account_id(6),
+                            asset: usd(),
+                            amount: 55,
+                        },
+                    },
+                )),
+                OperationResultTr::BumpSequence(stellar_xdr::BumpSequenceResult::Success),
+            ],
+            Memo::Id(42),
+            true,
+        );
+        let credits = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
+        let seen: Vec<_> = credits
+            .iter()
+            .map(|c| (c.kind, c.destination.clone(), c.amount, c.asset.clone()))
+            .collect();
+        let usd = Some(("USD".to_owned(), address(9)));
+        assert_eq!(
+            seen,
+            vec![
+                ("payment", address(2), 11, usd.clone()),
+                ("create_account", address(3), 22, None),
+                ("account_merge", address(4), 33, None),
+                ("path_payment_strict_receive", address(5), 44, None),
+                ("path_payment_strict_send", address(6), 55, usd),
+            ]
+        );
+        for (index, credit) in credits.iter().enumerate() {
+            assert_eq!(credit.operation_id, toid(7, 3, index));
+            assert_eq!(credit.source, address(1));
+            assert_eq!(credit.memo, Some(("42".to_owned(), "id")));
+            assert_eq!(credit.tx_hash, "ab".repeat(32));
+        }
+    }
+
+    #[test]
+    fn a_failed_transaction_credits_nothing_and_bad_xdr_is_an_error() {
+        let payment = || {
+            op(OperationBody::Payment(PaymentOp {
+                destination: MuxedAccount::Ed25519(Uint256(key(2))),
+                asset: Asset::Native,
+                amount: 11,
+            }))
+        };
+        let failed = applied(
+            vec![payment()],
+            vec![OperationResultTr::Payment(
+                stellar_xdr::PaymentResult::Underfunded,
+            )],
+            Memo::None,
+            false,
+        );
+        assert_eq!(credits(&failed).ok(), Some(Vec::new()));
+        let mut broken = applied(
+            vec![payment()],
+            vec![OperationResultTr::Payment(
+                stellar_xdr::PaymentResult::Success,
+            )],
+            Memo::Hash(Hash([1; 32])),
+            true,
+        );
+        broken.result_xdr = "not xdr".into();
+        assert!(credits(&broken).is_err());
+    }
 }
