@@ -50,6 +50,9 @@ pub struct Config {
     /// Webhooks: which targets endpoints may name, and the dispatcher.
     #[serde(default)]
     pub webhooks: crate::webhooks::WebhooksConfig,
+    /// Deposits: the ingester.
+    #[serde(default)]
+    pub deposits: crate::deposits::DepositsConfig,
     /// The config file's directory, which a relative SQLite path is relative to.
     #[serde(skip)]
     database_base: Option<PathBuf>,

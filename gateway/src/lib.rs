@@ -26,11 +26,15 @@
 //! - [`commands`]: one module per CLI subcommand.
 //! - [`webhooks`]: the event outbox's delivery: endpoint targets (URL rules), Standard Webhooks
 //!   signatures, and the dispatcher that POSTs each event with retries, in order per wallet.
+//! - [`deposits`]: deposit ingestion: one replica (a lease) follows the ledgers from a stored
+//!   cursor and records the operations crediting the gateway's wallets, with their
+//!   `deposit.received` events, in the cursor's transaction.
 //! - [`error`]: the crate's error type and the one place it becomes an HTTP response.
 
 pub mod api_key;
 pub mod commands;
 pub mod config;
+pub mod deposits;
 pub mod error;
 pub mod http;
 pub mod metrics;

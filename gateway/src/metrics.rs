@@ -70,6 +70,7 @@ struct Inner {
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     webhook_backlog: Gauge,
     webhook_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    deposit_lag: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -154,6 +155,12 @@ impl Metrics {
             "Age of the oldest webhook delivery not yet delivered nor dead (database clock)",
             webhook_oldest_age.clone(),
         );
+        let deposit_lag = Gauge::default();
+        registry.register(
+            "deposit_ingestion_lag_ledgers",
+            "Ledgers the network API has closed that deposit ingestion has not covered (-1: stuck on a gap past the API's retention)",
+            deposit_lag.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -169,6 +176,7 @@ impl Metrics {
                 webhook_deliveries,
                 webhook_backlog,
                 webhook_oldest_age,
+                deposit_lag,
             }),
         }
     }
@@ -253,6 +261,11 @@ impl Metrics {
             .webhook_deliveries
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Sets the deposit ingestion lag in ledgers (-1: stuck on a retention gap).
+    pub fn set_deposit_lag(&self, ledgers: i64) {
+        self.inner.deposit_lag.set(ledgers);
     }
 
     /// Sets the outbox backlog gauges.

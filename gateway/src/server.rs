@@ -141,6 +141,18 @@ impl Gateway {
         } else {
             None
         };
+        let ingester = match (&self.state.network, self.config.deposits.ingest) {
+            (Some(network), true) => Some(tokio::spawn(
+                Arc::new(crate::deposits::Ingester::new(
+                    self.state.store.clone(),
+                    network.clone(),
+                    self.config.deposits.clone(),
+                    self.state.metrics.clone(),
+                ))
+                .run(stop_rx.clone()),
+            )),
+            _ => None,
+        };
         let store = self.state.store.clone();
         let app = http::router(self.state);
         let mut graceful_rx = stop_rx.clone();
@@ -187,6 +199,10 @@ impl Gateway {
             {
                 tracing::warn!("webhook dispatcher did not stop within 15 s");
             }
+        }
+        if let Some(ingester) = ingester {
+            // Every step commits whole or not at all: aborting one is safe.
+            ingester.abort();
         }
         store.close().await;
         tracing::info!("gateway stopped");

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod deposits;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -99,6 +100,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/wallets/{wallet_id}/payments",
             get(payments::list_wallet_payments),
+        )
+        .route(
+            "/v1/wallets/{wallet_id}/deposits",
+            get(deposits::list_wallet_deposits),
         )
         .route(
             "/v1/wallets/{wallet_id}/balance",

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, health, payments, users, wallets, webhooks};
+use super::{audit, deposits, health, payments, users, wallets, webhooks};
 use crate::api_key::Role;
 use crate::error::ErrorBody;
 use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
@@ -32,7 +32,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         audit::list_audit_events,
         payments::create_payment, payments::get_payment, payments::list_wallet_payments,
         payments::get_balance, payments::fund_wallet, payments::get_limits, payments::set_limits,
-        payments::resolve_payment,
+        payments::resolve_payment, deposits::list_wallet_deposits,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
         webhooks::rotate_webhook_secret, webhooks::list_deliveries, webhooks::replay_delivery,
         health::live, health::ready, health::metrics,
@@ -48,6 +48,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         webhooks::CreateWebhookRequest, webhooks::Webhook, webhooks::WebhookWithSecret,
         webhooks::RotatedSecret, webhooks::WebhookList, webhooks::Delivery, webhooks::DeliveryPage,
         webhooks::WebhookEvent, webhooks::PaymentEventData, crate::webhooks::EventType,
+        webhooks::EventData, deposits::Deposit, deposits::DepositPage, deposits::DepositEventData,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -297,6 +298,7 @@ mod tests {
             "/v1/payments",
             "/v1/payments/{payment_id}",
             "/v1/wallets/{wallet_id}/payments",
+            "/v1/wallets/{wallet_id}/deposits",
             "/v1/wallets/{wallet_id}/balance",
             "/v1/wallets/{wallet_id}/fund",
             "/v1/wallets/{wallet_id}/limits",
@@ -305,7 +307,7 @@ mod tests {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 24,
+            paths, 25,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -365,6 +367,13 @@ mod tests {
         (
             "get",
             "/v1/wallets/{wallet_id}/payments",
+            false,
+            false,
+            true,
+        ),
+        (
+            "get",
+            "/v1/wallets/{wallet_id}/deposits",
             false,
             false,
             true,

@@ -207,8 +207,18 @@ pub struct WebhookEvent {
     /// The event's number in its wallet: 1, 2, 3, ... without gaps, in the order of the changes.
     #[schema(minimum = 1)]
     pub wallet_sequence: i64,
-    /// The payment after the change.
-    pub data: PaymentEventData,
+    /// The payment after the change (`payment.*`), or the deposit (`deposit.received`).
+    pub data: EventData,
+}
+
+/// An event's subject: a payment (`payment.*` events) or a deposit (`deposit.received`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    /// A payment after the change.
+    Payment(PaymentEventData),
+    /// A deposit.
+    Deposit(crate::http::deposits::DepositEventData),
 }
 
 /// A payment's public fields in an event.

@@ -16,9 +16,9 @@ use hyper::body::Bytes;
 use serde::Deserialize;
 
 use super::{
-    AccountInfo, AtLedger, Classify, FeeCache, HttpStack, LatestLedger, Network, NetworkError,
-    RawReply, ResultCodes, RetryPolicy, SequenceUse, Submission, TransactionRead,
-    TransactionRecord, with_retries,
+    AccountInfo, AtLedger, Classify, FeeCache, HttpStack, LatestLedger, LedgerRange,
+    LedgerTransaction, Network, NetworkError, RawReply, ResultCodes, RetryPolicy, SequenceUse,
+    Submission, TransactionRead, TransactionRecord, with_retries,
 };
 use crate::config::NetworkConfig;
 use crate::metrics::Metrics;
@@ -38,6 +38,8 @@ pub struct Horizon {
 const HISTORY_PAGE: u32 = 200;
 /// Pages of an account's history searched for a sequence number before it counts as pruned.
 const HISTORY_PAGES: u32 = 10;
+/// Horizon's largest page, for a ledger's transactions.
+const LEDGER_PAGE: usize = 200;
 
 /// How Horizon's replies are read by the shared stack: a submission's 504 `timeout` /
 /// `transaction_submission_timeout` is "not decided yet" (a surge), not an outage.
@@ -208,6 +210,77 @@ impl Network for Horizon {
             }
         }
         Ok(SequenceUse::Pruned)
+    }
+
+    /// `GET /ledgers/{n}/transactions` for each ledger of the range (successful transactions,
+    /// which are the only ones that credit), bounded by `GET /`'s `history_latest_ledger` and by
+    /// the `Latest-Ledger` of each answer (a lagging node's empty page proves nothing). A ledger
+    /// older than `history_elder_ledger`, or a 410 `before_history`, is a gap.
+    async fn ledger_transactions(&self, from: i64, to: i64) -> Result<LedgerRange, NetworkError> {
+        let latest = self.latest_ledger().await?;
+        if from < latest.elder {
+            return Err(NetworkError::Gap {
+                from,
+                oldest: latest.elder,
+            });
+        }
+        let to = to.min(latest.sequence);
+        let mut transactions = Vec::new();
+        let mut through = from - 1;
+        'ledgers: for ledger in from..=to {
+            let mut cursor = String::new();
+            let mut found = Vec::new();
+            loop {
+                let reply = self
+                    .read(
+                        "ledger_transactions",
+                        &format!(
+                            "/ledgers/{ledger}/transactions?order=asc&limit={LEDGER_PAGE}{cursor}"
+                        ),
+                    )
+                    .await?;
+                if reply.status == 410 {
+                    return Err(NetworkError::Gap {
+                        from: ledger,
+                        oldest: latest.elder,
+                    });
+                }
+                if reply.latest_ledger.is_none_or(|seen| seen < ledger) {
+                    break 'ledgers;
+                }
+                let page: PageJson<LedgerTransactionJson> =
+                    parse_ok("ledger_transactions", &reply)?;
+                let count = page.embedded.records.len();
+                for record in page.embedded.records {
+                    let token = parse_int("paging_token", &record.paging_token)?;
+                    cursor = format!("&cursor={token}");
+                    if record.ledger != ledger {
+                        return Err(NetworkError::Protocol(format!(
+                            "ledger {ledger}'s transactions: one of ledger {}",
+                            record.ledger
+                        )));
+                    }
+                    found.push(LedgerTransaction {
+                        ledger,
+                        application_order: (token >> 12) & 0xF_FFFF,
+                        hash: record.hash,
+                        successful: record.successful,
+                        envelope_xdr: record.envelope_xdr,
+                        result_xdr: record.result_xdr,
+                    });
+                }
+                if count < LEDGER_PAGE {
+                    break;
+                }
+            }
+            transactions.extend(found);
+            through = ledger;
+        }
+        Ok(LedgerRange {
+            transactions,
+            through,
+            latest: latest.sequence,
+        })
     }
 
     /// `GET /friendbot?addr=`: funds a test-network account. Ok(false) when it already exists.
@@ -493,6 +566,16 @@ struct PageJson<T> {
 #[derive(Deserialize)]
 struct EmbeddedJson<T> {
     records: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct LedgerTransactionJson {
+    hash: String,
+    paging_token: String,
+    ledger: i64,
+    successful: bool,
+    envelope_xdr: String,
+    result_xdr: String,
 }
 
 #[derive(Deserialize)]

@@ -52,6 +52,15 @@ pub enum NetworkError {
     /// The API answered something the gateway cannot use (a bug on one side or the other).
     #[error("unexpected network answer: {0}")]
     Protocol(String),
+    /// Ledgers asked for are older than the API still keeps (pruned past its retention): what
+    /// they held cannot be read from it. Reported, never skipped over.
+    #[error("ledger {from} is before the oldest ledger the network API keeps ({oldest})")]
+    Gap {
+        /// The first ledger asked for.
+        from: i64,
+        /// The oldest ledger the API keeps.
+        oldest: i64,
+    },
 }
 
 impl NetworkError {
@@ -62,6 +71,36 @@ impl NetworkError {
             _ => None,
         }
     }
+}
+
+/// One transaction of a ledger, as applied, with its XDR for whoever decodes its operations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerTransaction {
+    /// The ledger it was applied in.
+    pub ledger: i64,
+    /// Its position in the ledger, from 1 (the transaction part of its operations' ids).
+    pub application_order: i64,
+    /// Its hash (a fee bump's outer hash).
+    pub hash: String,
+    /// Whether it succeeded.
+    pub successful: bool,
+    /// The `TransactionEnvelope`, base64.
+    pub envelope_xdr: String,
+    /// The `TransactionResult`, base64.
+    pub result_xdr: String,
+}
+
+/// The transactions of a range of ledgers, complete through `through`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRange {
+    /// Every transaction of the ledgers from the start asked for through `through`, in ledger
+    /// and application order, each once.
+    pub transactions: Vec<LedgerTransaction>,
+    /// The last ledger covered completely (the start minus one when the API had not closed the
+    /// start yet).
+    pub through: i64,
+    /// The API's latest ledger as it answered.
+    pub latest: i64,
 }
 
 /// An account as the network shows it.
@@ -243,6 +282,17 @@ pub trait Network: Send + Sync {
 
     /// Whether the API is up and current enough to serve (readiness).
     async fn check_ready(&self) -> Result<(), NetworkError>;
+
+    /// The transactions of ledgers `from..=to` (fewer ledgers when the API has not closed them
+    /// all: see [`LedgerRange::through`]). A `from` older than the API keeps is
+    /// [`NetworkError::Gap`].
+    async fn ledger_transactions(&self, from: i64, to: i64) -> Result<LedgerRange, NetworkError> {
+        let _ = (from, to);
+        Err(NetworkError::Protocol(format!(
+            "{}: reading ledgers' transactions is not implemented for this API",
+            self.kind()
+        )))
+    }
 }
 
 /// The configured backend.

@@ -39,9 +39,9 @@ use stellar_xdr::{
 };
 
 use super::{
-    AccountInfo, AtLedger, Classify, FeeCache, HttpStack, LatestLedger, Network, NetworkError,
-    RawReply, RetryPolicy, SequenceUse, Submission, TransactionRead, TransactionRecord,
-    with_retries,
+    AccountInfo, AtLedger, Classify, FeeCache, HttpStack, LatestLedger, LedgerRange,
+    LedgerTransaction, Network, NetworkError, RawReply, RetryPolicy, SequenceUse, Submission,
+    TransactionRead, TransactionRecord, with_retries,
 };
 use crate::config::{NetworkConfig, RpcLimits};
 use crate::metrics::Metrics;
@@ -470,6 +470,84 @@ impl Network for StellarRpc {
 
     /// `getHealth` says `healthy` and `getNetwork`'s passphrase is the configured one (a
     /// gateway pointed at the wrong network would sign transactions no ledger accepts).
+    /// `getTransactions` from `startLedger = from`, following its cursor until past `to` or a
+    /// short page. A `from` below `getHealth`'s `oldestLedger` is a gap. stellar-rpc may read a
+    /// ledger twice across pages (see its cursor quirk), so transactions are deduplicated by hash.
+    async fn ledger_transactions(&self, from: i64, to: i64) -> Result<LedgerRange, NetworkError> {
+        let latest = self.latest_ledger().await?;
+        if from < latest.elder {
+            return Err(NetworkError::Gap {
+                from,
+                oldest: latest.elder,
+            });
+        }
+        let to = to.min(latest.sequence);
+        if from > to {
+            return Ok(LedgerRange {
+                transactions: Vec::new(),
+                through: from - 1,
+                latest: latest.sequence,
+            });
+        }
+        let start = u32::try_from(from)
+            .map_err(|_| NetworkError::Protocol(format!("ledger {from} out of range")))?;
+        let limit = self.limits.history_page;
+        let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        let mut transactions = Vec::new();
+        let mut node_latest = i64::MAX;
+        loop {
+            let params = match &cursor {
+                Some(cursor) => json!({ "pagination": { "cursor": cursor, "limit": limit } }),
+                None => json!({ "startLedger": start, "pagination": { "limit": limit } }),
+            };
+            let page: TransactionsJson = match self.read("getTransactions", params).await {
+                Ok(page) => page,
+                // Pruned between the health check and this read.
+                Err(NetworkError::Protocol(message)) if message.contains("oldest ledger") => {
+                    return Err(NetworkError::Gap {
+                        from,
+                        oldest: latest.elder,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(page_latest) = page.latest_ledger {
+                node_latest = node_latest.min(page_latest.0);
+            }
+            let mut past = false;
+            for tx in &page.transactions {
+                if tx.ledger.0 > to {
+                    past = true;
+                    break;
+                }
+                if !seen.insert(tx.tx_hash.clone()) {
+                    continue;
+                }
+                transactions.push(LedgerTransaction {
+                    ledger: tx.ledger.0,
+                    application_order: tx.application_order.map_or(0, |order| order.0),
+                    hash: tx.tx_hash.clone(),
+                    successful: tx.status == "SUCCESS",
+                    envelope_xdr: tx.envelope_xdr.clone(),
+                    result_xdr: tx.result_xdr.clone(),
+                });
+            }
+            if past || page.transactions.len() < limit as usize || page.cursor.is_empty() {
+                break;
+            }
+            cursor = Some(page.cursor);
+        }
+        // A node behind the one that answered getHealth covers only what it had ingested.
+        let through = to.min(node_latest);
+        transactions.retain(|tx| tx.ledger <= through);
+        Ok(LedgerRange {
+            transactions,
+            through,
+            latest: latest.sequence,
+        })
+    }
+
     async fn check_ready(&self) -> Result<(), NetworkError> {
         let health: HealthJson = self.read("getHealth", json!({})).await?;
         if health.status != "healthy" {
@@ -704,12 +782,16 @@ struct TransactionsJson {
     transactions: Vec<TransactionInfoJson>,
     #[serde(default)]
     cursor: String,
+    #[serde(default)]
+    latest_ledger: Option<Int>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct TransactionInfoJson {
     status: String,
+    #[serde(default)]
+    application_order: Option<Int>,
     tx_hash: String,
     ledger: Int,
     envelope_xdr: String,

@@ -54,6 +54,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0006_event_outbox_and_webhooks.sql"),
         postgres: include_str!("../../../migrations/postgres/0006_event_outbox_and_webhooks.sql"),
     },
+    EmbeddedMigration {
+        version: 7,
+        description: "deposits",
+        sqlite: include_str!("../../../migrations/sqlite/0007_deposits.sql"),
+        postgres: include_str!("../../../migrations/postgres/0007_deposits.sql"),
+    },
 ];
 
 /// The migrator for one database.

@@ -7,10 +7,11 @@
 //! Every change to a user, wallet or API key is written in the same transaction as its audit
 //! event, so the log cannot miss a change that happened.
 //!
-//! Modules: [`users`], [`wallets`], [`api_keys`], [`audit`], [`idempotency`], [`payments`], [`webhooks`], [`migrations`].
+//! Modules: [`users`], [`wallets`], [`api_keys`], [`audit`], [`idempotency`], [`payments`], [`webhooks`], [`deposits`], [`migrations`].
 
 pub mod api_keys;
 pub mod audit;
+pub mod deposits;
 mod group_commit;
 pub mod idempotency;
 pub mod migrations;

@@ -192,17 +192,21 @@ pub enum EventType {
     /// operator decides.
     #[serde(rename = "payment.needs_attention")]
     PaymentNeedsAttention,
+    /// An operation credited the wallet's account (a deposit; `data` is a `Deposit`).
+    #[serde(rename = "deposit.received")]
+    DepositReceived,
 }
 
 impl EventType {
     /// Every type, in lifecycle order.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         EventType::PaymentCreated,
         EventType::PaymentSigned,
         EventType::PaymentSubmitted,
         EventType::PaymentSucceeded,
         EventType::PaymentFailed,
         EventType::PaymentNeedsAttention,
+        EventType::DepositReceived,
     ];
 
     /// The name, e.g. `payment.succeeded` (what the migration's trigger writes).
@@ -214,6 +218,7 @@ impl EventType {
             EventType::PaymentSucceeded => "payment.succeeded",
             EventType::PaymentFailed => "payment.failed",
             EventType::PaymentNeedsAttention => "payment.needs_attention",
+            EventType::DepositReceived => "deposit.received",
         }
     }
 

@@ -35,7 +35,7 @@ pub const DEFAULT_POSTGRES_URL: &str =
 pub const GATEWAY_IDENTITY: &str = "gateway";
 
 /// Every table the gateway writes.
-pub const TABLES: [&str; 15] = [
+pub const TABLES: [&str; 18] = [
     "api_keys",
     "users",
     "wallets",
@@ -51,6 +51,9 @@ pub const TABLES: [&str; 15] = [
     "outbox_events",
     "webhook_endpoints",
     "webhook_deliveries",
+    "deposits",
+    "deposit_cursor",
+    "deposit_lease",
 ];
 
 /// Panics with the error chain.

@@ -929,6 +929,19 @@ impl Network {
     /// itself, paying the base fee) in the next ledger, ahead of anything queued. `None` if the
     /// account does not exist.
     pub fn consume_sequence(&mut self, account: AccountKey) -> Option<Arc<SubmittedTransaction>> {
+        self.outside_payment(account, account, 1, Memo::None)
+    }
+
+    /// Another holder of `account` pays `amount` stroops to `to` (which must exist) in the next
+    /// ledger, ahead of anything queued, with `memo`: a deposit from a party the simulator's
+    /// clients do not control. `None` if `account` does not exist.
+    pub fn outside_payment(
+        &mut self,
+        account: AccountKey,
+        to: AccountKey,
+        amount: i64,
+        memo: Memo,
+    ) -> Option<Arc<SubmittedTransaction>> {
         let current = self.ledger.account(&account)?.sequence;
         let pending = self
             .outside
@@ -953,13 +966,13 @@ impl Network {
             fee: self.ledger.base_fee,
             seq_num: SequenceNumber(sequence),
             cond: Preconditions::None,
-            memo: Memo::None,
+            memo,
             operations: vec![Operation {
                 source_account: None,
                 body: OperationBody::Payment(PaymentOp {
-                    destination: account.to_muxed(),
+                    destination: to.to_muxed(),
                     asset: Asset::Native,
-                    amount: 1,
+                    amount,
                 }),
             }]
             .try_into()

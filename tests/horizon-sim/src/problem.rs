@@ -55,6 +55,19 @@ impl Problem {
         )
     }
 
+    /// 410 `before_history`: data older than the oldest ledger Horizon keeps (its
+    /// `history_elder_ledger`), as Horizon's `problem.BeforeHistory`.
+    pub fn before_history() -> Self {
+        Problem::new(
+            "before_history",
+            "Data Requested Is Before Recorded History",
+            StatusCode::GONE,
+            "This horizon instance is configured to only track a portion of the stellar \
+             network's latest history. This request is asking for results prior to the \
+             recorded history known to this horizon instance.",
+        )
+    }
+
     /// 500 `server_error`: a bug in the simulator.
     pub fn server_error() -> Self {
         Problem::new(

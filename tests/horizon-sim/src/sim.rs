@@ -621,6 +621,31 @@ impl HorizonSim {
             .ok_or_else(|| Error::NoAccount(account.address()))
     }
 
+    /// A party outside the simulator's clients pays `amount` stroops from `from` to `to` with a
+    /// text `memo` (at most 28 bytes), applied first in the next ledger. Returns its hash.
+    pub fn pay_from_outside(
+        &self,
+        from: AccountKey,
+        to: AccountKey,
+        amount: i64,
+        memo: Option<&str>,
+    ) -> Result<TxHash> {
+        let memo = match memo {
+            Some(text) => stellar_xdr::Memo::Text(
+                text.as_bytes()
+                    .to_vec()
+                    .try_into()
+                    .map_err(|_| Error::NoAccount(format!("memo {text:?} too long")))?,
+            ),
+            None => stellar_xdr::Memo::None,
+        };
+        self.shared
+            .lock()
+            .outside_payment(from, to, amount, memo)
+            .map(|tx| tx.hash)
+            .ok_or_else(|| Error::NoAccount(from.address()))
+    }
+
     /// `account` is merged into `into` at the next ledger close, by its owner, outside the
     /// simulator's clients: it disappears and `into` receives its lumens.
     pub fn merge_account(&self, account: AccountKey, into: AccountKey) -> Result<()> {

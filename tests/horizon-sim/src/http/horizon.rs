@@ -37,6 +37,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/accounts/{account_id}/transactions",
             get(account_transactions),
         )
+        .route("/ledgers/{sequence}/transactions", get(ledger_transactions))
         .route("/fee_stats", get(fee_stats))
         .route("/transactions", post(submit_transaction))
         .route("/transactions_async", post(submit_transaction_async))
@@ -181,6 +182,78 @@ async fn account_transactions(
         .map(|record| TransactionResource::new(&shared.base_url, record, &record.tx.hash))
         .collect();
     let collection = format!("{}/accounts/{}/transactions", shared.base_url, key);
+    let order = |descending: bool| if descending { "desc" } else { "asc" };
+    let href = |cursor: String, descending: bool| {
+        json!({ "href": format!(
+            "{collection}?cursor={cursor}&limit={}&order={}{}",
+            page.limit,
+            order(descending),
+            if page.include_failed { "&include_failed=true" } else { "" },
+        ) })
+    };
+    let requested = query.cursor.clone().unwrap_or_default();
+    let first = records
+        .first()
+        .map_or(requested.clone(), |r| r.paging_token().to_string());
+    let last = records
+        .last()
+        .map_or(requested.clone(), |r| r.paging_token().to_string());
+    let body = json!({
+        "_links": {
+            "self": href(requested, page.descending),
+            "next": href(last, page.descending),
+            "prev": href(first, !page.descending),
+        },
+        "_embedded": { "records": resources },
+    });
+    hal_json(StatusCode::OK, &body)
+}
+
+/// `GET /ledgers/{sequence}/transactions`: the ledger's transactions in application order
+/// (successful ones only unless `include_failed=true`), paged by `paging_token`; a ledger older
+/// than `history_elder_ledger` is 410 `before_history`, one not closed yet an empty page.
+async fn ledger_transactions(
+    State(shared): State<Arc<Shared>>,
+    Extension(node): Extension<ServingNode>,
+    Path(sequence): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let Ok(sequence) = sequence.parse::<u32>() else {
+        return Problem::invalid_field("sequence", "Ledger sequence must be a positive integer")
+            .into_response();
+    };
+    let page = match query.parse() {
+        Ok(page) => page,
+        Err(problem) => return problem.into_response(),
+    };
+    let records: Vec<_> = {
+        let network = shared.lock();
+        if sequence < network.history_elder_ledger(node.ledger) {
+            return Problem::before_history().into_response();
+        }
+        let mut visible: Vec<_> = network
+            .transactions_in_ledgers(sequence, sequence)
+            .iter()
+            .filter(|record| record.ingested_from_ledger <= node.ledger)
+            .filter(|record| record.successful || page.include_failed)
+            .filter(|record| match (page.descending, page.cursor) {
+                (_, None) => true,
+                (false, Some(after)) => record.paging_token() > after,
+                (true, Some(before)) => record.paging_token() < before,
+            })
+            .cloned()
+            .collect();
+        if page.descending {
+            visible.reverse();
+        }
+        visible.truncate(usize::try_from(page.limit).unwrap_or(usize::MAX));
+        visible
+    };
+    let resources: Vec<TransactionResource> = records
+        .iter()
+        .map(|record| TransactionResource::new(&shared.base_url, record, &record.tx.hash))
+        .collect();
+    let collection = format!("{}/ledgers/{sequence}/transactions", shared.base_url);
     let order = |descending: bool| if descending { "desc" } else { "asc" };
     let href = |cursor: String, descending: bool| {
         json!({ "href": format!(

@@ -1,0 +1,418 @@
+//! Which operations of an applied transaction credit an account: decoded from its envelope and
+//! result XDR with stellar-xdr, so the amount is what the network applied (an account merge's
+//! amount exists only in its result).
+
+use stellar_xdr::{
+    AccountId, AccountMergeResult, Asset, InnerTransactionResultResult, Limits, Memo, MuxedAccount,
+    Operation, OperationBody, OperationResult, OperationResultTr, PathPaymentStrictReceiveResult,
+    PathPaymentStrictSendResult, PublicKey, ReadXdr, TransactionEnvelope, TransactionResult,
+    TransactionResultResult,
+};
+
+use crate::network::{LedgerTransaction, NetworkError};
+
+/// One operation crediting `destination`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credit {
+    /// Horizon's operation id (TOID): ledger << 32 | application order << 12 | operation index
+    /// (from 1).
+    pub operation_id: i64,
+    /// `payment`, `create_account`, `account_merge`, `path_payment_strict_receive`,
+    /// `path_payment_strict_send`.
+    pub kind: &'static str,
+    /// The credited account (`G...`; a muxed destination's base account).
+    pub destination: String,
+    /// The operation's source account (`G...`).
+    pub source: String,
+    /// The amount received, in stroops of the asset.
+    pub amount: i64,
+    /// `None` for lumens, else (code, issuer).
+    pub asset: Option<(String, String)>,
+    /// The transaction's memo as text (`MEMO_ID` in decimal, hashes in hex), and its type.
+    pub memo: Option<(String, &'static str)>,
+    /// The ledger.
+    pub ledger: i64,
+    /// The transaction's hash.
+    pub tx_hash: String,
+}
+
+/// Horizon's TOID of an operation (`index` from 0 here; TOIDs count operations from 1).
+pub fn toid(ledger: i64, application_order: i64, index: usize) -> i64 {
+    let index = i64::try_from(index).unwrap_or(0xFFF - 1) + 1;
+    (ledger << 32) | ((application_order & 0xF_FFFF) << 12) | (index & 0xFFF)
+}
+
+fn account_of(id: &AccountId) -> String {
+    let PublicKey::PublicKeyTypeEd25519(key) = &id.0;
+    stellar_strkey::ed25519::PublicKey(key.0)
+        .to_string()
+        .as_str()
+        .to_owned()
+}
+
+fn muxed(account: &MuxedAccount) -> String {
+    match account {
+        MuxedAccount::Ed25519(key) => stellar_strkey::ed25519::PublicKey(key.0)
+            .to_string()
+            .as_str()
+            .to_owned(),
+        MuxedAccount::MuxedEd25519(m) => stellar_strkey::ed25519::PublicKey(m.ed25519.0)
+            .to_string()
+            .as_str()
+            .to_owned(),
+    }
+}
+
+fn asset(asset: &Asset) -> Option<(String, String)> {
+    let code = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .trim_end_matches('\0')
+            .to_owned()
+    };
+    match asset {
+        Asset::Native => None,
+        Asset::CreditAlphanum4(a) => Some((code(&a.asset_code.0), account_of(&a.issuer))),
+        Asset::CreditAlphanum12(a) => Some((code(&a.asset_code.0), account_of(&a.issuer))),
+    }
+}
+
+fn memo(memo: &Memo) -> Option<(String, &'static str)> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    match memo {
+        Memo::None => None,
+        Memo::Text(text) => Some((
+            String::from_utf8_lossy(text.as_slice()).into_owned(),
+            "text",
+        )),
+        Memo::Id(id) => Some((id.to_string(), "id")),
+        Memo::Hash(hash) => Some((hex(&hash.0), "hash")),
+        Memo::Return(hash) => Some((hex(&hash.0), "return")),
+    }
+}
+
+/// Every credit in `tx`; none for a failed transaction. Undecodable XDR is a protocol error
+/// (never silently nothing: the cursor would move past a deposit).
+pub fn credits(tx: &LedgerTransaction) -> Result<Vec<Credit>, NetworkError> {
+    if !tx.successful {
+        return Ok(Vec::new());
+    }
+    let bad = |what: &str, e: stellar_xdr::Error| {
+        NetworkError::Protocol(format!("transaction {}: {what}: {e}", tx.hash))
+    };
+    let limits = || Limits::len(4 * 1024 * 1024);
+    let envelope = TransactionEnvelope::from_xdr_base64(&tx.envelope_xdr, limits())
+        .map_err(|e| bad("envelopeXdr", e))?;
+    let result = TransactionResult::from_xdr_base64(&tx.result_xdr, limits())
+        .map_err(|e| bad("resultXdr", e))?;
+    let (source, memo_value, operations): (String, &Memo, &[Operation]) = match &envelope {
+        TransactionEnvelope::TxV0(e) => (
+            stellar_strkey::ed25519::PublicKey(e.tx.source_account_ed25519.0)
+                .to_string()
+                .as_str()
+                .to_owned(),
+            &e.tx.memo,
+            e.tx.operations.as_slice(),
+        ),
+        TransactionEnvelope::Tx(e) => (
+            muxed(&e.tx.source_account),
+            &e.tx.memo,
+            e.tx.operations.as_slice(),
+        ),
+        TransactionEnvelope::TxFeeBump(e) => {
+            let stellar_xdr::FeeBumpTransactionInnerTx::Tx(inner) = &e.tx.inner_tx;
+            (
+                muxed(&inner.tx.source_account),
+                &inner.tx.memo,
+                inner.tx.operations.as_slice(),
+            )
+        }
+    };
+    let results: &[OperationResult] = match &result.result {
+        TransactionResultResult::TxSuccess(results) => results.as_slice(),
+        TransactionResultResult::TxFeeBumpInnerSuccess(pair) => match &pair.result.result {
+            InnerTransactionResultResult::TxSuccess(results) => results.as_slice(),
+            _ => return Ok(Vec::new()),
+        },
+        _ => return Ok(Vec::new()),
+    };
+    let memo_value = memo(memo_value);
+    let mut credits = Vec::new();
+    for (index, op) in operations.iter().enumerate() {
+        let op_source = op
+            .source_account
+            .as_ref()
+            .map_or_else(|| source.clone(), muxed);
+        let op_result = match results.get(index) {
+            Some(OperationResult::OpInner(tr)) => Some(tr),
+            _ => None,
+        };
+        let credit = match (&op.body, op_result) {
+            (OperationBody::Payment(p), _) => {
+                Some(("payment", muxed(&p.destination), p.amount, asset(&p.asset)))
+            }
+            (OperationBody::CreateAccount(c), _) => Some((
+                "create_account",
+                account_of(&c.destination),
+                c.starting_balance,
+                None,
+            )),
+            (
+                OperationBody::AccountMerge(into),
+                Some(OperationResultTr::AccountMerge(AccountMergeResult::Success(amount))),
+            ) => Some(("account_merge", muxed(into), *amount, None)),
+            (
+                OperationBody::PathPaymentStrictReceive(p),
+                Some(OperationResultTr::PathPaymentStrictReceive(
+                    PathPaymentStrictReceiveResult::Success(s),
+                )),
+            ) => Some((
+                "path_payment_strict_receive",
+                muxed(&p.destination),
+                s.last.amount,
+                asset(&s.last.asset),
+            )),
+            (
+                OperationBody::PathPaymentStrictSend(p),
+                Some(OperationResultTr::PathPaymentStrictSend(
+                    PathPaymentStrictSendResult::Success(s),
+                )),
+            ) => Some((
+                "path_payment_strict_send",
+                muxed(&p.destination),
+                s.last.amount,
+                asset(&s.last.asset),
+            )),
+            _ => None,
+        };
+        if let Some((kind, destination, amount, asset)) = credit {
+            credits.push(Credit {
+                operation_id: toid(tx.ledger, tx.application_order, index),
+                kind,
+                destination,
+                source: op_source,
+                amount,
+                asset,
+                memo: memo_value.clone(),
+                ledger: tx.ledger,
+                tx_hash: tx.hash.clone(),
+            });
+        }
+    }
+    Ok(credits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toid_is_horizons_operation_id() {
+        // Horizon: ledger 2, first transaction, first operation.
+        assert_eq!(toid(2, 1, 0), (2_i64 << 32) | (1 << 12) | 1);
+        assert_ne!(toid(2, 1, 0), toid(2, 1, 1));
+        assert_ne!(toid(2, 1, 0), toid(2, 2, 0));
+    }
+
+    use stellar_xdr::{
+        AlphaNum4, AssetCode4, CreateAccountOp, Hash, OperationResult, PathPaymentStrictReceiveOp,
+        PathPaymentStrictReceiveResultSuccess, PathPaymentStrictSendOp,
+        PathPaymentStrictSendResultSuccess, PaymentOp, Preconditions, SequenceNumber,
+        SimplePaymentResult, Transaction, TransactionExt, TransactionResultExt,
+        TransactionV1Envelope, Uint256, WriteXdr,
+    };
+
+    fn key(byte: u8) -> [u8; 32] {
+        [byte; 32]
+    }
+
+    fn account_id(byte: u8) -> AccountId {
+        AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(key(byte))))
+    }
+
+    fn address(byte: u8) -> String {
+        stellar_strkey::ed25519::PublicKey(key(byte))
+            .to_string()
+            .as_str()
+            .to_owned()
+    }
+
+    fn usd() -> Asset {
+        Asset::CreditAlphanum4(AlphaNum4 {
+            asset_code: AssetCode4(*b"USD\0"),
+            issuer: account_id(9),
+        })
+    }
+
+    /// A transaction from account 1 with `ops`, its results `results`, at ledger 7, order 3.
+    fn applied(
+        ops: Vec<Operation>,
+        results: Vec<OperationResultTr>,
+        memo: Memo,
+        successful: bool,
+    ) -> LedgerTransaction {
+        let tx = Transaction {
+            source_account: MuxedAccount::Ed25519(Uint256(key(1))),
+            fee: 100,
+            seq_num: SequenceNumber(5),
+            cond: Preconditions::None,
+            memo,
+            operations: ops.try_into().unwrap_or_default(),
+            ext: TransactionExt::V0,
+        };
+        let envelope = TransactionEnvelope::Tx(TransactionV1Envelope {
+            tx,
+            signatures: Default::default(),
+        });
+        let results: Vec<OperationResult> =
+            results.into_iter().map(OperationResult::OpInner).collect();
+        let result = TransactionResult {
+            fee_charged: 100,
+            result: if successful {
+                TransactionResultResult::TxSuccess(results.try_into().unwrap_or_default())
+            } else {
+                TransactionResultResult::TxFailed(results.try_into().unwrap_or_default())
+            },
+            ext: TransactionResultExt::V0,
+        };
+        LedgerTransaction {
+            ledger: 7,
+            application_order: 3,
+            hash: "ab".repeat(32),
+            successful,
+            envelope_xdr: envelope.to_xdr_base64(Limits::none()).unwrap_or_default(),
+            result_xdr: result.to_xdr_base64(Limits::none()).unwrap_or_default(),
+        }
+    }
+
+    fn op(body: OperationBody) -> Operation {
+        Operation {
+            source_account: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn every_crediting_operation_is_read_with_the_amount_received() {
+        let tx = applied(
+            vec![
+                op(OperationBody::Payment(PaymentOp {
+                    destination: MuxedAccount::Ed25519(Uint256(key(2))),
+                    asset: usd(),
+                    amount: 11,
+                })),
+                op(OperationBody::CreateAccount(CreateAccountOp {
+                    destination: account_id(3),
+                    starting_balance: 22,
+                })),
+                op(OperationBody::AccountMerge(MuxedAccount::Ed25519(Uint256(
+                    key(4),
+                )))),
+                op(OperationBody::PathPaymentStrictReceive(
+                    PathPaymentStrictReceiveOp {
+                        send_asset: usd(),
+                        send_max: 1000,
+                        destination: MuxedAccount::Ed25519(Uint256(key(5))),
+                        dest_asset: Asset::Native,
+                        dest_amount: 44,
+                        path: Default::default(),
+                    },
+                )),
+                op(OperationBody::PathPaymentStrictSend(
+                    PathPaymentStrictSendOp {
+                        send_asset: Asset::Native,
+                        send_amount: 10,
+                        destination: MuxedAccount::Ed25519(Uint256(key(6))),
+                        dest_asset: usd(),
+                        dest_min: 1,
+                        path: Default::default(),
+                    },
+                )),
+                op(OperationBody::BumpSequence(stellar_xdr::BumpSequenceOp {
+                    bump_to: SequenceNumber(9),
+                })),
+            ],
+            vec![
+                OperationResultTr::Payment(stellar_xdr::PaymentResult::Success),
+                OperationResultTr::CreateAccount(stellar_xdr::CreateAccountResult::Success),
+                OperationResultTr::AccountMerge(AccountMergeResult::Success(33)),
+                OperationResultTr::PathPaymentStrictReceive(
+                    PathPaymentStrictReceiveResult::Success(
+                        PathPaymentStrictReceiveResultSuccess {
+                            offers: Default::default(),
+                            last: SimplePaymentResult {
+                                destination: account_id(5),
+                                asset: Asset::Native,
+                                amount: 44,
+                            },
+                        },
+                    ),
+                ),
+                OperationResultTr::PathPaymentStrictSend(PathPaymentStrictSendResult::Success(
+                    PathPaymentStrictSendResultSuccess {
+                        offers: Default::default(),
+                        last: SimplePaymentResult {
+                            destination: account_id(6),
+                            asset: usd(),
+                            amount: 55,
+                        },
+                    },
+                )),
+                OperationResultTr::BumpSequence(stellar_xdr::BumpSequenceResult::Success),
+            ],
+            Memo::Id(42),
+            true,
+        );
+        let credits = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
+        let seen: Vec<_> = credits
+            .iter()
+            .map(|c| (c.kind, c.destination.clone(), c.amount, c.asset.clone()))
+            .collect();
+        let usd = Some(("USD".to_owned(), address(9)));
+        assert_eq!(
+            seen,
+            vec![
+                ("payment", address(2), 11, usd.clone()),
+                ("create_account", address(3), 22, None),
+                ("account_merge", address(4), 33, None),
+                ("path_payment_strict_receive", address(5), 44, None),
+                ("path_payment_strict_send", address(6), 55, usd),
+            ]
+        );
+        for (index, credit) in credits.iter().enumerate() {
+            assert_eq!(credit.operation_id, toid(7, 3, index));
+            assert_eq!(credit.source, address(1));
+            assert_eq!(credit.memo, Some(("42".to_owned(), "id")));
+            assert_eq!(credit.tx_hash, "ab".repeat(32));
+        }
+    }
+
+    #[test]
+    fn a_failed_transaction_credits_nothing_and_bad_xdr_is_an_error() {
+        let payment = || {
+            op(OperationBody::Payment(PaymentOp {
+                destination: MuxedAccount::Ed25519(Uint256(key(2))),
+                asset: Asset::Native,
+                amount: 11,
+            }))
+        };
+        let failed = applied(
+            vec![payment()],
+            vec![OperationResultTr::Payment(
+                stellar_xdr::PaymentResult::Underfunded,
+            )],
+            Memo::None,
+            false,
+        );
+        assert_eq!(credits(&failed).ok(), Some(Vec::new()));
+        let mut broken = applied(
+            vec![payment()],
+            vec![OperationResultTr::Payment(
+                stellar_xdr::PaymentResult::Success,
+            )],
+            Memo::Hash(Hash([1; 32])),
+            true,
+        );
+        broken.result_xdr = "not xdr".into();
+        assert!(credits(&broken).is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! Deposits end to end: the real gateway binary ingesting the simulator's ledgers through Stellar
+//! RPC (`getTransactions`) and through Horizon (`GET /ledgers/{n}/transactions`), on SQLite and
+//! Postgres. Payments from an account the gateway does not
+//! control are made with the simulator's `pay_from_outside`; crash-safety is checked by SIGKILL
+//! and restart (and, on Postgres, by a second replica taking over the ingestion lease), with
+//! exact counts of deposits and of `deposit.received` outbox events.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use horizon_sim::{AccountKey, HorizonSim, SimConfig};
+use serde_json::{Value, json};
+use sqlx::Row;
+use support::*;
+
+/// Ledgers close every this long in these tests.
+const LEDGER_INTERVAL: Duration = Duration::from_millis(200);
+/// One lumen.
+const XLM: i64 = 10_000_000;
+/// Generous: a loaded 2-core CI machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct DepositStack {
+    stack: Stack,
+    sim: HorizonSim,
+}
+
+impl DepositStack {
+    async fn start(target: Target) -> DepositStack {
+        let sim = must(HorizonSim::start(SimConfig::with_ledger_interval(LEDGER_INTERVAL)).await);
+        let stack = Stack::start_with(
+            target.db,
+            GatewayOptions {
+                network_url: Some(target.backend.url(&sim.url())),
+                network_kind: target.backend.kind(),
+                extra_toml: "\n[payments]\npoll_interval_ms = 50\nlease_ms = 2000\n\n\
+                    [deposits]\ningest = true\npoll_interval_ms = 50\nlease_ms = 2000\nbatch_ledgers = 3\n"
+                    .into(),
+                ..GatewayOptions::default()
+            },
+        )
+        .await;
+        let s = DepositStack { stack, sim };
+        // Deposits count from the ledger the ingester started at: wait for its cursor.
+        let started = eventually(WAIT, || async { s.cursor().await.is_some() }).await;
+        assert!(
+            started,
+            "the ingester never set its cursor:\n{}",
+            s.stack.gateway.log()
+        );
+        s
+    }
+
+    async fn cursor(&self) -> Option<i64> {
+        let store = self.stack.db.store().await;
+        let row = sqlx::query("SELECT ledger FROM deposit_cursor")
+            .fetch_optional(store.pool())
+            .await
+            .ok()
+            .flatten();
+        store.close().await;
+        row.map(|r| must(r.try_get::<i64, _>("ledger")))
+    }
+
+    /// A wallet whose account exists on the simulator with `balance` stroops.
+    async fn wallet(&self, name: &str, balance: i64) -> (String, AccountKey) {
+        let user = self.stack.create_user(name).await;
+        let reply = self
+            .stack
+            .http
+            .post(
+                &format!("/v1/users/{user}/wallet"),
+                &self.stack.service_key,
+                "{}",
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let wallet = reply.json();
+        let account = must(wallet["public_key"].as_str().unwrap_or_default().parse());
+        must(self.sim.create_account(account, balance));
+        (
+            wallet["id"].as_str().unwrap_or_default().to_owned(),
+            account,
+        )
+    }
+
+    /// An account no gateway wallet owns.
+    fn outsider(&self, seed: u8) -> AccountKey {
+        let account = AccountKey([seed; 32]);
+        must(self.sim.create_account(account, 1_000 * XLM));
+        account
+    }
+
+    async fn deposits(&self, wallet: &str) -> Vec<Value> {
+        let reply = self
+            .stack
+            .http
+            .get(
+                &format!("/v1/wallets/{wallet}/deposits?limit=500"),
+                Some(&self.stack.service_key),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["deposits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `deposit.received` events in the outbox for `wallet`.
+    async fn deposit_events(&self, wallet: &str) -> i64 {
+        let store = self.stack.db.store().await;
+        let row = must(
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM outbox_events WHERE wallet_id = $1 \
+                 AND event_type = 'deposit.received'",
+            )
+            .bind(wallet)
+            .fetch_one(store.pool())
+            .await,
+        );
+        store.close().await;
+        must(row.try_get::<i64, _>("n"))
+    }
+
+    /// Waits until the cursor covers `ledger` and the wallet shows `count` deposits.
+    async fn wait_for(&self, wallet: &str, count: usize, ledger: u32, log: &GatewayProcess) {
+        let done = eventually(WAIT, || async {
+            self.cursor().await.is_some_and(|c| c >= i64::from(ledger))
+                && self.deposits(wallet).await.len() >= count
+        })
+        .await;
+        assert!(
+            done,
+            "deposits not ingested through ledger {ledger} (cursor {:?}, {} of {count}):\n{}",
+            self.cursor().await,
+            self.deposits(wallet).await.len(),
+            log.log()
+        );
+    }
+
+    /// Asserts exactly `count` deposits, distinct operation ids, and as many outbox events.
+    async fn assert_exactly(&self, wallet: &str, count: usize) {
+        let deposits = self.deposits(wallet).await;
+        let ids: HashSet<String> = deposits
+            .iter()
+            .map(|d| d["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(deposits.len(), count, "{deposits:#?}");
+        assert_eq!(
+            ids.len(),
+            count,
+            "an operation recorded twice: {deposits:#?}"
+        );
+        assert_eq!(self.deposit_events(wallet).await, count as i64);
+    }
+
+    /// Makes a deposit from `from` and waits for the ledger that applies it; returns that ledger.
+    async fn deposit(&self, from: AccountKey, to: AccountKey, amount: i64, memo: &str) -> u32 {
+        let hash = must(self.sim.pay_from_outside(from, to, amount, Some(memo)));
+        let next = self.sim.ledger_sequence() + 1;
+        must(self.sim.wait_for_ledger(next, WAIT).await);
+        self.sim
+            .ledger_of(hash)
+            .unwrap_or_else(|| panic!("the outside payment did not apply"))
+    }
+
+    fn sigkill(process: &GatewayProcess) {
+        let pid = process
+            .pid()
+            .unwrap_or_else(|| panic!("gateway not running"));
+        let killed = must(
+            std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status(),
+        );
+        assert!(killed.success());
+    }
+}
+
+on_both_backends! {
+    async fn an_outside_deposit_appears_once_with_amount_and_memo(target: Target) {
+        let s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("depositor", 10 * XLM).await;
+        let outsider = s.outsider(7);
+        let ledger = s.deposit(outsider, account, 12 * XLM + 5, "invoice 42").await;
+        // Several ledgers past it, so a repeated read would have had the chance to repeat it.
+        let later = ledger + 6;
+        must(s.sim.wait_for_ledger(later, WAIT).await);
+        s.wait_for(&wallet, 1, later, &s.stack.gateway).await;
+        s.assert_exactly(&wallet, 1).await;
+        let deposit = &s.deposits(&wallet).await[0];
+        assert_eq!(deposit["amount_stroops"], 12 * XLM + 5, "{deposit}");
+        assert_eq!(deposit["amount"], "12.0000005", "{deposit}");
+        assert_eq!(deposit["memo"], "invoice 42", "{deposit}");
+        assert_eq!(deposit["memo_type"], "text", "{deposit}");
+        assert_eq!(deposit["kind"], "payment", "{deposit}");
+        assert_eq!(deposit["source_account"], outsider.address(), "{deposit}");
+        assert_eq!(deposit["ledger"], i64::from(ledger), "{deposit}");
+        assert!(deposit.get("asset_code").is_none(), "{deposit}");
+        // The operation id is Horizon's TOID: its ledger in the high 32 bits.
+        let id: i64 = must(deposit["id"].as_str().unwrap_or_default().parse());
+        assert_eq!(id >> 32, i64::from(ledger));
+        let unknown = s
+            .stack
+            .http
+            .get(
+                &format!("/v1/wallets/{}/deposits", uuid::Uuid::new_v4()),
+                Some(&s.stack.service_key),
+            )
+            .await;
+        assert_eq!(unknown.status, 404, "{}", unknown.body);
+    }
+
+    async fn a_payment_between_wallets_is_a_deposit_of_the_receiver(target: Target) {
+        let s = DepositStack::start(target).await;
+        let (payer, payer_account) = s.wallet("payer", 100 * XLM).await;
+        let (payee, payee_account) = s.wallet("payee", 10 * XLM).await;
+        let reply = s
+            .stack
+            .http
+            .post(
+                "/v1/payments",
+                &s.stack.service_key,
+                &json!({ "source_wallet_id": payer, "destination": payee_account.address(), "amount": "3" })
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        let got = eventually(WAIT, || async { !s.deposits(&payee).await.is_empty() }).await;
+        assert!(got, "no deposit for the payee:\n{}", s.stack.gateway.log());
+        let deposit = &s.deposits(&payee).await[0];
+        assert_eq!(deposit["amount_stroops"], 3 * XLM, "{deposit}");
+        assert_eq!(deposit["source_account"], payer_account.address(), "{deposit}");
+        let ledger = u32::try_from(deposit["ledger"].as_i64().unwrap_or_default()).unwrap_or(0);
+        s.wait_for(&payee, 1, ledger + 3, &s.stack.gateway).await;
+        s.assert_exactly(&payee, 1).await;
+        assert!(s.deposits(&payer).await.is_empty(), "the payer's own payment is no deposit");
+    }
+
+    async fn a_sigkill_and_restart_neither_skip_nor_repeat(target: Target) {
+        let mut s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("crash", 10 * XLM).await;
+        let outsider = s.outsider(9);
+        let mut last = 0;
+        for i in 0..4 {
+            last = s.deposit(outsider, account, XLM + i, &format!("before {i}")).await;
+        }
+        s.wait_for(&wallet, 4, last, &s.stack.gateway).await;
+        DepositStack::sigkill(&s.stack.gateway);
+        let _ = s.stack.gateway.wait().await;
+        // Deposits while no gateway runs.
+        for i in 0..4 {
+            last = s.deposit(outsider, account, 2 * XLM + i, &format!("down {i}")).await;
+        }
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        for i in 0..4 {
+            last = s.deposit(outsider, account, 3 * XLM + i, &format!("after {i}")).await;
+        }
+        let later = last + 4;
+        must(s.sim.wait_for_ledger(later, WAIT).await);
+        s.wait_for(&wallet, 12, later, &s.stack.gateway).await;
+        s.assert_exactly(&wallet, 12).await;
+        let total: i64 = s
+            .deposits(&wallet)
+            .await
+            .iter()
+            .map(|d| d["amount_stroops"].as_i64().unwrap_or_default())
+            .sum();
+        assert_eq!(total, 4 * XLM + 6 + 4 * 2 * XLM + 6 + 4 * 3 * XLM + 6);
+    }
+}
+
+on_both_backends! {
+    async fn ledgers_pruned_while_down_are_a_reported_gap_never_skipped(target: Target) {
+        let mut s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("gap", 10 * XLM).await;
+        let outsider = s.outsider(13);
+        let first = s.deposit(outsider, account, XLM, "kept").await;
+        s.wait_for(&wallet, 1, first, &s.stack.gateway).await;
+        DepositStack::sigkill(&s.stack.gateway);
+        let _ = s.stack.gateway.wait().await;
+        let cursor = s.cursor().await;
+        // The API keeps 3 ledgers; 10 close while the gateway is down.
+        s.sim.set_history_retention(3);
+        must(s.sim.wait_for_ledger(s.sim.ledger_sequence() + 10, WAIT).await);
+        let after = s.deposit(outsider, account, 2 * XLM, "after the gap").await;
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        let reported = eventually(WAIT, || async {
+            s.stack.gateway.log().contains("deposit ingestion gap")
+        })
+        .await;
+        assert!(reported, "no gap reported:\n{}", s.stack.gateway.log());
+        let metrics = s.stack.http.get("/metrics", None).await;
+        assert!(
+            metrics.body.lines().any(|l| l == "gateway_deposit_ingestion_lag_ledgers -1"),
+            "{}",
+            metrics.body
+        );
+        must(s.sim.wait_for_ledger(after + 2, WAIT).await);
+        // Nothing past the gap was taken: the cursor stays where the history ends.
+        assert_eq!(s.cursor().await, cursor);
+        s.assert_exactly(&wallet, 1).await;
+    }
+}
+
+/// Two replicas on Postgres: the one holding the ingestion lease is SIGKILLed and the other
+/// takes over, missing and repeating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_over_ingestion_rpc() {
+    takeover(Backend::Rpc).await;
+}
+
+/// [`a_second_replica_takes_over_ingestion_rpc`] through Horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_over_ingestion_horizon() {
+    takeover(Backend::Horizon).await;
+}
+
+async fn takeover(backend: Backend) {
+    let mut s = DepositStack::start(Target {
+        db: DatabaseKind::Postgres,
+        backend,
+    })
+    .await;
+    let (wallet, account) = s.wallet("takeover", 10 * XLM).await;
+    let outsider = s.outsider(11);
+    // The first gateway set the cursor, so it holds the lease (renewed every step): the replica
+    // cannot take it while the first lives.
+    let mut replica = GatewayProcess::start_replica(&s.stack.gateway.config).await;
+    let mut last = 0;
+    for i in 0..3 {
+        last = s
+            .deposit(outsider, account, XLM + i, &format!("first {i}"))
+            .await;
+    }
+    s.wait_for(&wallet, 3, last, &s.stack.gateway).await;
+    DepositStack::sigkill(&s.stack.gateway);
+    let _ = s.stack.gateway.wait().await;
+    s.stack.http = Http::new(replica.addr);
+    for i in 0..3 {
+        last = s
+            .deposit(outsider, account, 2 * XLM + i, &format!("second {i}"))
+            .await;
+    }
+    let later = last + 4;
+    must(s.sim.wait_for_ledger(later, WAIT).await);
+    s.wait_for(&wallet, 6, later, &replica).await;
+    s.assert_exactly(&wallet, 6).await;
+    assert!(
+        replica.log().contains("deposit ingestion lease taken"),
+        "the replica never took the lease:\n{}",
+        replica.log()
+    );
+    let _ = replica.terminate().await;
+}
