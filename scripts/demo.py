@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The stack demo: two users with wallets, one funded through friendbot, a payment to the other,
-followed until it reaches SUCCESS. Talks to the gateway's HTTP API only (standard library only).
+followed until it reaches SUCCESS and then seen as the receiver's deposit. Talks to the gateway's
+HTTP API only (standard library only).
 
     python3 scripts/demo.py --gateway http://127.0.0.1:8080 --api-key gwk_...
 """
@@ -81,6 +82,18 @@ def main():
         print(f"==> {name} balance: {json.dumps(balance)}")
     if current["status"] != "SUCCESS":
         sys.exit(f"the payment ended {current['status']}: {json.dumps(current)}")
+
+    # The ingester follows the ledgers: the payment shows up as bob's deposit, once.
+    deadline = time.monotonic() + 60
+    while True:
+        deposits = gw.call("GET", f"/v1/wallets/{wallets['bob']['id']}/deposits")["deposits"]
+        mine = [d for d in deposits if d.get("tx_hash") == current.get("tx_hash")]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if len(mine) != 1 or mine[0]["amount"] != current["amount"] or mine[0].get("memo") != "stack demo":
+        sys.exit(f"bob's deposit for the payment is not there once: {json.dumps(deposits)}")
+    print(f"==> bob's deposit: {json.dumps(mine[0])}")
 
 
 if __name__ == "__main__":
