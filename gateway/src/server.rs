@@ -101,19 +101,41 @@ impl Gateway {
         )?))
     }
 
-    /// Runs only the payment worker (when `[horizon]` is configured) and the webhook dispatcher
-    /// until `shutdown` completes (`gateway worker`).
+    /// The deposit ingester, when `[deposits] ingest` is on and a network is configured,
+    /// running until `stop`.
+    fn ingester(&self, stop: watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        let network = self.state.network.as_ref()?;
+        self.config.deposits.ingest.then(|| {
+            tokio::spawn(
+                Arc::new(crate::deposits::Ingester::new(
+                    self.state.store.clone(),
+                    network.clone(),
+                    self.config.deposits.clone(),
+                    self.state.metrics.clone(),
+                ))
+                .run(stop),
+            )
+        })
+    }
+
+    /// Runs only the payment worker (when `[network]` is configured), the webhook dispatcher and
+    /// the deposit ingester (when on) until `shutdown` completes (`gateway worker`).
     pub async fn work(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let worker = self.payment_worker(false).ok_or_else(|| {
             Error::Config("network: `gateway worker` needs a [network] section".into())
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let dispatching = tokio::spawn(self.dispatcher()?.run(stop_rx.clone()));
+        let ingester = self.ingester(stop_rx.clone());
         let running = tokio::spawn(worker.run(stop_rx));
         shutdown.await;
         let _ = stop_tx.send(true);
         let _ = running.await;
         let _ = dispatching.await;
+        if let Some(ingester) = ingester {
+            // Every step commits whole or not at all: aborting one is safe.
+            ingester.abort();
+        }
         self.state.store.close().await;
         Ok(())
     }
@@ -141,18 +163,7 @@ impl Gateway {
         } else {
             None
         };
-        let ingester = match (&self.state.network, self.config.deposits.ingest) {
-            (Some(network), true) => Some(tokio::spawn(
-                Arc::new(crate::deposits::Ingester::new(
-                    self.state.store.clone(),
-                    network.clone(),
-                    self.config.deposits.clone(),
-                    self.state.metrics.clone(),
-                ))
-                .run(stop_rx.clone()),
-            )),
-            _ => None,
-        };
+        let ingester = self.ingester(stop_rx.clone());
         let store = self.state.store.clone();
         let app = http::router(self.state);
         let mut graceful_rx = stop_rx.clone();

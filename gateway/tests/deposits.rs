@@ -359,3 +359,36 @@ async fn takeover(backend: Backend) {
     );
     let _ = replica.terminate().await;
 }
+
+/// `gateway worker` (no HTTP API) follows the ledgers too: with the serving gateway stopped, a
+/// worker alone records the next deposit, once, with its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_worker_ingests_deposits_without_serve() {
+    let mut s = DepositStack::start(Target {
+        db: DatabaseKind::Sqlite,
+        backend: Backend::Horizon,
+    })
+    .await;
+    let (wallet, account) = s.wallet("worker", 10 * XLM).await;
+    let outsider = s.outsider(12);
+    let status = s.stack.gateway.terminate().await;
+    assert!(status.success(), "{status}");
+    let worker = GatewayProcess::start_worker(&s.stack.gateway.config).await;
+    let ledger = s.deposit(outsider, account, 3 * XLM, "to the worker").await;
+    let ingested = eventually(WAIT, || async {
+        s.cursor().await.is_some_and(|c| c >= i64::from(ledger))
+            && s.deposit_events(&wallet).await == 1
+    })
+    .await;
+    assert!(
+        ingested,
+        "the worker did not ingest ledger {ledger} (cursor {:?}):\n{}",
+        s.cursor().await,
+        worker.log()
+    );
+    assert!(
+        worker.log().contains("deposit ingestion lease taken"),
+        "{}",
+        worker.log()
+    );
+}

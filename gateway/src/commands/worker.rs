@@ -1,6 +1,6 @@
-//! `gateway worker --config FILE`: run only the payment worker and the webhook dispatcher (no
-//! HTTP API) until SIGTERM or SIGINT. Several workers (and `serve` processes with the worker or
-//! dispatcher on) may share one Postgres.
+//! `gateway worker --config FILE`: run only the payment worker, the webhook dispatcher and (when
+//! `[deposits] ingest` is on) the deposit ingester (no HTTP API) until SIGTERM or SIGINT. Several
+//! workers (and `serve` processes with them on) may share one Postgres: leases decide who works.
 
 use std::path::Path;
 
