@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use horizon_sim::{HorizonSim, SimConfig, TxHash};
+use horizon_sim::SimConfig;
 use serde_json::{Value, json};
 use signer_testkit::stellar::{Tx, payment};
 use stellar_xdr::{TransactionResult, TransactionResultResult};
@@ -170,30 +170,6 @@ async fn latency_delays_every_answer() {
     let started = tokio::time::Instant::now();
     assert_eq!(rpc.call("getHealth", json!(null)).await.status, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
-}
-
-/// Ledgers of 100 operations, closed by hand.
-fn small_ledgers() -> SimConfig {
-    SimConfig {
-        max_operations_per_ledger: 100,
-        ..SimConfig::default()
-    }
-}
-
-/// A funded payer named `label` and its signed 1 XLM payment to `to`, bidding `fee`.
-fn payment_bidding(
-    sim: &HorizonSim,
-    label: &str,
-    to: &ed25519_dalek::SigningKey,
-    fee: u32,
-) -> (String, TxHash, Tx) {
-    let payer = key(label);
-    let sequence = funded(sim, &payer, 100 * XLM);
-    let mut tx = Tx::new(public(&payer), sequence + 1);
-    tx.operations = vec![payment(public(to), XLM)];
-    tx.fee = fee;
-    let envelope = signed(&tx, sim.network_id(), &[&payer]);
-    (envelope.clone(), hash_of(&envelope, sim.network_id()), tx)
 }
 
 #[tokio::test]

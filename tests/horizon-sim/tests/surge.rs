@@ -12,31 +12,7 @@ use std::time::Duration;
 use common::*;
 use horizon_sim::{HorizonSim, SimConfig};
 use serde_json::json;
-use signer_testkit::stellar::{Tx, payment};
-
-/// Ledgers of 100 operations, closed by hand.
-fn small_ledgers() -> SimConfig {
-    SimConfig {
-        max_operations_per_ledger: 100,
-        ..SimConfig::default()
-    }
-}
-
-/// A funded payer named `label` and its signed 1 XLM payment to `to`, bidding `fee`.
-fn payment_bidding(
-    sim: &HorizonSim,
-    label: &str,
-    to: &ed25519_dalek::SigningKey,
-    fee: u32,
-) -> (String, horizon_sim::TxHash, Tx) {
-    let payer = key(label);
-    let sequence = funded(sim, &payer, 100 * XLM);
-    let mut tx = Tx::new(public(&payer), sequence + 1);
-    tx.operations = vec![payment(public(to), XLM)];
-    tx.fee = fee;
-    let envelope = signed(&tx, sim.network_id(), &[&payer]);
-    (envelope.clone(), hash_of(&envelope, sim.network_id()), tx)
-}
+use signer_testkit::stellar::payment;
 
 fn fee_charged(sim: &HorizonSim, hash: horizon_sim::TxHash) -> i64 {
     sim.state()

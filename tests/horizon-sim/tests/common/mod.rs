@@ -560,3 +560,27 @@ pub fn as_i64_string(value: &Value) -> i64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("an integer in a string, not {value}"))
 }
+
+/// Ledgers of 100 operations, closed by hand (a surge is easy to make).
+pub fn small_ledgers() -> SimConfig {
+    SimConfig {
+        max_operations_per_ledger: 100,
+        ..SimConfig::default()
+    }
+}
+
+/// A funded payer named `label` and its signed 1 XLM payment to `to`, bidding `fee`.
+pub fn payment_bidding(
+    sim: &HorizonSim,
+    label: &str,
+    to: &SigningKey,
+    fee: u32,
+) -> (String, TxHash, Tx) {
+    let payer = key(label);
+    let sequence = funded(sim, &payer, 100 * XLM);
+    let mut tx = Tx::new(public(&payer), sequence + 1);
+    tx.operations = vec![payment(public(to), XLM)];
+    tx.fee = fee;
+    let envelope = signed(&tx, sim.network_id(), &[&payer]);
+    (envelope.clone(), hash_of(&envelope, sim.network_id()), tx)
+}
