@@ -215,6 +215,32 @@ on_both_backends! {
         assert_eq!(unknown.status, 404, "{}", unknown.body);
     }
 
+    async fn nodes_lagging_behind_the_cursor_make_it_wait_never_skip(target: Target) {
+        // Reads alternate between an up-to-date node and one 6 ledgers behind. The lagging node
+        // has not ingested the ledgers the cursor asks for next: taking its (empty or missing)
+        // answer as "no transactions there" would move the cursor past deposits.
+        let s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("lagged", 10 * XLM).await;
+        let outsider = s.outsider(13);
+        s.sim.set_node_lags(&[0, 6]);
+        let mut last = 0;
+        for i in 0..5 {
+            last = s.deposit(outsider, account, XLM + i, &format!("lagged {i}")).await;
+        }
+        let later = last + 8;
+        must(s.sim.wait_for_ledger(later, WAIT).await);
+        s.wait_for(&wallet, 5, later, &s.stack.gateway).await;
+        s.sim.set_node_lags(&[]);
+        s.assert_exactly(&wallet, 5).await;
+        let total: i64 = s
+            .deposits(&wallet)
+            .await
+            .iter()
+            .map(|d| d["amount_stroops"].as_i64().unwrap_or_default())
+            .sum();
+        assert_eq!(total, 5 * XLM + 10);
+    }
+
     async fn a_payment_between_wallets_is_a_deposit_of_the_receiver(target: Target) {
         let s = DepositStack::start(target).await;
         let (payer, payer_account) = s.wallet("payer", 100 * XLM).await;
