@@ -328,11 +328,59 @@ on_both_backends! {
             "{}",
             metrics.body
         );
+        assert!(
+            metrics.body.lines().any(|l| l == "gateway_deposit_ingestion_stalled 1"),
+            "{}",
+            metrics.body
+        );
+        // Retried with exponential backoff from the poll interval (50 ms here), not every poll.
+        let backing_off = eventually(WAIT, || async {
+            stalled_retry_waits(&s.stack.gateway.log()).len() >= 4
+        })
+        .await;
+        assert!(backing_off, "no backoff:\n{}", s.stack.gateway.log());
+        let waits = stalled_retry_waits(&s.stack.gateway.log());
+        assert_eq!(&waits[..4], &[50, 100, 200, 400], "{}", s.stack.gateway.log());
         must(s.sim.wait_for_ledger(after + 2, WAIT).await);
         // Nothing past the gap was taken: the cursor stays where the history ends.
         assert_eq!(s.cursor().await, cursor);
         s.assert_exactly(&wallet, 1).await;
     }
+}
+
+/// The `retry_in_ms` of each "stalled on a gap" log line, in order.
+fn stalled_retry_waits(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains("stalled on a gap"))
+        .filter_map(|line| {
+            let line = without_ansi_colours(line);
+            let rest = &line[line.find("retry_in_ms")? + "retry_in_ms".len()..];
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_ansi_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Two replicas on Postgres: the one holding the ingestion lease is SIGKILLed and the other
