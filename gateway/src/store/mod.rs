@@ -12,6 +12,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod deposits;
+pub mod history;
 mod group_commit;
 pub mod idempotency;
 pub mod migrations;
