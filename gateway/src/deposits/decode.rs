@@ -561,4 +561,205 @@ mod tests {
         broken.result_xdr = "not xdr".into();
         assert!(credits(&broken).is_err());
     }
+
+    fn balance_id(byte: u8) -> ClaimableBalanceId {
+        ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash([byte; 32]))
+    }
+
+    fn claim_op(byte: u8, source: Option<MuxedAccount>) -> Operation {
+        Operation {
+            source_account: source,
+            body: OperationBody::ClaimClaimableBalance(stellar_xdr::ClaimClaimableBalanceOp {
+                balance_id: balance_id(byte),
+            }),
+        }
+    }
+
+    fn claimed() -> OperationResultTr {
+        OperationResultTr::ClaimClaimableBalance(ClaimClaimableBalanceResult::Success)
+    }
+
+    /// The meta core writes for a claim of balance `byte` (`amount` of `asset`, sponsored by
+    /// account `sponsor`): its state before, then its removal.
+    fn claim_changes(byte: u8, amount: i64, asset: Asset, sponsor: u8) -> LedgerEntryChanges {
+        let entry = stellar_xdr::LedgerEntry {
+            last_modified_ledger_seq: 5,
+            data: LedgerEntryData::ClaimableBalance(stellar_xdr::ClaimableBalanceEntry {
+                balance_id: balance_id(byte),
+                claimants: Default::default(),
+                asset,
+                amount,
+                ext: stellar_xdr::ClaimableBalanceEntryExt::V0,
+            }),
+            ext: stellar_xdr::LedgerEntryExt::V1(stellar_xdr::LedgerEntryExtensionV1 {
+                sponsoring_id: stellar_xdr::SponsorshipDescriptor(Some(account_id(sponsor))),
+                ext: stellar_xdr::LedgerEntryExtensionV1Ext::V0,
+            }),
+        };
+        LedgerEntryChanges(
+            vec![
+                LedgerEntryChange::State(entry),
+                LedgerEntryChange::Removed(stellar_xdr::LedgerKey::ClaimableBalance(
+                    stellar_xdr::LedgerKeyClaimableBalance {
+                        balance_id: balance_id(byte),
+                    },
+                )),
+            ]
+            .try_into()
+            .unwrap_or_default(),
+        )
+    }
+
+    fn meta_v4(ops: Vec<LedgerEntryChanges>) -> String {
+        let operations: Vec<stellar_xdr::OperationMetaV2> = ops
+            .into_iter()
+            .map(|changes| stellar_xdr::OperationMetaV2 {
+                changes,
+                ..Default::default()
+            })
+            .collect();
+        TransactionMeta::V4(stellar_xdr::TransactionMetaV4 {
+            operations: operations.try_into().unwrap_or_default(),
+            ..Default::default()
+        })
+        .to_xdr_base64(Limits::none())
+        .unwrap_or_default()
+    }
+
+    fn muxed_account(byte: u8, id: u64) -> MuxedAccount {
+        MuxedAccount::MuxedEd25519(stellar_xdr::MuxedAccountMed25519 {
+            id,
+            ed25519: Uint256(key(byte)),
+        })
+    }
+
+    #[test]
+    fn a_claim_credits_its_claimant_the_amount_and_asset_its_meta_shows() {
+        // Account 1 sends the transaction; the claim is account 4's operation, through a muxed
+        // address; a create_claimable_balance (account 1 for account 5) credits nobody.
+        let mut tx = applied(
+            vec![
+                op(OperationBody::CreateClaimableBalance(
+                    stellar_xdr::CreateClaimableBalanceOp {
+                        asset: Asset::Native,
+                        amount: 99,
+                        claimants: vec![stellar_xdr::Claimant::ClaimantTypeV0(
+                            stellar_xdr::ClaimantV0 {
+                                destination: account_id(5),
+                                predicate: stellar_xdr::ClaimPredicate::Unconditional,
+                            },
+                        )]
+                        .try_into()
+                        .unwrap_or_default(),
+                    },
+                )),
+                claim_op(8, Some(muxed_account(4, u64::MAX))),
+            ],
+            vec![
+                OperationResultTr::CreateClaimableBalance(
+                    stellar_xdr::CreateClaimableBalanceResult::Success(balance_id(9)),
+                ),
+                claimed(),
+            ],
+            Memo::None,
+            true,
+        );
+        tx.result_meta_xdr = Some(meta_v4(vec![
+            LedgerEntryChanges(Default::default()),
+            claim_changes(8, 1234, usd(), 6),
+        ]));
+        let credits = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(credits.len(), 1, "{credits:?}");
+        let claim = &credits[0];
+        assert_eq!(claim.kind, "claim_claimable_balance");
+        assert_eq!(claim.destination, address(4));
+        assert_eq!(claim.muxed_id, Some(u64::MAX));
+        assert_eq!(claim.amount, 1234);
+        assert_eq!(claim.asset, Some(("USD".to_owned(), address(9))));
+        // Who paid: the balance's sponsor (its creator).
+        assert_eq!(claim.source, address(6));
+        assert_eq!(claim.operation_id, toid(7, 3, 1));
+        assert_eq!(claim.unreadable, None);
+    }
+
+    #[test]
+    fn a_claim_without_meta_is_unreadable_and_a_meta_without_the_balance_is_an_error() {
+        let mut tx = applied(
+            vec![claim_op(8, None)],
+            vec![claimed()],
+            Memo::None,
+            true,
+        );
+        let credits_without = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(credits_without.len(), 1);
+        assert_eq!(credits_without[0].destination, address(1));
+        assert!(credits_without[0].unreadable.is_some());
+        // A meta that shows another balance: the claim's amount cannot be known.
+        tx.result_meta_xdr = Some(meta_v4(vec![claim_changes(7, 5, Asset::Native, 2)]));
+        assert!(credits(&tx).is_err());
+        tx.result_meta_xdr = Some("not xdr".into());
+        assert!(credits(&tx).is_err());
+        // Read from the older meta versions too.
+        tx.result_meta_xdr = Some(
+            TransactionMeta::V2(stellar_xdr::TransactionMetaV2 {
+                tx_changes_before: LedgerEntryChanges(Default::default()),
+                operations: vec![stellar_xdr::OperationMeta {
+                    changes: claim_changes(8, 77, Asset::Native, 2),
+                }]
+                .try_into()
+                .unwrap_or_default(),
+                tx_changes_after: LedgerEntryChanges(Default::default()),
+            })
+            .to_xdr_base64(Limits::none())
+            .unwrap_or_default(),
+        );
+        let read = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((read[0].amount, read[0].asset.clone()), (77, None));
+        // A failed claim credits nothing (and needs no meta).
+        let failed = applied(
+            vec![claim_op(8, None)],
+            vec![OperationResultTr::ClaimClaimableBalance(
+                ClaimClaimableBalanceResult::CannotClaim,
+            )],
+            Memo::None,
+            false,
+        );
+        assert_eq!(credits(&failed).ok(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_payment_to_a_muxed_address_credits_its_account_with_the_muxed_id() {
+        let tx = applied(
+            vec![
+                op(OperationBody::Payment(PaymentOp {
+                    destination: muxed_account(2, 18_446_744_073_709_551_000),
+                    asset: Asset::Native,
+                    amount: 11,
+                })),
+                op(OperationBody::Payment(PaymentOp {
+                    destination: MuxedAccount::Ed25519(Uint256(key(2))),
+                    asset: Asset::Native,
+                    amount: 12,
+                })),
+            ],
+            vec![
+                OperationResultTr::Payment(stellar_xdr::PaymentResult::Success),
+                OperationResultTr::Payment(stellar_xdr::PaymentResult::Success),
+            ],
+            Memo::None,
+            true,
+        );
+        let credits = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
+        let seen: Vec<_> = credits
+            .iter()
+            .map(|c| (c.destination.clone(), c.muxed_id, c.amount))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (address(2), Some(18_446_744_073_709_551_000), 11),
+                (address(2), None, 12),
+            ]
+        );
+    }
 }

@@ -1016,6 +1016,134 @@ mod tests {
         assert!(!applied.fee_meta_xdr.is_empty());
     }
 
+    fn create_balance_for(claimant: &SigningKey, amount: i64) -> OperationBody {
+        OperationBody::CreateClaimableBalance(stellar_xdr::CreateClaimableBalanceOp {
+            asset: Asset::Native,
+            amount,
+            claimants: vec![Claimant::ClaimantTypeV0(ClaimantV0 {
+                destination: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(
+                    account(claimant).0,
+                ))),
+                predicate: ClaimPredicate::Unconditional,
+            })]
+            .try_into()
+            .unwrap_or_default(),
+        })
+    }
+
+    fn claim(id: [u8; 32]) -> OperationBody {
+        OperationBody::ClaimClaimableBalance(stellar_xdr::ClaimClaimableBalanceOp {
+            balance_id: ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id)),
+        })
+    }
+
+    fn balance_of(ledger: &LedgerState, key: &SigningKey) -> i64 {
+        ledger.account(&account(key)).map_or(-1, |a| a.balance)
+    }
+
+    #[test]
+    fn a_claimable_balance_is_held_under_its_creators_reserve_until_its_claimant_claims_it() {
+        use stellar_xdr::ReadXdr;
+        let (alice, bob, carol) = (key(1), key(2), key(3));
+        let mut ledger = ledger_with(&[
+            (&alice, 100 * STROOPS_PER_XLM),
+            (&bob, 2 * STROOPS_PER_XLM),
+            (&carol, 2 * STROOPS_PER_XLM),
+        ]);
+        let alice_start = sequence_of(&ledger, &alice);
+        let create = signed(
+            &alice,
+            alice_start + 1,
+            100,
+            vec![create_balance_for(&bob, 10 * STROOPS_PER_XLM)],
+        );
+        let at = ledger.begin_ledger(1_010);
+        let applied = ledger.apply(&create, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(results::is_success(&applied.result), "{:?}", applied.result);
+        let id = claimable_balance_id(account(&alice), alice_start + 1, 0);
+        let ops = match &applied.result.result {
+            stellar_xdr::TransactionResultResult::TxSuccess(ops) => ops.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ops,
+            vec![OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(
+                CreateClaimableBalanceResult::Success(ClaimableBalanceId::ClaimableBalanceIdTypeV0(
+                    Hash(id)
+                ))
+            ))]
+        );
+        // Nothing is credited yet; the creator's reserve holds one more entry.
+        assert_eq!(balance_of(&ledger, &bob), 2 * STROOPS_PER_XLM);
+        assert_eq!(balance_of(&ledger, &alice), 90 * STROOPS_PER_XLM - 100);
+        assert_eq!(ledger.account(&account(&alice)).map(|a| a.num_sponsoring), Some(1));
+        assert_eq!(
+            ledger.account(&account(&alice)).map(|a| a.minimum_balance(RESERVE)),
+            Some(3 * RESERVE)
+        );
+        assert_eq!(ledger.claimable_balance(&id).map(|b| b.amount), Some(10 * STROOPS_PER_XLM));
+
+        // Carol is no claimant: the claim fails and changes nothing but her fee and sequence.
+        let carol_claim = signed(&carol, sequence_of(&ledger, &carol) + 1, 100, vec![claim(id)]);
+        let at = ledger.begin_ledger(1_020);
+        let failed = ledger.apply(&carol_claim, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!results::is_success(&failed.result));
+        assert!(ledger.claimable_balance(&id).is_some());
+
+        let bob_claim = signed(&bob, sequence_of(&ledger, &bob) + 1, 100, vec![claim(id)]);
+        let at = ledger.begin_ledger(1_030);
+        let claimed = ledger.apply(&bob_claim, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(results::is_success(&claimed.result), "{:?}", claimed.result);
+        assert_eq!(balance_of(&ledger, &bob), 12 * STROOPS_PER_XLM - 100);
+        assert_eq!(ledger.account(&account(&alice)).map(|a| a.num_sponsoring), Some(0));
+        assert!(ledger.claimable_balance(&id).is_none());
+        // The meta shows the balance as it was before the claim removed it, with its sponsor.
+        let meta = TransactionMeta::from_xdr_base64(&claimed.result_meta_xdr, Limits::none())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let TransactionMeta::V4(meta) = meta else {
+            panic!("not v4")
+        };
+        let changes = &meta.operations[0].changes.0;
+        let state = changes.iter().find_map(|c| match c {
+            LedgerEntryChange::State(LedgerEntry {
+                data: LedgerEntryData::ClaimableBalance(balance),
+                ext,
+                ..
+            }) => Some((balance.amount, ext.clone())),
+            _ => None,
+        });
+        let (amount, ext) = state.unwrap_or_else(|| panic!("no balance state: {changes:?}"));
+        assert_eq!(amount, 10 * STROOPS_PER_XLM);
+        assert!(matches!(ext, LedgerEntryExt::V1(v1)
+            if v1.sponsoring_id.0 == Some(AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(account(&alice).0))))));
+        assert!(changes.iter().any(|c| matches!(c, LedgerEntryChange::Removed(LedgerKey::ClaimableBalance(_)))));
+        // Claimed once: a second claim finds nothing.
+        let again = signed(&bob, sequence_of(&ledger, &bob) + 1, 100, vec![claim(id)]);
+        let at = ledger.begin_ledger(1_040);
+        let again = ledger.apply(&again, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!results::is_success(&again.result));
+    }
+
+    #[test]
+    fn a_claimable_balance_its_creator_cannot_reserve_for_is_low_reserve() {
+        let (alice, bob) = (key(1), key(2));
+        // Exactly the minimum balance plus the amount: no room for the balance's reserve.
+        let mut ledger = ledger_with(&[
+            (&alice, 2 * RESERVE + STROOPS_PER_XLM + 100),
+            (&bob, 2 * STROOPS_PER_XLM),
+        ]);
+        let tx = signed(
+            &alice,
+            sequence_of(&ledger, &alice) + 1,
+            100,
+            vec![create_balance_for(&bob, STROOPS_PER_XLM)],
+        );
+        let at = ledger.begin_ledger(1_010);
+        let applied = ledger.apply(&tx, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!results::is_success(&applied.result));
+        assert_eq!(ledger.account(&account(&alice)).map(|a| a.num_sponsoring), Some(0));
+    }
+
     #[test]
     fn the_reserve_cannot_be_paid_away_and_a_failed_transaction_still_costs_fee_and_sequence() {
         let (alice, bob) = (key(1), key(2));
