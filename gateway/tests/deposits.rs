@@ -192,7 +192,11 @@ impl DepositStack {
             self.cursor().await.is_some_and(|c| c >= i64::from(ledger))
         })
         .await;
-        assert!(done, "not ingested through {ledger}:\n{}", self.stack.gateway.log());
+        assert!(
+            done,
+            "not ingested through {ledger}:\n{}",
+            self.stack.gateway.log()
+        );
     }
 
     /// Every deposit recorded, of any wallet.

@@ -134,7 +134,9 @@ fn claimed_balance(changes: &LedgerEntryChanges, id: &ClaimableBalanceId) -> Opt
         LedgerEntryChange::State(entry) => match &entry.data {
             LedgerEntryData::ClaimableBalance(balance) if balance.balance_id == *id => {
                 let sponsor = match &entry.ext {
-                    stellar_xdr::LedgerEntryExt::V1(v1) => v1.sponsoring_id.0.as_ref().map(account_of),
+                    stellar_xdr::LedgerEntryExt::V1(v1) => {
+                        v1.sponsoring_id.0.as_ref().map(account_of)
+                    }
                     stellar_xdr::LedgerEntryExt::V0 => None,
                 };
                 Some(Claimed {
@@ -684,12 +686,7 @@ mod tests {
 
     #[test]
     fn a_claim_without_meta_is_unreadable_and_a_meta_without_the_balance_is_an_error() {
-        let mut tx = applied(
-            vec![claim_op(8, None)],
-            vec![claimed()],
-            Memo::None,
-            true,
-        );
+        let mut tx = applied(vec![claim_op(8, None)], vec![claimed()], Memo::None, true);
         let credits_without = credits(&tx).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(credits_without.len(), 1);
         assert_eq!(credits_without[0].destination, address(1));

@@ -280,7 +280,9 @@ mod tests {
             .collect();
         assert_eq!(
             waits,
-            vec![500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]
+            vec![
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000
+            ]
         );
         // Never overflows, never below the poll interval.
         assert_eq!(backoff(poll, max, u32::MAX), max);

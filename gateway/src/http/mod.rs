@@ -13,9 +13,9 @@
 pub mod audit;
 pub mod auth;
 pub mod deposits;
-pub mod history;
 pub mod extract;
 pub mod health;
+pub mod history;
 pub mod idempotency;
 pub mod openapi;
 pub mod payments;

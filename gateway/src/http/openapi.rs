@@ -380,13 +380,7 @@ mod tests {
             false,
             true,
         ),
-        (
-            "get",
-            "/v1/wallets/{wallet_id}/history",
-            false,
-            false,
-            true,
-        ),
+        ("get", "/v1/wallets/{wallet_id}/history", false, false, true),
         (
             "get",
             "/v1/wallets/{wallet_id}/balance",

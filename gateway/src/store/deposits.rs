@@ -198,20 +198,20 @@ impl Store {
 
 /// A `deposits` row (every column) as a record.
 pub(crate) fn deposit_from_row(r: &sqlx::any::AnyRow) -> Result<DepositRecord> {
-                Ok(DepositRecord {
-                    operation_id: r.try_get("operation_id")?,
-                    wallet_id: r.try_get("wallet_id")?,
-                    account: r.try_get("account")?,
-                    muxed_id: r.try_get("muxed_id")?,
-                    kind: r.try_get("kind")?,
-                    source_account: r.try_get("source_account")?,
-                    amount_stroops: r.try_get("amount_stroops")?,
-                    asset_code: r.try_get("asset_code")?,
-                    asset_issuer: r.try_get("asset_issuer")?,
-                    memo: r.try_get("memo")?,
-                    memo_type: r.try_get("memo_type")?,
-                    ledger: r.try_get("ledger")?,
-                    tx_hash: r.try_get("tx_hash")?,
-                    created_at: r.try_get("created_at")?,
-                })
+    Ok(DepositRecord {
+        operation_id: r.try_get("operation_id")?,
+        wallet_id: r.try_get("wallet_id")?,
+        account: r.try_get("account")?,
+        muxed_id: r.try_get("muxed_id")?,
+        kind: r.try_get("kind")?,
+        source_account: r.try_get("source_account")?,
+        amount_stroops: r.try_get("amount_stroops")?,
+        asset_code: r.try_get("asset_code")?,
+        asset_issuer: r.try_get("asset_issuer")?,
+        memo: r.try_get("memo")?,
+        memo_type: r.try_get("memo_type")?,
+        ledger: r.try_get("ledger")?,
+        tx_hash: r.try_get("tx_hash")?,
+        created_at: r.try_get("created_at")?,
+    })
 }

@@ -96,9 +96,7 @@ fn entry_from_row(row: &AnyRow) -> Result<HistoryEntry> {
         (Some(payment_id), None) => Ok(HistoryEntry {
             id,
             direction: Direction::Out,
-            status: Some(
-                optional_text(row, "p_status")?.ok_or_else(|| missing("the payment"))?,
-            ),
+            status: Some(optional_text(row, "p_status")?.ok_or_else(|| missing("the payment"))?),
             kind: "payment".to_owned(),
             counterparty: text(row, "p_destination")?,
             amount_stroops: row.try_get("p_amount")?,

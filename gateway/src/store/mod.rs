@@ -12,8 +12,8 @@
 pub mod api_keys;
 pub mod audit;
 pub mod deposits;
-pub mod history;
 mod group_commit;
+pub mod history;
 pub mod idempotency;
 pub mod migrations;
 pub mod payments;

@@ -18,13 +18,13 @@ use std::collections::{BTreeMap, HashMap};
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountId, Asset, ClaimClaimableBalanceResult, ClaimPredicate, ClaimableBalanceEntry,
-    ClaimableBalanceEntryExt, ClaimableBalanceId, Claimant, ClaimantV0,
-    CreateAccountResult, CreateClaimableBalanceResult, Hash, HashIdPreimage,
-    HashIdPreimageOperationId, LedgerEntry, LedgerEntryChange, LedgerEntryChanges,
-    LedgerEntryData, LedgerEntryExt, LedgerEntryExtensionV1, LedgerEntryExtensionV1Ext, LedgerKey,
-    LedgerKeyClaimableBalance, Limits, Operation, OperationBody, OperationMetaV2, OperationResult,
-    OperationResultTr, PaymentResult, PublicKey, SequenceNumber, SponsorshipDescriptor,
-    TransactionMeta, TransactionMetaV4, TransactionResult, Uint256, WriteXdr,
+    ClaimableBalanceEntryExt, ClaimableBalanceId, Claimant, ClaimantV0, CreateAccountResult,
+    CreateClaimableBalanceResult, Hash, HashIdPreimage, HashIdPreimageOperationId, LedgerEntry,
+    LedgerEntryChange, LedgerEntryChanges, LedgerEntryData, LedgerEntryExt, LedgerEntryExtensionV1,
+    LedgerEntryExtensionV1Ext, LedgerKey, LedgerKeyClaimableBalance, Limits, Operation,
+    OperationBody, OperationMetaV2, OperationResult, OperationResultTr, PaymentResult, PublicKey,
+    SequenceNumber, SponsorshipDescriptor, TransactionMeta, TransactionMetaV4, TransactionResult,
+    Uint256, WriteXdr,
 };
 
 use crate::account::{AccountEntry, AccountKey};
@@ -566,13 +566,19 @@ impl<'a> Overlay<'a> {
         match before {
             Some(before) => {
                 self.op_changes
-                    .push(LedgerEntryChange::State(account_ledger_entry(&key, &before)));
+                    .push(LedgerEntryChange::State(account_ledger_entry(
+                        &key, &before,
+                    )));
                 self.op_changes
-                    .push(LedgerEntryChange::Updated(account_ledger_entry(&key, &entry)));
+                    .push(LedgerEntryChange::Updated(account_ledger_entry(
+                        &key, &entry,
+                    )));
             }
             None => self
                 .op_changes
-                .push(LedgerEntryChange::Created(account_ledger_entry(&key, &entry))),
+                .push(LedgerEntryChange::Created(account_ledger_entry(
+                    &key, &entry,
+                ))),
         }
         self.changed.insert(key, entry);
     }
@@ -679,9 +685,10 @@ impl<'a> Overlay<'a> {
                                 amount: create.amount,
                                 last_modified_ledger: self.at.ledger,
                             };
-                            self.op_changes.push(LedgerEntryChange::Created(
-                                balance_ledger_entry(&id, &balance),
-                            ));
+                            self.op_changes
+                                .push(LedgerEntryChange::Created(balance_ledger_entry(
+                                    &id, &balance,
+                                )));
                             self.balances.insert(id, Some(balance));
                             CreateClaimableBalanceResult::Success(
                                 ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id)),
@@ -701,9 +708,8 @@ impl<'a> Overlay<'a> {
                     (Some(balance), Some(mut to)) => match to.balance.checked_add(balance.amount) {
                         None => ClaimClaimableBalanceResult::LineFull,
                         Some(credited) => {
-                            self.op_changes.push(LedgerEntryChange::State(balance_ledger_entry(
-                                id, &balance,
-                            )));
+                            self.op_changes
+                                .push(LedgerEntryChange::State(balance_ledger_entry(id, &balance)));
                             self.op_changes.push(LedgerEntryChange::Removed(
                                 LedgerKey::ClaimableBalance(LedgerKeyClaimableBalance {
                                     balance_id: claim.balance_id.clone(),
@@ -769,17 +775,15 @@ fn check_operation(op: &Operation, source: AccountKey) -> Result<OperationResult
             let mut unique = claimants.clone();
             unique.sort();
             unique.dedup();
-            let code = if create.amount <= 0
-                || claimants.is_empty()
-                || unique.len() != claimants.len()
-            {
-                CreateClaimableBalanceResult::Malformed
-            } else {
-                // Any success value: the id is only known when applied.
-                CreateClaimableBalanceResult::Success(ClaimableBalanceId::ClaimableBalanceIdTypeV0(
-                    Hash([0; 32]),
-                ))
-            };
+            let code =
+                if create.amount <= 0 || claimants.is_empty() || unique.len() != claimants.len() {
+                    CreateClaimableBalanceResult::Malformed
+                } else {
+                    // Any success value: the id is only known when applied.
+                    CreateClaimableBalanceResult::Success(
+                        ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash([0; 32])),
+                    )
+                };
             Ok(OperationResult::OpInner(
                 OperationResultTr::CreateClaimableBalance(code),
             ))
@@ -1058,7 +1062,9 @@ mod tests {
             vec![create_balance_for(&bob, 10 * STROOPS_PER_XLM)],
         );
         let at = ledger.begin_ledger(1_010);
-        let applied = ledger.apply(&create, at).unwrap_or_else(|r| panic!("{r:?}"));
+        let applied = ledger
+            .apply(&create, at)
+            .unwrap_or_else(|r| panic!("{r:?}"));
         assert!(results::is_success(&applied.result), "{:?}", applied.result);
         let id = claimable_balance_id(account(&alice), alice_start + 1, 0);
         let ops = match &applied.result.result {
@@ -1067,35 +1073,55 @@ mod tests {
         };
         assert_eq!(
             ops,
-            vec![OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(
-                CreateClaimableBalanceResult::Success(ClaimableBalanceId::ClaimableBalanceIdTypeV0(
-                    Hash(id)
+            vec![OperationResult::OpInner(
+                OperationResultTr::CreateClaimableBalance(CreateClaimableBalanceResult::Success(
+                    ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id))
                 ))
-            ))]
+            )]
         );
         // Nothing is credited yet; the creator's reserve holds one more entry.
         assert_eq!(balance_of(&ledger, &bob), 2 * STROOPS_PER_XLM);
         assert_eq!(balance_of(&ledger, &alice), 90 * STROOPS_PER_XLM - 100);
-        assert_eq!(ledger.account(&account(&alice)).map(|a| a.num_sponsoring), Some(1));
         assert_eq!(
-            ledger.account(&account(&alice)).map(|a| a.minimum_balance(RESERVE)),
+            ledger.account(&account(&alice)).map(|a| a.num_sponsoring),
+            Some(1)
+        );
+        assert_eq!(
+            ledger
+                .account(&account(&alice))
+                .map(|a| a.minimum_balance(RESERVE)),
             Some(3 * RESERVE)
         );
-        assert_eq!(ledger.claimable_balance(&id).map(|b| b.amount), Some(10 * STROOPS_PER_XLM));
+        assert_eq!(
+            ledger.claimable_balance(&id).map(|b| b.amount),
+            Some(10 * STROOPS_PER_XLM)
+        );
 
         // Carol is no claimant: the claim fails and changes nothing but her fee and sequence.
-        let carol_claim = signed(&carol, sequence_of(&ledger, &carol) + 1, 100, vec![claim(id)]);
+        let carol_claim = signed(
+            &carol,
+            sequence_of(&ledger, &carol) + 1,
+            100,
+            vec![claim(id)],
+        );
         let at = ledger.begin_ledger(1_020);
-        let failed = ledger.apply(&carol_claim, at).unwrap_or_else(|r| panic!("{r:?}"));
+        let failed = ledger
+            .apply(&carol_claim, at)
+            .unwrap_or_else(|r| panic!("{r:?}"));
         assert!(!results::is_success(&failed.result));
         assert!(ledger.claimable_balance(&id).is_some());
 
         let bob_claim = signed(&bob, sequence_of(&ledger, &bob) + 1, 100, vec![claim(id)]);
         let at = ledger.begin_ledger(1_030);
-        let claimed = ledger.apply(&bob_claim, at).unwrap_or_else(|r| panic!("{r:?}"));
+        let claimed = ledger
+            .apply(&bob_claim, at)
+            .unwrap_or_else(|r| panic!("{r:?}"));
         assert!(results::is_success(&claimed.result), "{:?}", claimed.result);
         assert_eq!(balance_of(&ledger, &bob), 12 * STROOPS_PER_XLM - 100);
-        assert_eq!(ledger.account(&account(&alice)).map(|a| a.num_sponsoring), Some(0));
+        assert_eq!(
+            ledger.account(&account(&alice)).map(|a| a.num_sponsoring),
+            Some(0)
+        );
         assert!(ledger.claimable_balance(&id).is_none());
         // The meta shows the balance as it was before the claim removed it, with its sponsor.
         let meta = TransactionMeta::from_xdr_base64(&claimed.result_meta_xdr, Limits::none())
@@ -1116,7 +1142,10 @@ mod tests {
         assert_eq!(amount, 10 * STROOPS_PER_XLM);
         assert!(matches!(ext, LedgerEntryExt::V1(v1)
             if v1.sponsoring_id.0 == Some(AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(account(&alice).0))))));
-        assert!(changes.iter().any(|c| matches!(c, LedgerEntryChange::Removed(LedgerKey::ClaimableBalance(_)))));
+        assert!(changes.iter().any(|c| matches!(
+            c,
+            LedgerEntryChange::Removed(LedgerKey::ClaimableBalance(_))
+        )));
         // Claimed once: a second claim finds nothing.
         let again = signed(&bob, sequence_of(&ledger, &bob) + 1, 100, vec![claim(id)]);
         let at = ledger.begin_ledger(1_040);
@@ -1141,7 +1170,10 @@ mod tests {
         let at = ledger.begin_ledger(1_010);
         let applied = ledger.apply(&tx, at).unwrap_or_else(|r| panic!("{r:?}"));
         assert!(!results::is_success(&applied.result));
-        assert_eq!(ledger.account(&account(&alice)).map(|a| a.num_sponsoring), Some(0));
+        assert_eq!(
+            ledger.account(&account(&alice)).map(|a| a.num_sponsoring),
+            Some(0)
+        );
     }
 
     #[test]

@@ -655,10 +655,11 @@ impl HorizonSim {
         muxed_id: u64,
         amount: i64,
     ) -> Result<TxHash> {
-        let destination = stellar_xdr::MuxedAccount::MuxedEd25519(stellar_xdr::MuxedAccountMed25519 {
-            id: muxed_id,
-            ed25519: stellar_xdr::Uint256(to.0),
-        });
+        let destination =
+            stellar_xdr::MuxedAccount::MuxedEd25519(stellar_xdr::MuxedAccountMed25519 {
+                id: muxed_id,
+                ed25519: stellar_xdr::Uint256(to.0),
+            });
         self.shared
             .lock()
             .outside_payment(from, destination, amount, stellar_xdr::Memo::None)

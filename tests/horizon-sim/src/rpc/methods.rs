@@ -14,9 +14,8 @@ use stellar_xdr::{
     AccountEntryExt, AccountEntryExtensionV1, AccountEntryExtensionV1Ext, AccountEntryExtensionV2,
     AccountEntryExtensionV2Ext, AccountEntryExtensionV3, AccountId, ExtensionPoint, Hash,
     LedgerCloseMeta, LedgerCloseMetaV2, LedgerEntryData, LedgerEntryExt, LedgerHeader,
-    LedgerHeaderHistoryEntry, LedgerKey, Liabilities, Limits, PublicKey, ReadXdr,
-    SequenceNumber, StellarValue, Thresholds, TimePoint,
-    Uint256, WriteXdr,
+    LedgerHeaderHistoryEntry, LedgerKey, Liabilities, Limits, PublicKey, ReadXdr, SequenceNumber,
+    StellarValue, Thresholds, TimePoint, Uint256, WriteXdr,
 };
 
 use crate::account::{AccountEntry, AccountKey};
@@ -288,11 +287,13 @@ pub fn account_entry_xdr(key: &AccountKey, entry: &AccountEntry) -> stellar_xdr:
     let ext = match entry.sequence_bumped {
         None if entry.num_sponsoring == 0 => AccountEntryExt::V0,
         None => v2(AccountEntryExtensionV2Ext::V0),
-        Some((seq_ledger, seq_time)) => v2(AccountEntryExtensionV2Ext::V3(AccountEntryExtensionV3 {
-            ext: ExtensionPoint::V0,
-            seq_ledger,
-            seq_time: TimePoint(seq_time),
-        })),
+        Some((seq_ledger, seq_time)) => {
+            v2(AccountEntryExtensionV2Ext::V3(AccountEntryExtensionV3 {
+                ext: ExtensionPoint::V0,
+                seq_ledger,
+                seq_time: TimePoint(seq_time),
+            }))
+        }
     };
     stellar_xdr::AccountEntry {
         account_id: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(key.0))),
