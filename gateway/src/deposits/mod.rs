@@ -23,7 +23,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepositsConfig {
-    /// Run the ingester in `gateway serve` (needs `[network]`; RPC only for now).
+    /// Run the ingester in `gateway serve` and `gateway worker` (needs `[network]`, Horizon or
+    /// RPC).
     #[serde(default)]
     pub ingest: bool,
     /// The first ledger to ingest on the very first run; the network's latest when absent.

@@ -392,7 +392,11 @@ async fn a_claimable_balance_is_held_until_its_claimant_claims_it_and_both_apis_
     assert_eq!(sim.transaction(claim).successful, Some(true));
     assert_eq!(sim.claimable_balance(&id), None);
     assert_eq!(sim.balance(bob), Some(bob_before + 3 * XLM));
-    assert_eq!(sim.balance(alice), Some(alice_before - 3 * XLM - 200), "two fees");
+    assert_eq!(
+        sim.balance(alice),
+        Some(alice_before - 3 * XLM - 200),
+        "two fees"
+    );
     let shown = horizon.account(&alice).await;
     assert_eq!(shown.body["num_sponsoring"], 0, "{}", shown.body);
 
