@@ -64,7 +64,7 @@ on_both_databases! {
         assert!(counts.values().all(|n| *n == 0), "{counts:?}");
         let store = db.store().await;
         let applied = must(sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations").fetch_one(store.pool()).await);
-        assert_eq!(must(applied.try_get::<i64, _>("n")), 7);
+        assert_eq!(must(applied.try_get::<i64, _>("n")), 8);
         store.close().await;
     }
 

@@ -60,6 +60,16 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0007_deposits.sql"),
         postgres: include_str!("../../../migrations/postgres/0007_deposits.sql"),
     },
+    EmbeddedMigration {
+        version: 8,
+        description: "muxed_deposits_and_wallet_history",
+        sqlite: include_str!(
+            "../../../migrations/sqlite/0008_muxed_deposits_and_wallet_history.sql"
+        ),
+        postgres: include_str!(
+            "../../../migrations/postgres/0008_muxed_deposits_and_wallet_history.sql"
+        ),
+    },
 ];
 
 /// The migrator for one database.
