@@ -60,6 +60,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0007_deposits.sql"),
         postgres: include_str!("../../../migrations/postgres/0007_deposits.sql"),
     },
+    EmbeddedMigration {
+        version: 9,
+        description: "wallet_idempotency_keys",
+        sqlite: include_str!("../../../migrations/sqlite/0009_wallet_idempotency_keys.sql"),
+        postgres: include_str!("../../../migrations/postgres/0009_wallet_idempotency_keys.sql"),
+    },
 ];
 
 /// The migrator for one database.
