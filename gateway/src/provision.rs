@@ -14,7 +14,10 @@
 //!
 //! A crash or an unavailable signerd between 1 and 3 leaves a reservation that nobody sees (the
 //! API shows only complete wallets); the next request for the user, with any key, finds it and
-//! resumes at step 2. Within one process, requests for the same user queue on a lock so that 50
+//! resumes at step 2. A request that fails there (signerd unavailable or refusing) takes its
+//! Idempotency-Key off the reservation, so that a corrected request may use the key (a write on
+//! the failure path only); after a crash the key stays, and the same request resumes. Within one
+//! process, requests for the same user queue on a lock so that 50
 //! concurrent requests make one `CreateKey` call, not 50. On SQLite both commits go through the
 //! group commit, sharing their fsync with other requests' writes.
 
@@ -102,7 +105,17 @@ impl WalletProvisioner {
         if let Some(wallet) = record.clone().complete() {
             return Ok((wallet, Provisioned::Existing));
         }
-        self.complete(record, caller, request_id, request).await
+        let (id, holds_key) = (record.id, record.request.as_ref() == Some(request));
+        let completed = self.complete(record, caller, request_id, request).await;
+        if completed.is_err()
+            && holds_key
+            && let Err(e) = self.store.release_wallet_key(id, request).await
+        {
+            // The key stays on the reservation: the same request still resumes it; another
+            // request with this key gets 409 until the wallet is completed.
+            tracing::warn!(error = %e, wallet_id = %id, "cannot release a wallet request's Idempotency-Key");
+        }
+        completed
     }
 
     async fn reserve(&self, user_id: UserId, request: &WalletRequest) -> Result<WalletRecord> {

@@ -149,7 +149,7 @@ impl Store {
             Some(group) => group.write(write).await,
             None => {
                 let mut tx = self.pool.begin().await?;
-                let out = write(&mut *tx).await?;
+                let out = write(&mut tx).await?;
                 tx.commit().await?;
                 Ok(out)
             }

@@ -364,7 +364,10 @@ impl Store {
     }
 
     /// What `request`'s Idempotency-Key was already used for, if anything. A reservation with
-    /// the key (its request failed, e.g. signerd was down) is nothing: the request resumes it.
+    /// the key and the same request is nothing: the request resumes it (its first attempt
+    /// crashed, or runs on another replica and the two meet at the completion). A reservation
+    /// with the key and another request is that request still running (a failed one released
+    /// its key, see [`Store::release_wallet_key`]).
     pub async fn earlier_wallet_request(
         &self,
         request: &WalletRequest,
@@ -378,10 +381,12 @@ impl Store {
         .await?;
         if let Some(row) = wallet {
             let record = wallet_from_row(&row)?;
-            if record.request.as_ref() != Some(request) {
-                return Ok(Some(EarlierRequest::Conflict));
-            }
-            return Ok(record.created_by(request).map(EarlierRequest::Created));
+            return Ok(match record.created_by(request) {
+                Some(wallet) => Some(EarlierRequest::Created(wallet)),
+                None if record.request.as_ref() == Some(request) => None,
+                None if record.public_key.is_none() => Some(EarlierRequest::InProgress),
+                None => Some(EarlierRequest::Conflict),
+            });
         }
         let Some(claim) = sqlx::query(
             "SELECT request_hash, locked_until, response_status, response_body \
@@ -407,6 +412,24 @@ impl Store {
         // migration 0009): running while its lock lasts, abandoned after.
         let live = text(&claim, "locked_until")?.as_str() >= Timestamp::now().as_str();
         Ok(live.then_some(EarlierRequest::InProgress))
+    }
+
+    /// Takes `request`'s key off the wallet's reservation after the request failed (signerd
+    /// unavailable or refusing): a failed request keeps nothing, so the key is free for a
+    /// corrected request, as the generic table's release does. The reservation stays for the
+    /// next request for the user. Costs a write on the failure path only.
+    pub async fn release_wallet_key(&self, id: WalletId, request: &WalletRequest) -> Result<()> {
+        self.write_statement(
+            sqlx::query(
+                "UPDATE wallets SET api_key_id = NULL, idempotency_key = NULL, request_hash = NULL \
+                 WHERE id = $1 AND public_key IS NULL AND api_key_id = $2 AND idempotency_key = $3",
+            )
+            .bind(id.to_string())
+            .bind(request.api_key_id.to_string())
+            .bind(request.idempotency_key.as_str().to_owned()),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Stores the answer to a wallet request that did not complete the wallet (a 200: it
