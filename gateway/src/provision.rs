@@ -16,10 +16,11 @@
 //! API shows only complete wallets); the next request for the user, with any key, finds it and
 //! resumes at step 2. A request that fails there (signerd unavailable or refusing) takes its
 //! Idempotency-Key off the reservation, so that a corrected request may use the key (a write on
-//! the failure path only); after a crash the key stays, and the same request resumes. Within one
-//! process, requests for the same user queue on a lock so that 50
-//! concurrent requests make one `CreateKey` call, not 50. On SQLite both commits go through the
-//! group commit, sharing their fsync with other requests' writes.
+//! the failure path only); after a crash the key stays, and the same request resumes.
+//!
+//! Within one process, requests for the same user queue on a lock so that 50 concurrent requests
+//! make one `CreateKey` call, not 50. On SQLite both commits go through the group commit,
+//! sharing their fsync with other requests' writes.
 
 use std::sync::Arc;
 
@@ -174,16 +175,12 @@ impl WalletProvisioner {
         let stored = self.store.wallet(record.id).await?.ok_or_else(|| {
             Error::CorruptData(format!("wallet {} vanished after completion", record.id))
         })?;
-        let outcome = if stored.created_by(request).is_some() {
-            Provisioned::Replayed
-        } else {
-            Provisioned::Existing
+        // An identical request (another replica, the same key) completed it: its 201 again.
+        let (wallet, outcome) = match stored.created_by(request) {
+            Some(wallet) => (Some(wallet), Provisioned::Replayed),
+            None => (stored.complete(), Provisioned::Existing),
         };
-        let wallet = match outcome {
-            Provisioned::Replayed => stored.created_by(request),
-            _ => stored.complete(),
-        }
-        .ok_or_else(|| {
+        let wallet = wallet.ok_or_else(|| {
             Error::CorruptData(format!("wallet {} incomplete after completion", record.id))
         })?;
         if wallet.public_key != key.public_key {
