@@ -64,7 +64,10 @@ on_both_databases! {
         assert!(counts.values().all(|n| *n == 0), "{counts:?}");
         let store = db.store().await;
         let applied = must(sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations").fetch_one(store.pool()).await);
-        assert_eq!(must(applied.try_get::<i64, _>("n")), 8);
+        // Every embedded migration was applied, once.
+        let known = gateway::store::migrations::migrator(store.backend()).migrations.len();
+        assert_eq!(must(applied.try_get::<i64, _>("n")), i64::try_from(known).unwrap_or(-1));
+        assert!(known >= 9, "{known} migrations");
         store.close().await;
     }
 

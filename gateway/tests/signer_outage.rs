@@ -82,6 +82,36 @@ on_both_databases! {
         assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
     }
 
+    async fn a_wallet_request_failed_by_the_outage_frees_its_key_for_a_corrected_request(kind: DatabaseKind) {
+        let mut stack = Stack::start(kind).await;
+        let wrong = stack.create_user("customer-wrong").await;
+        let right = stack.create_user("customer-right").await;
+        must(stack.signerd.terminate().await);
+        // Sent for the wrong user while signerd is down: 503, a reservation for that user.
+        let path_wrong = format!("/v1/users/{wrong}/wallet");
+        let failed = stack.http.post_with_idempotency_key(&path_wrong, &stack.service_key, "fixable", "").await;
+        assert_eq!(failed.error_code(), "SIGNER_UNAVAILABLE", "{}", failed.body);
+        assert!(reservation(&stack.db, &wrong).await.is_some(), "no reservation row");
+
+        restart_signerd_on_same_port(&mut stack.signerd).await;
+        wait_until_ready(&stack).await;
+        // The failed request kept nothing: the key runs the corrected request (not 422/409).
+        let path_right = format!("/v1/users/{right}/wallet");
+        let corrected = stack.http.post_with_idempotency_key(&path_right, &stack.service_key, "fixable", "").await;
+        assert_eq!(corrected.status, 201, "{}", corrected.body);
+        assert_eq!(corrected.header("idempotent-replayed"), None);
+        // The wrong user's reservation is completed by its next request, with any key, and the
+        // key now belongs to the corrected request.
+        let other = stack.http.post(&path_wrong, &stack.service_key, "").await;
+        assert_eq!(other.status, 201, "{}", other.body);
+        let reused = stack.http.post_with_idempotency_key(&path_wrong, &stack.service_key, "fixable", "").await;
+        assert_eq!((reused.status, reused.error_code().as_str()), (422, "IDEMPOTENCY_CONFLICT"));
+        let replay = stack.http.post_with_idempotency_key(&path_right, &stack.service_key, "fixable", "").await;
+        assert_eq!((replay.status, replay.body.as_str()), (201, corrected.body.as_str()));
+        assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+        assert_eq!(stack.signerd_keys().await.len(), 2);
+    }
+
     async fn a_key_created_before_a_crash_is_adopted_not_duplicated(kind: DatabaseKind) {
         let mut stack = Stack::start(kind).await;
         let user_id = stack.create_user("customer-crash").await;

@@ -17,6 +17,78 @@ fn field(value: &Value, name: &str) -> String {
         .to_owned()
 }
 
+/// Counts the write transactions the gateway commits, from the database itself, so that a commit
+/// made by any code path (a store method, a middleware, a statement on the pool) is seen.
+///
+/// SQLite: the commit frames of the current WAL generation (a frame whose "database size after
+/// commit" field is set, with the header's salts). Postgres: a row trigger on every gateway table
+/// logs the id of the transaction that changed the row; the count is of distinct ids.
+struct CommitCounter<'a> {
+    db: &'a TestDatabase,
+    wal_salts: Option<[u8; 8]>,
+}
+
+impl<'a> CommitCounter<'a> {
+    async fn install(db: &'a TestDatabase) -> CommitCounter<'a> {
+        if db.kind == DatabaseKind::Postgres {
+            let store = db.store().await;
+            let statements = [
+                "CREATE TABLE test_commit_log (xid BIGINT NOT NULL)".to_owned(),
+                "CREATE FUNCTION test_log_commit() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN INSERT INTO test_commit_log VALUES (txid_current()); RETURN NULL; END $$"
+                    .to_owned(),
+            ];
+            let triggers = support::TABLES.iter().map(|table| {
+                format!(
+                    "CREATE TRIGGER test_log_commit AFTER INSERT OR UPDATE OR DELETE ON {table} \
+                     FOR EACH ROW EXECUTE FUNCTION test_log_commit()"
+                )
+            });
+            for sql in statements.into_iter().chain(triggers) {
+                must(sqlx::query(&sql).execute(store.pool()).await);
+            }
+            store.close().await;
+        }
+        CommitCounter {
+            db,
+            wal_salts: None,
+        }
+    }
+
+    /// Write transactions committed so far (SQLite: in this WAL generation, which must not
+    /// change between two reads: a test writes far less than a checkpoint's worth).
+    async fn commits(&mut self) -> u64 {
+        match self.db.kind {
+            DatabaseKind::Postgres => {
+                let store = self.db.store().await;
+                let n: i64 = must(
+                    sqlx::query_scalar("SELECT COUNT(DISTINCT xid) FROM test_commit_log")
+                        .fetch_one(store.pool())
+                        .await,
+                );
+                store.close().await;
+                u64::try_from(n).unwrap_or_default()
+            }
+            DatabaseKind::Sqlite => {
+                let wal = must(std::fs::read(self.db.dir().join("gateway.db-wal")));
+                assert!(wal.len() >= 32, "no WAL header");
+                let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                let page_size = be(&wal[8..12]) as usize;
+                let salts: [u8; 8] = must(<[u8; 8]>::try_from(&wal[16..24]));
+                assert!(
+                    self.wal_salts.is_none_or(|s| s == salts),
+                    "the WAL was restarted between two counts"
+                );
+                self.wal_salts = Some(salts);
+                wal[32..]
+                    .chunks_exact(24 + page_size)
+                    .filter(|frame| frame[8..16] == salts && be(&frame[4..8]) != 0)
+                    .count() as u64
+            }
+        }
+    }
+}
+
 on_both_databases! {
     async fn user_and_wallet_match_signerd_and_the_database_holds_no_secret(kind: DatabaseKind) {
         let stack = Stack::start(kind).await;
@@ -91,6 +163,103 @@ on_both_databases! {
             "a secret seed is stored"
         );
         assert!(stored.contains(&field(&wallet, "public_key")));
+    }
+
+    async fn a_new_wallet_costs_two_commits_a_repeat_one_and_a_replay_none(kind: DatabaseKind) {
+        let stack = Stack::start(kind).await;
+        let user_id = stack.create_user("customer-commits").await;
+        let path = format!("/v1/users/{user_id}/wallet");
+        let mut counter = CommitCounter::install(&stack.db).await;
+        // The gateway commits nothing while idle (else the counts below would be noise).
+        let idle = counter.commits().await;
+        let _ = stack.http.get(&path, Some(&stack.service_key)).await;
+        assert_eq!(counter.commits().await, idle, "the gateway committed while idle");
+
+        // Reservation (user check, key, row) and completion (public key, audit event, the key's
+        // answer): two, whatever the path between them.
+        let before = counter.commits().await;
+        let created = stack.http.post_with_idempotency_key(&path, &stack.service_key, "commits-1", "").await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(counter.commits().await - before, 2, "write transactions for one new wallet");
+
+        // The replay reads only; a repeat with another key stores its 200, once.
+        let before = counter.commits().await;
+        let replay = stack.http.post_with_idempotency_key(&path, &stack.service_key, "commits-1", "").await;
+        assert_eq!((replay.status, replay.body.as_str()), (201, created.body.as_str()));
+        assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+        assert_eq!(counter.commits().await - before, 0, "write transactions for a replay");
+        let again = stack.http.post_with_idempotency_key(&path, &stack.service_key, "commits-2", "").await;
+        assert_eq!(again.status, 200, "{}", again.body);
+        assert_eq!(again.header("idempotent-replayed"), None);
+        assert_eq!(counter.commits().await - before, 1, "write transactions for a repeat");
+        let replay = stack.http.post_with_idempotency_key(&path, &stack.service_key, "commits-2", "").await;
+        assert_eq!((replay.status, replay.body.as_str()), (200, again.body.as_str()));
+        assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+    }
+
+    async fn wallet_idempotency_keys_replay_conflict_and_are_scoped_to_the_api_key(kind: DatabaseKind) {
+        let stack = Stack::start(kind).await;
+        let (alice, bob) = (stack.create_user("customer-a").await, stack.create_user("customer-b").await);
+        let path_a = format!("/v1/users/{alice}/wallet");
+        let path_b = format!("/v1/users/{bob}/wallet");
+        let key = stack.service_key.clone();
+        let first = stack.http.post_with_idempotency_key(&path_a, &key, "scoped", "").await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        assert_eq!(first.header("idempotent-replayed"), None);
+
+        // The same key with a different request (another body, another user): refused, nothing made.
+        let body = stack.http.post_with_idempotency_key(&path_a, &key, "scoped", "{\"x\":1}").await;
+        assert_eq!((body.status, body.error_code().as_str()), (422, "IDEMPOTENCY_CONFLICT"), "{}", body.body);
+        let other_user = stack.http.post_with_idempotency_key(&path_b, &key, "scoped", "").await;
+        assert_eq!((other_user.status, other_user.error_code().as_str()), (422, "IDEMPOTENCY_CONFLICT"));
+        assert_eq!(stack.db.row_counts().await["wallets"], 1);
+        // A key first used on another route conflicts here too.
+        let user_body = json!({ "external_ref": "customer-c" }).to_string();
+        let made = stack.http.post_with_idempotency_key("/v1/users", &key, "used-on-users", &user_body).await;
+        assert_eq!(made.status, 201, "{}", made.body);
+        let reused = stack.http.post_with_idempotency_key(&path_b, &key, "used-on-users", "").await;
+        assert_eq!((reused.status, reused.error_code().as_str()), (422, "IDEMPOTENCY_CONFLICT"));
+
+        // Keys are per API key: another key's "scoped" is a request of its own (200: the wallet
+        // exists), and the original replays still.
+        let other_key = create_api_key(&stack.gateway.config, "service");
+        let theirs = stack.http.post_with_idempotency_key(&path_a, &other_key, "scoped", "").await;
+        assert_eq!(theirs.status, 200, "{}", theirs.body);
+        assert_eq!(theirs.header("idempotent-replayed"), None);
+        let bobs = stack.http.post_with_idempotency_key(&path_b, &other_key, "scoped-b", "").await;
+        assert_eq!(bobs.status, 201, "{}", bobs.body);
+        let replay = stack.http.post_with_idempotency_key(&path_a, &key, "scoped", "").await;
+        assert_eq!((replay.status, replay.body.as_str()), (201, first.body.as_str()));
+        assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+
+        // The replay is the stored answer, not the wallet now: frozen since, it still shows active.
+        let wallet_id = field(&first.json(), "id");
+        let reason = json!({ "reason": "review" }).to_string();
+        let frozen = stack.http.post(&format!("/v1/wallets/{wallet_id}/freeze"), &stack.admin_key, &reason).await;
+        assert_eq!(frozen.status, 200, "{}", frozen.body);
+        let replay = stack.http.post_with_idempotency_key(&path_a, &key, "scoped", "").await;
+        assert_eq!((replay.status, replay.body.as_str()), (201, first.body.as_str()));
+        let refused = stack.http.post_with_idempotency_key(&path_a, &key, "after-freeze", "").await;
+        assert_eq!(refused.error_code(), "WALLET_FROZEN");
+    }
+
+    async fn concurrent_identical_requests_make_one_wallet_and_all_answer_its_201(kind: DatabaseKind) {
+        let stack = Stack::start(kind).await;
+        let user_id = stack.create_user("customer-same-key").await;
+        let path = format!("/v1/users/{user_id}/wallet");
+        let replies = join_all(
+            (0..20).map(|_| stack.http.post_with_idempotency_key(&path, &stack.service_key, "same", "")),
+        )
+        .await;
+        let first = replies.iter().find(|r| r.header("idempotent-replayed").is_none())
+            .unwrap_or_else(|| panic!("every answer is a replay"));
+        for reply in &replies {
+            assert_eq!((reply.status, reply.body.as_str()), (201, first.body.as_str()));
+        }
+        let fresh = replies.iter().filter(|r| r.header("idempotent-replayed").is_none()).count();
+        assert_eq!(fresh, 1, "answers not marked replayed");
+        assert_eq!(stack.signerd_keys().await.len(), 1);
+        assert_eq!(stack.db.row_counts().await["wallets"], 1);
     }
 
     async fn fifty_concurrent_wallet_requests_make_one_wallet_and_one_key(kind: DatabaseKind) {

@@ -8,12 +8,15 @@
 //! - same key while the first is still running: 409 `IDEMPOTENCY_IN_PROGRESS`, `Retry-After: 1`.
 //!
 //! A request that fails changes nothing (handlers guarantee it), so its key is released and a
-//! corrected or later retry with the same key runs normally: that is how a wallet request that
-//! met a down signerd completes once signerd is back.
+//! corrected or later retry with the same key runs normally.
+//!
+//! `POST /v1/payments` and `POST /v1/users/{user_id}/wallet` do not come through here: they keep
+//! the key on their own row (the payment, the wallet), written in the transactions the request
+//! makes anyway, with the same rules as above; see their handlers.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -43,21 +46,9 @@ pub async fn idempotency(
         .get::<Caller>()
         .cloned()
         .ok_or(Error::Unauthorized("missing API key"))?;
-    let key = req
-        .headers()
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .ok_or_else(|| {
-            Error::Validation("the Idempotency-Key header is required on every POST".into())
-        })?
-        .to_str()
-        .map_err(|_| Error::Validation("Idempotency-Key must be visible ASCII".into()))
-        .and_then(IdempotencyKey::parse)?;
+    let key = idempotency_key(req.headers())?;
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| Error::BodyTooLarge {
-            limit: state.max_body_bytes,
-        })?;
+    let bytes = body_bytes(&state, body).await?;
     let request_hash = request_hash(&parts.method, parts.uri.path(), &bytes);
     let claim = state
         .store
@@ -106,6 +97,27 @@ pub async fn idempotency(
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
+/// The request's `Idempotency-Key`, required and parsed.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey> {
+    headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .ok_or_else(|| {
+            Error::Validation("the Idempotency-Key header is required on every POST".into())
+        })?
+        .to_str()
+        .map_err(|_| Error::Validation("Idempotency-Key must be visible ASCII".into()))
+        .and_then(IdempotencyKey::parse)
+}
+
+/// The whole request body (what the request hash covers), refused above `server.max_body_bytes`.
+pub(crate) async fn body_bytes(state: &AppState, body: Body) -> Result<axum::body::Bytes> {
+    to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| Error::BodyTooLarge {
+            limit: state.max_body_bytes,
+        })
+}
+
 pub(crate) fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(method.as_str().as_bytes());
@@ -116,7 +128,8 @@ pub(crate) fn request_hash(method: &Method, path: &str, body: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn replay(status: u16, body: String) -> Response {
+/// A stored answer, marked `Idempotent-Replayed: true`.
+pub(crate) fn replay(status: u16, body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     response.headers_mut().insert(

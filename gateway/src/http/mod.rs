@@ -4,7 +4,8 @@
 //! [`request_context`] (request id, log span, metrics, deadline) → routing →
 //! for `/v1/...`: [`auth::authenticate`] (bearer API key) → [`rate_limit`] (per key) →
 //! [`auth::require_admin`] (admin routes only) → [`idempotency`] (POSTs; `POST /v1/payments`
-//! keeps its key on the payment row instead) → handler.
+//! and `POST /v1/users/{user_id}/wallet` keep their key on the payment or wallet row instead) →
+//! handler.
 //!
 //! Handlers live in one module per resource ([`users`], [`wallets`], [`payments`], [`audit`]); [`health`] has
 //! liveness, readiness and `/metrics`; [`openapi`] the document at `/openapi.json`; [`extract`]
@@ -92,10 +93,7 @@ pub fn router(state: AppState) -> Router {
     let service_routes = Router::new()
         .route("/v1/users", post(users::create_user).get(users::list_users))
         .route("/v1/users/{user_id}", get(users::get_user))
-        .route(
-            "/v1/users/{user_id}/wallet",
-            post(wallets::create_wallet).get(wallets::get_user_wallet),
-        )
+        .route("/v1/users/{user_id}/wallet", get(wallets::get_user_wallet))
         .route("/v1/wallets/{wallet_id}", get(wallets::get_wallet))
         .route("/v1/payments/{payment_id}", get(payments::get_payment))
         .route(
@@ -136,8 +134,10 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::replay_delivery),
         )
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotency))
-        // Payments keep their Idempotency-Key on the payment row (see the handler).
-        .route("/v1/payments", post(payments::create_payment));
+        // Payments and wallet creation keep their Idempotency-Key on their own row (see the
+        // handlers), so that the key costs no commit of its own.
+        .route("/v1/payments", post(payments::create_payment))
+        .route("/v1/users/{user_id}/wallet", post(wallets::create_wallet));
     let admin_routes = Router::new()
         .route("/v1/users/{user_id}/block", post(users::block_user))
         .route("/v1/users/{user_id}/unblock", post(users::unblock_user))

@@ -3,20 +3,30 @@
 
 use axum::Extension;
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 use super::extract::{ApiJson, ApiPath};
+use super::idempotency::{REPLAYED_HEADER, body_bytes, idempotency_key, replay, request_hash};
 use super::users::AdminActionRequest;
 use super::{AppState, audit_context};
 use crate::api_key::Caller;
 use crate::error::{Error, ErrorBody, Result};
 use crate::model::{Reason, RequestId, UserId, Wallet, WalletId};
 use crate::provision::Provisioned;
-use crate::store::WalletRecord;
+use crate::store::{EarlierRequest, WalletRecord, WalletRequest};
 
 /// Gets or creates the user's wallet: 201 when this request created it, 200 when it existed.
 /// Safe to repeat and to run concurrently: a user never gets a second wallet or key.
+///
+/// The `Idempotency-Key` follows the rules of every POST (scoped to the API key, bound to method,
+/// path and body; a replay answers the stored response with `Idempotent-Replayed: true`; a
+/// different request, 422 `IDEMPOTENCY_CONFLICT`; a failed request keeps nothing), but the key
+/// of the request that creates the wallet lives on the wallet row, written by the reservation
+/// and the completion: a new wallet costs two commits. An answer 200 (the wallet existed) is
+/// stored in the generic table, one write.
 #[utoipa::path(
     post, path = "/v1/users/{user_id}/wallet", tag = "wallets",
     params(("user_id" = String, Path, description = "A UUID"), ("Idempotency-Key" = String, Header)),
@@ -35,16 +45,61 @@ pub async fn create_wallet(
     Extension(caller): Extension<Caller>,
     Extension(request_id): Extension<RequestId>,
     ApiPath(user_id): ApiPath<UserId>,
-) -> Result<(StatusCode, Json<Wallet>)> {
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let idempotency_key = idempotency_key(&headers)?;
+    let bytes = body_bytes(&state, body).await?;
+    let request = WalletRequest {
+        api_key_id: caller.key_id,
+        idempotency_key,
+        request_hash: request_hash(&Method::POST, uri.path(), &bytes),
+    };
+    match state.store.earlier_wallet_request(&request).await? {
+        None => {}
+        Some(EarlierRequest::Created(wallet)) => return created(wallet, true),
+        Some(EarlierRequest::Stored { status, body }) => return Ok(replay(status, body)),
+        Some(EarlierRequest::Conflict) => {
+            return Err(Error::IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request".into(),
+            ));
+        }
+        Some(EarlierRequest::InProgress) => return Err(Error::IdempotencyInProgress),
+    }
     let (wallet, outcome) = state
         .provisioner
-        .get_or_create(user_id, &caller, &request_id)
+        .get_or_create(user_id, &caller, &request_id, &request)
         .await?;
-    let status = match outcome {
-        Provisioned::Created => StatusCode::CREATED,
-        Provisioned::Existing => StatusCode::OK,
-    };
-    Ok((status, Json(wallet)))
+    match outcome {
+        Provisioned::Created => created(wallet, false),
+        Provisioned::Replayed => created(wallet, true),
+        Provisioned::Existing => {
+            let body = serde_json::to_string(&wallet)
+                .map_err(|e| Error::CorruptData(format!("wallet as JSON: {e}")))?;
+            if let Err(e) = state
+                .store
+                .store_wallet_answer(&request, StatusCode::OK.as_u16(), &body)
+                .await
+            {
+                // The caller gets its answer; a retry re-reads the same wallet (200 again).
+                tracing::error!(error = %e, "cannot store an idempotent response");
+            }
+            Ok((StatusCode::OK, Json(wallet)).into_response())
+        }
+    }
+}
+
+/// The 201 of the request that completed the wallet, first sent or replayed (the same bytes:
+/// both serialize the same [`Wallet`]).
+fn created(wallet: Wallet, replayed: bool) -> Result<Response> {
+    let mut response = (StatusCode::CREATED, Json(wallet)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// The user's wallet (frozen wallets are shown with `status: frozen`).

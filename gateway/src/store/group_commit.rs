@@ -1,4 +1,4 @@
-//! Group commit for SQLite's payment writes.
+//! Group commit for SQLite's payment and wallet writes (and the generic idempotency table's).
 //!
 //! SQLite has one writer, and with `synchronous = FULL` every commit waits for an fsync of the
 //! WAL and writes every page it touched. Written one commit per statement, the payment path

@@ -70,6 +70,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
             "../../../migrations/postgres/0008_muxed_deposits_and_wallet_history.sql"
         ),
     },
+    EmbeddedMigration {
+        version: 9,
+        description: "wallet_idempotency_keys",
+        sqlite: include_str!("../../../migrations/sqlite/0009_wallet_idempotency_keys.sql"),
+        postgres: include_str!("../../../migrations/postgres/0009_wallet_idempotency_keys.sql"),
+    },
 ];
 
 /// The migrator for one database.

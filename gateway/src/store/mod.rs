@@ -39,7 +39,7 @@ pub use payments::{
     Accepted, DailyLimits, KeyedPayment, Lease, NewPayment, NextPayment, Outcome, PaymentEvent,
     PaymentRecord, Rebuild, Resolution, SignedEnvelope, SignedTransaction,
 };
-pub use wallets::WalletRecord;
+pub use wallets::{EarlierRequest, WalletRecord, WalletRequest};
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +65,8 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite's payment writes go through here (see [`group_commit`]); `None` on Postgres.
+    /// SQLite's payment and wallet writes go through here (see [`group_commit`]); `None` on
+    /// Postgres.
     group: Option<group_commit::GroupCommit>,
 }
 
@@ -135,6 +136,23 @@ impl Store {
             None => {
                 let mut conn = self.pool.acquire().await?;
                 write(&mut conn).await
+            }
+        }
+    }
+
+    /// A write that must be one transaction on both databases: on SQLite in the next group
+    /// commit (its own savepoint there), on Postgres in a transaction of its own.
+    pub(crate) async fn write_transaction<T: Send + 'static>(
+        &self,
+        write: group_commit::Write<T>,
+    ) -> Result<T> {
+        match &self.group {
+            Some(group) => group.write(write).await,
+            None => {
+                let mut tx = self.pool.begin().await?;
+                let out = write(&mut tx).await?;
+                tx.commit().await?;
+                Ok(out)
             }
         }
     }

@@ -1,17 +1,56 @@
 //! Wallets: one per user (the UNIQUE constraint on `user_id` decides, across replicas), reserved
 //! first and completed once signerd has confirmed the key. See [`crate::provision`] for the
 //! sequence.
+//!
+//! The `Idempotency-Key` of `POST /v1/users/{user_id}/wallet` lives on the wallet row (as a
+//! payment's does), not in the generic claim table: reserving writes the key with the row, and
+//! completing writes the completing request's key with the public key and the audit event. A new
+//! wallet is two commits, shared with other requests' writes on SQLite ([`Store::write_transaction`]).
 
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
+
+use sqlx::Row;
 
 use super::{
     AuditContext, Backend, Flag, Store, audit, optional_text, optional_timestamp, stored, text,
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    AccountId, AuditAction, Reason, SignerKeyId, Timestamp, UserId, Wallet, WalletId, WalletStatus,
+    AccountId, ApiKeyId, AuditAction, IdempotencyKey, Reason, SignerKeyId, Timestamp, UserId,
+    Wallet, WalletId, WalletStatus,
 };
+
+/// A wallet request as its `Idempotency-Key` binds it: the caller's API key (keys are scoped to
+/// it), the key, and the hash of the request (method, path, body) it was sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletRequest {
+    /// The caller's API key.
+    pub api_key_id: ApiKeyId,
+    /// The caller's Idempotency-Key.
+    pub idempotency_key: IdempotencyKey,
+    /// SHA-256 of method, path and body (see `http::idempotency::request_hash`).
+    pub request_hash: String,
+}
+
+/// What an Idempotency-Key was already used for, as a wallet request sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EarlierRequest {
+    /// The same request created this wallet: its answer was 201 with the wallet as completed.
+    Created(Wallet),
+    /// The same request's answer is stored in the claim table (a 200, or another route's
+    /// answer to an identical request made before migration 0009).
+    Stored {
+        /// The stored HTTP status.
+        status: u16,
+        /// The stored JSON body.
+        body: String,
+    },
+    /// The key was used with a different request (another user's wallet, another route).
+    Conflict,
+    /// A request with this key holds a live claim in the generic table.
+    InProgress,
+}
 
 /// A wallet row, complete or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +67,9 @@ pub struct WalletRecord {
     pub frozen_at: Option<Timestamp>,
     /// When it was reserved.
     pub created_at: Timestamp,
+    /// The request that completed it (or, while it is a reservation, reserved it); `None` for
+    /// wallets made before migration 0009 or reserved without a key.
+    pub request: Option<WalletRequest>,
 }
 
 impl WalletRecord {
@@ -54,9 +96,23 @@ impl WalletRecord {
     pub fn is_frozen(&self) -> bool {
         self.frozen_at.is_some()
     }
+
+    /// The wallet as the 201 answer to `request` showed it, when `request` completed it: the
+    /// answer a replay repeats. Only complete wallets can be frozen, so the answer was never
+    /// frozen, whatever happened since.
+    pub fn created_by(&self, request: &WalletRequest) -> Option<Wallet> {
+        if self.request.as_ref() != Some(request) {
+            return None;
+        }
+        WalletRecord {
+            frozen_at: None,
+            ..self.clone()
+        }
+        .complete()
+    }
 }
 
-const COLUMNS: &str = "id, user_id, key_id, public_key, frozen_at, created_at";
+const COLUMNS: &str = "id, user_id, key_id, public_key, frozen_at, created_at, api_key_id, idempotency_key, request_hash";
 
 fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
     Ok(WalletRecord {
@@ -68,7 +124,23 @@ fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
             .transpose()?,
         frozen_at: optional_timestamp(row, "frozen_at")?,
         created_at: Timestamp::from_stored(text(row, "created_at")?)?,
+        request: request_from_row(row)?,
     })
+}
+
+fn request_from_row(row: &AnyRow) -> Result<Option<WalletRequest>> {
+    let (Some(api_key_id), Some(key), Some(hash)) = (
+        optional_text(row, "api_key_id")?,
+        optional_text(row, "idempotency_key")?,
+        optional_text(row, "request_hash")?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(WalletRequest {
+        api_key_id: stored("wallets.api_key_id", ApiKeyId::parse(&api_key_id))?,
+        idempotency_key: stored("wallets.idempotency_key", IdempotencyKey::parse(&key))?,
+        request_hash: hash,
+    }))
 }
 
 const FROZEN: Flag = Flag {
@@ -79,20 +151,74 @@ const FROZEN: Flag = Flag {
     off_action: AuditAction::WalletUnfrozen,
 };
 
+/// The statements of [`Store::reserve_wallet_for`], on a connection inside a transaction.
+async fn reserve_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    user_id: UserId,
+    request: &WalletRequest,
+) -> Result<WalletRecord> {
+    // On Postgres the share lock holds off a concurrent block until this commits; SQLite's
+    // single writer already does.
+    let lock = match backend {
+        Backend::Postgres => " FOR SHARE",
+        Backend::Sqlite => "",
+    };
+    let user = sqlx::query(&format!("SELECT blocked_at FROM users WHERE id = $1{lock}"))
+        .bind(user_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::UserNotFound(user_id))?;
+    if optional_text(&user, "blocked_at")?.is_some() {
+        return Err(Error::UserBlocked(user_id));
+    }
+    let id = WalletId::generate();
+    let now = Timestamp::now();
+    // Does nothing when the user already has a wallet. A key already on another user's wallet
+    // fails the unique index instead: the caller reports the conflict.
+    sqlx::query(
+        "INSERT INTO wallets (id, user_id, key_id, public_key, frozen_at, created_at, updated_at, \
+         api_key_id, idempotency_key, request_hash) \
+         VALUES ($1, $2, $3, NULL, NULL, $4, $4, $5, $6, $7) \
+         ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(user_id.to_string())
+    .bind(SignerKeyId::for_wallet(id).as_str())
+    .bind(now.as_str())
+    .bind(request.api_key_id.to_string())
+    .bind(request.idempotency_key.as_str())
+    .bind(request.request_hash.as_str())
+    .execute(&mut *conn)
+    .await?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM wallets WHERE user_id = $1"))
+        .bind(user_id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    wallet_from_row(&row)
+}
+
 /// The statements of [`Store::complete_wallet`], on a connection inside a transaction.
 async fn complete_on(
     conn: &mut AnyConnection,
     id: WalletId,
     public_key: &AccountId,
+    request: &WalletRequest,
     ctx: &AuditContext,
 ) -> Result<bool> {
     let now = Timestamp::now();
+    // The completing request's key replaces the reserving one's: the 201 is this request's
+    // answer (a reserving request that failed had its key released, as the claim table did).
     let completed = sqlx::query(
-        "UPDATE wallets SET public_key = $1, updated_at = $2 \
-         WHERE id = $3 AND public_key IS NULL",
+        "UPDATE wallets SET public_key = $1, updated_at = $2, \
+         api_key_id = $3, idempotency_key = $4, request_hash = $5 \
+         WHERE id = $6 AND public_key IS NULL",
     )
     .bind(public_key.as_str())
     .bind(now.as_str())
+    .bind(request.api_key_id.to_string())
+    .bind(request.idempotency_key.as_str())
+    .bind(request.request_hash.as_str())
     .bind(id.to_string())
     .execute(&mut *conn)
     .await?
@@ -126,7 +252,9 @@ impl Store {
         let row = sqlx::query(
             "SELECT wallets.id AS id, wallets.user_id AS user_id, wallets.key_id AS key_id, \
              wallets.public_key AS public_key, wallets.frozen_at AS frozen_at, \
-             wallets.created_at AS created_at, users.blocked_at AS blocked_at \
+             wallets.created_at AS created_at, wallets.api_key_id AS api_key_id, \
+             wallets.idempotency_key AS idempotency_key, wallets.request_hash AS request_hash, \
+             users.blocked_at AS blocked_at \
              FROM wallets JOIN users ON users.id = wallets.user_id WHERE wallets.id = $1",
         )
         .bind(id.to_string())
@@ -144,7 +272,8 @@ impl Store {
     /// Returns the user's wallet row, reserving one first when the user has none. Concurrent
     /// callers (in this process or another replica) all get the same row: the insert does
     /// nothing when the UNIQUE constraint on `user_id` finds an existing wallet. The user must
-    /// exist (the foreign key refuses otherwise).
+    /// exist (the foreign key refuses otherwise). The reservation carries no Idempotency-Key:
+    /// the API reserves with [`Store::reserve_wallet_for`]; this is for tools and tests.
     pub async fn reserve_wallet(&self, user_id: UserId) -> Result<WalletRecord> {
         if let Some(existing) = self.wallet_of_user(user_id).await? {
             return Ok(existing);
@@ -171,28 +300,167 @@ impl Store {
         })
     }
 
-    /// Stores the confirmed public key of a reserved wallet and records `wallet.created`,
-    /// atomically: on SQLite in one savepoint of a group commit (sharing its fsync with other
-    /// requests' writes), on Postgres in one transaction. Returns true when this call completed
-    /// it, false when it already was complete (another request got there first).
+    /// The user (whether blocked) with its wallet row if it has one, in one read; `None` when
+    /// there is no such user.
+    pub async fn user_with_wallet(
+        &self,
+        user_id: UserId,
+    ) -> Result<Option<(bool, Option<WalletRecord>)>> {
+        let row = sqlx::query(
+            "SELECT users.blocked_at AS blocked_at, wallets.id AS id, \
+             wallets.user_id AS user_id, wallets.key_id AS key_id, \
+             wallets.public_key AS public_key, wallets.frozen_at AS frozen_at, \
+             wallets.created_at AS created_at, wallets.api_key_id AS api_key_id, \
+             wallets.idempotency_key AS idempotency_key, wallets.request_hash AS request_hash \
+             FROM users LEFT JOIN wallets ON wallets.user_id = users.id WHERE users.id = $1",
+        )
+        .bind(user_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let blocked = optional_text(&row, "blocked_at")?.is_some();
+        let wallet = match optional_text(&row, "id")? {
+            Some(_) => Some(wallet_from_row(&row)?),
+            None => None,
+        };
+        Ok(Some((blocked, wallet)))
+    }
+
+    /// Reserves a wallet for the user carrying `request`'s key, or returns the row the user
+    /// already has (concurrent callers, here or on another replica, all get the same row). One
+    /// transaction with the check that the user exists and is not blocked; on SQLite in a group
+    /// commit. A key already on another wallet fails with a unique violation.
+    pub async fn reserve_wallet_for(
+        &self,
+        user_id: UserId,
+        request: &WalletRequest,
+    ) -> Result<WalletRecord> {
+        let (backend, request) = (self.backend, request.clone());
+        self.write_transaction(Box::new(move |conn| {
+            Box::pin(async move { reserve_on(conn, backend, user_id, &request).await })
+        }))
+        .await
+    }
+
+    /// Stores the confirmed public key of a reserved wallet with `request` (the answer a replay
+    /// of it repeats) and records `wallet.created`, in one transaction: on SQLite in one
+    /// savepoint of a group commit (sharing its fsync with other requests' writes). Returns true
+    /// when this call completed it, false when it already was complete (another request got
+    /// there first). A key already on another wallet fails with a unique violation.
     pub async fn complete_wallet(
         &self,
         id: WalletId,
         public_key: &AccountId,
+        request: &WalletRequest,
         ctx: &AuditContext,
     ) -> Result<bool> {
-        let (public_key, ctx) = (public_key.clone(), ctx.clone());
-        if self.backend == Backend::Sqlite {
-            return self
-                .write(Box::new(move |conn| {
-                    Box::pin(async move { complete_on(conn, id, &public_key, &ctx).await })
-                }))
-                .await;
+        let (public_key, request, ctx) = (public_key.clone(), request.clone(), ctx.clone());
+        self.write_transaction(Box::new(move |conn| {
+            Box::pin(async move { complete_on(conn, id, &public_key, &request, &ctx).await })
+        }))
+        .await
+    }
+
+    /// What `request`'s Idempotency-Key was already used for, if anything. A reservation with
+    /// the key and the same request is nothing: the request resumes it (its first attempt
+    /// crashed, or runs on another replica and the two meet at the completion). A reservation
+    /// with the key and another request is that request still running (a failed one released
+    /// its key, see [`Store::release_wallet_key`]).
+    pub async fn earlier_wallet_request(
+        &self,
+        request: &WalletRequest,
+    ) -> Result<Option<EarlierRequest>> {
+        let wallet = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM wallets WHERE api_key_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(request.api_key_id.to_string())
+        .bind(request.idempotency_key.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = wallet {
+            let record = wallet_from_row(&row)?;
+            return Ok(match record.created_by(request) {
+                Some(wallet) => Some(EarlierRequest::Created(wallet)),
+                None if record.request.as_ref() == Some(request) => None,
+                None if record.public_key.is_none() => Some(EarlierRequest::InProgress),
+                None => Some(EarlierRequest::Conflict),
+            });
         }
-        let mut tx = self.pool.begin().await?;
-        let completed = complete_on(&mut tx, id, &public_key, &ctx).await?;
-        tx.commit().await?;
-        Ok(completed)
+        let Some(claim) = sqlx::query(
+            "SELECT request_hash, locked_until, response_status, response_body \
+             FROM idempotency_keys WHERE api_key_id = $1 AND idempotency_key = $2",
+        )
+        .bind(request.api_key_id.to_string())
+        .bind(request.idempotency_key.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        if text(&claim, "request_hash")? != request.request_hash {
+            return Ok(Some(EarlierRequest::Conflict));
+        }
+        if let Some(status) = claim.try_get::<Option<i64>, _>("response_status")? {
+            return Ok(Some(EarlierRequest::Stored {
+                status: u16::try_from(status).unwrap_or(500),
+                body: optional_text(&claim, "response_body")?.unwrap_or_default(),
+            }));
+        }
+        // An identical request claimed through the generic table (a gateway from before
+        // migration 0009): running while its lock lasts, abandoned after.
+        let live = text(&claim, "locked_until")?.as_str() >= Timestamp::now().as_str();
+        Ok(live.then_some(EarlierRequest::InProgress))
+    }
+
+    /// Takes `request`'s key off the wallet's reservation after the request failed (signerd
+    /// unavailable or refusing): a failed request keeps nothing, so the key is free for a
+    /// corrected request, as the generic table's release does. The reservation stays for the
+    /// next request for the user. Costs a write on the failure path only.
+    pub async fn release_wallet_key(&self, id: WalletId, request: &WalletRequest) -> Result<()> {
+        self.write_statement(
+            sqlx::query(
+                "UPDATE wallets SET api_key_id = NULL, idempotency_key = NULL, request_hash = NULL \
+                 WHERE id = $1 AND public_key IS NULL AND api_key_id = $2 AND idempotency_key = $3",
+            )
+            .bind(id.to_string())
+            .bind(request.api_key_id.to_string())
+            .bind(request.idempotency_key.as_str().to_owned()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the answer to a wallet request that did not complete the wallet (a 200: it
+    /// existed), so that a replay repeats it, in one write (on SQLite in a group commit). An
+    /// answer already stored for the key is kept.
+    pub async fn store_wallet_answer(
+        &self,
+        request: &WalletRequest,
+        status: u16,
+        body: &str,
+    ) -> Result<()> {
+        let now = Timestamp::now();
+        self.write_statement(
+            sqlx::query(
+                "INSERT INTO idempotency_keys \
+                 (api_key_id, idempotency_key, request_hash, locked_until, response_status, response_body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $4) \
+                 ON CONFLICT (api_key_id, idempotency_key) DO UPDATE \
+                 SET response_status = excluded.response_status, response_body = excluded.response_body \
+                 WHERE idempotency_keys.response_status IS NULL \
+                 AND idempotency_keys.request_hash = excluded.request_hash",
+            )
+            .bind(request.api_key_id.to_string())
+            .bind(request.idempotency_key.as_str().to_owned())
+            .bind(request.request_hash.clone())
+            .bind(now.as_str().to_owned())
+            .bind(i64::from(status))
+            .bind(body.to_owned()),
+        )
+        .await?;
+        Ok(())
     }
 
     /// One wallet row by id (complete or not).
