@@ -60,6 +60,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0007_deposits.sql"),
         postgres: include_str!("../../../migrations/postgres/0007_deposits.sql"),
     },
+    EmbeddedMigration {
+        version: 10,
+        description: "webhook_retention",
+        sqlite: include_str!("../../../migrations/sqlite/0010_webhook_retention.sql"),
+        postgres: include_str!("../../../migrations/postgres/0010_webhook_retention.sql"),
+    },
 ];
 
 /// The migrator for one database.

@@ -121,6 +121,58 @@ pub struct Backlog {
     pub oldest_age_ms: i64,
 }
 
+/// What one retention batch deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// `webhook_deliveries` rows.
+    pub deliveries: u64,
+    /// `outbox_events` rows.
+    pub events: u64,
+}
+
+/// Finished deliveries past retention: `DELIVERED`, or `CANCELLED` (their endpoint is deleted,
+/// so nothing can show or replay them). Their age counts from `due_at_ms`, when their last
+/// attempt became due (a replay makes it new again). The outer conditions are checked again on
+/// the row a concurrent replay may have changed (Postgres re-evaluates them after the row lock);
+/// `SKIP LOCKED` keeps replicas that prune together off each other's rows.
+static PRUNE_DELIVERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let now = db_now_ms(backend);
+        let lock = match backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        format!(
+            "DELETE FROM webhook_deliveries WHERE id IN (\
+               SELECT id FROM webhook_deliveries WHERE state IN ('DELIVERED', 'CANCELLED') \
+                 AND due_at_ms < {now} - $1 LIMIT $2{lock}) \
+             AND state IN ('DELIVERED', 'CANCELLED') AND due_at_ms < {now} - $1"
+        )
+    })
+});
+
+/// Events past retention that no delivery refers to any more: every delivery they had was
+/// delivered (or cancelled) and pruned, or no endpoint was subscribed. An event with a pending
+/// or dead delivery keeps it (and the foreign key would refuse the delete anyway). Deliveries
+/// are only ever inserted for a new event, in its own transaction, so none can appear for an
+/// event this statement has chosen. The wallet numbering lives in `wallet_event_sequences`,
+/// which is never pruned, so numbers keep increasing after their events are gone.
+static PRUNE_EVENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let now = db_now_ms(backend);
+        let lock = match backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        format!(
+            "DELETE FROM outbox_events WHERE id IN (\
+               SELECT o.id FROM outbox_events o WHERE o.created_at_ms < {now} - $1 \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = o.id) \
+               ORDER BY o.created_at_ms LIMIT $2{lock})"
+        )
+    })
+});
+
 /// A failed attempt, retried after `$4` ms by the database's clock.
 static RETRY_LATER: LazyLock<[String; 2]> = LazyLock::new(|| {
     per_backend(|backend| {
@@ -505,6 +557,29 @@ impl Store {
             })
         }))
         .await
+    }
+
+    /// One retention batch: deletes at most `limit` finished deliveries whose last attempt
+    /// became due more than `retention_ms` ago (database clock), then at most `limit` events
+    /// older than that which no delivery needs any more. Pending and dead deliveries, and the
+    /// events they belong to, stay. Claiming only ever looks at pending deliveries, so the
+    /// per-wallet order of what remains is unchanged.
+    pub async fn prune_webhook_history(&self, retention_ms: i64, limit: i64) -> Result<Pruned> {
+        let deliveries = self
+            .write_statement(
+                sqlx::query(for_backend(&PRUNE_DELIVERIES, self.backend))
+                    .bind(retention_ms)
+                    .bind(limit),
+            )
+            .await?;
+        let events = self
+            .write_statement(
+                sqlx::query(for_backend(&PRUNE_EVENTS, self.backend))
+                    .bind(retention_ms)
+                    .bind(limit),
+            )
+            .await?;
+        Ok(Pruned { deliveries, events })
     }
 
     /// Pending deliveries and the oldest one's age (database clock).
