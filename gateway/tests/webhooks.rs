@@ -84,13 +84,7 @@ impl Receiver {
                     let behaviour = behaviour.clone();
                     let seen = seen.clone();
                     async move {
-                        let header = |name: &str| {
-                            headers
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
+                        let header = |name: &str| header_text(&headers, name);
                         let id = header("webhook-id");
                         let now = behaviour.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                         behaviour.max_in_flight.fetch_max(now, Ordering::SeqCst);

@@ -137,11 +137,7 @@ pub struct Pruned {
 /// `SKIP LOCKED` keeps replicas that prune together off each other's rows.
 static PRUNE_DELIVERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
     per_backend(|backend| {
-        let now = db_now_ms(backend);
-        let lock = match backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let (now, lock) = (db_now_ms(backend), skip_locked(backend));
         format!(
             "DELETE FROM webhook_deliveries WHERE id IN (\
                SELECT id FROM webhook_deliveries WHERE state IN ('DELIVERED', 'CANCELLED') \
@@ -159,11 +155,7 @@ static PRUNE_DELIVERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
 /// which is never pruned, so numbers keep increasing after their events are gone.
 static PRUNE_EVENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
     per_backend(|backend| {
-        let now = db_now_ms(backend);
-        let lock = match backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let (now, lock) = (db_now_ms(backend), skip_locked(backend));
         format!(
             "DELETE FROM outbox_events WHERE id IN (\
                SELECT o.id FROM outbox_events o WHERE o.created_at_ms < {now} - $1 \
@@ -172,6 +164,14 @@ static PRUNE_EVENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
         )
     })
 });
+
+/// Row locks that skip rows another transaction holds (Postgres; SQLite has one writer).
+fn skip_locked(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
+}
 
 /// A failed attempt, retried after `$4` ms by the database's clock.
 static RETRY_LATER: LazyLock<[String; 2]> = LazyLock::new(|| {
@@ -607,10 +607,7 @@ async fn claim_on(
     per_endpoint: i64,
 ) -> Result<Vec<ClaimedDelivery>> {
     let now = db_now_ms(backend);
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let lock = skip_locked(backend);
     let candidates = sqlx::query(&format!(
         "SELECT d.id AS id, d.endpoint_id AS endpoint_id FROM webhook_deliveries d \
          WHERE d.state = 'PENDING' AND d.due_at_ms <= {now} \
