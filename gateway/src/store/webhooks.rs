@@ -132,17 +132,20 @@ pub struct Pruned {
 
 /// Finished deliveries past retention: `DELIVERED`, or `CANCELLED` (their endpoint is deleted,
 /// so nothing can show or replay them). Their age counts from `due_at_ms`, when their last
-/// attempt became due (a replay makes it new again). The outer conditions are checked again on
-/// the row a concurrent replay may have changed (Postgres re-evaluates them after the row lock);
-/// `SKIP LOCKED` keeps replicas that prune together off each other's rows.
+/// attempt became due (a replay makes it new again). `$1` is the cutoff, a plain value (the
+/// database's clock read before), so it bounds the `(state, due_at_ms)` index scan: a pass with
+/// nothing old reads nothing, where `clock_timestamp()` in the predicate (volatile) would make
+/// Postgres walk every delivered row. The outer conditions are checked again on the row a
+/// concurrent replay may have changed (Postgres re-evaluates them after the row lock); `SKIP
+/// LOCKED` keeps replicas that prune together off each other's rows.
 static PRUNE_DELIVERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
     per_backend(|backend| {
-        let (now, lock) = (db_now_ms(backend), skip_locked(backend));
+        let lock = skip_locked(backend);
         format!(
             "DELETE FROM webhook_deliveries WHERE id IN (\
                SELECT id FROM webhook_deliveries WHERE state IN ('DELIVERED', 'CANCELLED') \
-                 AND due_at_ms < {now} - $1 LIMIT $2{lock}) \
-             AND state IN ('DELIVERED', 'CANCELLED') AND due_at_ms < {now} - $1"
+                 AND due_at_ms < $1 LIMIT $2{lock}) \
+             AND state IN ('DELIVERED', 'CANCELLED') AND due_at_ms < $1"
         )
     })
 });
@@ -155,10 +158,10 @@ static PRUNE_DELIVERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
 /// which is never pruned, so numbers keep increasing after their events are gone.
 static PRUNE_EVENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
     per_backend(|backend| {
-        let (now, lock) = (db_now_ms(backend), skip_locked(backend));
+        let lock = skip_locked(backend);
         format!(
             "DELETE FROM outbox_events WHERE id IN (\
-               SELECT o.id FROM outbox_events o WHERE o.created_at_ms < {now} - $1 \
+               SELECT o.id FROM outbox_events o WHERE o.created_at_ms < $1 \
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = o.id) \
                ORDER BY o.created_at_ms LIMIT $2{lock})"
         )
@@ -565,17 +568,25 @@ impl Store {
     /// events they belong to, stay. Claiming only ever looks at pending deliveries, so the
     /// per-wallet order of what remains is unchanged.
     pub async fn prune_webhook_history(&self, retention_ms: i64, limit: i64) -> Result<Pruned> {
+        let cutoff = sqlx::query(&format!(
+            "SELECT {} - $1 AS cutoff",
+            db_now_ms(self.backend)
+        ))
+        .bind(retention_ms)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<i64, _>("cutoff")?;
         let deliveries = self
             .write_statement(
                 sqlx::query(for_backend(&PRUNE_DELIVERIES, self.backend))
-                    .bind(retention_ms)
+                    .bind(cutoff)
                     .bind(limit),
             )
             .await?;
         let events = self
             .write_statement(
                 sqlx::query(for_backend(&PRUNE_EVENTS, self.backend))
-                    .bind(retention_ms)
+                    .bind(cutoff)
                     .bind(limit),
             )
             .await?;
