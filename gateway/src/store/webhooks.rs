@@ -576,20 +576,18 @@ impl Store {
         .fetch_one(&self.pool)
         .await?
         .try_get::<i64, _>("cutoff")?;
-        let deliveries = self
-            .write_statement(
-                sqlx::query(for_backend(&PRUNE_DELIVERIES, self.backend))
-                    .bind(cutoff)
-                    .bind(limit),
-            )
-            .await?;
-        let events = self
-            .write_statement(
-                sqlx::query(for_backend(&PRUNE_EVENTS, self.backend))
-                    .bind(cutoff)
-                    .bind(limit),
-            )
-            .await?;
+        // Deliveries first: their events become prunable in the same pass.
+        let mut deleted = [0u64; 2];
+        for (rows, statement) in deleted.iter_mut().zip([&PRUNE_DELIVERIES, &PRUNE_EVENTS]) {
+            *rows = self
+                .write_statement(
+                    sqlx::query(for_backend(statement, self.backend))
+                        .bind(cutoff)
+                        .bind(limit),
+                )
+                .await?;
+        }
+        let [deliveries, events] = deleted;
         Ok(Pruned { deliveries, events })
     }
 
