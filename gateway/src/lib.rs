@@ -27,8 +27,10 @@
 //! - [`webhooks`]: the event outbox's delivery: endpoint targets (URL rules), Standard Webhooks
 //!   signatures, and the dispatcher that POSTs each event with retries, in order per wallet.
 //! - [`deposits`]: deposit ingestion: one replica (a lease) follows the ledgers from a stored
-//!   cursor and records the operations crediting the gateway's wallets, with their
-//!   `deposit.received` events, in the cursor's transaction.
+//!   cursor and records the operations crediting the gateway's wallets (payments, also to muxed
+//!   addresses, path payments, account creations and merges, claimable balance claims read from
+//!   the transaction meta), with their `deposit.received` events, in the cursor's transaction;
+//!   each payment and deposit also gets its place in the wallet's history (`store::history`).
 //! - [`error`]: the crate's error type and the one place it becomes an HTTP response.
 
 pub mod api_key;

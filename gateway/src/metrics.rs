@@ -77,6 +77,7 @@ struct Inner {
     webhook_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     webhook_pruned: Family<TableLabels, Counter>,
     deposit_lag: Gauge,
+    deposit_stalled: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -173,6 +174,12 @@ impl Metrics {
             "Ledgers the network API has closed that deposit ingestion has not covered (-1: stuck on a gap past the API's retention)",
             deposit_lag.clone(),
         );
+        let deposit_stalled = Gauge::default();
+        registry.register(
+            "deposit_ingestion_stalled",
+            "1 while deposit ingestion is stuck on a gap past the network API's retention (never skipped: an operator must act), else 0",
+            deposit_stalled.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -190,6 +197,7 @@ impl Metrics {
                 webhook_oldest_age,
                 webhook_pruned,
                 deposit_lag,
+                deposit_stalled,
             }),
         }
     }
@@ -292,6 +300,11 @@ impl Metrics {
     /// Sets the deposit ingestion lag in ledgers (-1: stuck on a retention gap).
     pub fn set_deposit_lag(&self, ledgers: i64) {
         self.inner.deposit_lag.set(ledgers);
+    }
+
+    /// Sets whether deposit ingestion is stuck on a retention gap.
+    pub fn set_deposit_stalled(&self, stalled: bool) {
+        self.inner.deposit_stalled.set(i64::from(stalled));
     }
 
     /// Sets the outbox backlog gauges.

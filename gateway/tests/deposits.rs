@@ -1,7 +1,9 @@
 //! Deposits end to end: the real gateway binary ingesting the simulator's ledgers through Stellar
 //! RPC (`getTransactions`) and through Horizon (`GET /ledgers/{n}/transactions`), on SQLite and
-//! Postgres. Payments from an account the gateway does not
-//! control are made with the simulator's `pay_from_outside`; crash-safety is checked by SIGKILL
+//! Postgres. Payments from an account the gateway does not control are made with the
+//! simulator's `pay_from_outside` (`pay_muxed_from_outside` to a muxed address), claimable
+//! balances with `create_claimable_balance` and `claim_claimable_balance` (the amount read from
+//! the transaction meta); the wallet history (`/history`) merges payments and deposits; crash-safety is checked by SIGKILL
 //! and restart (and, on Postgres, by a second replica taking over the ingestion lease), with
 //! exact counts of deposits and of `deposit.received` outbox events.
 
@@ -167,6 +169,62 @@ impl DepositStack {
             .unwrap_or_else(|| panic!("the outside payment did not apply"))
     }
 
+    /// Waits for the ledger after the current one, which applies what was just made outside;
+    /// returns the ledger `hash` applied in.
+    async fn applied(&self, hash: horizon_sim::TxHash) -> u32 {
+        let next = self.sim.ledger_sequence() + 1;
+        must(self.sim.wait_for_ledger(next, WAIT).await);
+        let ledger = self
+            .sim
+            .ledger_of(hash)
+            .unwrap_or_else(|| panic!("the outside transaction did not apply"));
+        assert_eq!(
+            self.sim.transaction(hash).successful,
+            Some(true),
+            "the outside transaction failed"
+        );
+        ledger
+    }
+
+    /// Waits until the cursor covers `ledger`.
+    async fn ingested_through(&self, ledger: u32) {
+        let done = eventually(WAIT, || async {
+            self.cursor().await.is_some_and(|c| c >= i64::from(ledger))
+        })
+        .await;
+        assert!(
+            done,
+            "not ingested through {ledger}:\n{}",
+            self.stack.gateway.log()
+        );
+    }
+
+    /// Every deposit recorded, of any wallet.
+    async fn all_deposits(&self) -> i64 {
+        let store = self.stack.db.store().await;
+        let row = must(
+            sqlx::query("SELECT COUNT(*) AS n FROM deposits")
+                .fetch_one(store.pool())
+                .await,
+        );
+        store.close().await;
+        must(row.try_get::<i64, _>("n"))
+    }
+
+    /// One page of `wallet`'s history.
+    async fn history_page(&self, wallet: &str, query: &str) -> Value {
+        let reply = self
+            .stack
+            .http
+            .get(
+                &format!("/v1/wallets/{wallet}/history?{query}"),
+                Some(&self.stack.service_key),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()
+    }
+
     fn sigkill(process: &GatewayProcess) {
         let pid = process
             .pid()
@@ -328,11 +386,258 @@ on_both_backends! {
             "{}",
             metrics.body
         );
+        assert!(
+            metrics.body.lines().any(|l| l == "gateway_deposit_ingestion_stalled 1"),
+            "{}",
+            metrics.body
+        );
+        // Retried with exponential backoff from the poll interval (50 ms here), not every poll.
+        let backing_off = eventually(WAIT, || async {
+            stalled_retry_waits(&s.stack.gateway.log()).len() >= 4
+        })
+        .await;
+        assert!(backing_off, "no backoff:\n{}", s.stack.gateway.log());
+        let waits = stalled_retry_waits(&s.stack.gateway.log());
+        assert_eq!(&waits[..4], &[50, 100, 200, 400], "{}", s.stack.gateway.log());
         must(s.sim.wait_for_ledger(after + 2, WAIT).await);
         // Nothing past the gap was taken: the cursor stays where the history ends.
         assert_eq!(s.cursor().await, cursor);
         s.assert_exactly(&wallet, 1).await;
     }
+}
+
+on_both_backends! {
+    async fn a_claimed_balance_is_a_deposit_once_and_creating_it_is_none(target: Target) {
+        let s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("claimant", 10 * XLM).await;
+        let creator = s.outsider(21);
+        let submitter = s.outsider(22);
+        let stranger = s.outsider(23);
+        let amount = 5 * XLM + 3;
+        let (create, balance_id) =
+            must(s.sim.create_claimable_balance(creator, account, amount));
+        let created = s.applied(create).await;
+        // Creating a balance for a wallet credits nothing until it is claimed.
+        s.ingested_through(created + 2).await;
+        assert!(s.deposits(&wallet).await.is_empty());
+        assert_eq!(s.sim.balance(account), Some(10 * XLM));
+        assert_eq!(s.sim.claimable_balance(&balance_id), Some(amount));
+
+        // The wallet's owner claims it in a transaction another account sends and pays for:
+        // the claim is the wallet's operation, and credits the wallet.
+        let claim = must(s.sim.claim_claimable_balance(account, &balance_id, submitter));
+        let claimed = s.applied(claim).await;
+        assert_eq!(s.sim.balance(account), Some(10 * XLM + amount));
+        assert_eq!(s.sim.claimable_balance(&balance_id), None);
+        // A claim by an account that is no wallet is nobody's deposit.
+        let (other, other_id) = must(s.sim.create_claimable_balance(creator, stranger, XLM));
+        s.applied(other).await;
+        let stranger_claim = must(s.sim.claim_claimable_balance(stranger, &other_id, stranger));
+        let last = s.applied(stranger_claim).await;
+
+        let later = last + 4;
+        must(s.sim.wait_for_ledger(later, WAIT).await);
+        s.wait_for(&wallet, 1, later, &s.stack.gateway).await;
+        s.assert_exactly(&wallet, 1).await;
+        assert_eq!(s.all_deposits().await, 1);
+        let deposit = &s.deposits(&wallet).await[0];
+        assert_eq!(deposit["kind"], "claim_claimable_balance", "{deposit}");
+        assert_eq!(deposit["amount_stroops"], amount, "{deposit}");
+        assert_eq!(deposit["account"], account.address(), "{deposit}");
+        // Who paid: the balance's creator (its sponsor), not the claim's fee payer.
+        assert_eq!(deposit["source_account"], creator.address(), "{deposit}");
+        assert_eq!(deposit["ledger"], i64::from(claimed), "{deposit}");
+        assert_eq!(deposit["tx_hash"], claim.to_hex(), "{deposit}");
+        assert!(deposit["muxed_id"].is_null(), "{deposit}");
+    }
+
+    async fn a_payment_to_a_muxed_address_is_a_deposit_with_its_muxed_id(target: Target) {
+        let s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("muxed", 10 * XLM).await;
+        let outsider = s.outsider(24);
+        // Above i64::MAX: kept as a decimal string end to end.
+        let muxed_id = u64::MAX - 5;
+        let muxed = must(s.sim.pay_muxed_from_outside(outsider, account, muxed_id, 4 * XLM));
+        s.applied(muxed).await;
+        let plain = s.deposit(outsider, account, XLM, "plain").await;
+        s.wait_for(&wallet, 2, plain + 2, &s.stack.gateway).await;
+        s.assert_exactly(&wallet, 2).await;
+        assert_eq!(s.sim.balance(account), Some(15 * XLM));
+        let deposits = s.deposits(&wallet).await;
+        // Newest first.
+        assert_eq!(deposits[1]["muxed_id"], muxed_id.to_string(), "{deposits:?}");
+        assert_eq!(deposits[1]["amount_stroops"], 4 * XLM, "{deposits:?}");
+        assert_eq!(deposits[1]["account"], account.address(), "{deposits:?}");
+        assert!(deposits[0]["muxed_id"].is_null(), "{deposits:?}");
+        // The deposit.received event carries it too.
+        let store = s.stack.db.store().await;
+        let rows = must(
+            sqlx::query(
+                "SELECT payload FROM outbox_events WHERE wallet_id = $1 \
+                 AND event_type = 'deposit.received' ORDER BY wallet_sequence",
+            )
+            .bind(&wallet)
+            .fetch_all(store.pool())
+            .await,
+        );
+        store.close().await;
+        let payloads: Vec<Value> = rows
+            .iter()
+            .map(|r| must(serde_json::from_str(&must(r.try_get::<String, _>("payload")))))
+            .collect();
+        assert_eq!(payloads[0]["muxed_id"], muxed_id.to_string(), "{payloads:?}");
+        assert!(payloads[1]["muxed_id"].is_null(), "{payloads:?}");
+    }
+
+    async fn the_history_merges_payments_and_deposits_and_pages_each_once(target: Target) {
+        let s = DepositStack::start(target).await;
+        let (wallet, account) = s.wallet("history", 100 * XLM).await;
+        let outsider = s.outsider(25);
+        // Alternate: a deposit in, a payment out; each recorded before the next is made, so the
+        // history's order is the order of these steps.
+        let mut expected: Vec<(&str, i64)> = Vec::new();
+        for i in 0..3_i64 {
+            let amount = XLM + i;
+            let ledger = s.deposit(outsider, account, amount, &format!("in {i}")).await;
+            s.wait_for(&wallet, usize::try_from(i + 1).unwrap_or(0), ledger, &s.stack.gateway)
+                .await;
+            expected.push(("in", amount));
+            let out = 2 * XLM + i;
+            let reply = s
+                .stack
+                .http
+                .post(
+                    "/v1/payments",
+                    &s.stack.service_key,
+                    &json!({
+                        "source_wallet_id": wallet,
+                        "destination": outsider.address(),
+                        "amount": format!("2.000000{i}"),
+                    })
+                    .to_string(),
+                )
+                .await;
+            assert_eq!(reply.status, 202, "{}", reply.body);
+            let id = reply.json()["id"].as_str().unwrap_or_default().to_owned();
+            let done = eventually(WAIT, || async {
+                let p = s.stack.http.get(&format!("/v1/payments/{id}"), Some(&s.stack.service_key)).await;
+                p.json()["status"] == "SUCCESS"
+            })
+            .await;
+            assert!(done, "payment {id} did not succeed:\n{}", s.stack.gateway.log());
+            expected.push(("out", out));
+        }
+        expected.reverse();
+
+        // Page 1 of 2 entries, then a new deposit arrives, then the rest: every entry of the
+        // walk once, newest first, nothing shifted by the newcomer.
+        let first = s.history_page(&wallet, "limit=2").await;
+        let late = s.deposit(outsider, account, 9 * XLM, "late").await;
+        s.wait_for(&wallet, 4, late, &s.stack.gateway).await;
+        let mut entries: Vec<Value> = first["entries"].as_array().cloned().unwrap_or_default();
+        let mut next = first["next_before"].as_str().map(str::to_owned);
+        while let Some(before) = next {
+            let page = s.history_page(&wallet, &format!("limit=2&before={before}")).await;
+            let items = page["entries"].as_array().cloned().unwrap_or_default();
+            assert!(items.len() <= 2);
+            entries.extend(items);
+            next = page["next_before"].as_str().map(str::to_owned);
+        }
+        let seen: Vec<(String, i64)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["direction"].as_str().unwrap_or_default().to_owned(),
+                    e["amount_stroops"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, i64)> =
+            expected.iter().map(|(d, a)| ((*d).to_owned(), *a)).collect();
+        assert_eq!(seen, want, "{entries:#?}");
+        let ids: Vec<i64> = entries
+            .iter()
+            .map(|e| must(e["id"].as_str().unwrap_or_default().parse::<i64>()))
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "not newest first: {ids:?}");
+        for entry in &entries {
+            assert_eq!(entry["asset_code"], Value::Null, "{entry}");
+            match entry["direction"].as_str() {
+                Some("out") => {
+                    assert_eq!(entry["status"], "SUCCESS", "{entry}");
+                    assert_eq!(entry["counterparty"], outsider.address(), "{entry}");
+                    assert!(entry["payment_id"].is_string(), "{entry}");
+                    assert!(entry["deposit_id"].is_null(), "{entry}");
+                }
+                Some("in") => {
+                    assert!(entry["status"].is_null(), "{entry}");
+                    assert_eq!(entry["counterparty"], outsider.address(), "{entry}");
+                    assert!(entry["deposit_id"].is_string(), "{entry}");
+                    assert!(entry["payment_id"].is_null(), "{entry}");
+                    assert_eq!(entry["kind"], "payment", "{entry}");
+                }
+                other => panic!("direction {other:?}: {entry}"),
+            }
+        }
+        // A fresh walk starts with the newcomer.
+        let fresh = s.history_page(&wallet, "limit=500").await;
+        let top = &fresh["entries"][0];
+        assert_eq!((top["direction"].as_str(), top["amount_stroops"].as_i64()), (Some("in"), Some(9 * XLM)));
+        assert_eq!(fresh["entries"].as_array().map(Vec::len), Some(7));
+        assert!(fresh.get("next_before").is_none(), "{fresh}");
+        // The limits of every list route.
+        for bad in ["limit=0", "limit=501", "before=x", "before=-1", "unknown=1"] {
+            let reply = s
+                .stack
+                .http
+                .get(&format!("/v1/wallets/{wallet}/history?{bad}"), Some(&s.stack.service_key))
+                .await;
+            assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+        }
+        let unknown = s
+            .stack
+            .http
+            .get(&format!("/v1/wallets/{}/history", uuid::Uuid::new_v4()), Some(&s.stack.service_key))
+            .await;
+        assert_eq!(unknown.status, 404, "{}", unknown.body);
+        let anonymous = s.stack.http.get(&format!("/v1/wallets/{wallet}/history"), None).await;
+        assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    }
+}
+
+/// The `retry_in_ms` of each "stalled on a gap" log line, in order.
+fn stalled_retry_waits(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|line| line.contains("stalled on a gap"))
+        .filter_map(|line| {
+            let line = without_ansi_colours(line);
+            let rest = &line[line.find("retry_in_ms")? + "retry_in_ms".len()..];
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_ansi_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Two replicas on Postgres: the one holding the ingestion lease is SIGKILLed and the other

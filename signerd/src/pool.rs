@@ -18,14 +18,20 @@
 //! handed out again), checks that its private object signs for its public object (a key found in
 //! the token at connect; a pair this process generated is one by construction), and then:
 //!
-//! 1. creates a *creation marker*: a `CKO_DATA` object with `CKA_APPLICATION`
+//! 1. stores a *creation marker*: a `CKO_DATA` object with `CKA_APPLICATION`
 //!    `signerd-pending-key` and `CKA_LABEL` `X` ("a key for `X` exists or is being made, its
-//!    `created` record is not known to be durable");
+//!    `created` record is not known to be durable"), by relabelling a free marker (label
+//!    `marker:free`, not a key id) when there is one, else by creating one;
 //! 2. sets the private key's `CKA_ID` to `X`: the commit point. A single attribute of a single
 //!    object, so the key is bound to one id or to none, never to two;
 //! 3. sets the public key's `CKA_ID` and `CKA_LABEL` to `X`;
 //! 4. writes the `created` audit record (key id, public key) and waits until it is durable;
-//! 5. destroys the marker and answers.
+//! 5. relabels the marker `marker:free` and answers; the marker serves the next creation.
+//!
+//! Markers are recycled rather than created and destroyed because SoftHSM rescans the whole
+//! token directory (one entry per object: every key, every pool key) after any object is created
+//! or destroyed, holding its token lock; rewriting one small object does not. So a binding
+//! creates and destroys no object at all once as many markers exist as creations run at once.
 //!
 //! A key generated inline (empty pool) gets a marker the same way, and its private key a
 //! `pool:` label. The key's own objects are never written after the answer: SoftHSM rewrites an
@@ -43,9 +49,11 @@
 //!   is skipped (it cannot sign for `X`'s key, so it cannot be chosen), and `X` keeps its one good
 //!   key, if it has one;
 //! - a marker whose key `X` is indexed means the `created` record may be missing: the refill task
-//!   writes it (request id [`RECOVERY_REQUEST_ID`]) and then destroys the marker, so a crash
+//!   writes it (request id [`RECOVERY_REQUEST_ID`]) and then frees the marker, so a crash
 //!   between 4 and 5 writes the same record (same id, same public key) twice, never zero times; a
-//!   marker whose key does not exist is destroyed.
+//!   marker whose key does not exist is freed, and one a crash tore (unreadable) is destroyed (a
+//!   marker is rewritten only before its key is committed or after its record is durable, so a
+//!   torn one guards nothing).
 //!
 //! A `CreateKey(X)` retried after the crash finds `X` bound (crash after 2), or binds another
 //! pool key (crash before 2, or `X`'s objects torn before the answer). Two good keys under one

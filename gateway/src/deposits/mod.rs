@@ -2,7 +2,10 @@
 //! network's ledgers from a stored cursor, decodes each range's transactions ([`decode`]) and
 //! records the operations crediting the gateway's wallets together with the cursor's advance, so
 //! a crash or a takeover neither skips nor repeats a ledger. A range older than the API keeps is
-//! logged as a gap and ingestion stops there (it is never skipped).
+//! logged as a gap and ingestion stops there (it is never skipped; the
+//! `gateway_deposit_ingestion_stalled` gauge is 1 meanwhile). A gap or a failing step is retried
+//! with exponential backoff from the poll interval up to `max_backoff_ms`, reset by the first
+//! step that succeeds.
 
 pub mod decode;
 
@@ -20,7 +23,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepositsConfig {
-    /// Run the ingester in `gateway serve` (needs `[network]`; RPC only for now).
+    /// Run the ingester in `gateway serve` and `gateway worker` (needs `[network]`, Horizon or
+    /// RPC).
     #[serde(default)]
     pub ingest: bool,
     /// The first ledger to ingest on the very first run; the network's latest when absent.
@@ -35,6 +39,10 @@ pub struct DepositsConfig {
     /// How long the ingestion lease lasts without renewal.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// The longest wait between retries while stuck on a gap or failing (the wait doubles from
+    /// the poll interval up to this).
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
 }
 
 fn default_batch() -> i64 {
@@ -46,6 +54,27 @@ fn default_poll_ms() -> u64 {
 fn default_lease_ms() -> u64 {
     5_000
 }
+fn default_max_backoff_ms() -> u64 {
+    60_000
+}
+
+/// How one ingestion step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Recorded a range and there may be more to read at once.
+    Busy,
+    /// Caught up, or another replica holds the lease: wait a poll interval.
+    Idle,
+    /// Stuck on a gap past the API's retention: back off (it is never skipped).
+    Stalled,
+}
+
+/// The wait before the next try after `failures` consecutive failed or stalled steps: the poll
+/// interval doubled per failure, capped at `max` (and never below the poll interval).
+pub fn backoff(poll: Duration, max: Duration, failures: u32) -> Duration {
+    let factor = 1_u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
+    poll.saturating_mul(factor).min(max.max(poll))
+}
 
 impl Default for DepositsConfig {
     fn default() -> Self {
@@ -55,6 +84,7 @@ impl Default for DepositsConfig {
             batch_ledgers: default_batch(),
             poll_interval_ms: default_poll_ms(),
             lease_ms: default_lease_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
         }
     }
 }
@@ -89,30 +119,57 @@ impl Ingester {
     /// Ingests until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let lease_ms = i64::try_from(self.config.lease_ms).unwrap_or(i64::MAX / 4);
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let max_backoff = Duration::from_millis(self.config.max_backoff_ms);
         let mut epoch: Option<i64> = None;
+        // Consecutive steps that failed or met a gap.
+        let mut failures: u32 = 0;
         loop {
-            let busy = match self.step(&mut epoch, lease_ms).await {
-                Ok(busy) => busy,
+            let wait = match self.step(&mut epoch, lease_ms).await {
+                Ok(Step::Busy) => {
+                    failures = 0;
+                    self.metrics.set_deposit_stalled(false);
+                    None
+                }
+                Ok(Step::Idle) => {
+                    failures = 0;
+                    self.metrics.set_deposit_stalled(false);
+                    Some(poll)
+                }
+                Ok(Step::Stalled) => {
+                    let wait = backoff(poll, max_backoff, failures);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "deposit ingestion stalled on a gap; retrying with backoff"
+                    );
+                    Some(wait)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "deposit ingestion step failed");
-                    false
+                    let wait = backoff(poll, max_backoff, failures);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "deposit ingestion step failed; retrying with backoff"
+                    );
+                    Some(wait)
                 }
             };
             if *stop.borrow() {
                 return;
             }
-            if !busy {
+            if let Some(wait) = wait {
                 tokio::select! {
                     _ = stop.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
     }
 
-    /// One step: hold the lease, read a range after the cursor, record it. True when there may
-    /// be more to read at once.
-    async fn step(&self, epoch: &mut Option<i64>, lease_ms: i64) -> crate::error::Result<bool> {
+    /// One step: hold the lease, read a range after the cursor, record it.
+    async fn step(&self, epoch: &mut Option<i64>, lease_ms: i64) -> crate::error::Result<Step> {
         let held = match *epoch {
             Some(e)
                 if self
@@ -132,7 +189,7 @@ impl Ingester {
                         tracing::info!(epoch = e, "deposit ingestion lease taken");
                         e
                     }
-                    None => return Ok(false),
+                    None => return Ok(Step::Idle),
                 }
             }
         };
@@ -148,7 +205,7 @@ impl Ingester {
                     }
                 };
                 self.store.init_deposit_cursor(start - 1).await?;
-                return Ok(true);
+                return Ok(Step::Busy);
             }
         };
         let from = cursor + 1;
@@ -162,14 +219,15 @@ impl Ingester {
                     "deposit ingestion gap: ledgers past the network API's retention; not skipped"
                 );
                 self.metrics.set_deposit_lag(-1);
-                return Ok(false);
+                self.metrics.set_deposit_stalled(true);
+                return Ok(Step::Stalled);
             }
             Err(e) => return Err(network_error(e)),
         };
         self.metrics
             .set_deposit_lag((range.latest - range.through).max(0));
         if range.through < from {
-            return Ok(false);
+            return Ok(Step::Idle);
         }
         let mut credits = Vec::new();
         for tx in &range.transactions {
@@ -184,12 +242,16 @@ impl Ingester {
                 if recorded > 0 {
                     tracing::info!(recorded, through = range.through, "deposits recorded");
                 }
-                Ok(range.through < range.latest)
+                Ok(if range.through < range.latest {
+                    Step::Busy
+                } else {
+                    Step::Idle
+                })
             }
             None => {
                 // Fenced: the lease or the cursor moved under us; start over from the lease.
                 *epoch = None;
-                Ok(false)
+                Ok(Step::Idle)
             }
         }
     }
@@ -204,4 +266,27 @@ impl Ingester {
 
 fn network_error(e: NetworkError) -> crate::error::Error {
     crate::error::Error::NetworkUnavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_poll_interval_up_to_the_cap() {
+        let poll = Duration::from_millis(500);
+        let max = Duration::from_secs(60);
+        let waits: Vec<u128> = (0..10)
+            .map(|failures| backoff(poll, max, failures).as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            vec![
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000
+            ]
+        );
+        // Never overflows, never below the poll interval.
+        assert_eq!(backoff(poll, max, u32::MAX), max);
+        assert_eq!(backoff(poll, Duration::from_millis(1), 3), poll);
+    }
 }

@@ -36,10 +36,15 @@ pub struct Deposit {
     pub wallet_id: String,
     /// Its account.
     pub account: String,
-    /// `payment`, `create_account`, `account_merge`, `path_payment_strict_receive` or
-    /// `path_payment_strict_send`.
+    /// The id of the wallet's muxed (`M...`) address the operation paid, a u64 in decimal
+    /// (a string: it overflows signed 64-bit integers); null when it paid the `G...` account.
+    #[schema(pattern = "^[0-9]{1,20}$")]
+    pub muxed_id: Option<String>,
+    /// `payment`, `create_account`, `account_merge`, `path_payment_strict_receive`,
+    /// `path_payment_strict_send` or `claim_claimable_balance`.
     pub kind: String,
-    /// The operation's source account.
+    /// Who paid: the operation's source account; for a claimable balance claim, the account
+    /// that created (sponsored) the balance.
     pub source_account: String,
     /// Amount received in stroops of the asset.
     pub amount_stroops: i64,
@@ -72,6 +77,7 @@ impl From<DepositRecord> for Deposit {
             id: r.operation_id.to_string(),
             wallet_id: r.wallet_id,
             account: r.account,
+            muxed_id: r.muxed_id,
             kind: r.kind,
             source_account: r.source_account,
             amount: crate::payments::format_amount(r.amount_stroops),
@@ -97,6 +103,9 @@ pub struct DepositEventData {
     pub wallet_id: String,
     /// Its account.
     pub account: String,
+    /// The muxed id paid (u64, decimal); null for the `G...` account.
+    #[schema(pattern = "^[0-9]{1,20}$")]
+    pub muxed_id: Option<String>,
     /// The operation type.
     pub kind: String,
     /// The operation's source account.

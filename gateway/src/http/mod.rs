@@ -15,6 +15,7 @@ pub mod auth;
 pub mod deposits;
 pub mod extract;
 pub mod health;
+pub mod history;
 pub mod idempotency;
 pub mod openapi;
 pub mod payments;
@@ -104,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/wallets/{wallet_id}/deposits",
             get(deposits::list_wallet_deposits),
+        )
+        .route(
+            "/v1/wallets/{wallet_id}/history",
+            get(history::list_wallet_history),
         )
         .route(
             "/v1/wallets/{wallet_id}/balance",

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, deposits, health, payments, users, wallets, webhooks};
+use super::{audit, deposits, health, history, payments, users, wallets, webhooks};
 use crate::api_key::Role;
 use crate::error::ErrorBody;
 use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
@@ -32,7 +32,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         audit::list_audit_events,
         payments::create_payment, payments::get_payment, payments::list_wallet_payments,
         payments::get_balance, payments::fund_wallet, payments::get_limits, payments::set_limits,
-        payments::resolve_payment, deposits::list_wallet_deposits,
+        payments::resolve_payment, deposits::list_wallet_deposits, history::list_wallet_history,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::delete_webhook,
         webhooks::rotate_webhook_secret, webhooks::list_deliveries, webhooks::replay_delivery,
         health::live, health::ready, health::metrics,
@@ -49,6 +49,7 @@ use crate::model::{AuditEvent, User, UserStatus, Wallet, WalletStatus};
         webhooks::RotatedSecret, webhooks::WebhookList, webhooks::Delivery, webhooks::DeliveryPage,
         webhooks::WebhookEvent, webhooks::PaymentEventData, crate::webhooks::EventType,
         webhooks::EventData, deposits::Deposit, deposits::DepositPage, deposits::DepositEventData,
+        history::HistoryPage, history::HistoryItem, history::HistoryDirection,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -299,6 +300,7 @@ mod tests {
             "/v1/payments/{payment_id}",
             "/v1/wallets/{wallet_id}/payments",
             "/v1/wallets/{wallet_id}/deposits",
+            "/v1/wallets/{wallet_id}/history",
             "/v1/wallets/{wallet_id}/balance",
             "/v1/wallets/{wallet_id}/fund",
             "/v1/wallets/{wallet_id}/limits",
@@ -307,7 +309,7 @@ mod tests {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         assert_eq!(
-            paths, 25,
+            paths, 26,
             "a route was added without documenting it (or vice versa)"
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -378,6 +380,7 @@ mod tests {
             false,
             true,
         ),
+        ("get", "/v1/wallets/{wallet_id}/history", false, false, true),
         (
             "get",
             "/v1/wallets/{wallet_id}/balance",

@@ -267,6 +267,7 @@ impl Network for Horizon {
                         successful: record.successful,
                         envelope_xdr: record.envelope_xdr,
                         result_xdr: record.result_xdr,
+                        result_meta_xdr: record.result_meta_xdr.filter(|m| !m.is_empty()),
                     });
                 }
                 if count < LEDGER_PAGE {
@@ -576,6 +577,9 @@ struct LedgerTransactionJson {
     successful: bool,
     envelope_xdr: String,
     result_xdr: String,
+    /// Null or absent when Horizon skips transaction meta (`SKIP_TXMETA=true`).
+    #[serde(default)]
+    result_meta_xdr: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -88,6 +88,9 @@ pub struct LedgerTransaction {
     pub envelope_xdr: String,
     /// The `TransactionResult`, base64.
     pub result_xdr: String,
+    /// The `TransactionMeta`, base64: Horizon's `result_meta_xdr` (null on a Horizon run with
+    /// `SKIP_TXMETA`), RPC's `resultMetaXdr`. Only claimable balance claims need it.
+    pub result_meta_xdr: Option<String>,
 }
 
 /// The transactions of a range of ledgers, complete through `through`.

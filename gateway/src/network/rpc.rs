@@ -531,6 +531,7 @@ impl Network for StellarRpc {
                     successful: tx.status == "SUCCESS",
                     envelope_xdr: tx.envelope_xdr.clone(),
                     result_xdr: tx.result_xdr.clone(),
+                    result_meta_xdr: tx.result_meta_xdr.clone().filter(|m| !m.is_empty()),
                 });
             }
             if past || page.transactions.len() < limit as usize || page.cursor.is_empty() {
@@ -796,6 +797,8 @@ struct TransactionInfoJson {
     ledger: Int,
     envelope_xdr: String,
     result_xdr: String,
+    #[serde(default)]
+    result_meta_xdr: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,8 @@ pub struct DepositRecord {
     pub wallet_id: String,
     /// The credited account.
     pub account: String,
+    /// The muxed id of the `M...` address paid, decimal (a u64), if one was.
+    pub muxed_id: Option<String>,
     /// The operation type.
     pub kind: String,
     /// The operation's source account.
@@ -134,12 +136,20 @@ impl Store {
                 .await?;
             let Some(wallet) = wallet else { continue };
             let wallet_id: String = wallet.try_get("id")?;
+            if let Some(why) = &credit.unreadable {
+                // Never a made-up amount, never skipped: the range is retried (and logged).
+                tx.rollback().await?;
+                return Err(crate::error::Error::NetworkUnavailable(format!(
+                    "a credit of wallet {wallet_id} cannot be read: {why}"
+                )));
+            }
             let (code, issuer) = credit.asset.clone().unzip();
             let (memo, memo_type) = credit.memo.clone().unzip();
             let inserted = sqlx::query(
                 "INSERT INTO deposits (operation_id, wallet_id, account, kind, source_account, \
-                 amount_stroops, asset_code, asset_issuer, memo, memo_type, ledger, tx_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 amount_stroops, asset_code, asset_issuer, memo, memo_type, ledger, tx_hash, created_at, \
+                 muxed_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (operation_id) DO NOTHING",
             )
             .bind(credit.operation_id)
@@ -155,6 +165,7 @@ impl Store {
             .bind(credit.ledger)
             .bind(&credit.tx_hash)
             .bind(now.as_str())
+            .bind(credit.muxed_id.map(|id| id.to_string()))
             .execute(&mut *tx)
             .await?;
             recorded += usize::try_from(inserted.rows_affected()).unwrap_or(0);
@@ -172,8 +183,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DepositRecord>> {
         let rows = sqlx::query(
-            "SELECT operation_id, wallet_id, account, kind, source_account, amount_stroops, asset_code, \
-             asset_issuer, memo, memo_type, ledger, tx_hash, created_at FROM deposits \
+            "SELECT operation_id, wallet_id, account, muxed_id, kind, source_account, amount_stroops, \
+             asset_code, asset_issuer, memo, memo_type, ledger, tx_hash, created_at FROM deposits \
              WHERE wallet_id = $1 AND operation_id < $2 ORDER BY operation_id DESC LIMIT $3",
         )
         .bind(wallet_id)
@@ -181,24 +192,26 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DepositRecord {
-                    operation_id: r.try_get("operation_id")?,
-                    wallet_id: r.try_get("wallet_id")?,
-                    account: r.try_get("account")?,
-                    kind: r.try_get("kind")?,
-                    source_account: r.try_get("source_account")?,
-                    amount_stroops: r.try_get("amount_stroops")?,
-                    asset_code: r.try_get("asset_code")?,
-                    asset_issuer: r.try_get("asset_issuer")?,
-                    memo: r.try_get("memo")?,
-                    memo_type: r.try_get("memo_type")?,
-                    ledger: r.try_get("ledger")?,
-                    tx_hash: r.try_get("tx_hash")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(deposit_from_row).collect()
     }
+}
+
+/// A `deposits` row (every column) as a record.
+pub(crate) fn deposit_from_row(r: &sqlx::any::AnyRow) -> Result<DepositRecord> {
+    Ok(DepositRecord {
+        operation_id: r.try_get("operation_id")?,
+        wallet_id: r.try_get("wallet_id")?,
+        account: r.try_get("account")?,
+        muxed_id: r.try_get("muxed_id")?,
+        kind: r.try_get("kind")?,
+        source_account: r.try_get("source_account")?,
+        amount_stroops: r.try_get("amount_stroops")?,
+        asset_code: r.try_get("asset_code")?,
+        asset_issuer: r.try_get("asset_issuer")?,
+        memo: r.try_get("memo")?,
+        memo_type: r.try_get("memo_type")?,
+        ledger: r.try_get("ledger")?,
+        tx_hash: r.try_get("tx_hash")?,
+        created_at: r.try_get("created_at")?,
+    })
 }

@@ -61,6 +61,16 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         postgres: include_str!("../../../migrations/postgres/0007_deposits.sql"),
     },
     EmbeddedMigration {
+        version: 8,
+        description: "muxed_deposits_and_wallet_history",
+        sqlite: include_str!(
+            "../../../migrations/sqlite/0008_muxed_deposits_and_wallet_history.sql"
+        ),
+        postgres: include_str!(
+            "../../../migrations/postgres/0008_muxed_deposits_and_wallet_history.sql"
+        ),
+    },
+    EmbeddedMigration {
         version: 10,
         description: "webhook_retention",
         sqlite: include_str!("../../../migrations/sqlite/0010_webhook_retention.sql"),

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod deposits;
 mod group_commit;
+pub mod history;
 pub mod idempotency;
 pub mod migrations;
 pub mod payments;

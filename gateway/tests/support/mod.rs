@@ -35,7 +35,7 @@ pub const DEFAULT_POSTGRES_URL: &str =
 pub const GATEWAY_IDENTITY: &str = "gateway";
 
 /// Every table the gateway writes.
-pub const TABLES: [&str; 18] = [
+pub const TABLES: [&str; 19] = [
     "api_keys",
     "users",
     "wallets",
@@ -54,6 +54,7 @@ pub const TABLES: [&str; 18] = [
     "deposits",
     "deposit_cursor",
     "deposit_lease",
+    "wallet_history",
 ];
 
 /// Panics with the error chain.

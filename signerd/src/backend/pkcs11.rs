@@ -46,8 +46,13 @@ const NAME: &str = "pkcs11";
 pub const ANCHOR_APPLICATION: &str = "signerd-audit-anchor";
 
 /// `CKA_APPLICATION` of the marker data object "key created or bound, `created` record not yet
-/// durable"; its `CKA_LABEL` is the key id. See [`crate::pool`].
+/// durable"; its `CKA_LABEL` is the key id, or [`FREE_MARKER_LABEL`] once the record is durable.
+/// See [`crate::pool`].
 pub const PENDING_APPLICATION: &str = "signerd-pending-key";
+
+/// `CKA_LABEL` of a creation marker that names no key (its key's `created` record is durable):
+/// kept for the next creation. Not a key id (`:` is outside the key id alphabet).
+pub const FREE_MARKER_LABEL: &str = "marker:free";
 
 /// Why one PKCS#11 operation failed.
 #[derive(Debug)]
@@ -110,6 +115,8 @@ struct TokenKeys {
     unrecorded: Vec<KeyId>,
     /// The markers of `unrecorded`.
     markers: BTreeMap<KeyId, ObjectHandle>,
+    /// Markers that name no key, ready for reuse.
+    free_markers: Vec<ObjectHandle>,
 }
 
 /// The initialised PKCS#11 library. Finalized when the last holder (the token connection or a
@@ -151,12 +158,28 @@ struct Token {
     /// Creation markers (see [`PENDING_APPLICATION`]) of keys whose `created` record is not yet
     /// known to be durable.
     markers: Mutex<BTreeMap<KeyId, ObjectHandle>>,
+    /// Markers that name no key. A creation relabels one instead of creating an object, and
+    /// the confirmation relabels it free again instead of destroying it: SoftHSM rescans the
+    /// whole token directory after every object creation or destruction (its token generation
+    /// changes), so a creation and a destruction per `CreateKey` cost two full rescans, while a
+    /// relabel rewrites one small file.
+    free_markers: Mutex<Vec<ObjectHandle>>,
     /// Audit anchor objects found or created on this connection, by audit key id, so that
     /// storing an anchor never searches the token.
     anchors: Mutex<BTreeMap<KeyId, AnchorObject>>,
 }
 
 impl Token {
+    /// A creation marker that names no key, if one is ready.
+    fn take_free_marker(&self) -> Option<ObjectHandle> {
+        lock(&self.free_markers).pop()
+    }
+
+    /// Returns a marker that names no key (again).
+    fn put_free_marker(&self, marker: ObjectHandle) {
+        lock(&self.free_markers).push(marker);
+    }
+
     /// Stops the workers after the queued jobs, waits for them, and finalizes the context, so
     /// that nothing is left running inside the PKCS#11 library when the process exits.
     fn shut_down(self) {
@@ -319,9 +342,14 @@ impl Pkcs11Backend {
             return Ok((key_info(id, key), false));
         }
         let id_bytes = id.as_str().as_bytes().to_vec();
+        let free = if marked {
+            token.take_free_marker()
+        } else {
+            None
+        };
         let (created, marker) = run(&token, move |session| {
             let marker = if marked {
-                Some(session.create_object(&pending_marker(&id_bytes))?)
+                Some(mark(session, free, &id_bytes)?)
             } else {
                 None
             };
@@ -432,8 +460,9 @@ impl KeyBackend for Pkcs11Backend {
             };
             let id_bytes = id.as_str().as_bytes().to_vec();
             let pool_key = key.clone();
+            let free = token.take_free_marker();
             let bound = run(&token, move |session| {
-                bind_pool_key(session, &pool_key, &id_bytes)
+                bind_pool_key(session, &pool_key, &id_bytes, free)
             })
             .await;
             match bound {
@@ -448,7 +477,11 @@ impl KeyBackend for Pkcs11Backend {
                     return Ok(Some(key_info(id, &indexed)));
                 }
                 Err(Failure::Inconsistent(why)) => {
-                    // Never bound (the pair check comes first); left in the token, unused.
+                    // Never bound (the pair check comes first, before the marker is touched);
+                    // left in the token, unused.
+                    if let Some(marker) = free {
+                        token.put_free_marker(marker);
+                    }
                     tracing::error!(reason = %why, "skipping a pool key whose objects do not match");
                 }
                 Err(e) => return Err(self.fail(&token, e)),
@@ -456,17 +489,25 @@ impl KeyBackend for Pkcs11Backend {
         }
     }
 
-    /// Destroys the key's creation marker. The key's own objects are never written after
-    /// `CreateKey` answered: a token that rewrites an object file in place (SoftHSM) could lose
-    /// the key to a crash during the write.
+    /// Clears the key's creation marker (relabels it free, for the next creation). The key's
+    /// own objects are never written after `CreateKey` answered: a token that rewrites an
+    /// object file in place (SoftHSM) could lose the key to a crash during the write. A crash
+    /// during the marker's rewrite tears only the marker, after the record is durable.
     async fn confirm_binding(&self, id: &KeyId) -> Result<()> {
         let token = self.token()?;
         let Some(marker) = lock(&token.markers).remove(id) else {
             return Ok(());
         };
-        run(&token, move |session| Ok(session.destroy_object(marker)?))
-            .await
-            .map_err(|e| self.fail(&token, e))
+        run(&token, move |session| {
+            Ok(session.update_attributes(
+                marker,
+                &[Attribute::Label(FREE_MARKER_LABEL.as_bytes().to_vec())],
+            )?)
+        })
+        .await
+        .map_err(|e| self.fail(&token, e))?;
+        token.put_free_marker(marker);
+        Ok(())
     }
 
     fn take_unrecorded_bindings(&self) -> Vec<KeyInfo> {
@@ -653,6 +694,7 @@ fn open_token(settings: &Settings) -> Result<(Token, Vec<KeyId>)> {
         pool: Mutex::new(found.pool),
         staged: Mutex::new(Vec::new()),
         markers: Mutex::new(found.markers),
+        free_markers: Mutex::new(found.free_markers),
         anchors: Mutex::new(BTreeMap::new()),
     };
     Ok((token, found.unrecorded))
@@ -928,33 +970,48 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
         }
     }
     // Creation markers: a key that exists may lack its `created` record; a marker without a
-    // key is what a crash before the key existed leaves.
+    // key is what a crash before the key existed leaves, and is freed for reuse.
     let mut unrecorded = Vec::new();
     let mut markers = BTreeMap::new();
+    let mut free_markers = Vec::new();
     let marker_template = [
         Attribute::Class(ObjectClass::DATA),
         Attribute::Application(PENDING_APPLICATION.as_bytes().to_vec()),
     ];
     for handle in session.find_objects(&marker_template)? {
-        let id = session
+        let label = session
             .get_attributes(handle, &[AttributeType::Label])
             .ok()
             .and_then(|attrs| {
                 attrs.into_iter().find_map(|a| match a {
-                    Attribute::Label(bytes) => key_id_from_bytes(&bytes),
+                    Attribute::Label(bytes) => Some(bytes),
                     _ => None,
                 })
             });
-        match id {
+        let Some(label) = label else {
+            // Torn by a crash during its rewrite: it names nothing anyone relies on (a
+            // marker is rewritten only before its key is bound or after its record is
+            // durable).
+            if let Err(e) = session.destroy_object(handle) {
+                tracing::warn!(error = %e, "could not destroy an unreadable key creation marker");
+            }
+            continue;
+        };
+        match key_id_from_bytes(&label) {
             Some(id) if index.contains_key(&id) && !markers.contains_key(&id) => {
                 unrecorded.push(id.clone());
                 markers.insert(id, handle);
             }
-            _ => {
-                if let Err(e) = session.destroy_object(handle) {
-                    tracing::warn!(error = %e, "could not destroy a stale key creation marker");
+            _ if label == FREE_MARKER_LABEL.as_bytes() => free_markers.push(handle),
+            _ => match session.update_attributes(
+                handle,
+                &[Attribute::Label(FREE_MARKER_LABEL.as_bytes().to_vec())],
+            ) {
+                Ok(()) => free_markers.push(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not free a stale key creation marker");
                 }
-            }
+            },
         }
     }
     Ok(TokenKeys {
@@ -962,6 +1019,7 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
         pool,
         unrecorded,
         markers,
+        free_markers,
     })
 }
 
@@ -997,6 +1055,22 @@ fn pending_marker(id: &[u8]) -> Vec<Attribute> {
     ]
 }
 
+/// Stores the creation marker of key id `id`: relabels `free` (a marker naming no key) when
+/// there is one, else creates a marker object.
+fn mark(
+    session: &Session,
+    free: Option<ObjectHandle>,
+    id: &[u8],
+) -> std::result::Result<ObjectHandle, CkError> {
+    match free {
+        Some(marker) => {
+            session.update_attributes(marker, &[Attribute::Label(id.to_vec())])?;
+            Ok(marker)
+        }
+        None => session.create_object(&pending_marker(id)),
+    }
+}
+
 /// Binds a pool key to the key id `id`: checks its pair (when it was found in the token rather
 /// than generated by this process), stores the creation marker, then
 /// commits (the private key's `CKA_ID`) and renames the public key. Returns the marker. A pool
@@ -1006,6 +1080,7 @@ fn bind_pool_key(
     session: &Session,
     key: &PoolKey,
     id: &[u8],
+    free_marker: Option<ObjectHandle>,
 ) -> std::result::Result<ObjectHandle, Failure> {
     // Every token operation costs SoftHSM a rescan of the token directory: a pair this
     // process generated is not checked again on the request path.
@@ -1026,7 +1101,7 @@ fn bind_pool_key(
             "a pool private key does not sign for its public key".into(),
         ));
     }
-    let marker = session.create_object(&pending_marker(id))?;
+    let marker = mark(session, free_marker, id)?;
     // The commit point: one attribute of one object.
     session.update_attributes(key.private, &[Attribute::Id(id.to_vec())])?;
     session.update_attributes(

@@ -101,7 +101,8 @@ pub fn muxed_address(account: &MuxedAccount) -> Option<(String, u64)> {
 
 /// What the ledger holds for one account. Only the native balance exists here: no trustlines,
 /// offers, data entries or extra signers, so the subentry count stays 0 and the master key
-/// (weight 1, all thresholds 0) is the only signer.
+/// (weight 1, all thresholds 0) is the only signer. The claimable balances an account created
+/// are sponsored by it: each claimant raises its reserve until the balance is claimed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountEntry {
     /// Native balance in stroops.
@@ -110,6 +111,9 @@ pub struct AccountEntry {
     pub sequence: i64,
     /// Trustlines, offers, signers and data entries (always 0 here); each raises the reserve.
     pub subentry_count: u32,
+    /// Entries this account sponsors (one per claimant of each claimable balance it created);
+    /// each raises the reserve.
+    pub num_sponsoring: u32,
     /// The ledger that last changed this entry.
     pub last_modified_ledger: u32,
     /// That ledger's close time (Unix seconds).
@@ -127,15 +131,17 @@ impl AccountEntry {
             balance,
             sequence: i64::from(ledger) << 32,
             subentry_count: 0,
+            num_sponsoring: 0,
             last_modified_ledger: ledger,
             last_modified_time: close_time,
             sequence_bumped: None,
         }
     }
 
-    /// The balance the account must keep: `(2 + subentries) × base reserve`.
+    /// The balance the account must keep: `(2 + subentries + sponsoring) × base reserve`.
     pub fn minimum_balance(&self, base_reserve: i64) -> i64 {
-        (2 + i64::from(self.subentry_count)).saturating_mul(base_reserve)
+        (2 + i64::from(self.subentry_count) + i64::from(self.num_sponsoring))
+            .saturating_mul(base_reserve)
     }
 
     /// What the account can spend without going under its minimum balance.

@@ -5,14 +5,26 @@
 //! Validation follows stellar-core's order (`TransactionFrame::commonValid`, then operation
 //! checks, then unused signatures), so a transaction with several problems gets the code core
 //! would give it.
+//!
+//! Operations applied: `create_account`, native `payment` (to `G...` or muxed `M...`
+//! destinations), and native claimable balances (`create_claimable_balance` with unconditional
+//! claimants, sponsored by their creator, and `claim_claimable_balance`). Each applied
+//! transaction gets its `TransactionMeta` (v4): every operation's ledger entry changes, as core
+//! records them (an account's state before and after, a balance created, or its state before
+//! its removal).
 
 use std::collections::{BTreeMap, HashMap};
 
+use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    AccountId, Asset, CreateAccountResult, LedgerEntry, LedgerEntryChange, LedgerEntryChanges,
-    LedgerEntryData, LedgerEntryExt, Limits, Operation, OperationBody, OperationResult,
-    OperationResultTr, PaymentResult, PublicKey, SequenceNumber, String32, Thresholds,
-    TransactionResult, Uint256, WriteXdr,
+    AccountId, Asset, ClaimClaimableBalanceResult, ClaimPredicate, ClaimableBalanceEntry,
+    ClaimableBalanceEntryExt, ClaimableBalanceId, Claimant, ClaimantV0, CreateAccountResult,
+    CreateClaimableBalanceResult, Hash, HashIdPreimage, HashIdPreimageOperationId, LedgerEntry,
+    LedgerEntryChange, LedgerEntryChanges, LedgerEntryData, LedgerEntryExt, LedgerEntryExtensionV1,
+    LedgerEntryExtensionV1Ext, LedgerKey, LedgerKeyClaimableBalance, Limits, Operation,
+    OperationBody, OperationMetaV2, OperationResult, OperationResultTr, PaymentResult, PublicKey,
+    SequenceNumber, SponsorshipDescriptor, TransactionMeta, TransactionMetaV4, TransactionResult,
+    Uint256, WriteXdr,
 };
 
 use crate::account::{AccountEntry, AccountKey};
@@ -93,6 +105,50 @@ pub struct Applied {
     pub fee_charged: i64,
     /// Horizon's `fee_meta_xdr`: the fee account before and after the fee.
     pub fee_meta_xdr: String,
+    /// The `TransactionMeta` (v4), base64: each operation's ledger entry changes (none for a
+    /// failed transaction). Horizon's `result_meta_xdr`, RPC's `resultMetaXdr`.
+    pub result_meta_xdr: String,
+}
+
+/// A claimable balance: native lumens held for its claimants, sponsored by the account that
+/// created it (one base reserve per claimant, until claimed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimableBalance {
+    /// The creator, whose reserve it raises.
+    pub sponsor: AccountKey,
+    /// Who may claim it (unconditionally).
+    pub claimants: Vec<AccountKey>,
+    /// Stroops.
+    pub amount: i64,
+    /// The ledger that created it.
+    pub last_modified_ledger: u32,
+}
+
+/// A claimable balance's id as core derives it: sha256 of the `HashIdPreimage::OpId` of the
+/// creating operation (the transaction's source and sequence number, the operation's index).
+pub fn claimable_balance_id(source: AccountKey, sequence: i64, op_index: u32) -> [u8; 32] {
+    let preimage = HashIdPreimage::OpId(HashIdPreimageOperationId {
+        source_account: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(source.0))),
+        seq_num: SequenceNumber(sequence),
+        op_num: op_index,
+    });
+    Sha256::digest(preimage.to_xdr(Limits::none()).unwrap_or_default()).into()
+}
+
+/// A balance id as Horizon shows it: the `ClaimableBalanceId` XDR in hex (the type, 0, then the
+/// hash).
+pub fn balance_id_hex(id: &[u8; 32]) -> String {
+    format!("00000000{}", hex::encode(id))
+}
+
+/// The hash of a balance id in Horizon's hex form (with or without the type prefix).
+pub fn parse_balance_id(text: &str) -> Option<[u8; 32]> {
+    let hash = match text.len() {
+        72 => text.strip_prefix("00000000")?,
+        64 => text,
+        _ => return None,
+    };
+    hex::decode(hash).ok()?.try_into().ok()
 }
 
 /// The ledger state: accounts, the last closed ledger and the network's fee settings.
@@ -113,6 +169,7 @@ pub struct LedgerState {
     /// The base reserve, in stroops.
     pub base_reserve: i64,
     accounts: BTreeMap<AccountKey, AccountEntry>,
+    claimable_balances: BTreeMap<[u8; 32], ClaimableBalance>,
 }
 
 impl LedgerState {
@@ -137,6 +194,7 @@ impl LedgerState {
             base_fee,
             base_reserve,
             accounts,
+            claimable_balances: BTreeMap::new(),
         }
     }
 
@@ -170,6 +228,11 @@ impl LedgerState {
     /// One account.
     pub fn account(&self, key: &AccountKey) -> Option<&AccountEntry> {
         self.accounts.get(key)
+    }
+
+    /// One claimable balance, by the hash of its id.
+    pub fn claimable_balance(&self, id: &[u8; 32]) -> Option<&ClaimableBalance> {
+        self.claimable_balances.get(id)
     }
 
     /// Every account, in key order.
@@ -403,24 +466,38 @@ impl LedgerState {
             entry.last_modified_time = at.close_time;
         }
 
-        let mut changes = Overlay::new(self, at);
+        let mut changes = Overlay::new(self, at, source, tx.sequence);
+        let mut op_changes = Vec::with_capacity(tx.operations.len());
         let op_results: Vec<OperationResult> = tx
             .operations
             .iter()
-            .map(|op| {
+            .enumerate()
+            .map(|(index, op)| {
                 let op_source = op
                     .source_account
                     .as_ref()
                     .map(AccountKey::of_muxed)
                     .unwrap_or(source);
-                changes.apply_operation(op, op_source)
+                let result = changes.apply_operation(op, op_source, index);
+                op_changes.push(changes.take_op_changes());
+                result
             })
             .collect();
         let successful = op_results.iter().all(operation_succeeded);
         if successful {
-            let updates = changes.into_updates();
-            self.accounts.extend(updates);
+            let (accounts, balances) = changes.into_updates();
+            self.accounts.extend(accounts);
+            for (id, balance) in balances {
+                match balance {
+                    Some(balance) => self.claimable_balances.insert(id, balance),
+                    None => self.claimable_balances.remove(&id),
+                };
+            }
+        } else {
+            // A failed transaction changed nothing but its fee and sequence number.
+            op_changes.clear();
         }
+        let result_meta_xdr = transaction_meta_xdr(op_changes);
         let ops = op_results.try_into().unwrap_or_default();
         let result = match tx.inner_hash() {
             Some(inner_hash) => {
@@ -444,23 +521,34 @@ impl LedgerState {
             result,
             fee_charged,
             fee_meta_xdr,
+            result_meta_xdr,
         })
     }
 }
 
-/// Account changes of one transaction's operations, kept apart until all of them succeed.
+/// Ledger changes of one transaction's operations, kept apart until all of them succeed, and
+/// each operation's changes as its meta records them.
 struct Overlay<'a> {
     ledger: &'a LedgerState,
     at: Moment,
+    tx_source: AccountKey,
+    tx_sequence: i64,
     changed: HashMap<AccountKey, AccountEntry>,
+    /// Claimable balances created (`Some`) or claimed (`None`).
+    balances: HashMap<[u8; 32], Option<ClaimableBalance>>,
+    op_changes: Vec<LedgerEntryChange>,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(ledger: &'a LedgerState, at: Moment) -> Self {
+    fn new(ledger: &'a LedgerState, at: Moment, tx_source: AccountKey, tx_sequence: i64) -> Self {
         Overlay {
             ledger,
             at,
+            tx_source,
+            tx_sequence,
             changed: HashMap::new(),
+            balances: HashMap::new(),
+            op_changes: Vec::new(),
         }
     }
 
@@ -472,16 +560,57 @@ impl<'a> Overlay<'a> {
     }
 
     fn put(&mut self, key: AccountKey, mut entry: AccountEntry) {
+        let before = self.get(&key);
         entry.last_modified_ledger = self.at.ledger;
         entry.last_modified_time = self.at.close_time;
+        match before {
+            Some(before) => {
+                self.op_changes
+                    .push(LedgerEntryChange::State(account_ledger_entry(
+                        &key, &before,
+                    )));
+                self.op_changes
+                    .push(LedgerEntryChange::Updated(account_ledger_entry(
+                        &key, &entry,
+                    )));
+            }
+            None => self
+                .op_changes
+                .push(LedgerEntryChange::Created(account_ledger_entry(
+                    &key, &entry,
+                ))),
+        }
         self.changed.insert(key, entry);
     }
 
-    fn into_updates(self) -> HashMap<AccountKey, AccountEntry> {
-        self.changed
+    fn balance(&self, id: &[u8; 32]) -> Option<ClaimableBalance> {
+        match self.balances.get(id) {
+            Some(staged) => staged.clone(),
+            None => self.ledger.claimable_balances.get(id).cloned(),
+        }
     }
 
-    fn apply_operation(&mut self, op: &Operation, source: AccountKey) -> OperationResult {
+    /// The changes of the operation just applied.
+    fn take_op_changes(&mut self) -> Vec<LedgerEntryChange> {
+        std::mem::take(&mut self.op_changes)
+    }
+
+    #[allow(clippy::type_complexity)] // reason: two maps handed back to their owner at once
+    fn into_updates(
+        self,
+    ) -> (
+        HashMap<AccountKey, AccountEntry>,
+        HashMap<[u8; 32], Option<ClaimableBalance>>,
+    ) {
+        (self.changed, self.balances)
+    }
+
+    fn apply_operation(
+        &mut self,
+        op: &Operation,
+        source: AccountKey,
+        index: usize,
+    ) -> OperationResult {
         let reserve = self.ledger.base_reserve;
         match &op.body {
             OperationBody::CreateAccount(create) => {
@@ -534,6 +663,76 @@ impl<'a> Overlay<'a> {
                 };
                 OperationResult::OpInner(OperationResultTr::Payment(code))
             }
+            OperationBody::CreateClaimableBalance(create) => {
+                let claimants = unconditional_claimants(&create.claimants).unwrap_or_default();
+                let sponsored = u32::try_from(claimants.len()).unwrap_or(u32::MAX);
+                let code = match self.get(&source) {
+                    None => CreateClaimableBalanceResult::Underfunded,
+                    Some(mut from) => {
+                        from.num_sponsoring = from.num_sponsoring.saturating_add(sponsored);
+                        if from.available_balance(reserve) < 0 {
+                            CreateClaimableBalanceResult::LowReserve
+                        } else if from.available_balance(reserve) < create.amount {
+                            CreateClaimableBalanceResult::Underfunded
+                        } else {
+                            from.balance -= create.amount;
+                            self.put(source, from);
+                            let op_num = u32::try_from(index).unwrap_or(u32::MAX);
+                            let id = claimable_balance_id(self.tx_source, self.tx_sequence, op_num);
+                            let balance = ClaimableBalance {
+                                sponsor: source,
+                                claimants,
+                                amount: create.amount,
+                                last_modified_ledger: self.at.ledger,
+                            };
+                            self.op_changes
+                                .push(LedgerEntryChange::Created(balance_ledger_entry(
+                                    &id, &balance,
+                                )));
+                            self.balances.insert(id, Some(balance));
+                            CreateClaimableBalanceResult::Success(
+                                ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id)),
+                            )
+                        }
+                    }
+                };
+                OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(code))
+            }
+            OperationBody::ClaimClaimableBalance(claim) => {
+                let ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id)) = &claim.balance_id;
+                let code = match (self.balance(id), self.get(&source)) {
+                    (None, _) | (_, None) => ClaimClaimableBalanceResult::DoesNotExist,
+                    (Some(balance), Some(_)) if !balance.claimants.contains(&source) => {
+                        ClaimClaimableBalanceResult::CannotClaim
+                    }
+                    (Some(balance), Some(mut to)) => match to.balance.checked_add(balance.amount) {
+                        None => ClaimClaimableBalanceResult::LineFull,
+                        Some(credited) => {
+                            self.op_changes
+                                .push(LedgerEntryChange::State(balance_ledger_entry(id, &balance)));
+                            self.op_changes.push(LedgerEntryChange::Removed(
+                                LedgerKey::ClaimableBalance(LedgerKeyClaimableBalance {
+                                    balance_id: claim.balance_id.clone(),
+                                }),
+                            ));
+                            self.balances.insert(*id, None);
+                            let released =
+                                u32::try_from(balance.claimants.len()).unwrap_or(u32::MAX);
+                            if balance.sponsor == source {
+                                to.num_sponsoring = to.num_sponsoring.saturating_sub(released);
+                            } else if let Some(mut sponsor) = self.get(&balance.sponsor) {
+                                sponsor.num_sponsoring =
+                                    sponsor.num_sponsoring.saturating_sub(released);
+                                self.put(balance.sponsor, sponsor);
+                            }
+                            to.balance = credited;
+                            self.put(source, to);
+                            ClaimClaimableBalanceResult::Success
+                        }
+                    },
+                };
+                OperationResult::OpInner(OperationResultTr::ClaimClaimableBalance(code))
+            }
             // Refused by check_valid before anything is applied.
             _ => OperationResult::OpNotSupported,
         }
@@ -566,8 +765,45 @@ fn check_operation(op: &Operation, source: AccountKey) -> Result<OperationResult
             };
             Ok(OperationResult::OpInner(OperationResultTr::Payment(code)))
         }
+        OperationBody::CreateClaimableBalance(create) => {
+            if !matches!(create.asset, Asset::Native) {
+                return Err("a claimable balance of a non-native asset".to_owned());
+            }
+            let Some(claimants) = unconditional_claimants(&create.claimants) else {
+                return Err("claim predicates other than unconditional".to_owned());
+            };
+            let mut unique = claimants.clone();
+            unique.sort();
+            unique.dedup();
+            let code =
+                if create.amount <= 0 || claimants.is_empty() || unique.len() != claimants.len() {
+                    CreateClaimableBalanceResult::Malformed
+                } else {
+                    // Any success value: the id is only known when applied.
+                    CreateClaimableBalanceResult::Success(
+                        ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash([0; 32])),
+                    )
+                };
+            Ok(OperationResult::OpInner(
+                OperationResultTr::CreateClaimableBalance(code),
+            ))
+        }
+        OperationBody::ClaimClaimableBalance(_) => Ok(OperationResult::OpInner(
+            OperationResultTr::ClaimClaimableBalance(ClaimClaimableBalanceResult::Success),
+        )),
         other => Err(other.discriminant().name().to_owned()),
     }
+}
+
+/// The claimants' accounts when every predicate is unconditional (the only kind simulated).
+fn unconditional_claimants(claimants: &[Claimant]) -> Option<Vec<AccountKey>> {
+    claimants
+        .iter()
+        .map(|Claimant::ClaimantTypeV0(claimant)| {
+            matches!(claimant.predicate, ClaimPredicate::Unconditional)
+                .then(|| account_id_key(&claimant.destination))
+        })
+        .collect()
 }
 
 fn operation_succeeded(result: &OperationResult) -> bool {
@@ -576,6 +812,12 @@ fn operation_succeeded(result: &OperationResult) -> bool {
         OperationResult::OpInner(OperationResultTr::CreateAccount(
             CreateAccountResult::Success
         )) | OperationResult::OpInner(OperationResultTr::Payment(PaymentResult::Success))
+            | OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(
+                CreateClaimableBalanceResult::Success(_)
+            ))
+            | OperationResult::OpInner(OperationResultTr::ClaimClaimableBalance(
+                ClaimClaimableBalanceResult::Success
+            ))
     )
 }
 
@@ -599,27 +841,67 @@ fn signed_by(signers: &[Option<AccountKey>], used: &mut [bool], key: &AccountKey
     true
 }
 
+/// An account's ledger entry as core holds it.
+fn account_ledger_entry(key: &AccountKey, account: &AccountEntry) -> LedgerEntry {
+    LedgerEntry {
+        last_modified_ledger_seq: account.last_modified_ledger,
+        data: LedgerEntryData::Account(crate::rpc::methods::account_entry_xdr(key, account)),
+        ext: LedgerEntryExt::V0,
+    }
+}
+
+/// A claimable balance's ledger entry: its claimants (unconditional), its amount of lumens and
+/// its sponsor.
+fn balance_ledger_entry(id: &[u8; 32], balance: &ClaimableBalance) -> LedgerEntry {
+    let account = |key: &AccountKey| AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(key.0)));
+    let claimants: Vec<Claimant> = balance
+        .claimants
+        .iter()
+        .map(|claimant| {
+            Claimant::ClaimantTypeV0(ClaimantV0 {
+                destination: account(claimant),
+                predicate: ClaimPredicate::Unconditional,
+            })
+        })
+        .collect();
+    LedgerEntry {
+        last_modified_ledger_seq: balance.last_modified_ledger,
+        data: LedgerEntryData::ClaimableBalance(ClaimableBalanceEntry {
+            balance_id: ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(*id)),
+            claimants: claimants.try_into().unwrap_or_default(),
+            asset: Asset::Native,
+            amount: balance.amount,
+            ext: ClaimableBalanceEntryExt::V0,
+        }),
+        ext: LedgerEntryExt::V1(LedgerEntryExtensionV1 {
+            sponsoring_id: SponsorshipDescriptor(Some(account(&balance.sponsor))),
+            ext: LedgerEntryExtensionV1Ext::V0,
+        }),
+    }
+}
+
+/// `TransactionMeta` v4 (protocol 23's) with each operation's changes, base64.
+fn transaction_meta_xdr(op_changes: Vec<Vec<LedgerEntryChange>>) -> String {
+    let operations: Vec<OperationMetaV2> = op_changes
+        .into_iter()
+        .map(|changes| OperationMetaV2 {
+            changes: LedgerEntryChanges(changes.try_into().unwrap_or_default()),
+            ..OperationMetaV2::default()
+        })
+        .collect();
+    TransactionMeta::V4(TransactionMetaV4 {
+        operations: operations.try_into().unwrap_or_default(),
+        ..TransactionMetaV4::default()
+    })
+    .to_xdr_base64(Limits::none())
+    .unwrap_or_default()
+}
+
 /// `LedgerEntryChanges` [state before, updated after] of the fee account, base64.
 fn fee_meta_xdr(key: &AccountKey, before: &AccountEntry, after: &AccountEntry) -> String {
-    let entry = |account: &AccountEntry| LedgerEntry {
-        last_modified_ledger_seq: account.last_modified_ledger,
-        data: LedgerEntryData::Account(stellar_xdr::AccountEntry {
-            account_id: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(key.0))),
-            balance: account.balance,
-            seq_num: SequenceNumber(account.sequence),
-            num_sub_entries: account.subentry_count,
-            inflation_dest: None,
-            flags: 0,
-            home_domain: String32::default(),
-            thresholds: Thresholds([1, 0, 0, 0]),
-            signers: Default::default(),
-            ext: stellar_xdr::AccountEntryExt::V0,
-        }),
-        ext: LedgerEntryExt::V0,
-    };
     let changes = vec![
-        LedgerEntryChange::State(entry(before)),
-        LedgerEntryChange::Updated(entry(after)),
+        LedgerEntryChange::State(account_ledger_entry(key, before)),
+        LedgerEntryChange::Updated(account_ledger_entry(key, after)),
     ];
     changes
         .try_into()
@@ -736,6 +1018,162 @@ mod tests {
             Some(11 * STROOPS_PER_XLM)
         );
         assert!(!applied.fee_meta_xdr.is_empty());
+    }
+
+    fn create_balance_for(claimant: &SigningKey, amount: i64) -> OperationBody {
+        OperationBody::CreateClaimableBalance(stellar_xdr::CreateClaimableBalanceOp {
+            asset: Asset::Native,
+            amount,
+            claimants: vec![Claimant::ClaimantTypeV0(ClaimantV0 {
+                destination: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(
+                    account(claimant).0,
+                ))),
+                predicate: ClaimPredicate::Unconditional,
+            })]
+            .try_into()
+            .unwrap_or_default(),
+        })
+    }
+
+    fn claim(id: [u8; 32]) -> OperationBody {
+        OperationBody::ClaimClaimableBalance(stellar_xdr::ClaimClaimableBalanceOp {
+            balance_id: ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id)),
+        })
+    }
+
+    fn balance_of(ledger: &LedgerState, key: &SigningKey) -> i64 {
+        ledger.account(&account(key)).map_or(-1, |a| a.balance)
+    }
+
+    #[test]
+    fn a_claimable_balance_is_held_under_its_creators_reserve_until_its_claimant_claims_it() {
+        use stellar_xdr::ReadXdr;
+        let (alice, bob, carol) = (key(1), key(2), key(3));
+        let mut ledger = ledger_with(&[
+            (&alice, 100 * STROOPS_PER_XLM),
+            (&bob, 2 * STROOPS_PER_XLM),
+            (&carol, 2 * STROOPS_PER_XLM),
+        ]);
+        let alice_start = sequence_of(&ledger, &alice);
+        let create = signed(
+            &alice,
+            alice_start + 1,
+            100,
+            vec![create_balance_for(&bob, 10 * STROOPS_PER_XLM)],
+        );
+        let at = ledger.begin_ledger(1_010);
+        let applied = ledger
+            .apply(&create, at)
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(results::is_success(&applied.result), "{:?}", applied.result);
+        let id = claimable_balance_id(account(&alice), alice_start + 1, 0);
+        let ops = match &applied.result.result {
+            stellar_xdr::TransactionResultResult::TxSuccess(ops) => ops.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ops,
+            vec![OperationResult::OpInner(
+                OperationResultTr::CreateClaimableBalance(CreateClaimableBalanceResult::Success(
+                    ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id))
+                ))
+            )]
+        );
+        // Nothing is credited yet; the creator's reserve holds one more entry.
+        assert_eq!(balance_of(&ledger, &bob), 2 * STROOPS_PER_XLM);
+        assert_eq!(balance_of(&ledger, &alice), 90 * STROOPS_PER_XLM - 100);
+        assert_eq!(
+            ledger.account(&account(&alice)).map(|a| a.num_sponsoring),
+            Some(1)
+        );
+        assert_eq!(
+            ledger
+                .account(&account(&alice))
+                .map(|a| a.minimum_balance(RESERVE)),
+            Some(3 * RESERVE)
+        );
+        assert_eq!(
+            ledger.claimable_balance(&id).map(|b| b.amount),
+            Some(10 * STROOPS_PER_XLM)
+        );
+
+        // Carol is no claimant: the claim fails and changes nothing but her fee and sequence.
+        let carol_claim = signed(
+            &carol,
+            sequence_of(&ledger, &carol) + 1,
+            100,
+            vec![claim(id)],
+        );
+        let at = ledger.begin_ledger(1_020);
+        let failed = ledger
+            .apply(&carol_claim, at)
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!results::is_success(&failed.result));
+        assert!(ledger.claimable_balance(&id).is_some());
+
+        let bob_claim = signed(&bob, sequence_of(&ledger, &bob) + 1, 100, vec![claim(id)]);
+        let at = ledger.begin_ledger(1_030);
+        let claimed = ledger
+            .apply(&bob_claim, at)
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(results::is_success(&claimed.result), "{:?}", claimed.result);
+        assert_eq!(balance_of(&ledger, &bob), 12 * STROOPS_PER_XLM - 100);
+        assert_eq!(
+            ledger.account(&account(&alice)).map(|a| a.num_sponsoring),
+            Some(0)
+        );
+        assert!(ledger.claimable_balance(&id).is_none());
+        // The meta shows the balance as it was before the claim removed it, with its sponsor.
+        let meta = TransactionMeta::from_xdr_base64(&claimed.result_meta_xdr, Limits::none())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let TransactionMeta::V4(meta) = meta else {
+            panic!("not v4")
+        };
+        let changes = &meta.operations[0].changes.0;
+        let state = changes.iter().find_map(|c| match c {
+            LedgerEntryChange::State(LedgerEntry {
+                data: LedgerEntryData::ClaimableBalance(balance),
+                ext,
+                ..
+            }) => Some((balance.amount, ext.clone())),
+            _ => None,
+        });
+        let (amount, ext) = state.unwrap_or_else(|| panic!("no balance state: {changes:?}"));
+        assert_eq!(amount, 10 * STROOPS_PER_XLM);
+        assert!(matches!(ext, LedgerEntryExt::V1(v1)
+            if v1.sponsoring_id.0 == Some(AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(account(&alice).0))))));
+        assert!(changes.iter().any(|c| matches!(
+            c,
+            LedgerEntryChange::Removed(LedgerKey::ClaimableBalance(_))
+        )));
+        // Claimed once: a second claim finds nothing.
+        let again = signed(&bob, sequence_of(&ledger, &bob) + 1, 100, vec![claim(id)]);
+        let at = ledger.begin_ledger(1_040);
+        let again = ledger.apply(&again, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!results::is_success(&again.result));
+    }
+
+    #[test]
+    fn a_claimable_balance_its_creator_cannot_reserve_for_is_low_reserve() {
+        let (alice, bob) = (key(1), key(2));
+        // Exactly the minimum balance plus the amount: no room for the balance's reserve.
+        let mut ledger = ledger_with(&[
+            (&alice, 2 * RESERVE + STROOPS_PER_XLM + 100),
+            (&bob, 2 * STROOPS_PER_XLM),
+        ]);
+        let tx = signed(
+            &alice,
+            sequence_of(&ledger, &alice) + 1,
+            100,
+            vec![create_balance_for(&bob, STROOPS_PER_XLM)],
+        );
+        let at = ledger.begin_ledger(1_010);
+        let applied = ledger.apply(&tx, at).unwrap_or_else(|r| panic!("{r:?}"));
+        assert!(!results::is_success(&applied.result));
+        assert_eq!(
+            ledger.account(&account(&alice)).map(|a| a.num_sponsoring),
+            Some(0)
+        );
     }
 
     #[test]

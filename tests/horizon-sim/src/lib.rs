@@ -10,11 +10,14 @@
 //! `getTransactions` and `getFeeStats` as stellar-rpc v27 answers them. Both are views of the
 //! same state: the simulator decodes envelopes with stellar-xdr and checks them as stellar-core
 //! would (network via the hash, signatures, sequence numbers, time bounds against its own ledger
-//! clock, fees, balances and reserves); applies `create_account` and native `payment`; closes
-//! ledgers on a timer or by hand; and injects faults on demand, on both APIs alike (504 after or
+//! clock, fees, balances and reserves); applies `create_account`, native `payment` (also to muxed
+//! addresses) and native claimable balances (created sponsored by their creator, claimed by a
+//! claimant), each transaction with its real result and meta XDR; closes ledgers on a timer or by
+//! hand; and injects faults on demand, on both APIs alike (504 after or
 //! without applying, 503, late ingestion, latency, outage) through `/_sim` or [`HorizonSim`] —
 //! and the real network's unkindness: lagging nodes behind one URL, surge pricing, rate
-//! limiting (429), other parties using a wallet's sequence numbers or merging accounts away,
+//! limiting (429), other parties using a wallet's sequence numbers, merging accounts away, paying
+//! it (also at a muxed address), creating claimable balances for it and claiming them for it,
 //! pruned history (RPC's retention window), and friendbot behind a redirect.
 //!
 //! ```no_run

@@ -13,9 +13,10 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    AccountId, Asset, CreateAccountOp, Limits, Memo, Operation, OperationBody, PaymentOp,
-    Preconditions, PublicKey, SequenceNumber, Transaction, TransactionExt, TransactionResult,
-    Uint256, WriteXdr,
+    AccountId, Asset, ClaimClaimableBalanceOp, ClaimPredicate, ClaimableBalanceId, Claimant,
+    ClaimantV0, CreateAccountOp, CreateClaimableBalanceOp, Hash, Limits, Memo, MuxedAccount,
+    Operation, OperationBody, PaymentOp, Preconditions, PublicKey, SequenceNumber, Transaction,
+    TransactionExt, TransactionResult, Uint256, WriteXdr,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -87,6 +88,8 @@ pub struct TransactionRecord {
     pub result_xdr: String,
     /// The fee account's entry before and after the fee, as base64 `LedgerEntryChanges`.
     pub fee_meta_xdr: String,
+    /// The `TransactionMeta` (each operation's ledger entry changes), base64.
+    pub result_meta_xdr: String,
     /// The fee taken, in stroops.
     pub fee_charged: i64,
     /// Whether every operation succeeded.
@@ -893,6 +896,7 @@ impl Network {
             successful: results::is_success(&applied.result),
             result: applied.result,
             fee_meta_xdr: applied.fee_meta_xdr,
+            result_meta_xdr: applied.result_meta_xdr,
             fee_charged: applied.fee_charged,
             ingested_from_ledger: at
                 .ledger
@@ -929,17 +933,77 @@ impl Network {
     /// itself, paying the base fee) in the next ledger, ahead of anything queued. `None` if the
     /// account does not exist.
     pub fn consume_sequence(&mut self, account: AccountKey) -> Option<Arc<SubmittedTransaction>> {
-        self.outside_payment(account, account, 1, Memo::None)
+        self.outside_payment(account, account.to_muxed(), 1, Memo::None)
     }
 
-    /// Another holder of `account` pays `amount` stroops to `to` (which must exist) in the next
-    /// ledger, ahead of anything queued, with `memo`: a deposit from a party the simulator's
-    /// clients do not control. `None` if `account` does not exist.
+    /// Another holder of `account` pays `amount` stroops to `to` (which must exist; a muxed
+    /// `M...` destination pays its base account) in the next ledger, ahead of anything queued,
+    /// with `memo`: a deposit from a party the simulator's clients do not control. `None` if
+    /// `account` does not exist.
     pub fn outside_payment(
         &mut self,
         account: AccountKey,
-        to: AccountKey,
+        to: MuxedAccount,
         amount: i64,
+        memo: Memo,
+    ) -> Option<Arc<SubmittedTransaction>> {
+        let payment = OperationBody::Payment(PaymentOp {
+            destination: to,
+            asset: Asset::Native,
+            amount,
+        });
+        self.outside_transaction(account, vec![(None, payment)], memo)
+    }
+
+    /// Another holder of `account` creates a claimable balance of `amount` stroops that
+    /// `claimant` may claim unconditionally, in the next ledger ahead of anything queued. The
+    /// transaction and the balance's id (its hash); `None` if `account` does not exist.
+    pub fn outside_claimable_balance(
+        &mut self,
+        account: AccountKey,
+        claimant: AccountKey,
+        amount: i64,
+    ) -> Option<(Arc<SubmittedTransaction>, [u8; 32])> {
+        let create = OperationBody::CreateClaimableBalance(CreateClaimableBalanceOp {
+            asset: Asset::Native,
+            amount,
+            claimants: vec![Claimant::ClaimantTypeV0(ClaimantV0 {
+                destination: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(claimant.0))),
+                predicate: ClaimPredicate::Unconditional,
+            })]
+            .try_into()
+            .unwrap_or_default(),
+        });
+        let tx = self.outside_transaction(account, vec![(None, create)], Memo::None)?;
+        let id = crate::ledger::claimable_balance_id(account, tx.sequence, 0);
+        Some((tx, id))
+    }
+
+    /// `claimant`'s owner claims balance `id` in the next ledger, ahead of anything queued, in
+    /// a transaction `submitter` sends and pays for (the claim is the operation of `claimant`,
+    /// its source; with `submitter == claimant` a plain transaction of the claimant's).
+    /// `None` if either account does not exist.
+    pub fn outside_claim(
+        &mut self,
+        submitter: AccountKey,
+        claimant: AccountKey,
+        id: [u8; 32],
+    ) -> Option<Arc<SubmittedTransaction>> {
+        self.ledger.account(&claimant)?;
+        let claim = OperationBody::ClaimClaimableBalance(ClaimClaimableBalanceOp {
+            balance_id: ClaimableBalanceId::ClaimableBalanceIdTypeV0(Hash(id)),
+        });
+        let op_source = (submitter != claimant).then_some(claimant);
+        self.outside_transaction(submitter, vec![(op_source, claim)], Memo::None)
+    }
+
+    /// A transaction of `account` with `operations` (each with its own source, if any), signed
+    /// by other signers of the accounts involved (outside the simulator's clients), applied in
+    /// the next ledger ahead of anything queued.
+    fn outside_transaction(
+        &mut self,
+        account: AccountKey,
+        operations: Vec<(Option<AccountKey>, OperationBody)>,
         memo: Memo,
     ) -> Option<Arc<SubmittedTransaction>> {
         let current = self.ledger.account(&account)?.sequence;
@@ -954,35 +1018,49 @@ impl Network {
             .saturating_add(1)
             .saturating_add(i64::try_from(pending).unwrap_or(i64::MAX));
         let network_id = self.ledger.network_id();
-        let signer_seed: [u8; 32] = Sha256::new()
-            .chain_update(network_id)
-            .chain_update(b"horizon-sim other signer")
-            .chain_update(account.0)
-            .finalize()
-            .into();
-        let other_signer = SigningKey::from_bytes(&signer_seed);
+        let other_signer = |of: AccountKey| {
+            let seed: [u8; 32] = Sha256::new()
+                .chain_update(network_id)
+                .chain_update(b"horizon-sim other signer")
+                .chain_update(of.0)
+                .finalize()
+                .into();
+            SigningKey::from_bytes(&seed)
+        };
+        let mut signing_accounts = vec![account];
+        for (source, _) in &operations {
+            if let Some(source) = source
+                && !signing_accounts.contains(source)
+            {
+                signing_accounts.push(*source);
+            }
+        }
+        let signers: Vec<SigningKey> = signing_accounts.iter().map(|a| other_signer(*a)).collect();
         let unsigned = Transaction {
             source_account: account.to_muxed(),
-            fee: self.ledger.base_fee,
+            fee: self
+                .ledger
+                .base_fee
+                .saturating_mul(u32::try_from(operations.len()).unwrap_or(u32::MAX)),
             seq_num: SequenceNumber(sequence),
             cond: Preconditions::None,
             memo,
-            operations: vec![Operation {
-                source_account: None,
-                body: OperationBody::Payment(PaymentOp {
-                    destination: to.to_muxed(),
-                    asset: Asset::Native,
-                    amount,
-                }),
-            }]
-            .try_into()
-            .unwrap_or_default(),
+            operations: operations
+                .into_iter()
+                .map(|(source, body)| Operation {
+                    source_account: source.map(AccountKey::to_muxed),
+                    body,
+                })
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap_or_default(),
             ext: TransactionExt::V0,
         };
-        let mut tx = SubmittedTransaction::sign(unsigned, network_id, &[&other_signer]).ok()?;
-        // The simulator keeps no signer lists: the other signer's signature counts as the
-        // account's, as it would with the other signer added to the account.
-        tx.signers = vec![Some(account)];
+        let signer_refs: Vec<&SigningKey> = signers.iter().collect();
+        let mut tx = SubmittedTransaction::sign(unsigned, network_id, &signer_refs).ok()?;
+        // The simulator keeps no signer lists: another signer's signature counts as its
+        // account's, as it would with that signer added to the account.
+        tx.signers = signing_accounts.into_iter().map(Some).collect();
         let tx = Arc::new(tx);
         self.outside.push(OutsideChange::Transaction(tx.clone()));
         Some(tx)

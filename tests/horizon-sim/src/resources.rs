@@ -168,7 +168,7 @@ impl AccountResource {
                 signer_type: "ed25519_public_key",
             }],
             data: serde_json::Map::new(),
-            num_sponsoring: 0,
+            num_sponsoring: entry.num_sponsoring,
             num_sponsored: 0,
             id,
         }
@@ -201,6 +201,8 @@ pub struct TransactionResource {
     operation_count: usize,
     envelope_xdr: String,
     result_xdr: String,
+    /// Null when Horizon skips transaction meta (`SKIP_TXMETA`); always here.
+    result_meta_xdr: Option<String>,
     fee_meta_xdr: String,
     memo_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,6 +329,7 @@ impl TransactionResource {
             operation_count: tx.operations.len(),
             envelope_xdr: tx.envelope_xdr.clone(),
             result_xdr: record.result_xdr.clone(),
+            result_meta_xdr: Some(record.result_meta_xdr.clone()),
             fee_meta_xdr: record.fee_meta_xdr.clone(),
             memo_type,
             memo,

@@ -244,7 +244,8 @@ fn inner_code_name(result: &InnerTransactionResultResult) -> &'static str {
 }
 
 /// Horizon's name for an operation result: the operation-level code, or for `op_inner` the
-/// code of the operation's own result (only create_account and payment results are produced).
+/// code of the operation's own result (only create_account, payment and claimable balance
+/// results are produced).
 pub fn operation_code_name(result: &OperationResult) -> &'static str {
     match result {
         OperationResult::OpBadAuth => "op_bad_auth",
@@ -272,6 +273,29 @@ pub fn operation_code_name(result: &OperationResult) -> &'static str {
             PaymentResult::LineFull => "op_line_full",
             PaymentResult::NoIssuer => "op_no_issuer",
         },
+        OperationResult::OpInner(OperationResultTr::CreateClaimableBalance(result)) => {
+            use stellar_xdr::CreateClaimableBalanceResult as C;
+            match result {
+                C::Success(_) => "op_success",
+                C::Malformed => "op_malformed",
+                C::LowReserve => "op_low_reserve",
+                C::NoTrust => "op_no_trust",
+                C::NotAuthorized => "op_not_authorized",
+                C::Underfunded => "op_underfunded",
+            }
+        }
+        OperationResult::OpInner(OperationResultTr::ClaimClaimableBalance(result)) => {
+            use stellar_xdr::ClaimClaimableBalanceResult as C;
+            match result {
+                C::Success => "op_success",
+                C::DoesNotExist => "op_does_not_exist",
+                C::CannotClaim => "op_cannot_claim",
+                C::LineFull => "op_line_full",
+                C::NoTrust => "op_no_trust",
+                C::NotAuthorized => "op_not_authorized",
+                C::TrustlineFrozen => "op_trustline_frozen",
+            }
+        }
         OperationResult::OpInner(_) => "op_inner",
     }
 }

@@ -641,9 +641,79 @@ impl HorizonSim {
         };
         self.shared
             .lock()
-            .outside_payment(from, to, amount, memo)
+            .outside_payment(from, to.to_muxed(), amount, memo)
             .map(|tx| tx.hash)
             .ok_or_else(|| Error::NoAccount(from.address()))
+    }
+
+    /// [`HorizonSim::pay_from_outside`] to the muxed (`M...`) address of `to` with id
+    /// `muxed_id`: `to` receives it; the payment names the muxed account.
+    pub fn pay_muxed_from_outside(
+        &self,
+        from: AccountKey,
+        to: AccountKey,
+        muxed_id: u64,
+        amount: i64,
+    ) -> Result<TxHash> {
+        let destination =
+            stellar_xdr::MuxedAccount::MuxedEd25519(stellar_xdr::MuxedAccountMed25519 {
+                id: muxed_id,
+                ed25519: stellar_xdr::Uint256(to.0),
+            });
+        self.shared
+            .lock()
+            .outside_payment(from, destination, amount, stellar_xdr::Memo::None)
+            .map(|tx| tx.hash)
+            .ok_or_else(|| Error::NoAccount(from.address()))
+    }
+
+    /// A party outside the simulator's clients creates, from `from`, a claimable balance of
+    /// `amount` stroops that `claimant` may claim unconditionally (sponsored by `from`: a base
+    /// reserve of its is held until the claim), applied first in the next ledger. Nothing is
+    /// credited until the claim. Returns the transaction's hash and the balance id as Horizon
+    /// shows it (`00000000` and the hash, in hex).
+    pub fn create_claimable_balance(
+        &self,
+        from: AccountKey,
+        claimant: AccountKey,
+        amount: i64,
+    ) -> Result<(TxHash, String)> {
+        self.shared
+            .lock()
+            .outside_claimable_balance(from, claimant, amount)
+            .map(|(tx, id)| (tx.hash, crate::ledger::balance_id_hex(&id)))
+            .ok_or_else(|| Error::NoAccount(from.address()))
+    }
+
+    /// `claimant`'s owner, outside the simulator's clients (its signature is not needed),
+    /// claims balance `balance_id` (as [`HorizonSim::create_claimable_balance`] returned it) in
+    /// a transaction `submitter` sends and pays the fee of (the claimant's own when they are the
+    /// same), applied first in the next ledger: the claimant receives the amount. Returns the
+    /// transaction's hash; a balance that is gone or not the claimant's fails in the ledger
+    /// (`op_does_not_exist`, `op_cannot_claim`).
+    pub fn claim_claimable_balance(
+        &self,
+        claimant: AccountKey,
+        balance_id: &str,
+        submitter: AccountKey,
+    ) -> Result<TxHash> {
+        let id = crate::ledger::parse_balance_id(balance_id)
+            .ok_or_else(|| Error::NoAccount(format!("balance id {balance_id:?}")))?;
+        self.shared
+            .lock()
+            .outside_claim(submitter, claimant, id)
+            .map(|tx| tx.hash)
+            .ok_or_else(|| Error::NoAccount(format!("{submitter} or {claimant}")))
+    }
+
+    /// The amount of lumens claimable balance `balance_id` holds, while it is unclaimed.
+    pub fn claimable_balance(&self, balance_id: &str) -> Option<i64> {
+        let id = crate::ledger::parse_balance_id(balance_id)?;
+        self.shared
+            .lock()
+            .ledger
+            .claimable_balance(&id)
+            .map(|balance| balance.amount)
     }
 
     /// `account` is merged into `into` at the next ledger close, by its owner, outside the

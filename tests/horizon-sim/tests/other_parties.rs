@@ -318,3 +318,161 @@ async fn the_realistic_cadence_closes_a_ledger_every_five_seconds() {
         started.elapsed()
     );
 }
+
+/// The claim's `ClaimableBalance` state in a base64 `TransactionMeta`: (amount, sponsor).
+fn claimed_in_meta(meta: &str) -> Option<(i64, Option<stellar_xdr::AccountId>)> {
+    use stellar_xdr::{LedgerEntryChange, LedgerEntryData, LedgerEntryExt, ReadXdr};
+    let meta = stellar_xdr::TransactionMeta::from_xdr_base64(meta, stellar_xdr::Limits::none())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stellar_xdr::TransactionMeta::V4(meta) = meta else {
+        panic!("not meta v4")
+    };
+    meta.operations
+        .first()?
+        .changes
+        .0
+        .iter()
+        .find_map(|change| match change {
+            LedgerEntryChange::State(entry) => match (&entry.data, &entry.ext) {
+                (LedgerEntryData::ClaimableBalance(balance), LedgerEntryExt::V1(v1)) => {
+                    Some((balance.amount, v1.sponsoring_id.0.clone()))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+}
+
+#[tokio::test]
+async fn a_claimable_balance_is_held_until_its_claimant_claims_it_and_both_apis_show_the_meta() {
+    let sim = start().await;
+    let horizon = Horizon::new(&sim);
+    let rpc = Rpc::new(&sim);
+    let pair = Pair::new(&sim, "claimable", 100 * XLM);
+    let (alice, bob) = (account(&pair.alice), account(&pair.bob));
+    let (alice_before, bob_before) = (
+        sim.balance(alice).unwrap_or_default(),
+        sim.balance(bob).unwrap_or_default(),
+    );
+
+    let (create, id) = sim
+        .create_claimable_balance(alice, bob, 3 * XLM)
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.close_ledger();
+    // Held, not credited; the creator's reserve covers the entry.
+    assert_eq!(sim.claimable_balance(&id), Some(3 * XLM));
+    assert_eq!(sim.balance(bob), Some(bob_before));
+    assert_eq!(sim.balance(alice), Some(alice_before - 3 * XLM - 100));
+    let shown = horizon.account(&alice).await;
+    assert_eq!(shown.body["num_sponsoring"], 1, "{}", shown.body);
+    // The create's result names the balance id the simulator returned.
+    let created = horizon.transaction(&create).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let result = decode_result(&created.body["result_xdr"]);
+    let stellar_xdr::TransactionResultResult::TxSuccess(ops) = &result.result else {
+        panic!("{result:?}")
+    };
+    let Some(stellar_xdr::OperationResult::OpInner(
+        stellar_xdr::OperationResultTr::CreateClaimableBalance(
+            stellar_xdr::CreateClaimableBalanceResult::Success(
+                stellar_xdr::ClaimableBalanceId::ClaimableBalanceIdTypeV0(hash),
+            ),
+        ),
+    )) = ops.first()
+    else {
+        panic!("{ops:?}")
+    };
+    assert_eq!(id, format!("00000000{}", hex::encode(hash.0)));
+
+    // Bob's owner claims it in a transaction alice sends and pays for.
+    let claim = sim
+        .claim_claimable_balance(bob, &id, alice)
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.close_ledger();
+    assert_eq!(sim.transaction(claim).successful, Some(true));
+    assert_eq!(sim.claimable_balance(&id), None);
+    assert_eq!(sim.balance(bob), Some(bob_before + 3 * XLM));
+    assert_eq!(
+        sim.balance(alice),
+        Some(alice_before - 3 * XLM - 200),
+        "two fees"
+    );
+    let shown = horizon.account(&alice).await;
+    assert_eq!(shown.body["num_sponsoring"], 0, "{}", shown.body);
+
+    // Horizon's result_meta_xdr and RPC's resultMetaXdr: the balance as it was, its sponsor.
+    let on_horizon = horizon.transaction(&claim).await;
+    let meta = on_horizon.body["result_meta_xdr"]
+        .as_str()
+        .unwrap_or_default();
+    let alice_id = stellar_xdr::AccountId(stellar_xdr::PublicKey::PublicKeyTypeEd25519(
+        stellar_xdr::Uint256(alice.0),
+    ));
+    assert_eq!(claimed_in_meta(meta), Some((3 * XLM, Some(alice_id))));
+    let on_rpc = rpc
+        .result("getTransaction", json!({ "hash": claim.to_hex() }))
+        .await;
+    assert_eq!(on_rpc["resultMetaXdr"].as_str(), Some(meta));
+    let ledger = sim.ledger_of(claim).unwrap_or_default();
+    let page = rpc
+        .result(
+            "getTransactions",
+            json!({ "startLedger": ledger, "pagination": { "limit": 10 } }),
+        )
+        .await;
+    let listed = page["transactions"]
+        .as_array()
+        .and_then(|txs| txs.iter().find(|t| t["txHash"] == claim.to_hex()).cloned())
+        .unwrap_or_else(|| panic!("{page}"));
+    assert_eq!(listed["resultMetaXdr"].as_str(), Some(meta));
+
+    // Claimed once: again, it does not exist.
+    let again = sim
+        .claim_claimable_balance(bob, &id, bob)
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.close_ledger();
+    assert_eq!(sim.transaction(again).successful, Some(false));
+    let failed = horizon.transaction(&again).await;
+    let result = decode_result(&failed.body["result_xdr"]);
+    assert!(format!("{result:?}").contains("DoesNotExist"), "{result:?}");
+}
+
+#[tokio::test]
+async fn an_outside_payment_to_a_muxed_address_credits_its_account_and_names_it() {
+    let sim = start().await;
+    let horizon = Horizon::new(&sim);
+    let pair = Pair::new(&sim, "muxed", 100 * XLM);
+    let (alice, bob) = (account(&pair.alice), account(&pair.bob));
+    let bob_before = sim.balance(bob).unwrap_or_default();
+    let hash = sim
+        .pay_muxed_from_outside(alice, bob, u64::MAX, 2 * XLM)
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.close_ledger();
+    assert_eq!(sim.balance(bob), Some(bob_before + 2 * XLM));
+    let reply = horizon.transaction(&hash).await;
+    let operation = first_operation(&reply.body["envelope_xdr"]);
+    let stellar_xdr::OperationBody::Payment(payment) = &operation else {
+        panic!("{operation:?}")
+    };
+    assert_eq!(
+        payment.destination,
+        stellar_xdr::MuxedAccount::MuxedEd25519(stellar_xdr::MuxedAccountMed25519 {
+            id: u64::MAX,
+            ed25519: stellar_xdr::Uint256(bob.0),
+        })
+    );
+}
+
+/// The first operation's body of a served base64 envelope.
+fn first_operation(xdr: &Value) -> stellar_xdr::OperationBody {
+    use stellar_xdr::ReadXdr;
+    let envelope = stellar_xdr::TransactionEnvelope::from_xdr_base64(
+        xdr.as_str().unwrap_or_default(),
+        stellar_xdr::Limits::none(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stellar_xdr::TransactionEnvelope::Tx(v1) = envelope else {
+        panic!("not a v1 envelope")
+    };
+    v1.tx.operations[0].body.clone()
+}

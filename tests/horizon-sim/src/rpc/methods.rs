@@ -14,9 +14,8 @@ use stellar_xdr::{
     AccountEntryExt, AccountEntryExtensionV1, AccountEntryExtensionV1Ext, AccountEntryExtensionV2,
     AccountEntryExtensionV2Ext, AccountEntryExtensionV3, AccountId, ExtensionPoint, Hash,
     LedgerCloseMeta, LedgerCloseMetaV2, LedgerEntryData, LedgerEntryExt, LedgerHeader,
-    LedgerHeaderHistoryEntry, LedgerKey, Liabilities, Limits, OperationMetaV2, PublicKey, ReadXdr,
-    SequenceNumber, StellarValue, Thresholds, TimePoint, TransactionMeta, TransactionMetaV4,
-    Uint256, WriteXdr,
+    LedgerHeaderHistoryEntry, LedgerKey, Liabilities, Limits, PublicKey, ReadXdr, SequenceNumber,
+    StellarValue, Thresholds, TimePoint, Uint256, WriteXdr,
 };
 
 use crate::account::{AccountEntry, AccountKey};
@@ -271,24 +270,30 @@ pub struct LedgerEntriesResult {
 /// The ledger's `AccountEntry` for `key`: master key weight 1, no signers or subentries, and
 /// the sequence number's ledger and time (`AccountEntryExtensionV3`) once it has been bumped.
 pub fn account_entry_xdr(key: &AccountKey, entry: &AccountEntry) -> stellar_xdr::AccountEntry {
-    let ext = match entry.sequence_bumped {
-        None => AccountEntryExt::V0,
-        Some((seq_ledger, seq_time)) => AccountEntryExt::V1(AccountEntryExtensionV1 {
+    let v2 = |ext: AccountEntryExtensionV2Ext| {
+        AccountEntryExt::V1(AccountEntryExtensionV1 {
             liabilities: Liabilities {
                 buying: 0,
                 selling: 0,
             },
             ext: AccountEntryExtensionV1Ext::V2(AccountEntryExtensionV2 {
                 num_sponsored: 0,
-                num_sponsoring: 0,
+                num_sponsoring: entry.num_sponsoring,
                 signer_sponsoring_i_ds: Default::default(),
-                ext: AccountEntryExtensionV2Ext::V3(AccountEntryExtensionV3 {
-                    ext: ExtensionPoint::V0,
-                    seq_ledger,
-                    seq_time: TimePoint(seq_time),
-                }),
+                ext,
             }),
-        }),
+        })
+    };
+    let ext = match entry.sequence_bumped {
+        None if entry.num_sponsoring == 0 => AccountEntryExt::V0,
+        None => v2(AccountEntryExtensionV2Ext::V0),
+        Some((seq_ledger, seq_time)) => {
+            v2(AccountEntryExtensionV2Ext::V3(AccountEntryExtensionV3 {
+                ext: ExtensionPoint::V0,
+                seq_ledger,
+                seq_time: TimePoint(seq_time),
+            }))
+        }
     };
     stellar_xdr::AccountEntry {
         account_id: AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(key.0))),
@@ -441,26 +446,11 @@ impl TransactionDetails {
             fee_bump: record.tx.fee_bump.is_some(),
             envelope_xdr: record.tx.envelope_xdr.clone(),
             result_xdr: record.result_xdr.clone(),
-            result_meta_xdr: to_base64(&minimal_meta(record))?,
+            result_meta_xdr: record.result_meta_xdr.clone(),
             events: Events::default(),
             ledger: record.ledger,
         })
     }
-}
-
-/// A valid `TransactionMeta` (v4, protocol 23's) with an empty change set per operation: the
-/// simulator records balances, not ledger entry changes per operation.
-fn minimal_meta(record: &TransactionRecord) -> TransactionMeta {
-    let operations: Vec<OperationMetaV2> = record
-        .tx
-        .operations
-        .iter()
-        .map(|_| OperationMetaV2::default())
-        .collect();
-    TransactionMeta::V4(TransactionMetaV4 {
-        operations: operations.try_into().unwrap_or_default(),
-        ..TransactionMetaV4::default()
-    })
 }
 
 /// `getTransaction`'s result.
