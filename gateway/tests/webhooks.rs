@@ -1418,7 +1418,7 @@ on_both_databases! {
         // History to age: two payments of each wallet, every delivery finished.
         for source in [&waiting, &other, &waiting, &other] {
             let id = s.pay(source, &sink).await;
-            s.final_history(&id).await;
+            s.final_payment(&id).await;
         }
         assert!(eventually(Duration::from_secs(120), all_finished).await, "{}", s.stack.gateway.log());
         let (old_deliveries, old_events) = outbox_rows(&store).await;
@@ -1426,7 +1426,7 @@ on_both_databases! {
         let last_old_delivery = old_deliveries.keys().max().copied().unwrap_or(0);
         // Recent history: one more payment, not aged.
         let id = s.pay(&other, &sink).await;
-        s.final_history(&id).await;
+        s.final_payment(&id).await;
         assert!(eventually(Duration::from_secs(120), all_finished).await, "{}", s.stack.gateway.log());
 
         // With the gateway stopped, the first history goes three days back (past the two days
@@ -1509,7 +1509,10 @@ on_both_databases! {
         // behind the old pending delivery; once that is due, it goes first, then the new ones
         // in order.
         let id = s.pay(&waiting, &sink).await;
-        let history = s.final_history(&id).await;
+        let history: Vec<String> = s.final_payment(&id).await["history"]
+            .as_array()
+            .map(|h| h.iter().map(|e| e["status"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default();
         let new_events = || {
             accepting
                 .captured()
