@@ -33,6 +33,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadLabels {
     read: &'static str,
 }
@@ -70,6 +75,7 @@ struct Inner {
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     webhook_backlog: Gauge,
     webhook_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    webhook_pruned: Family<TableLabels, Counter>,
     deposit_lag: Gauge,
     deposit_stalled: Gauge,
 }
@@ -156,6 +162,12 @@ impl Metrics {
             "Age of the oldest webhook delivery not yet delivered nor dead (database clock)",
             webhook_oldest_age.clone(),
         );
+        let webhook_pruned = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "webhook_pruned_rows",
+            "Rows deleted by webhook retention, by table (webhook_deliveries, outbox_events)",
+            webhook_pruned.clone(),
+        );
         let deposit_lag = Gauge::default();
         registry.register(
             "deposit_ingestion_lag_ledgers",
@@ -183,6 +195,7 @@ impl Metrics {
                 webhook_deliveries,
                 webhook_backlog,
                 webhook_oldest_age,
+                webhook_pruned,
                 deposit_lag,
                 deposit_stalled,
             }),
@@ -269,6 +282,19 @@ impl Metrics {
             .webhook_deliveries
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts the rows one retention batch deleted.
+    pub fn webhook_pruned(&self, pruned: crate::store::webhooks::Pruned) {
+        for (table, rows) in [
+            ("webhook_deliveries", pruned.deliveries),
+            ("outbox_events", pruned.events),
+        ] {
+            self.inner
+                .webhook_pruned
+                .get_or_create(&TableLabels { table })
+                .inc_by(rows);
+        }
     }
 
     /// Sets the deposit ingestion lag in ledgers (-1: stuck on a retention gap).

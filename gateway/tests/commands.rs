@@ -64,10 +64,12 @@ on_both_databases! {
         assert!(counts.values().all(|n| *n == 0), "{counts:?}");
         let store = db.store().await;
         let applied = must(sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations").fetch_one(store.pool()).await);
-        // Every embedded migration was applied, once.
-        let known = gateway::store::migrations::migrator(store.backend()).migrations.len();
-        assert_eq!(must(applied.try_get::<i64, _>("n")), i64::try_from(known).unwrap_or(-1));
-        assert!(known >= 9, "{known} migrations");
+        // One row per migration file of the dialect (the same versions in both).
+        let files = must(std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/sqlite")))
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sql"))
+            .count();
+        assert_eq!(must(applied.try_get::<i64, _>("n")), i64::try_from(files).unwrap_or(0));
         store.close().await;
     }
 

@@ -24,6 +24,7 @@ use hmac::{Hmac, Mac};
 use horizon_sim::{AccountKey, HorizonSim, SimConfig};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use sqlx::Row;
 use support::*;
 
 const XLM: i64 = 10_000_000;
@@ -125,13 +126,7 @@ impl Receiver {
                     let behaviour = behaviour.clone();
                     let seen = seen.clone();
                     async move {
-                        let header = |name: &str| {
-                            headers
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
+                        let header = |name: &str| header_text(&headers, name);
                         let id = header("webhook-id");
                         let received_at = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
@@ -1357,4 +1352,209 @@ async fn gateway_worker_delivers_when_serve_runs_no_dispatcher() {
     .await;
     assert!(delivered, "`gateway worker` sent nothing\n{}", worker.log());
     let _ = worker.terminate().await;
+}
+
+/// A day in milliseconds.
+const DAY_MS: i64 = 86_400_000;
+
+/// `(delivery id, event id, state)` of every delivery, and every event id.
+async fn outbox_rows(
+    store: &gateway::store::Store,
+) -> (BTreeMap<i64, (i64, String)>, HashSet<i64>) {
+    let rows = must(
+        sqlx::query("SELECT id, event_id, state FROM webhook_deliveries")
+            .fetch_all(store.pool())
+            .await,
+    );
+    let mut deliveries = BTreeMap::new();
+    for row in &rows {
+        deliveries.insert(
+            must(row.try_get::<i64, _>("id")),
+            (
+                must(row.try_get::<i64, _>("event_id")),
+                must(row.try_get::<String, _>("state")),
+            ),
+        );
+    }
+    let rows = must(
+        sqlx::query("SELECT id FROM outbox_events")
+            .fetch_all(store.pool())
+            .await,
+    );
+    let events = rows
+        .iter()
+        .map(|row| must(row.try_get::<i64, _>("id")))
+        .collect();
+    (deliveries, events)
+}
+
+async fn pending_deliveries(store: &gateway::store::Store) -> i64 {
+    let row = must(
+        sqlx::query("SELECT COUNT(*) AS n FROM webhook_deliveries WHERE state = 'PENDING'")
+            .fetch_one(store.pool())
+            .await,
+    );
+    must(row.try_get::<i64, _>("n"))
+}
+
+on_both_databases! {
+    async fn retention_deletes_old_delivered_history_and_keeps_pending_dead_recent_rows_and_order(kind: DatabaseKind) {
+        let mut s = WebhookStack::start_open(kind, "max_attempts = 3\nretention_days = 2").await;
+        let accepting = Receiver::start().await;
+        let failing = Receiver::start().await;
+        failing.behaviour.fail_all.store(true, Ordering::SeqCst);
+        let reply = s.register(&accepting.url(), &ALL_TYPES).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let webhook = reply.json()["id"].as_str().unwrap_or_default().to_owned();
+        // Every `payment.succeeded` also goes to an endpoint that always fails: dead letters.
+        let reply = s.register(&failing.url(), &["payment.succeeded"]).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let sink = s.wallet("sink", 10 * XLM).await;
+        let waiting = s.wallet("waiting", 1_000 * XLM).await;
+        let other = s.wallet("other", 1_000 * XLM).await;
+        let store = s.stack.db.store().await;
+        let all_finished = || async { pending_deliveries(&store).await == 0 };
+
+        // History to age: two payments of each wallet, every delivery finished.
+        for source in [&waiting, &other, &waiting, &other] {
+            let id = s.pay(source, &sink).await;
+            s.final_payment(&id).await;
+        }
+        assert!(eventually(Duration::from_secs(120), all_finished).await, "{}", s.stack.gateway.log());
+        let (old_deliveries, old_events) = outbox_rows(&store).await;
+        let last_old_event = old_events.iter().max().copied().unwrap_or(0);
+        let last_old_delivery = old_deliveries.keys().max().copied().unwrap_or(0);
+        // Recent history: one more payment, not aged.
+        let id = s.pay(&other, &sink).await;
+        s.final_payment(&id).await;
+        assert!(eventually(Duration::from_secs(120), all_finished).await, "{}", s.stack.gateway.log());
+
+        // With the gateway stopped, the first history goes three days back (past the two days
+        // of retention), and the last event of `waiting` to the accepting endpoint becomes a
+        // retry scheduled far ahead: old, but pending.
+        s.stack.gateway.terminate().await;
+        must(sqlx::query("UPDATE outbox_events SET created_at_ms = created_at_ms - $1 WHERE id <= $2")
+            .bind(3 * DAY_MS).bind(last_old_event).execute(store.pool()).await);
+        must(sqlx::query("UPDATE webhook_deliveries SET created_at_ms = created_at_ms - $1, \
+                due_at_ms = due_at_ms - $1 WHERE id <= $2")
+            .bind(3 * DAY_MS).bind(last_old_delivery).execute(store.pool()).await);
+        let (pending_event, pending_sequence, pending_type) = {
+            let row = must(sqlx::query("SELECT d.event_id AS event_id, d.wallet_sequence AS wallet_sequence, \
+                    o.event_type AS event_type FROM webhook_deliveries d JOIN outbox_events o ON o.id = d.event_id \
+                    WHERE d.endpoint_id = $1 AND d.wallet_id = $2 ORDER BY d.wallet_sequence DESC LIMIT 1")
+                .bind(&webhook).bind(&waiting).fetch_one(store.pool()).await);
+            (
+                must(row.try_get::<i64, _>("event_id")),
+                must(row.try_get::<i64, _>("wallet_sequence")),
+                must(row.try_get::<String, _>("event_type")),
+            )
+        };
+        must(sqlx::query("UPDATE webhook_deliveries SET state = 'PENDING', finished_at = NULL, \
+                due_at_ms = 4102444800000 WHERE endpoint_id = $1 AND event_id = $2")
+            .bind(&webhook).bind(pending_event).execute(store.pool()).await);
+
+        // What retention must do, from the rows themselves: aged DELIVERED deliveries go; an
+        // aged event goes once none of its deliveries is left.
+        let (before, events_before) = outbox_rows(&store).await;
+        let doomed: HashSet<i64> = before
+            .iter()
+            .filter(|(id, (_, state))| **id <= last_old_delivery && state == "DELIVERED")
+            .map(|(id, _)| *id)
+            .collect();
+        let expected_deliveries: BTreeMap<i64, (i64, String)> =
+            before.into_iter().filter(|(id, _)| !doomed.contains(id)).collect();
+        let needed: HashSet<i64> = expected_deliveries.values().map(|(event, _)| *event).collect();
+        let expected_events: HashSet<i64> = events_before
+            .iter()
+            .copied()
+            .filter(|event| *event > last_old_event || needed.contains(event))
+            .collect();
+        let states: HashSet<&str> = expected_deliveries.values().map(|(_, s)| s.as_str()).collect();
+        assert!(
+            states.contains("DEAD") && states.contains("PENDING") && states.contains("DELIVERED"),
+            "the test needs dead, pending and recent delivered rows to keep: {states:?}"
+        );
+        assert!(
+            !doomed.is_empty() && expected_events.len() < events_before.len(),
+            "nothing to prune: the test proves nothing"
+        );
+        assert!(
+            expected_events.iter().any(|e| *e <= last_old_event && *e != pending_event),
+            "no old event kept by a dead letter"
+        );
+
+        // Pruning runs when the dispatcher starts.
+        s.stack.gateway.launch().await;
+        s.stack.http = Http::new(s.stack.gateway.addr);
+        let pruned = eventually(Duration::from_secs(60), || async {
+            outbox_rows(&store).await.0 == expected_deliveries
+        })
+        .await;
+        let (after, events_after) = outbox_rows(&store).await;
+        assert!(pruned, "deliveries left {after:?}, expected {expected_deliveries:?}\n{}", s.stack.gateway.log());
+        assert!(
+            eventually(Duration::from_secs(30), || async { outbox_rows(&store).await.1 == expected_events }).await,
+            "events left {events_after:?}, expected {expected_events:?}"
+        );
+        let counted = eventually(Duration::from_secs(30), || async {
+            metric(&s.stack, "gateway_webhook_pruned_rows_total{table=\"webhook_deliveries\"}").await
+                == doomed.len() as f64
+                && metric(&s.stack, "gateway_webhook_pruned_rows_total{table=\"outbox_events\"}").await
+                    == (events_before.len() - expected_events.len()) as f64
+        })
+        .await;
+        assert!(counted, "{}", s.stack.http.get("/metrics", None).await.body);
+
+        // Order afterwards: a new payment of `waiting` numbers on from its last event and waits
+        // behind the old pending delivery; once that is due, it goes first, then the new ones
+        // in order.
+        let id = s.pay(&waiting, &sink).await;
+        let history: Vec<String> = s.final_payment(&id).await["history"]
+            .as_array()
+            .map(|h| h.iter().map(|e| e["status"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default();
+        let new_events = || {
+            accepting
+                .captured()
+                .into_iter()
+                .filter(|c| {
+                    let event = c.json();
+                    event["wallet_id"] == waiting.as_str()
+                        && event["wallet_sequence"].as_i64().unwrap_or(0) > pending_sequence
+                })
+                .count()
+        };
+        assert_eq!(new_events(), 0, "a new event went ahead of the pending one");
+        let arrived_before = accepting.captured().len();
+        must(sqlx::query("UPDATE webhook_deliveries SET due_at_ms = 0 WHERE endpoint_id = $1 AND event_id = $2")
+            .bind(&webhook).bind(pending_event).execute(store.pool()).await);
+        assert!(
+            eventually(Duration::from_secs(60), || async { new_events() == history.len() }).await,
+            "{:?}\n{}",
+            accepting.captured(),
+            s.stack.gateway.log()
+        );
+        let arrivals: Vec<(String, i64, String)> = accepting.captured()[arrived_before..]
+            .iter()
+            .filter(|c| c.json()["wallet_id"] == waiting.as_str())
+            .map(|c| {
+                let event = c.json();
+                (
+                    c.id.clone(),
+                    event["wallet_sequence"].as_i64().unwrap_or(0),
+                    event["type"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let mut expected = vec![(format!("evt_{pending_event}"), pending_sequence, pending_type)];
+        for (n, status) in history.iter().enumerate() {
+            expected.push((
+                arrivals.get(n + 1).map(|a| a.0.clone()).unwrap_or_default(),
+                pending_sequence + 1 + i64::try_from(n).unwrap_or(0),
+                event_type(status).to_owned(),
+            ));
+        }
+        assert_eq!(arrivals, expected);
+        store.close().await;
+    }
 }

@@ -76,6 +76,12 @@ const MIGRATIONS: &[EmbeddedMigration] = &[
         sqlite: include_str!("../../../migrations/sqlite/0009_wallet_idempotency_keys.sql"),
         postgres: include_str!("../../../migrations/postgres/0009_wallet_idempotency_keys.sql"),
     },
+    EmbeddedMigration {
+        version: 10,
+        description: "webhook_retention",
+        sqlite: include_str!("../../../migrations/sqlite/0010_webhook_retention.sql"),
+        postgres: include_str!("../../../migrations/postgres/0010_webhook_retention.sql"),
+    },
 ];
 
 /// The migrator for one database.

@@ -121,6 +121,61 @@ pub struct Backlog {
     pub oldest_age_ms: i64,
 }
 
+/// What one retention batch deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// `webhook_deliveries` rows.
+    pub deliveries: u64,
+    /// `outbox_events` rows.
+    pub events: u64,
+}
+
+/// Finished deliveries past retention: `DELIVERED`, or `CANCELLED` (their endpoint is deleted,
+/// so nothing can show or replay them). Their age counts from `due_at_ms`, when their last
+/// attempt became due (a replay makes it new again). `$1` is the cutoff, a plain value (the
+/// database's clock read before), so it bounds the `(state, due_at_ms)` index scan: a pass with
+/// nothing old reads nothing, where `clock_timestamp()` in the predicate (volatile) would make
+/// Postgres walk every delivered row. The outer conditions are checked again on the row a
+/// concurrent replay may have changed (Postgres re-evaluates them after the row lock); `SKIP
+/// LOCKED` keeps replicas that prune together off each other's rows.
+static PRUNE_DELIVERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let lock = skip_locked(backend);
+        format!(
+            "DELETE FROM webhook_deliveries WHERE id IN (\
+               SELECT id FROM webhook_deliveries WHERE state IN ('DELIVERED', 'CANCELLED') \
+                 AND due_at_ms < $1 LIMIT $2{lock}) \
+             AND state IN ('DELIVERED', 'CANCELLED') AND due_at_ms < $1"
+        )
+    })
+});
+
+/// Events past retention that no delivery refers to any more: every delivery they had was
+/// delivered (or cancelled) and pruned, or no endpoint was subscribed. An event with a pending
+/// or dead delivery keeps it (and the foreign key would refuse the delete anyway). Deliveries
+/// are only ever inserted for a new event, in its own transaction, so none can appear for an
+/// event this statement has chosen. The wallet numbering lives in `wallet_event_sequences`,
+/// which is never pruned, so numbers keep increasing after their events are gone.
+static PRUNE_EVENTS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    per_backend(|backend| {
+        let lock = skip_locked(backend);
+        format!(
+            "DELETE FROM outbox_events WHERE id IN (\
+               SELECT o.id FROM outbox_events o WHERE o.created_at_ms < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = o.id) \
+               ORDER BY o.created_at_ms LIMIT $2{lock})"
+        )
+    })
+});
+
+/// Row locks that skip rows another transaction holds (Postgres; SQLite has one writer).
+fn skip_locked(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    }
+}
+
 /// A failed attempt, retried after `$4` ms by the database's clock.
 static RETRY_LATER: LazyLock<[String; 2]> = LazyLock::new(|| {
     per_backend(|backend| {
@@ -507,6 +562,35 @@ impl Store {
         .await
     }
 
+    /// One retention batch: deletes at most `limit` finished deliveries whose last attempt
+    /// became due more than `retention_ms` ago (database clock), then at most `limit` events
+    /// older than that which no delivery needs any more. Pending and dead deliveries, and the
+    /// events they belong to, stay. Claiming only ever looks at pending deliveries, so the
+    /// per-wallet order of what remains is unchanged.
+    pub async fn prune_webhook_history(&self, retention_ms: i64, limit: i64) -> Result<Pruned> {
+        let cutoff = sqlx::query(&format!(
+            "SELECT {} - $1 AS cutoff",
+            db_now_ms(self.backend)
+        ))
+        .bind(retention_ms)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<i64, _>("cutoff")?;
+        // Deliveries first: their events become prunable in the same pass.
+        let mut deleted = [0u64; 2];
+        for (rows, statement) in deleted.iter_mut().zip([&PRUNE_DELIVERIES, &PRUNE_EVENTS]) {
+            *rows = self
+                .write_statement(
+                    sqlx::query(for_backend(statement, self.backend))
+                        .bind(cutoff)
+                        .bind(limit),
+                )
+                .await?;
+        }
+        let [deliveries, events] = deleted;
+        Ok(Pruned { deliveries, events })
+    }
+
     /// Pending deliveries and the oldest one's age (database clock).
     pub async fn webhook_backlog(&self) -> Result<Backlog> {
         let row = sqlx::query(&format!(
@@ -532,10 +616,7 @@ async fn claim_on(
     per_endpoint: i64,
 ) -> Result<Vec<ClaimedDelivery>> {
     let now = db_now_ms(backend);
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
+    let lock = skip_locked(backend);
     let candidates = sqlx::query(&format!(
         "SELECT d.id AS id, d.endpoint_id AS endpoint_id FROM webhook_deliveries d \
          WHERE d.state = 'PENDING' AND d.due_at_ms <= {now} \

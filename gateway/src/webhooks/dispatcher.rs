@@ -11,6 +11,12 @@
 //! deadline over connect, send and response, and at most `max_response_bytes` of the body read.
 //! A 2xx is delivered; anything else (redirects included) is retried with exponential backoff and
 //! full jitter until the retry budget (`retry_for_ms`, `max_attempts`) is spent, then dead.
+//!
+//! Retention ([`Dispatcher::prune_history`]): beside the sends, delivered history older than
+//! `retention_days` is deleted in bounded batches ([`Store::prune_webhook_history`]), at start
+//! and then every [`PRUNE_INTERVAL`], sooner while a pass ends on its bound (a backlog of old
+//! rows is worked off without one long pass). Replicas may prune at the same time: the
+//! statements skip each other's rows.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +46,14 @@ use crate::store::webhooks::{AttemptOutcome, ClaimedDelivery, event_id};
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Characters of an error kept on a delivery row.
 const MAX_ERROR_CHARS: usize = 300;
+/// How often old delivered history is pruned.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// The wait before the next pass when one ended on its bound (more old rows remain).
+const PRUNE_CATCH_UP: Duration = Duration::from_secs(1);
+/// Rows of each table one batch deletes at most (one short write each).
+const PRUNE_BATCH: i64 = 1000;
+/// Batches one pass runs at most.
+const PRUNE_BATCHES_PER_PASS: usize = 10;
 
 /// Resolves host names and drops the answer when any address is not public (unless allowed):
 /// the check happens on the addresses actually connected to, not on an earlier lookup.
@@ -130,6 +144,7 @@ impl Dispatcher {
     /// Claims and sends until `stop` turns true; in-flight attempts are awaited (each is
     /// bounded by `timeout_ms`), unrecorded ones are sent again after their lease expires.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let pruner = tokio::spawn(self.clone().prune_history(stop.clone()));
         let mut in_flight = JoinSet::new();
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut last_backlog = tokio::time::Instant::now() - BACKLOG_INTERVAL;
@@ -181,6 +196,50 @@ impl Dispatcher {
             }
         }
         while in_flight.join_next().await.is_some() {}
+        // A batch in progress is one bounded statement; let it finish.
+        let _ = pruner.await;
+    }
+
+    /// Deletes delivered history past `retention_days` until `stop` turns true: a pass at
+    /// start, then one every [`PRUNE_INTERVAL`] (every [`PRUNE_CATCH_UP`] while a pass ends on
+    /// its bound of [`PRUNE_BATCHES_PER_PASS`] full batches).
+    async fn prune_history(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let retention_ms = self.config.retention_ms();
+        loop {
+            let mut more = false;
+            for _ in 0..PRUNE_BATCHES_PER_PASS {
+                if *stop.borrow() {
+                    return;
+                }
+                match self
+                    .store
+                    .prune_webhook_history(retention_ms, PRUNE_BATCH)
+                    .await
+                {
+                    Ok(pruned) => {
+                        self.metrics.webhook_pruned(pruned);
+                        more = pruned.deliveries == PRUNE_BATCH as u64
+                            || pruned.events == PRUNE_BATCH as u64;
+                        if !more {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot prune old webhook history");
+                        more = false;
+                        break;
+                    }
+                }
+            }
+            let wait = if more { PRUNE_CATCH_UP } else { PRUNE_INTERVAL };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
     }
 
     async fn deliver(&self, delivery: ClaimedDelivery) {

@@ -13,6 +13,9 @@
 //! event again, with the same `webhook-id` (the event id), which receivers use to drop
 //! duplicates.
 //!
+//! History does not grow forever: delivered deliveries, and events no pending or dead delivery
+//! needs, are deleted by the dispatcher after `retention_days` (see [`dispatcher`]).
+//!
 //! This module holds the config, the target rules (which URLs an endpoint may name, checked at
 //! registration and again on every connection, after DNS resolution) and the event vocabulary.
 
@@ -77,6 +80,10 @@ pub struct WebhooksConfig {
     /// How long the secret replaced by a rotation still signs alongside the new one.
     #[serde(default = "default_rotation_overlap_ms")]
     pub rotation_overlap_ms: u64,
+    /// Days a delivered delivery, and an event no delivery needs any more, are kept before the
+    /// dispatcher deletes them. Pending and dead deliveries, and their events, are never deleted.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 impl Default for WebhooksConfig {
@@ -97,6 +104,7 @@ impl Default for WebhooksConfig {
             retry_for_ms: default_retry_for_ms(),
             max_attempts: default_max_attempts(),
             rotation_overlap_ms: default_rotation_overlap_ms(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -140,6 +148,9 @@ fn default_max_attempts() -> i64 {
 fn default_rotation_overlap_ms() -> u64 {
     24 * 3_600_000
 }
+fn default_retention_days() -> u32 {
+    30
+}
 
 impl WebhooksConfig {
     /// Cross-field rules, checked at load.
@@ -166,7 +177,18 @@ impl WebhooksConfig {
         if self.poll_interval_ms == 0 {
             return field("poll_interval_ms", "must be positive");
         }
+        if self.retention_days == 0 {
+            return field(
+                "retention_days",
+                "must be at least 1 (delivered history is kept that many days)",
+            );
+        }
         Ok(())
+    }
+
+    /// `retention_days` in milliseconds.
+    pub fn retention_ms(&self) -> i64 {
+        i64::from(self.retention_days) * 86_400_000
     }
 }
 
@@ -391,6 +413,26 @@ mod tests {
         let url =
             TargetUrl::parse("https://localhost/hook", &strict()).unwrap_or_else(|e| panic!("{e}"));
         assert!(url.check_resolved(&strict()).await.is_err());
+    }
+
+    #[test]
+    fn retention_is_thirty_days_by_default_and_at_least_one() {
+        assert_eq!(strict().retention_days, 30);
+        assert_eq!(strict().retention_ms(), 30 * 86_400_000);
+        let none = WebhooksConfig {
+            retention_days: 0,
+            ..WebhooksConfig::default()
+        };
+        let refused = none
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("webhooks.retention_days"), "{refused}");
+        let parsed: WebhooksConfig =
+            toml::from_str("retention_days = 7").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.retention_days, 7);
+        assert!(parsed.check().is_ok());
     }
 
     #[test]

@@ -694,6 +694,15 @@ pub fn run_cli(config: &Path, args: &[&str]) -> std::process::Output {
     )
 }
 
+/// A request header as text; empty when absent or not text.
+pub fn header_text(headers: &hyper::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Creates an API key with the CLI and returns it.
 pub fn create_api_key(config: &Path, role: &str) -> String {
     let out = run_cli(
