@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiPath, ApiQuery};
-use super::users::page_size;
+use super::users::{before_id, page_size};
 use crate::error::{Error, ErrorBody, Result};
 use crate::model::WalletId;
 use crate::store::deposits::DepositRecord;
@@ -161,16 +161,7 @@ pub async fn list_wallet_deposits(
         .await?
         .ok_or_else(|| Error::WalletNotFound(format!("wallet {wallet_id} not found")))?;
     let limit = page_size(query.limit)?;
-    let before = query
-        .before
-        .as_deref()
-        .map(|b| {
-            b.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| Error::Validation("before: an operation id".into()))
-        })
-        .transpose()?;
+    let before = before_id(query.before.as_deref(), "an operation id")?;
     let records = state
         .store
         .deposits(&wallet_id.to_string(), before, i64::from(limit))

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiPath, ApiQuery};
-use super::users::page_size;
+use super::users::{before_id, page_size};
 use crate::error::{Error, ErrorBody, Result};
 use crate::model::WalletId;
 use crate::payments::PaymentStatus;
@@ -141,16 +141,7 @@ pub async fn list_wallet_history(
         .await?
         .ok_or_else(|| Error::WalletNotFound(format!("wallet {wallet_id} not found")))?;
     let limit = page_size(query.limit)?;
-    let before = query
-        .before
-        .as_deref()
-        .map(|b| {
-            b.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| Error::Validation("before: a history entry id".into()))
-        })
-        .transpose()?;
+    let before = before_id(query.before.as_deref(), "a history entry id")?;
     let entries = state
         .store
         .wallet_history(&wallet_id.to_string(), before, i64::from(limit))

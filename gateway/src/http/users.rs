@@ -71,6 +71,18 @@ pub fn page_size(limit: Option<u32>) -> Result<u32> {
     }
 }
 
+/// Checks a `before` cursor: a positive row id, or a validation error naming `what` it is.
+pub fn before_id(before: Option<&str>, what: &str) -> Result<Option<i64>> {
+    before
+        .map(|b| {
+            b.parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| Error::Validation(format!("before: {what}")))
+        })
+        .transpose()
+}
+
 /// Creates a user.
 #[utoipa::path(
     post, path = "/v1/users", tag = "users",
