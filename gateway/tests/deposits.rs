@@ -95,17 +95,20 @@ impl DepositStack {
         account
     }
 
-    async fn deposits(&self, wallet: &str) -> Vec<Value> {
+    /// A service GET that must answer 200; its JSON.
+    async fn get_ok(&self, path: &str) -> Value {
         let reply = self
             .stack
             .http
-            .get(
-                &format!("/v1/wallets/{wallet}/deposits?limit=500"),
-                Some(&self.stack.service_key),
-            )
+            .get(path, Some(&self.stack.service_key))
             .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()["deposits"]
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        reply.json()
+    }
+
+    async fn deposits(&self, wallet: &str) -> Vec<Value> {
+        self.get_ok(&format!("/v1/wallets/{wallet}/deposits?limit=500"))
+            .await["deposits"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -213,29 +216,8 @@ impl DepositStack {
 
     /// One page of `wallet`'s history.
     async fn history_page(&self, wallet: &str, query: &str) -> Value {
-        let reply = self
-            .stack
-            .http
-            .get(
-                &format!("/v1/wallets/{wallet}/history?{query}"),
-                Some(&self.stack.service_key),
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()
-    }
-
-    fn sigkill(process: &GatewayProcess) {
-        let pid = process
-            .pid()
-            .unwrap_or_else(|| panic!("gateway not running"));
-        let killed = must(
-            std::process::Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status(),
-        );
-        assert!(killed.success());
+        self.get_ok(&format!("/v1/wallets/{wallet}/history?{query}"))
+            .await
     }
 }
 
@@ -334,7 +316,7 @@ on_both_backends! {
             last = s.deposit(outsider, account, XLM + i, &format!("before {i}")).await;
         }
         s.wait_for(&wallet, 4, last, &s.stack.gateway).await;
-        DepositStack::sigkill(&s.stack.gateway);
+        s.stack.gateway.sigkill();
         let _ = s.stack.gateway.wait().await;
         // Deposits while no gateway runs.
         for i in 0..4 {
@@ -366,7 +348,7 @@ on_both_backends! {
         let outsider = s.outsider(13);
         let first = s.deposit(outsider, account, XLM, "kept").await;
         s.wait_for(&wallet, 1, first, &s.stack.gateway).await;
-        DepositStack::sigkill(&s.stack.gateway);
+        s.stack.gateway.sigkill();
         let _ = s.stack.gateway.wait().await;
         let cursor = s.cursor().await;
         // The API keeps 3 ledgers; 10 close while the gateway is down.
@@ -671,7 +653,7 @@ async fn takeover(backend: Backend) {
             .await;
     }
     s.wait_for(&wallet, 3, last, &s.stack.gateway).await;
-    DepositStack::sigkill(&s.stack.gateway);
+    s.stack.gateway.sigkill();
     let _ = s.stack.gateway.wait().await;
     s.stack.http = Http::new(replica.addr);
     for i in 0..3 {

@@ -968,9 +968,7 @@ on_both_backends! {
         })
         .await;
         assert!(some_done, "nothing finished before the kill:\n{}", s.stack.gateway.log());
-        let pid = s.stack.gateway.pid().unwrap_or_else(|| panic!("gateway not running"));
-        let killed = must(std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status());
-        assert!(killed.success());
+        s.stack.gateway.sigkill();
         let _ = s.stack.gateway.wait().await;
         let unfinished = {
             let mut n = 0;

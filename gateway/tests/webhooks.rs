@@ -416,18 +416,7 @@ impl WebhookStack {
             self.pending_and_in_flight().await,
             self.stack.gateway.log()
         );
-        let pid = self
-            .stack
-            .gateway
-            .pid()
-            .unwrap_or_else(|| panic!("gateway not running"));
-        let killed = must(
-            std::process::Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status(),
-        );
-        assert!(killed.success());
+        self.stack.gateway.sigkill();
         let _ = self.stack.gateway.wait().await;
         // Nothing writes the database now: it shows what the gateway left when it died.
         let (pending, in_flight) = self.pending_and_in_flight().await;

@@ -649,6 +649,18 @@ level = "{log_level}"
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Sends SIGKILL (no chance to clean up); the caller waits for the exit.
+    pub fn sigkill(&self) {
+        let pid = self.pid().unwrap_or_else(|| panic!("gateway not running"));
+        let killed = must(
+            std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status(),
+        );
+        assert!(killed.success());
+    }
+
     /// Everything the gateway logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
