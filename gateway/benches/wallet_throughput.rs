@@ -141,8 +141,11 @@ fn main() -> anyhow::Result<()> {
         e2e.rate, e2e.p50_ms, e2e.p95_ms, e2e.p99_ms, e2e.errors
     );
     println!(
-        "  keys from the pool {}, generated inline {}",
-        e2e.from_pool, e2e.inline
+        "  keys from the pool {}, generated inline {}, creation marker writes {} ({:.2} per wallet)",
+        e2e.from_pool,
+        e2e.inline,
+        e2e.marker_writes,
+        e2e.marker_writes / (e2e.from_pool + e2e.inline).max(1.0)
     );
     println!(
         "  cpu per wallet: gateway {:.0} us, signerd {:.0} us, load generator {:.0} us",
@@ -160,6 +163,8 @@ struct EndToEnd {
     p99_ms: f64,
     from_pool: f64,
     inline: f64,
+    /// Creation markers signerd wrote (a write names every creation queued meanwhile).
+    marker_writes: f64,
     errors: usize,
     /// CPU microseconds per wallet: gateway, signerd, load generator.
     cpu_us: [f64; 3],
@@ -295,13 +300,15 @@ async fn end_to_end(args: &Args, raw_rate: f64) -> anyhow::Result<EndToEnd> {
         p99_ms: pct(0.99),
         from_pool: created_after.1 - created_before.1,
         inline: created_after.2 - created_before.2,
+        marker_writes: created_after.3 - created_before.3,
         errors,
         cpu_us,
     })
 }
 
-/// signerd's pool depth and its keys created from the pool and inline so far (metrics).
-async fn pool_keys(stack: &Stack) -> (f64, f64, f64) {
+/// signerd's pool depth, its keys created from the pool and inline so far, and the creation
+/// markers it wrote (metrics).
+async fn pool_keys(stack: &Stack) -> (f64, f64, f64, f64) {
     let text = stack.signerd.metrics().await.unwrap_or_default();
     let value = |name: &str| {
         text.lines()
@@ -313,6 +320,7 @@ async fn pool_keys(stack: &Stack) -> (f64, f64, f64) {
         value("signerd_pool_keys{backend=\"pkcs11\"} "),
         value("signerd_keys_created_total{backend=\"pkcs11\",origin=\"pool\"} "),
         value("signerd_keys_created_total{backend=\"pkcs11\",origin=\"inline\"} "),
+        value("signerd_pool_marker_writes_total{backend=\"pkcs11\"} "),
     )
 }
 

@@ -26,6 +26,7 @@ use crate::guard::{GuardLimits, SequenceGuard};
 use crate::limits::VelocityCaps;
 use crate::metrics::{BackendLabels, Metrics};
 use crate::policy::PolicySet;
+use crate::pool::PoolLabels;
 use crate::service::SignerService;
 use crate::soroban::ledger::LedgerClocks;
 use crate::tls::AuthenticatedStream;
@@ -54,8 +55,14 @@ impl Signerd {
         let trust = Arc::new(ReloadableTrust::new(Trust::load(&config)?));
         let mut backends: Vec<Arc<dyn KeyBackend>> = Vec::new();
         let mut health_interval = Duration::from_secs(5);
+        let metrics = Metrics::new();
         if let Some(p11) = &config.backend.pkcs11 {
-            backends.push(Arc::new(Pkcs11Backend::connect(p11).await?));
+            let marker_writes = metrics
+                .pool
+                .marker_writes
+                .get_or_create(&PoolLabels { backend: "pkcs11" })
+                .clone();
+            backends.push(Arc::new(Pkcs11Backend::connect(p11, marker_writes).await?));
             health_interval = health_interval.min(p11.health_check_interval());
         }
         if let Some(kms) = &config.backend.gcp_kms {
@@ -63,7 +70,6 @@ impl Signerd {
             health_interval = health_interval.min(kms.health_check_interval());
         }
         let keyring = Arc::new(Keyring::new(backends, &config.backend.default)?);
-        let metrics = Metrics::new();
         let guard = Arc::new(Mutex::new(SequenceGuard::new(GuardLimits {
             max_entries: config.audit.guard_max_entries,
             max_entries_per_identity: config.policy.guard_max_entries_per_identity,

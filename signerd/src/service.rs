@@ -681,21 +681,38 @@ impl Signer for SignerService {
         let record = || ctx.record(Some(key_id.as_str()));
         self.admit(&ctx, Action::CreateKey(&key_id), &key_id, record, false)
             .await?;
-        let backend = Some(req.backend.as_str()).filter(|b| !b.is_empty());
-        let (key, origin) = self.keyring.create_key_pooled(&key_id, backend).await?;
+        let backend = Some(req.backend.clone()).filter(|b| !b.is_empty());
+        let (keyring, audit, metrics) = (
+            self.keyring.clone(),
+            self.audit.clone(),
+            self.metrics.clone(),
+        );
+        let (id, mut created_record) = (key_id.clone(), record());
+        // In a task of its own: a caller that goes away (its deadline, a dropped connection)
+        // cancels this handler, and must not cut a creation between the binding and its
+        // record. The id's creation lock is held until the record is durable and the binding
+        // confirmed, so a retry is answered the key only after that.
+        let creation = tokio::spawn(async move {
+            let creation = keyring.create_key_pooled(&id, backend.as_deref()).await?;
+            if creation.origin != Origin::Existing {
+                created_record.public_key = Some(creation.key.public_key.account_id());
+                created_record.decision = Some(Decision::Created);
+                audit.writer.append(record::members(&created_record)).await?;
+                metrics
+                    .pool
+                    .count_creation(creation.key.backend, creation.origin);
+                if let Err(e) = keyring.confirm_binding(&creation.key).await {
+                    // The key exists and is recorded; the marker left in the token only means
+                    // the next start writes the same `created` record again (see crate::pool).
+                    tracing::warn!(error = %e, key_id = %id, "could not mark a key's creation as recorded");
+                }
+            }
+            Ok::<_, Error>((creation.key.clone(), creation.origin))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("key creation task failed: {e}")))??;
+        let (key, origin) = creation;
         let created = origin != Origin::Existing;
-        if created {
-            let mut record = record();
-            record.public_key = Some(key.public_key.account_id());
-            record.decision = Some(Decision::Created);
-            self.audit.writer.append(record::members(&record)).await?;
-            self.metrics.pool.count_creation(key.backend, origin);
-        }
-        if created && let Err(e) = self.keyring.confirm_binding(&key).await {
-            // The key exists and is recorded; the marker left in the token only means the next
-            // start writes the same `created` record again (see crate::pool).
-            tracing::warn!(error = %e, key_id = %key_id, "could not mark a key's creation as recorded");
-        }
         self.metrics.request(ctx.rpc, "ok");
         tracing::info!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, created, origin = origin.label(), "CreateKey");
         Ok(Response::new(pb::CreateKeyResponse {

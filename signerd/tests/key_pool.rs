@@ -553,6 +553,18 @@ async fn concurrent_create_key_over_50_ids_yields_50_keys() {
     };
     assert_eq!(from("pool") + from("inline"), 50.0, "{metrics}");
     assert!(from("pool") >= 1.0, "{metrics}");
+    // Creations that queue behind a marker write share the next one: fewer marker writes than
+    // creations (one write per creation without the grouping).
+    let marker_writes = metric(
+        &metrics,
+        "signerd_pool_marker_writes_total{backend=\"pkcs11\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        (1.0..50.0).contains(&marker_writes),
+        "{marker_writes} marker writes for 50 creations:\n{metrics}"
+    );
+    println!("marker writes for 50 concurrent creations: {marker_writes}");
 }
 
 /// A small deterministic generator, so a failing run can be replayed from its seed.
@@ -728,4 +740,77 @@ async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() 
     println!(
         "bindings rolled forward at restart: {recovered}; created records written at restart: {recorded_late}"
     );
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_mid_creation_never_leaves_a_key_without_its_record() {
+    // A caller's deadline (or a dropped connection) cancels its RPC on the server. A creation
+    // cut there must still be recorded before the key is answered to anyone: a retry of the
+    // same id, or any signature with it, comes after its `created` record, without a restart.
+    let seed = std::env::var("KEY_POOL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    println!("KEY_POOL_SEED={seed}");
+    let mut rng = XorShift(seed);
+    let signerd = start_with_pool(60, 60, false).await;
+    wait_for_pool(&signerd, 60).await;
+    let ids: Vec<String> = (0..80).map(|i| format!("wallet-gone-{i:02}")).collect();
+    let mut calls = tokio::task::JoinSet::new();
+    for id in &ids {
+        let mut client = signerd
+            .client("gateway")
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        // Deadlines spread over the length of a creation under this load, so that the
+        // cancellations land before, during and after the binding.
+        let deadline = Duration::from_micros(200 + rng.next() % 20_000);
+        let id = id.clone();
+        calls.spawn(async move {
+            let mut request = tonic::Request::new(pb::CreateKeyRequest {
+                key_id: id,
+                backend: String::new(),
+            });
+            request.set_timeout(deadline);
+            client.create_key(request).await.map(|_| ())
+        });
+    }
+    let mut cancelled = 0;
+    while let Some(joined) = calls.join_next().await {
+        if joined.unwrap_or_else(|e| panic!("{e}")).is_err() {
+            cancelled += 1;
+        }
+    }
+    println!("calls cut by their deadline: {cancelled} of {}", ids.len());
+    // The same ids again, with no deadline: each answers its one key, and by then its creation
+    // is recorded.
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut answered = BTreeMap::new();
+    for id in &ids {
+        let key = create(&mut client, id)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e} (seed {seed})\n{}", signerd.log()))
+            .key
+            .unwrap_or_else(|| panic!("no key"))
+            .public_key;
+        answered.insert(id.clone(), key);
+    }
+    let recorded = created_records(&signerd);
+    for (id, key) in &answered {
+        let records: Vec<_> = recorded.iter().filter(|(i, _)| i == id).collect();
+        assert_eq!(
+            records.len(),
+            1,
+            "{id} answered {key} with created records {records:?} (seed {seed})"
+        );
+        assert_eq!(&records[0].1, key, "{id} (seed {seed})");
+    }
 }

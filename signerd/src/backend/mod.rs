@@ -10,7 +10,7 @@ pub mod pkcs11;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::audit::anchor::AuditAnchor;
 use crate::error::{Error, Result};
@@ -130,7 +130,19 @@ pub struct Keyring {
     default: usize,
     /// Striped locks serialise creation per key id (two requests for the same id never race to
     /// create two keys) without serialising creation of different ids.
-    create_locks: Vec<Mutex<()>>,
+    create_locks: Vec<Arc<Mutex<()>>>,
+}
+
+/// A key `CreateKey` found or made, holding its id's creation lock until dropped: the caller
+/// writes the `created` record and confirms the binding ([`Keyring::confirm_binding`]) before
+/// letting go, so that no other request for the id is answered the key before its record is
+/// durable.
+pub struct Creation {
+    /// The key.
+    pub key: KeyInfo,
+    /// Where it came from ([`Origin::Existing`]: nothing was created).
+    pub origin: Origin,
+    _lock: OwnedMutexGuard<()>,
 }
 
 impl Keyring {
@@ -145,7 +157,7 @@ impl Keyring {
         Ok(Keyring {
             backends,
             default,
-            create_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            create_locks: (0..64).map(|_| Arc::new(Mutex::new(()))).collect(),
         })
     }
 
@@ -200,33 +212,30 @@ impl Keyring {
 
     /// [`Self::create_key`] for `CreateKey`: when no backend holds `id`, binds a key from the
     /// target backend's pool, or (pool empty or absent) generates one. The audit key is created
-    /// with [`Self::create_key`], never from the pool.
-    pub async fn create_key_pooled(
-        &self,
-        id: &KeyId,
-        backend: Option<&str>,
-    ) -> Result<(KeyInfo, Origin)> {
+    /// with [`Self::create_key`], never from the pool. The [`Creation`] holds the id's creation
+    /// lock until the caller has recorded it.
+    pub async fn create_key_pooled(&self, id: &KeyId, backend: Option<&str>) -> Result<Creation> {
         let target = self.target(backend)?;
-        let _guard = self.create_locks[stripe(id, self.create_locks.len())]
-            .lock()
+        let lock = self.create_locks[stripe(id, self.create_locks.len())]
+            .clone()
+            .lock_owned()
             .await;
-        match self.find(id).await {
-            Ok((existing, _)) => return Ok((existing, Origin::Existing)),
-            Err(Error::KeyNotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        if let Some(bound) = target.bind_pool_key(id).await? {
-            return Ok((bound, Origin::Pool));
-        }
-        let (key, created) = target.create_key_unconfirmed(id).await?;
-        Ok((
-            key,
-            if created {
-                Origin::Inline
-            } else {
-                Origin::Existing
+        let (key, origin) = match self.find(id).await {
+            Ok((existing, _)) => (existing, Origin::Existing),
+            Err(Error::KeyNotFound(_)) => match target.bind_pool_key(id).await? {
+                Some(bound) => (bound, Origin::Pool),
+                None => match target.create_key_unconfirmed(id).await? {
+                    (key, true) => (key, Origin::Inline),
+                    (key, false) => (key, Origin::Existing),
+                },
             },
-        ))
+            Err(e) => return Err(e),
+        };
+        Ok(Creation {
+            key,
+            origin,
+            _lock: lock,
+        })
     }
 
     /// Tells the backend holding `key` that its binding is recorded.

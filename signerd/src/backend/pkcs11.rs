@@ -28,6 +28,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use ed25519_dalek::{Signature, VerifyingKey};
+use prometheus_client::metrics::counter::Counter;
 use secrecy::SecretString;
 
 use super::KeyBackend;
@@ -114,7 +115,7 @@ struct TokenKeys {
     /// `created` record.
     unrecorded: Vec<KeyId>,
     /// The markers of `unrecorded`.
-    markers: BTreeMap<KeyId, ObjectHandle>,
+    markers: Markers,
     /// Markers that name no key, ready for reuse.
     free_markers: Vec<ObjectHandle>,
 }
@@ -157,7 +158,10 @@ struct Token {
     staged: Mutex<Vec<PoolKey>>,
     /// Creation markers (see [`PENDING_APPLICATION`]) of keys whose `created` record is not yet
     /// known to be durable.
-    markers: Mutex<BTreeMap<KeyId, ObjectHandle>>,
+    markers: Mutex<Markers>,
+    /// Creations waiting for the marker write in progress to end, to share the next one (see
+    /// [`Pkcs11Backend::mark`]).
+    marking: Mutex<MarkQueue>,
     /// Markers that name no key. A creation relabels one instead of creating an object, and
     /// the confirmation relabels it free again instead of destroying it: SoftHSM rescans the
     /// whole token directory after every object creation or destruction (its token generation
@@ -167,6 +171,66 @@ struct Token {
     /// Audit anchor objects found or created on this connection, by audit key id, so that
     /// storing an anchor never searches the token.
     anchors: Mutex<BTreeMap<KeyId, AnchorObject>>,
+}
+
+/// The creation markers in use: which marker names each key id whose `created` record is not
+/// yet known to be durable, and for each marker how many of the ids it names are still awaited.
+/// A marker whose count reaches zero is relabelled free and reused.
+#[derive(Default)]
+struct Markers {
+    by_id: BTreeMap<KeyId, ObjectHandle>,
+    awaited: Vec<(ObjectHandle, usize)>,
+}
+
+impl Markers {
+    /// Records that `marker` names `ids` (none of them named by another marker).
+    fn named(&mut self, marker: ObjectHandle, ids: impl IntoIterator<Item = KeyId>) {
+        let mut count = 0;
+        for id in ids {
+            self.by_id.insert(id, marker);
+            count += 1;
+        }
+        match self.awaited.iter_mut().find(|(m, _)| *m == marker) {
+            Some((_, awaited)) => *awaited += count,
+            None => self.awaited.push((marker, count)),
+        }
+    }
+
+    /// Takes `id` off its marker; returns the marker when no id it names is awaited any more.
+    fn recorded(&mut self, id: &KeyId) -> Option<ObjectHandle> {
+        let marker = self.by_id.remove(id)?;
+        let position = self.awaited.iter().position(|(m, _)| *m == marker)?;
+        self.awaited[position].1 -= 1;
+        (self.awaited[position].1 == 0).then(|| self.awaited.swap_remove(position).0)
+    }
+}
+
+/// Creations waiting to be named by the next marker write (see [`Pkcs11Backend::mark`]).
+#[derive(Default)]
+struct MarkQueue {
+    /// A marker write is in progress; its writer hands over to the first waiter when done.
+    writing: bool,
+    waiting: Vec<(KeyId, tokio::sync::oneshot::Sender<MarkReply>)>,
+}
+
+/// What a creation waiting in the [`MarkQueue`] is told.
+enum MarkReply {
+    /// Its id is named by this marker, durable in the token.
+    Marked(ObjectHandle),
+    /// The marker write failed.
+    Failed(String),
+    /// Write the next marker: for this id and every creation queued by then.
+    Lead,
+}
+
+/// The label of a creation marker naming `ids`: the ids separated by spaces (outside the key
+/// id alphabet). A marker naming one id is labelled with that id alone.
+fn marker_label(ids: &[KeyId]) -> Vec<u8> {
+    ids.iter()
+        .map(KeyId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .into_bytes()
 }
 
 impl Token {
@@ -240,12 +304,14 @@ pub struct Pkcs11Backend {
     reconnecting: tokio::sync::Mutex<()>,
     /// Bindings a connect found half-done and completed, until the pool task records them.
     unrecorded: Mutex<Vec<KeyInfo>>,
+    /// Counts creation markers written (`signerd_pool_marker_writes_total`).
+    marker_writes: Counter,
 }
 
 impl Pkcs11Backend {
     /// Connects to the token. Fails when the module cannot be loaded, no token has the label or
     /// the PIN is refused: signerd does not start half-configured.
-    pub async fn connect(config: &Pkcs11Config) -> Result<Self> {
+    pub async fn connect(config: &Pkcs11Config, marker_writes: Counter) -> Result<Self> {
         let settings = Settings {
             module: config.module.clone(),
             token_label: config.token_label.clone(),
@@ -258,6 +324,7 @@ impl Pkcs11Backend {
             previous_context: Mutex::new(std::sync::Weak::new()),
             reconnecting: tokio::sync::Mutex::new(()),
             unrecorded: Mutex::new(Vec::new()),
+            marker_writes,
         };
         backend.reconnect().await?;
         Ok(backend)
@@ -341,28 +408,15 @@ impl Pkcs11Backend {
         if let Some(key) = read(&token.index).get(id) {
             return Ok((key_info(id, key), false));
         }
+        if marked {
+            self.mark(&token, id).await?;
+        }
         let id_bytes = id.as_str().as_bytes().to_vec();
-        let free = if marked {
-            token.take_free_marker()
-        } else {
-            None
-        };
-        let (created, marker) = run(&token, move |session| {
-            let marker = if marked {
-                Some(mark(session, free, &id_bytes)?)
-            } else {
-                None
-            };
-            Ok((
-                generate_key_pair(session, &id_bytes, &private_label)?,
-                marker,
-            ))
+        let created = run(&token, move |session| {
+            generate_key_pair(session, &id_bytes, &private_label)
         })
         .await
         .map_err(|e| self.fail(&token, e))?;
-        if let Some(marker) = marker {
-            lock(&token.markers).insert(id.clone(), marker);
-        }
         let created = IndexedKey {
             private: created.private,
             public: created.public,
@@ -370,6 +424,78 @@ impl Pkcs11Backend {
         write(&token.index).insert(id.clone(), created);
         tracing::info!(key_id = %id, public_key = %created.public.account_id(), "key created in pkcs11 token");
         Ok((key_info(id, &created), true))
+    }
+
+    /// Stores a creation marker naming `id` (step 1 in [`crate::pool`]), before its key is
+    /// bound or generated. Creations that arrive while a marker is being written queue, and the
+    /// next write names them all: one object write per group of concurrent creations rather
+    /// than one per creation. An id a marker already names (an earlier attempt of the same
+    /// creation) is not written again.
+    async fn mark(&self, token: &Arc<Token>, id: &KeyId) -> Result<ObjectHandle> {
+        if let Some(marker) = lock(&token.markers).by_id.get(id) {
+            return Ok(*marker);
+        }
+        let queued = {
+            let mut queue = lock(&token.marking);
+            if queue.writing {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                queue.waiting.push((id.clone(), reply));
+                Some(answer)
+            } else {
+                queue.writing = true;
+                None
+            }
+        };
+        if let Some(answer) = queued {
+            match answer.await {
+                Ok(MarkReply::Marked(marker)) => return Ok(marker),
+                Ok(MarkReply::Failed(why)) => return Err(Error::Backend(why)),
+                Ok(MarkReply::Lead) => {}
+                Err(_) => {
+                    return Err(Error::Backend(
+                        "pkcs11 creation marker writer went away".into(),
+                    ));
+                }
+            }
+        }
+        self.write_marker(token, id).await
+    }
+
+    /// Writes one marker naming `id` and every creation queued so far, answers those, and
+    /// hands the writing over to the first creation queued meanwhile (or ends it).
+    async fn write_marker(&self, token: &Arc<Token>, id: &KeyId) -> Result<ObjectHandle> {
+        let queued = std::mem::take(&mut lock(&token.marking).waiting);
+        let mut ids = vec![id.clone()];
+        ids.extend(queued.iter().map(|(id, _)| id.clone()));
+        let free = token.take_free_marker();
+        let label = marker_label(&ids);
+        let written = run(token, move |session| Ok(mark(session, free, &label)?)).await;
+        let result = match written {
+            Ok(marker) => {
+                self.marker_writes.inc();
+                lock(&token.markers).named(marker, ids);
+                Ok(marker)
+            }
+            Err(e) => Err(self.fail(token, e)),
+        };
+        for (_, reply) in queued {
+            let _ = reply.send(match &result {
+                Ok(marker) => MarkReply::Marked(*marker),
+                Err(e) => MarkReply::Failed(format!("creation marker: {e}")),
+            });
+        }
+        let mut queue = lock(&token.marking);
+        loop {
+            if queue.waiting.is_empty() {
+                queue.writing = false;
+                break;
+            }
+            let (_, next) = queue.waiting.remove(0);
+            if next.send(MarkReply::Lead).is_ok() {
+                break;
+            }
+        }
+        result
     }
 }
 
@@ -458,16 +584,15 @@ impl KeyBackend for Pkcs11Backend {
             let Some(key) = lock(&token.pool).pop_front() else {
                 return Ok(None);
             };
+            self.mark(&token, id).await?;
             let id_bytes = id.as_str().as_bytes().to_vec();
             let pool_key = key.clone();
-            let free = token.take_free_marker();
             let bound = run(&token, move |session| {
-                bind_pool_key(session, &pool_key, &id_bytes, free)
+                bind_pool_key(session, &pool_key, &id_bytes)
             })
             .await;
             match bound {
-                Ok(marker) => {
-                    lock(&token.markers).insert(id.clone(), marker);
+                Ok(()) => {
                     let indexed = IndexedKey {
                         private: key.private,
                         public: key.public,
@@ -477,11 +602,8 @@ impl KeyBackend for Pkcs11Backend {
                     return Ok(Some(key_info(id, &indexed)));
                 }
                 Err(Failure::Inconsistent(why)) => {
-                    // Never bound (the pair check comes first, before the marker is touched);
-                    // left in the token, unused.
-                    if let Some(marker) = free {
-                        token.put_free_marker(marker);
-                    }
+                    // Never bound (the pair check comes before the commit point); left in the
+                    // token, unused. The marker naming `id` serves the next pool key.
                     tracing::error!(reason = %why, "skipping a pool key whose objects do not match");
                 }
                 Err(e) => return Err(self.fail(&token, e)),
@@ -495,7 +617,8 @@ impl KeyBackend for Pkcs11Backend {
     /// during the marker's rewrite tears only the marker, after the record is durable.
     async fn confirm_binding(&self, id: &KeyId) -> Result<()> {
         let token = self.token()?;
-        let Some(marker) = lock(&token.markers).remove(id) else {
+        // A marker naming several keys is freed with the last of their confirmations.
+        let Some(marker) = lock(&token.markers).recorded(id) else {
             return Ok(());
         };
         run(&token, move |session| {
@@ -694,6 +817,7 @@ fn open_token(settings: &Settings) -> Result<(Token, Vec<KeyId>)> {
         pool: Mutex::new(found.pool),
         staged: Mutex::new(Vec::new()),
         markers: Mutex::new(found.markers),
+        marking: Mutex::new(MarkQueue::default()),
         free_markers: Mutex::new(found.free_markers),
         anchors: Mutex::new(BTreeMap::new()),
     };
@@ -972,7 +1096,7 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
     // Creation markers: a key that exists may lack its `created` record; a marker without a
     // key is what a crash before the key existed leaves, and is freed for reuse.
     let mut unrecorded = Vec::new();
-    let mut markers = BTreeMap::new();
+    let mut markers = Markers::default();
     let mut free_markers = Vec::new();
     let marker_template = [
         Attribute::Class(ObjectClass::DATA),
@@ -990,28 +1114,37 @@ fn build_index(session: &Session) -> std::result::Result<TokenKeys, Failure> {
             });
         let Some(label) = label else {
             // Torn by a crash during its rewrite: it names nothing anyone relies on (a
-            // marker is rewritten only before its key is bound or after its record is
+            // marker is rewritten only before its keys are bound or after their records are
             // durable).
             if let Err(e) = session.destroy_object(handle) {
                 tracing::warn!(error = %e, "could not destroy an unreadable key creation marker");
             }
             continue;
         };
-        match key_id_from_bytes(&label) {
-            Some(id) if index.contains_key(&id) && !markers.contains_key(&id) => {
-                unrecorded.push(id.clone());
-                markers.insert(id, handle);
+        if label == FREE_MARKER_LABEL.as_bytes() {
+            free_markers.push(handle);
+            continue;
+        }
+        // The ids it names that exist may lack their `created` record; the others never
+        // got a key (the crash came before their binding's commit point).
+        let named: Vec<KeyId> = label
+            .split(|b| *b == b' ')
+            .filter_map(key_id_from_bytes)
+            .filter(|id| index.contains_key(id) && !markers.by_id.contains_key(id))
+            .collect();
+        if !named.is_empty() {
+            unrecorded.extend(named.iter().cloned());
+            markers.named(handle, named);
+            continue;
+        }
+        match session.update_attributes(
+            handle,
+            &[Attribute::Label(FREE_MARKER_LABEL.as_bytes().to_vec())],
+        ) {
+            Ok(()) => free_markers.push(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not free a stale key creation marker");
             }
-            _ if label == FREE_MARKER_LABEL.as_bytes() => free_markers.push(handle),
-            _ => match session.update_attributes(
-                handle,
-                &[Attribute::Label(FREE_MARKER_LABEL.as_bytes().to_vec())],
-            ) {
-                Ok(()) => free_markers.push(handle),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not free a stale key creation marker");
-                }
-            },
         }
     }
     Ok(TokenKeys {
@@ -1044,44 +1177,38 @@ fn object_unusable(err: &CkError) -> bool {
     )
 }
 
-/// The creation marker of key id `id` (see [`PENDING_APPLICATION`]).
-fn pending_marker(id: &[u8]) -> Vec<Attribute> {
+/// A creation marker labelled `label` (see [`PENDING_APPLICATION`] and [`marker_label`]).
+fn pending_marker(label: &[u8]) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Application(PENDING_APPLICATION.as_bytes().to_vec()),
-        Attribute::Label(id.to_vec()),
+        Attribute::Label(label.to_vec()),
     ]
 }
 
-/// Stores the creation marker of key id `id`: relabels `free` (a marker naming no key) when
-/// there is one, else creates a marker object.
+/// Stores a creation marker labelled `label` (see [`marker_label`]): relabels `free` (a marker
+/// naming no key) when there is one, else creates a marker object.
 fn mark(
     session: &Session,
     free: Option<ObjectHandle>,
-    id: &[u8],
+    label: &[u8],
 ) -> std::result::Result<ObjectHandle, CkError> {
     match free {
         Some(marker) => {
-            session.update_attributes(marker, &[Attribute::Label(id.to_vec())])?;
+            session.update_attributes(marker, &[Attribute::Label(label.to_vec())])?;
             Ok(marker)
         }
-        None => session.create_object(&pending_marker(id)),
+        None => session.create_object(&pending_marker(label)),
     }
 }
 
-/// Binds a pool key to the key id `id`: checks its pair (when it was found in the token rather
-/// than generated by this process), stores the creation marker, then
-/// commits (the private key's `CKA_ID`) and renames the public key. Returns the marker. A pool
-/// key that cannot sign for its public key is refused as [`Failure::Inconsistent`] before
-/// anything is written.
-fn bind_pool_key(
-    session: &Session,
-    key: &PoolKey,
-    id: &[u8],
-    free_marker: Option<ObjectHandle>,
-) -> std::result::Result<ObjectHandle, Failure> {
+/// Binds a pool key to the key id `id` (a creation marker already names it): checks its pair
+/// (when it was found in the token rather than generated by this process), then commits (the
+/// private key's `CKA_ID`) and renames the public key. A pool key that cannot sign for its
+/// public key is refused as [`Failure::Inconsistent`] before anything is written.
+fn bind_pool_key(session: &Session, key: &PoolKey, id: &[u8]) -> std::result::Result<(), Failure> {
     // Every token operation costs SoftHSM a rescan of the token directory: a pair this
     // process generated is not checked again on the request path.
     // A torn pool key (a SIGKILL during its generation) makes SoftHSM answer even
@@ -1101,14 +1228,13 @@ fn bind_pool_key(
             "a pool private key does not sign for its public key".into(),
         ));
     }
-    let marker = mark(session, free_marker, id)?;
     // The commit point: one attribute of one object.
     session.update_attributes(key.private, &[Attribute::Id(id.to_vec())])?;
     session.update_attributes(
         key.public_handle,
         &[Attribute::Id(id.to_vec()), Attribute::Label(id.to_vec())],
     )?;
-    Ok(marker)
+    Ok(())
 }
 
 fn inconsistent(id: &KeyId, why: &str) -> Failure {
