@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{Actor, RequestId, UserId, Wallet};
 use crate::signer::Signer;
-use crate::store::{AuditContext, EarlierRequest, Store, WalletRecord, WalletRequest};
+use crate::store::{AuditContext, EarlierRequest, Store, UserWallet, WalletRecord, WalletRequest};
 
 /// How many lock stripes requests for different users are spread over.
 const LOCK_STRIPES: usize = 256;
@@ -69,23 +69,37 @@ impl WalletProvisioner {
 
     /// The user's wallet, created (or completed) when needed, for `request` (whose
     /// Idempotency-Key the caller has checked was not used before, see
-    /// [`Store::earlier_wallet_request`]). Refused for a missing or blocked user and for a
-    /// frozen wallet; [`Error::SignerUnavailable`] when signerd cannot be reached, in which case
-    /// a later call completes the same wallet; [`Error::IdempotencyConflict`] when the key went
-    /// to another wallet meanwhile.
+    /// [`Store::wallet_request_state`], which also read `user`: the user as it stood, `None`
+    /// for no such user). Refused for a missing or blocked user and for a frozen wallet;
+    /// [`Error::SignerUnavailable`] when signerd cannot be reached, in which case a later call
+    /// completes the same wallet; [`Error::IdempotencyConflict`] when the key went to another
+    /// wallet meanwhile.
+    ///
+    /// When no other request for a user of the same lock stripe is running here, `user` is
+    /// used as read: the reservation re-checks the user and returns the wallet another request
+    /// (here or on another replica) made meanwhile, and the completion stores nothing over a
+    /// completed wallet. After waiting for the lock, the user is read again, so that requests
+    /// queued behind the one creating the wallet answer it without asking signerd.
     pub async fn get_or_create(
         &self,
         user_id: UserId,
+        user: Option<UserWallet>,
         caller: &Caller,
         request_id: &RequestId,
         request: &WalletRequest,
     ) -> Result<(Wallet, Provisioned)> {
-        let _same_user = self.lock_for(user_id).lock().await;
-        let (blocked, existing) = self
-            .store
-            .user_with_wallet(user_id)
-            .await?
-            .ok_or(Error::UserNotFound(user_id))?;
+        let lock = self.lock_for(user_id);
+        let (_same_user, user) = match lock.try_lock() {
+            Ok(guard) => (guard, user),
+            Err(_) => {
+                let guard = lock.lock().await;
+                (guard, self.store.user_with_wallet(user_id).await?)
+            }
+        };
+        let UserWallet {
+            blocked,
+            wallet: existing,
+        } = user.ok_or(Error::UserNotFound(user_id))?;
         // An identical request completed it while this one queued: the same answer.
         if let Some(wallet) = existing.as_ref().and_then(|r| r.created_by(request)) {
             return Ok((wallet, Provisioned::Replayed));

@@ -56,7 +56,8 @@ pub async fn create_wallet(
         idempotency_key,
         request_hash: request_hash(&Method::POST, uri.path(), &bytes),
     };
-    match state.store.earlier_wallet_request(&request).await? {
+    let found = state.store.wallet_request_state(user_id, &request).await?;
+    match found.earlier {
         None => {}
         Some(EarlierRequest::Created(wallet)) => return created(wallet, true),
         Some(EarlierRequest::Stored { status, body }) => return Ok(replay(status, body)),
@@ -69,7 +70,7 @@ pub async fn create_wallet(
     }
     let (wallet, outcome) = state
         .provisioner
-        .get_or_create(user_id, &caller, &request_id, &request)
+        .get_or_create(user_id, found.user, &caller, &request_id, &request)
         .await?;
     match outcome {
         Provisioned::Created => created(wallet, false),

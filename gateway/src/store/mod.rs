@@ -39,7 +39,7 @@ pub use payments::{
     Accepted, DailyLimits, KeyedPayment, Lease, NewPayment, NextPayment, Outcome, PaymentEvent,
     PaymentRecord, Rebuild, Resolution, SignedEnvelope, SignedTransaction,
 };
-pub use wallets::{EarlierRequest, WalletRecord, WalletRequest};
+pub use wallets::{EarlierRequest, UserWallet, WalletRecord, WalletRequest, WalletRequestState};
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

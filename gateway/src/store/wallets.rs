@@ -52,6 +52,61 @@ pub enum EarlierRequest {
     InProgress,
 }
 
+/// What a wallet request finds before it provisions (see [`Store::wallet_request_state`]).
+#[derive(Debug)]
+pub struct WalletRequestState {
+    /// What its Idempotency-Key was already used for, if anything.
+    pub earlier: Option<EarlierRequest>,
+    /// The user, or `None` when there is no such user.
+    pub user: Option<UserWallet>,
+}
+
+/// A user as a wallet request sees it.
+#[derive(Clone, Debug)]
+pub struct UserWallet {
+    /// An admin blocked the user.
+    pub blocked: bool,
+    /// The user's wallet row (complete or a reservation), if any.
+    pub wallet: Option<WalletRecord>,
+}
+
+/// What the wallet row holding a request's Idempotency-Key says about the request. A
+/// reservation with the key and the same request is nothing: the request resumes it (its first
+/// attempt crashed, or runs on another replica and the two meet at the completion). A
+/// reservation with the key and another request is that request still running (a failed one
+/// released its key, see [`Store::release_wallet_key`]).
+fn earlier_wallet(record: &WalletRecord, request: &WalletRequest) -> Option<EarlierRequest> {
+    match record.created_by(request) {
+        Some(wallet) => Some(EarlierRequest::Created(wallet)),
+        None if record.request.as_ref() == Some(request) => None,
+        None if record.public_key.is_none() => Some(EarlierRequest::InProgress),
+        None => Some(EarlierRequest::Conflict),
+    }
+}
+
+/// What the generic claim table's row for a request's Idempotency-Key (its columns named
+/// `{prefix}request_hash` and so on) says about the request.
+fn earlier_claim(
+    claim: &AnyRow,
+    prefix: &str,
+    request: &WalletRequest,
+) -> Result<Option<EarlierRequest>> {
+    let column = |name: &str| format!("{prefix}{name}");
+    if text(claim, &column("request_hash"))? != request.request_hash {
+        return Ok(Some(EarlierRequest::Conflict));
+    }
+    if let Some(status) = claim.try_get::<Option<i64>, _>(column("response_status").as_str())? {
+        return Ok(Some(EarlierRequest::Stored {
+            status: u16::try_from(status).unwrap_or(500),
+            body: optional_text(claim, &column("response_body"))?.unwrap_or_default(),
+        }));
+    }
+    // An identical request claimed through the generic table (a gateway from before
+    // migration 0009): running while its lock lasts, abandoned after.
+    let live = text(claim, &column("locked_until"))?.as_str() >= Timestamp::now().as_str();
+    Ok(live.then_some(EarlierRequest::InProgress))
+}
+
 /// A wallet row, complete or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletRecord {
@@ -115,24 +170,45 @@ impl WalletRecord {
 const COLUMNS: &str = "id, user_id, key_id, public_key, frozen_at, created_at, api_key_id, idempotency_key, request_hash";
 
 fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
+    prefixed_wallet_from_row(row, "")
+}
+
+/// A wallet row whose [`COLUMNS`] were selected with `prefix` before each name (a join).
+fn prefixed_wallet_from_row(row: &AnyRow, prefix: &str) -> Result<WalletRecord> {
+    let column = |name: &str| format!("{prefix}{name}");
     Ok(WalletRecord {
-        id: stored("wallets.id", WalletId::parse(&text(row, "id")?))?,
-        user_id: stored("wallets.user_id", UserId::parse(&text(row, "user_id")?))?,
-        key_id: stored("wallets.key_id", SignerKeyId::parse(&text(row, "key_id")?))?,
-        public_key: optional_text(row, "public_key")?
+        id: stored("wallets.id", WalletId::parse(&text(row, &column("id"))?))?,
+        user_id: stored(
+            "wallets.user_id",
+            UserId::parse(&text(row, &column("user_id"))?),
+        )?,
+        key_id: stored(
+            "wallets.key_id",
+            SignerKeyId::parse(&text(row, &column("key_id"))?),
+        )?,
+        public_key: optional_text(row, &column("public_key"))?
             .map(|pk| stored("wallets.public_key", AccountId::parse(&pk)))
             .transpose()?,
-        frozen_at: optional_timestamp(row, "frozen_at")?,
-        created_at: Timestamp::from_stored(text(row, "created_at")?)?,
-        request: request_from_row(row)?,
+        frozen_at: optional_timestamp(row, &column("frozen_at"))?,
+        created_at: Timestamp::from_stored(text(row, &column("created_at"))?)?,
+        request: request_from_row(row, prefix)?,
     })
 }
 
-fn request_from_row(row: &AnyRow) -> Result<Option<WalletRequest>> {
+/// [`COLUMNS`] of the wallets table aliased `table`, each renamed `{prefix}{column}`.
+fn prefixed_columns(table: &str, prefix: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{table}.{c} AS {prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn request_from_row(row: &AnyRow, prefix: &str) -> Result<Option<WalletRequest>> {
     let (Some(api_key_id), Some(key), Some(hash)) = (
-        optional_text(row, "api_key_id")?,
-        optional_text(row, "idempotency_key")?,
-        optional_text(row, "request_hash")?,
+        optional_text(row, &format!("{prefix}api_key_id"))?,
+        optional_text(row, &format!("{prefix}idempotency_key"))?,
+        optional_text(row, &format!("{prefix}request_hash"))?,
     ) else {
         return Ok(None);
     };
@@ -164,6 +240,31 @@ async fn reserve_on(
         Backend::Postgres => " FOR SHARE",
         Backend::Sqlite => "",
     };
+    let id = WalletId::generate();
+    let now = Timestamp::now();
+    // The common case in one statement: the user exists, is not blocked and has no wallet.
+    // Inserts nothing when the user already has a wallet; a key already on another user's
+    // wallet fails the unique index instead: the caller reports the conflict.
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO wallets (id, user_id, key_id, public_key, frozen_at, created_at, updated_at, \
+         api_key_id, idempotency_key, request_hash) \
+         SELECT $1, id, $3, NULL, NULL, $4, $4, $5, $6, $7 FROM users \
+         WHERE id = $2 AND blocked_at IS NULL{lock} \
+         ON CONFLICT (user_id) DO NOTHING RETURNING {COLUMNS}"
+    ))
+    .bind(id.to_string())
+    .bind(user_id.to_string())
+    .bind(SignerKeyId::for_wallet(id).as_str())
+    .bind(now.as_str())
+    .bind(request.api_key_id.to_string())
+    .bind(request.idempotency_key.as_str())
+    .bind(request.request_hash.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = inserted {
+        return wallet_from_row(&row);
+    }
+    // Nothing inserted: the user is missing or blocked, or has a wallet.
     let user = sqlx::query(&format!("SELECT blocked_at FROM users WHERE id = $1{lock}"))
         .bind(user_id.to_string())
         .fetch_optional(&mut *conn)
@@ -172,25 +273,6 @@ async fn reserve_on(
     if optional_text(&user, "blocked_at")?.is_some() {
         return Err(Error::UserBlocked(user_id));
     }
-    let id = WalletId::generate();
-    let now = Timestamp::now();
-    // Does nothing when the user already has a wallet. A key already on another user's wallet
-    // fails the unique index instead: the caller reports the conflict.
-    sqlx::query(
-        "INSERT INTO wallets (id, user_id, key_id, public_key, frozen_at, created_at, updated_at, \
-         api_key_id, idempotency_key, request_hash) \
-         VALUES ($1, $2, $3, NULL, NULL, $4, $4, $5, $6, $7) \
-         ON CONFLICT (user_id) DO NOTHING",
-    )
-    .bind(id.to_string())
-    .bind(user_id.to_string())
-    .bind(SignerKeyId::for_wallet(id).as_str())
-    .bind(now.as_str())
-    .bind(request.api_key_id.to_string())
-    .bind(request.idempotency_key.as_str())
-    .bind(request.request_hash.as_str())
-    .execute(&mut *conn)
-    .await?;
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM wallets WHERE user_id = $1"))
         .bind(user_id.to_string())
         .fetch_one(&mut *conn)
@@ -302,10 +384,7 @@ impl Store {
 
     /// The user (whether blocked) with its wallet row if it has one, in one read; `None` when
     /// there is no such user.
-    pub async fn user_with_wallet(
-        &self,
-        user_id: UserId,
-    ) -> Result<Option<(bool, Option<WalletRecord>)>> {
+    pub async fn user_with_wallet(&self, user_id: UserId) -> Result<Option<UserWallet>> {
         let row = sqlx::query(
             "SELECT users.blocked_at AS blocked_at, wallets.id AS id, \
              wallets.user_id AS user_id, wallets.key_id AS key_id, \
@@ -320,12 +399,13 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let blocked = optional_text(&row, "blocked_at")?.is_some();
-        let wallet = match optional_text(&row, "id")? {
-            Some(_) => Some(wallet_from_row(&row)?),
-            None => None,
-        };
-        Ok(Some((blocked, wallet)))
+        Ok(Some(UserWallet {
+            blocked: optional_text(&row, "blocked_at")?.is_some(),
+            wallet: match optional_text(&row, "id")? {
+                Some(_) => Some(wallet_from_row(&row)?),
+                None => None,
+            },
+        }))
     }
 
     /// Reserves a wallet for the user carrying `request`'s key, or returns the row the user
@@ -363,11 +443,8 @@ impl Store {
         .await
     }
 
-    /// What `request`'s Idempotency-Key was already used for, if anything. A reservation with
-    /// the key and the same request is nothing: the request resumes it (its first attempt
-    /// crashed, or runs on another replica and the two meet at the completion). A reservation
-    /// with the key and another request is that request still running (a failed one released
-    /// its key, see [`Store::release_wallet_key`]).
+    /// What `request`'s Idempotency-Key was already used for, if anything (see
+    /// `earlier_wallet` and `earlier_claim` for how the rows are read).
     pub async fn earlier_wallet_request(
         &self,
         request: &WalletRequest,
@@ -380,13 +457,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = wallet {
-            let record = wallet_from_row(&row)?;
-            return Ok(match record.created_by(request) {
-                Some(wallet) => Some(EarlierRequest::Created(wallet)),
-                None if record.request.as_ref() == Some(request) => None,
-                None if record.public_key.is_none() => Some(EarlierRequest::InProgress),
-                None => Some(EarlierRequest::Conflict),
-            });
+            return Ok(earlier_wallet(&wallet_from_row(&row)?, request));
         }
         let Some(claim) = sqlx::query(
             "SELECT request_hash, locked_until, response_status, response_body \
@@ -399,19 +470,52 @@ impl Store {
         else {
             return Ok(None);
         };
-        if text(&claim, "request_hash")? != request.request_hash {
-            return Ok(Some(EarlierRequest::Conflict));
-        }
-        if let Some(status) = claim.try_get::<Option<i64>, _>("response_status")? {
-            return Ok(Some(EarlierRequest::Stored {
-                status: u16::try_from(status).unwrap_or(500),
-                body: optional_text(&claim, "response_body")?.unwrap_or_default(),
-            }));
-        }
-        // An identical request claimed through the generic table (a gateway from before
-        // migration 0009): running while its lock lasts, abandoned after.
-        let live = text(&claim, "locked_until")?.as_str() >= Timestamp::now().as_str();
-        Ok(live.then_some(EarlierRequest::InProgress))
+        earlier_claim(&claim, "", request)
+    }
+
+    /// [`Store::earlier_wallet_request`] and [`Store::user_with_wallet`] in one read: what a
+    /// wallet request checks before it provisions.
+    pub async fn wallet_request_state(
+        &self,
+        user_id: UserId,
+        request: &WalletRequest,
+    ) -> Result<WalletRequestState> {
+        let row = sqlx::query(&format!(
+            "SELECT u.id AS u_id, u.blocked_at AS u_blocked_at, {}, {}, \
+             c.request_hash AS c_request_hash, c.locked_until AS c_locked_until, \
+             c.response_status AS c_response_status, c.response_body AS c_response_body \
+             FROM (SELECT CAST($1 AS TEXT) AS user_id, CAST($2 AS TEXT) AS api_key_id, \
+             CAST($3 AS TEXT) AS idempotency_key) q \
+             LEFT JOIN users u ON u.id = q.user_id \
+             LEFT JOIN wallets w ON w.user_id = q.user_id \
+             LEFT JOIN wallets k ON k.api_key_id = q.api_key_id AND k.idempotency_key = q.idempotency_key \
+             LEFT JOIN idempotency_keys c ON c.api_key_id = q.api_key_id AND c.idempotency_key = q.idempotency_key",
+            prefixed_columns("w", "w_"),
+            prefixed_columns("k", "k_"),
+        ))
+        .bind(user_id.to_string())
+        .bind(request.api_key_id.to_string())
+        .bind(request.idempotency_key.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let earlier = if optional_text(&row, "k_id")?.is_some() {
+            earlier_wallet(&prefixed_wallet_from_row(&row, "k_")?, request)
+        } else if optional_text(&row, "c_request_hash")?.is_some() {
+            earlier_claim(&row, "c_", request)?
+        } else {
+            None
+        };
+        let user = match optional_text(&row, "u_id")? {
+            None => None,
+            Some(_) => Some(UserWallet {
+                blocked: optional_text(&row, "u_blocked_at")?.is_some(),
+                wallet: match optional_text(&row, "w_id")? {
+                    Some(_) => Some(prefixed_wallet_from_row(&row, "w_")?),
+                    None => None,
+                },
+            }),
+        };
+        Ok(WalletRequestState { earlier, user })
     }
 
     /// Takes `request`'s key off the wallet's reservation after the request failed (signerd
