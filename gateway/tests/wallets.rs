@@ -143,6 +143,9 @@ on_both_databases! {
         assert_eq!(field(&events[0], "request_id"), request_id);
         assert!(field(&events[0], "actor").starts_with("api-key:"));
         assert_eq!(field(&events[0], "occurred_at").len(), 24);
+        assert_eq!(events[0]["subject_type"], "wallet", "{events:?}");
+        assert_eq!(events[0]["details"]["public_key"], wallet["public_key"], "{events:?}");
+        assert_eq!(events[0]["details"]["key_id"], wallet["key_id"], "{events:?}");
         let user_events = stack.audit_events("user", &user_id).await;
         assert_eq!(field(&user_events[0], "action"), "user.created");
 
