@@ -758,7 +758,7 @@ async fn a_caller_that_goes_away_mid_creation_never_leaves_a_key_without_its_rec
         });
     println!("KEY_POOL_SEED={seed}");
     let mut rng = XorShift(seed);
-    let signerd = start_with_pool(60, 60, false).await;
+    let signerd = start_with_pool(60, 60, true).await;
     wait_for_pool(&signerd, 60).await;
     let ids: Vec<String> = (0..80).map(|i| format!("wallet-gone-{i:02}")).collect();
     let mut calls = tokio::task::JoinSet::new();
@@ -812,5 +812,36 @@ async fn a_caller_that_goes_away_mid_creation_never_leaves_a_key_without_its_rec
             "{id} answered {key} with created records {records:?} (seed {seed})"
         );
         assert_eq!(&records[0].1, key, "{id} (seed {seed})");
+    }
+    // Signatures cut the same way leave nothing held: afterwards every key still signs, each
+    // within the client's ordinary timeout.
+    let mut cut = tokio::task::JoinSet::new();
+    for id in &ids {
+        let mut client = signerd
+            .client("gateway")
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let deadline = Duration::from_micros(100 + rng.next() % 5_000);
+        let id = id.clone();
+        cut.spawn(async move {
+            let mut request = tonic::Request::new(pb::SignHashRequest {
+                key_id: id,
+                hash: vec![9; 32],
+            });
+            request.set_timeout(deadline);
+            client.sign_hash(request).await.map(|_| ())
+        });
+    }
+    while let Some(joined) = cut.join_next().await {
+        joined.unwrap_or_else(|e| panic!("{e}")).ok();
+    }
+    for id in &ids {
+        client
+            .sign_hash(pb::SignHashRequest {
+                key_id: id.clone(),
+                hash: vec![9; 32],
+            })
+            .await
+            .unwrap_or_else(|e| panic!("SignHash {id}: {e} (seed {seed})\n{}", signerd.log()));
     }
 }
