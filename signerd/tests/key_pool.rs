@@ -570,6 +570,21 @@ async fn concurrent_create_key_over_50_ids_yields_50_keys() {
 /// A small deterministic generator, so a failing run can be replayed from its seed.
 struct XorShift(u64);
 
+/// The seed (`KEY_POOL_SEED`, else the clock), printed, and its generator.
+fn seeded() -> (u64, XorShift) {
+    let seed = std::env::var("KEY_POOL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    println!("KEY_POOL_SEED={seed}");
+    (seed, XorShift(seed))
+}
+
 impl XorShift {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -581,17 +596,7 @@ impl XorShift {
 
 #[tokio::test]
 async fn sigkill_during_binding_never_binds_a_key_twice_nor_an_id_to_two_keys() {
-    let seed = std::env::var("KEY_POOL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    println!("KEY_POOL_SEED={seed}");
-    let mut rng = XorShift(seed);
+    let (seed, mut rng) = seeded();
     let mut signerd = start_with_pool(24, 24, false).await;
     // What each id was answered with before a kill: it must never change.
     let mut answered: BTreeMap<String, String> = BTreeMap::new();
@@ -747,17 +752,7 @@ async fn a_caller_that_goes_away_mid_creation_never_leaves_a_key_without_its_rec
     // A caller's deadline (or a dropped connection) cancels its RPC on the server. A creation
     // cut there must still be recorded before the key is answered to anyone: a retry of the
     // same id, or any signature with it, comes after its `created` record, without a restart.
-    let seed = std::env::var("KEY_POOL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        });
-    println!("KEY_POOL_SEED={seed}");
-    let mut rng = XorShift(seed);
+    let (seed, mut rng) = seeded();
     let signerd = start_with_pool(60, 60, true).await;
     wait_for_pool(&signerd, 60).await;
     let ids: Vec<String> = (0..80).map(|i| format!("wallet-gone-{i:02}")).collect();

@@ -280,6 +280,38 @@ async fn reserve_on(
     wallet_from_row(&row)
 }
 
+/// Stores the public key on the reservation, with the completing request's key (which replaces
+/// the reserving one's: the 201 is this request's answer; a reserving request that failed had
+/// its key released, as the claim table did). Binds `$1`..`$6`, see [`bind_completion`].
+const COMPLETE: &str = "UPDATE wallets SET public_key = $1, updated_at = $2, \
+     api_key_id = $3, idempotency_key = $4, request_hash = $5 \
+     WHERE id = $6 AND public_key IS NULL";
+
+/// Binds the parameters of [`COMPLETE`].
+fn bind_completion<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    id: WalletId,
+    public_key: &AccountId,
+    request: &WalletRequest,
+    now: &Timestamp,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(public_key.as_str().to_owned())
+        .bind(now.as_str().to_owned())
+        .bind(request.api_key_id.to_string())
+        .bind(request.idempotency_key.as_str().to_owned())
+        .bind(request.request_hash.clone())
+        .bind(id.to_string())
+}
+
+/// The details of the `wallet.created` event.
+fn created_details(id: WalletId, public_key: &AccountId) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": SignerKeyId::for_wallet(id).as_str(),
+        "public_key": public_key.as_str(),
+    })
+}
+
 /// The statements of [`Store::complete_wallet`], on a connection inside a transaction.
 async fn complete_on(
     conn: &mut AnyConnection,
@@ -289,22 +321,10 @@ async fn complete_on(
     ctx: &AuditContext,
 ) -> Result<bool> {
     let now = Timestamp::now();
-    // The completing request's key replaces the reserving one's: the 201 is this request's
-    // answer (a reserving request that failed had its key released, as the claim table did).
-    let completed = sqlx::query(
-        "UPDATE wallets SET public_key = $1, updated_at = $2, \
-         api_key_id = $3, idempotency_key = $4, request_hash = $5 \
-         WHERE id = $6 AND public_key IS NULL",
-    )
-    .bind(public_key.as_str())
-    .bind(now.as_str())
-    .bind(request.api_key_id.to_string())
-    .bind(request.idempotency_key.as_str())
-    .bind(request.request_hash.as_str())
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
+    let completed = bind_completion(sqlx::query(COMPLETE), id, public_key, request, &now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
         == 1;
     if completed {
         audit::record(
@@ -314,10 +334,7 @@ async fn complete_on(
             AuditAction::WalletCreated,
             "wallet",
             &id.to_string(),
-            serde_json::json!({
-                "key_id": SignerKeyId::for_wallet(id).as_str(),
-                "public_key": public_key.as_str(),
-            }),
+            created_details(id, public_key),
         )
         .await?;
     }
@@ -335,32 +352,20 @@ async fn complete_in_one_statement(
     ctx: &AuditContext,
 ) -> Result<bool> {
     let now = Timestamp::now();
-    let details = serde_json::json!({
-        "key_id": SignerKeyId::for_wallet(id).as_str(),
-        "public_key": public_key.as_str(),
-    });
-    let recorded = sqlx::query(
-        "WITH completed AS ( \
-           UPDATE wallets SET public_key = $1, updated_at = $2, \
-           api_key_id = $3, idempotency_key = $4, request_hash = $5 \
-           WHERE id = $6 AND public_key IS NULL RETURNING id) \
+    let statement = format!(
+        "WITH completed AS ({COMPLETE} RETURNING id) \
          INSERT INTO audit_events \
          (occurred_at, actor, action, subject_type, subject_id, request_id, details) \
-         SELECT $2, $7, $8, 'wallet', id, $9, $10 FROM completed",
-    )
-    .bind(public_key.as_str())
-    .bind(now.as_str())
-    .bind(request.api_key_id.to_string())
-    .bind(request.idempotency_key.as_str())
-    .bind(request.request_hash.as_str())
-    .bind(id.to_string())
-    .bind(ctx.actor.to_string())
-    .bind(AuditAction::WalletCreated.as_str())
-    .bind(ctx.request_id.as_ref().map(|r| r.as_str().to_owned()))
-    .bind(details.to_string())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+         SELECT $2, $7, $8, 'wallet', id, $9, $10 FROM completed"
+    );
+    let recorded = bind_completion(sqlx::query(&statement), id, public_key, request, &now)
+        .bind(ctx.actor.to_string())
+        .bind(AuditAction::WalletCreated.as_str())
+        .bind(ctx.request_id.as_ref().map(|r| r.as_str().to_owned()))
+        .bind(created_details(id, public_key).to_string())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     Ok(recorded == 1)
 }
 
