@@ -692,7 +692,7 @@ impl Signer for SignerService {
         // cancels this handler, and must not cut a creation between the binding and its
         // record. The id's creation lock is held until the record is durable and the binding
         // confirmed, so a retry is answered the key only after that.
-        let creation = tokio::spawn(async move {
+        let (key, origin) = tokio::spawn(async move {
             let creation = keyring.create_key_pooled(&id, backend.as_deref()).await?;
             if creation.origin != Origin::Existing {
                 created_record.public_key = Some(creation.key.public_key.account_id());
@@ -711,7 +711,6 @@ impl Signer for SignerService {
         })
         .await
         .map_err(|e| Status::internal(format!("key creation task failed: {e}")))??;
-        let (key, origin) = creation;
         let created = origin != Origin::Existing;
         self.metrics.request(ctx.rpc, "ok");
         tracing::info!(request_id = %ctx.request_id, identity = %ctx.caller, key_id = %key_id, created, origin = origin.label(), "CreateKey");

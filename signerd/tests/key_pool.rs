@@ -111,18 +111,20 @@ async fn in_token(signerd: &SignerdProcess, task: &str) -> serde_json::Value {
         let result = stdout
             .lines()
             .find_map(|line| line.split_once("TOKEN_TASK_RESULT ").map(|(_, r)| r));
-        signerd
-            .wait_for_health(
-                "gateway",
-                tonic_health::pb::health_check_response::ServingStatus::Serving,
-            )
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "signerd not serving after a census: {e:#}\n{}",
-                    signerd.log()
+        if signerd.pid().is_some() {
+            signerd
+                .wait_for_health(
+                    "gateway",
+                    tonic_health::pb::health_check_response::ServingStatus::Serving,
                 )
-            });
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "signerd not serving after a census: {e:#}\n{}",
+                        signerd.log()
+                    )
+                });
+        }
         match result {
             Some(result) => {
                 return serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"));
@@ -140,7 +142,9 @@ async fn in_token(signerd: &SignerdProcess, task: &str) -> serde_json::Value {
 }
 
 /// The child side of [`in_token`]: `census` lists every Ed25519 key object with its id, label,
-/// public key and protection attributes, and tries to read each private key's value.
+/// public key and protection attributes, and tries to read each private key's value;
+/// `marker:LABEL` stores a creation marker labelled `LABEL`, as signerd would (run while signerd
+/// is stopped).
 #[test]
 #[ignore = "run by the other tests in a child process, with the token's SOFTHSM2_CONF"]
 fn token_task() {
@@ -149,8 +153,25 @@ fn token_task() {
     let Ok(task) = std::env::var("POOL_TOKEN_TASK") else {
         return;
     };
-    assert_eq!(task, "census");
     let session = token::user_session();
+    if let Some(label) = task.strip_prefix("marker:") {
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Application(
+                    signerd::backend::pkcs11::PENDING_APPLICATION
+                        .as_bytes()
+                        .to_vec(),
+                ),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!("TOKEN_TASK_RESULT {{}}");
+        return;
+    }
+    assert_eq!(task, "census");
     let objects = |class| {
         session
             .find_objects(&[
@@ -782,6 +803,7 @@ async fn a_caller_that_goes_away_mid_creation_never_leaves_a_key_without_its_rec
         }
     }
     println!("calls cut by their deadline: {cancelled} of {}", ids.len());
+    assert!(cancelled > 0, "no call was cut: the attack did not happen");
     // The same ids again, with no deadline: each answers its one key, and by then its creation
     // is recorded.
     let mut client = signerd
@@ -838,5 +860,72 @@ async fn a_caller_that_goes_away_mid_creation_never_leaves_a_key_without_its_rec
             })
             .await
             .unwrap_or_else(|e| panic!("SignHash {id}: {e} (seed {seed})\n{}", signerd.log()));
+    }
+}
+
+#[tokio::test]
+async fn a_marker_naming_several_keys_is_read_back_at_start() {
+    // What a crash leaves when it cuts a group of creations that shared one marker write: the
+    // marker names them all. At the next start each key it names that exists gets its
+    // `created` record again (it may have been missing), an id without a key gets none, and
+    // the marker is freed once they are recorded.
+    let mut signerd = start_with_pool(4, 4, false).await;
+    wait_for_pool(&signerd, 2).await;
+    let mut client = signerd
+        .client("gateway")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut keys = BTreeMap::new();
+    for id in ["wallet-grouped-a", "wallet-grouped-b"] {
+        let key = create(&mut client, id)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"))
+            .key
+            .unwrap_or_else(|| panic!("no key"))
+            .public_key;
+        keys.insert(id.to_owned(), key);
+    }
+    signerd.kill().await.unwrap_or_else(|e| panic!("{e:#}"));
+    in_token(
+        &signerd,
+        "marker:wallet-grouped-a wallet-never-made wallet-grouped-b",
+    )
+    .await;
+    signerd
+        .launch()
+        .await
+        .unwrap_or_else(|e| panic!("restart: {e:#}"));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let recorded = created_records(&signerd);
+        let count = |id: &str| recorded.iter().filter(|(i, _)| i == id).count();
+        if count("wallet-grouped-a") == 2 && count("wallet-grouped-b") == 2 {
+            for (id, key) in &recorded {
+                assert_eq!(keys.get(id), Some(key), "{id} recorded with another key");
+            }
+            assert_eq!(count("wallet-never-made"), 0, "{recorded:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the grouped marker's keys were not recorded again: {recorded:?}\n{}",
+            signerd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Freed once both are recorded: the marker names nothing any more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let census = in_token(&signerd, "census").await;
+        if census["markers"] == 0 {
+            assert!(census["free_markers"].as_u64() >= Some(1), "{census}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the grouped marker was never freed: {census}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -430,14 +430,11 @@ impl Store {
     /// The user (whether blocked) with its wallet row if it has one, in one read; `None` when
     /// there is no such user.
     pub async fn user_with_wallet(&self, user_id: UserId) -> Result<Option<UserWallet>> {
-        let row = sqlx::query(
-            "SELECT users.blocked_at AS blocked_at, wallets.id AS id, \
-             wallets.user_id AS user_id, wallets.key_id AS key_id, \
-             wallets.public_key AS public_key, wallets.frozen_at AS frozen_at, \
-             wallets.created_at AS created_at, wallets.api_key_id AS api_key_id, \
-             wallets.idempotency_key AS idempotency_key, wallets.request_hash AS request_hash \
+        let row = sqlx::query(&format!(
+            "SELECT users.blocked_at AS blocked_at, {} \
              FROM users LEFT JOIN wallets ON wallets.user_id = users.id WHERE users.id = $1",
-        )
+            prefixed_columns("wallets", "")
+        ))
         .bind(user_id.to_string())
         .fetch_optional(&self.pool)
         .await?;
